@@ -1,0 +1,231 @@
+//! `weft`: the host process. Serves a single wasi:http component
+//! (`weft serve`), or runs a whole service from its manifest (`weft up`).
+
+mod builder;
+mod http_server;
+mod manifest;
+mod service;
+mod supervisor;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use manifest::Manifest;
+use service::{HostPaths, LoadedRole};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_runtime::{Grants, MemoryBroker, RoleSpec, Runtime, SandboxLimits};
+
+#[derive(Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "Runs Wasm web and worker roles in isolated, metered sandboxes"
+)]
+struct Cli {
+    /// How host logs (and captured guest output) are written to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve one wasi:http component over HTTP, a fresh sandbox per request.
+    Serve(ServeArgs),
+    /// Build and run a service from its manifest (a weft.toml, or a folder holding one).
+    Up(UpArgs),
+    /// Check a manifest and compile its components, without running anything.
+    Check(UpArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// The component to serve.
+    component: PathBuf,
+    /// Memory cap per request, in MiB.
+    #[arg(long, default_value_t = SandboxLimits::default().memory_mib)]
+    memory_mib: u64,
+    /// Fuel budget per request.
+    #[arg(long, default_value_t = SandboxLimits::default().fuel)]
+    fuel: u64,
+    /// Wall-clock deadline per request, in milliseconds.
+    #[arg(long, default_value_t = SandboxLimits::default().deadline_ms)]
+    deadline_ms: u64,
+    /// Largest request body, in KiB.
+    #[arg(long, default_value_t = SandboxLimits::default().max_request_body_kib)]
+    max_request_body_kib: u64,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// The manifest, or the folder holding its weft.toml.
+    #[arg(default_value = ".")]
+    manifest: PathBuf,
+    /// Skip the roles' build commands and use the components as they are.
+    #[arg(long)]
+    no_build: bool,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Args)]
+struct HostArgs {
+    /// The host's state folder [default: .weft beside the manifest; none for serve].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Where compiled components are cached [default: STATE_DIR/cache].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// How long in-flight requests may take to finish at shutdown, in seconds.
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("weft: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: each context joined with ": ".
+            eprintln!("weft: error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Up(args) => up(args, false).await,
+        Command::Check(args) => up(args, true).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let limits = SandboxLimits {
+        memory_mib: args.memory_mib,
+        fuel: args.fuel,
+        deadline_ms: args.deadline_ms,
+        max_request_body_kib: args.max_request_body_kib,
+    };
+    let state_dir = args.host.state_dir.clone().or_else(user_cache_dir);
+    let cache_dir = args
+        .host
+        .cache_dir
+        .clone()
+        .or_else(|| state_dir.as_ref().map(|d| d.join("cache")));
+    let runtime = Runtime::new(service::engine_config(
+        std::iter::once(limits),
+        0,
+        cache_dir,
+    ))?;
+    let broker = Arc::new(MemoryBroker::default());
+    let spec = RoleSpec {
+        grants: Grants {
+            service: "serve".into(),
+            role: "web".into(),
+            ..Grants::default()
+        },
+        limits,
+        queues: broker.clone(),
+        kv: broker,
+    };
+    let role = runtime.web_role(&args.component, spec)?;
+    let roles = vec![("web".to_owned(), LoadedRole::Web(Arc::new(role), args.addr))];
+    service::run(roles, Duration::from_secs(args.host.grace_secs)).await
+}
+
+async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.manifest)?;
+    if !args.no_build {
+        builder::build_roles(&manifest)?;
+    }
+    let state_dir = args
+        .host
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| service::default_state_dir(manifest.folder()));
+    let cache_dir = args
+        .host
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("cache"));
+    let paths = HostPaths {
+        state_dir,
+        cache_dir: Some(cache_dir),
+    };
+    let workers = manifest
+        .roles
+        .values()
+        .map(|r| {
+            if r.kind == manifest::RoleKind::Worker {
+                r.instances
+            } else {
+                0
+            }
+        })
+        .sum();
+    let engine = service::engine_config(
+        manifest.roles.values().map(|r| r.limits),
+        workers,
+        paths.cache_dir.clone(),
+    );
+    let runtime = Runtime::new(engine)?;
+    let roles = service::load_roles(&manifest, &runtime, &paths)?;
+    if check_only {
+        println!(
+            "ok: service '{}' with {} roles",
+            manifest.service,
+            roles.len()
+        );
+        return Ok(());
+    }
+    tracing::info!(service = %manifest.service, manifest = %manifest.path.display(), "starting");
+    service::run(roles, Duration::from_secs(args.host.grace_secs)).await
+}
+
+/// `$XDG_CACHE_HOME/weft` or `~/.cache/weft`.
+fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+    Some(base.join("weft"))
+}

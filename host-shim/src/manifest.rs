@@ -1,0 +1,414 @@
+//! The service manifest, `weft.toml`: a service's roles, what each may
+//! reach, and what bounds it.
+//!
+//! Parsing refuses unknown keys, and every error is one line naming the file
+//! and, where the TOML parser knows it, the line and column; semantic errors
+//! name the field (`roles.web.listen`).
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use weft_runtime::config::MIB;
+use weft_runtime::{EngineConfig, SandboxLimits};
+
+/// The file `weft up DIR` reads.
+pub const MANIFEST_FILE: &str = "weft.toml";
+
+/// A manifest that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ManifestError {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// What is wrong, on one line, with the line and column when known.
+    pub message: String,
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The service's name.
+    pub service: String,
+    /// Roles by name.
+    pub roles: BTreeMap<String, Role>,
+}
+
+/// A role's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleKind {
+    /// Serves HTTP through `wasi:http/incoming-handler`.
+    Web,
+    /// Pulls work from queues; run through `wasi:cli/run`.
+    Worker,
+}
+
+/// One role, with paths resolved against the manifest's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    /// Web or worker.
+    pub kind: RoleKind,
+    /// The component file.
+    pub component: PathBuf,
+    /// A shell command that builds the component, run in the manifest's folder.
+    pub build: Option<String>,
+    /// Worker instances to run (always 1 for web roles, which get a fresh
+    /// instance per request).
+    pub instances: u32,
+    /// Where a web role listens.
+    pub listen: Option<SocketAddr>,
+    /// Queues the role may use.
+    pub queues: BTreeSet<String>,
+    /// Buckets the role may open.
+    pub buckets: BTreeSet<String>,
+    /// What bounds each sandbox.
+    pub limits: SandboxLimits,
+    /// Settings, read through `wasi:config/store`.
+    pub settings: BTreeMap<String, String>,
+    /// Whether the role gets a private scratch folder.
+    pub scratch: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawManifest {
+    service: RawService,
+    #[serde(default)]
+    roles: BTreeMap<String, RawRole>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawService {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRole {
+    kind: RoleKind,
+    component: PathBuf,
+    build: Option<String>,
+    instances: Option<u32>,
+    listen: Option<String>,
+    #[serde(default)]
+    queues: Vec<String>,
+    #[serde(default)]
+    buckets: Vec<String>,
+    #[serde(default)]
+    limits: SandboxLimits,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
+    scratch: bool,
+}
+
+/// The largest memory cap a role may ask for, in MiB (4 GiB: all a 32-bit
+/// Wasm memory can address).
+pub const MAX_MEMORY_MIB: u64 = 4096;
+
+/// Most worker instances one role may ask for on one host.
+pub const MAX_INSTANCES: u32 = 1000;
+
+impl Manifest {
+    /// Reads `path`, or `path/weft.toml` when `path` is a folder.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let path = if path.is_dir() {
+            path.join(MANIFEST_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| ManifestError {
+            path: path.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&path, &text)
+    }
+
+    /// Parses and validates manifest text that came from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
+        let engine = &EngineConfig {
+            max_memory_bytes: MAX_MEMORY_MIB * MIB,
+            ..EngineConfig::default()
+        };
+        let fail = |message: String| ManifestError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| fail(describe_toml_error(text, &e)))?;
+        check_name(&raw.service.name).map_err(|why| fail(format!("service.name: {why}")))?;
+        if raw.roles.is_empty() {
+            return Err(fail("no roles: add a [roles.NAME] table".into()));
+        }
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut roles = BTreeMap::new();
+        let mut listens = BTreeMap::new();
+        for (name, raw_role) in raw.roles {
+            let at = |field: &str| format!("roles.{name}.{field}");
+            check_name(&name).map_err(|why| fail(format!("roles.{name}: role name {why}")))?;
+            let role = raw_role
+                .resolve(&base, engine)
+                .map_err(|(field, why)| fail(format!("{}: {why}", at(field))))?;
+            // Port 0 asks the OS for a free port, so it never clashes.
+            if let Some(addr) = role.listen.filter(|addr| addr.port() != 0)
+                && let Some(other) = listens.insert(addr, name.clone())
+            {
+                {
+                    return Err(fail(format!(
+                        "{}: {addr} is already used by role '{other}'",
+                        at("listen")
+                    )));
+                }
+            }
+            roles.insert(name, role);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            service: raw.service.name,
+            roles,
+        })
+    }
+
+    /// The folder relative paths and build commands start from.
+    pub fn folder(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+impl RawRole {
+    fn resolve(self, base: &Path, engine: &EngineConfig) -> Result<Role, (&'static str, String)> {
+        let instances = match (self.kind, self.instances) {
+            (RoleKind::Web, Some(_)) => {
+                return Err((
+                    "instances",
+                    "applies to worker roles; a web role gets a fresh instance per request".into(),
+                ));
+            }
+            (RoleKind::Web, None) => 1,
+            (RoleKind::Worker, None) => 1,
+            (RoleKind::Worker, Some(n)) if (1..=MAX_INSTANCES).contains(&n) => n,
+            (RoleKind::Worker, Some(n)) => {
+                return Err((
+                    "instances",
+                    format!("must be 1 to {MAX_INSTANCES}, not {n}"),
+                ));
+            }
+        };
+        let listen = match (self.kind, self.listen) {
+            (RoleKind::Web, Some(addr)) => Some(addr.parse::<SocketAddr>().map_err(|_| {
+                (
+                    "listen",
+                    format!("'{addr}' is not an address like 127.0.0.1:8080"),
+                )
+            })?),
+            (RoleKind::Web, None) => {
+                return Err((
+                    "listen",
+                    "required for web roles (say \"127.0.0.1:8080\")".into(),
+                ));
+            }
+            (RoleKind::Worker, Some(_)) => {
+                return Err(("listen", "worker roles have no outside contact".into()));
+            }
+            (RoleKind::Worker, None) => None,
+        };
+        if self.component.as_os_str().is_empty() {
+            return Err(("component", "must name a .wasm file".into()));
+        }
+        if self
+            .build
+            .as_ref()
+            .is_some_and(|build| build.trim().is_empty())
+        {
+            return Err(("build", "is empty; remove it or give a command".into()));
+        }
+        let queues = names(self.queues).map_err(|why| ("queues", why))?;
+        let buckets = names(self.buckets).map_err(|why| ("buckets", why))?;
+        self.limits
+            .validate(engine)
+            .map_err(|why| ("limits", why))?;
+        Ok(Role {
+            kind: self.kind,
+            component: base.join(self.component),
+            build: self.build,
+            instances,
+            listen,
+            queues,
+            buckets,
+            limits: self.limits,
+            settings: self.settings,
+            scratch: self.scratch,
+        })
+    }
+}
+
+fn names(list: Vec<String>) -> Result<BTreeSet<String>, String> {
+    let mut set = BTreeSet::new();
+    for name in list {
+        check_name(&name).map_err(|why| format!("'{name}' {why}"))?;
+        if !set.insert(name.clone()) {
+            return Err(format!("'{name}' is listed twice"));
+        }
+    }
+    Ok(set)
+}
+
+/// Service, role, queue and bucket names: short, and safe in paths, URLs
+/// and backend keys.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err("may hold only a-z, 0-9, '-' and '_'".into());
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err("must start with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// One line: `line L, column C: message`.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        Manifest::parse(Path::new("dir/weft.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+[service]
+name = "pipeline"
+
+[roles.web]
+kind = "web"
+component = "web.wasm"
+listen = "127.0.0.1:8080"
+queues = ["jobs"]
+buckets = ["jobs"]
+[roles.web.limits]
+memory-mib = 64
+[roles.web.settings]
+greeting = "hi"
+
+[roles.worker]
+kind = "worker"
+component = "../worker.wasm"
+instances = 3
+queues = ["jobs"]
+"#;
+
+    #[test]
+    fn a_good_manifest_resolves_paths_and_defaults() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.service, "pipeline");
+        let web = &m.roles["web"];
+        assert_eq!(web.component, Path::new("dir/web.wasm"));
+        assert_eq!(web.limits.memory_mib, 64);
+        assert_eq!(web.limits.deadline_ms, SandboxLimits::default().deadline_ms);
+        assert_eq!(web.settings["greeting"], "hi");
+        let worker = &m.roles["worker"];
+        assert_eq!(worker.instances, 3);
+        assert_eq!(worker.component, Path::new("dir/../worker.wasm"));
+        assert!(worker.buckets.is_empty());
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_column_on_one_line() {
+        let err = parse("[service]\nname = \"x\"\n[roles.a\n").unwrap_err();
+        assert!(err.starts_with("dir/weft.toml: line 3, column"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err =
+            parse(&GOOD.replace("instances = 3", "instances = 3\ncolour = \"red\"")).unwrap_err();
+        assert!(
+            err.contains("line 20, column 1") && err.contains("colour"),
+            "{err}"
+        );
+        let err = parse(&GOOD.replace("memory-mib = 64", "memory = 64")).unwrap_err();
+        assert!(err.contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            (
+                GOOD.replace("listen = \"127.0.0.1:8080\"\n", ""),
+                "roles.web.listen: required",
+            ),
+            (
+                GOOD.replace("127.0.0.1:8080", "localhost"),
+                "roles.web.listen: 'localhost'",
+            ),
+            (
+                GOOD.replace("instances = 3", "instances = 0"),
+                "roles.worker.instances: must be 1",
+            ),
+            (
+                GOOD.replace(
+                    "queues = [\"jobs\"]\nbuckets",
+                    "queues = [\"Jobs!\"]\nbuckets",
+                ),
+                "roles.web.queues",
+            ),
+            (
+                GOOD.replace("memory-mib = 64", "memory-mib = 5000"),
+                "roles.web.limits: memory-mib",
+            ),
+            (
+                GOOD.replace("name = \"pipeline\"", "name = \"../etc\""),
+                "service.name",
+            ),
+            (
+                GOOD.replace("kind = \"worker\"", "kind = \"batch\""),
+                "unknown variant",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn two_roles_cannot_share_an_address() {
+        let text = format!(
+            "{GOOD}\n[roles.other]\nkind = \"web\"\ncomponent = \"x.wasm\"\nlisten = \"127.0.0.1:8080\"\n"
+        );
+        assert!(parse(&text).unwrap_err().contains("already used"));
+    }
+
+    #[test]
+    fn the_shipped_examples_are_valid() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for example in ["hello-web", "pipeline"] {
+            let path = examples.join(example).join(MANIFEST_FILE);
+            Manifest::load(&path).unwrap();
+        }
+    }
+}

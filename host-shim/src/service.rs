@@ -1,0 +1,202 @@
+//! Running a service: load every role's component (all before serving, so a
+//! bad component stops the start with a clear error), then serve web roles,
+//! supervise worker instances, and shut down gracefully on SIGINT/SIGTERM.
+
+use crate::http_server;
+use crate::manifest::{Manifest, RoleKind};
+use crate::supervisor;
+use anyhow::Context;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use weft_runtime::config::MIB;
+use weft_runtime::{
+    EngineConfig, Grants, MemoryBroker, RoleSpec, Runtime, SandboxLimits, WebRole, WorkerRole,
+};
+
+/// Pooling slots kept for web requests in flight, beyond worker instances.
+const WEB_SLOTS: u32 = 1000;
+/// Extra time a worker gets, beyond its deadline, to wind down at shutdown.
+const WORKER_STOP_SLACK: Duration = Duration::from_secs(5);
+
+/// Where the host keeps its state.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    /// The state folder (scratch folders live here).
+    pub state_dir: PathBuf,
+    /// The compiled component cache, if any.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A role loaded and ready to run.
+pub enum LoadedRole {
+    /// A web role and the address it will listen on.
+    Web(Arc<WebRole>, SocketAddr),
+    /// A worker role and its instance count.
+    Worker(Arc<WorkerRole>, u32),
+}
+
+/// Builds the engine sized for `limits`: its memory slots as large as the
+/// largest cap, and enough instance slots for every worker plus requests.
+pub fn engine_config(
+    limits: impl Iterator<Item = SandboxLimits>,
+    workers: u32,
+    cache_dir: Option<PathBuf>,
+) -> EngineConfig {
+    let max_memory_bytes = limits.map(|l| l.memory_bytes()).max().unwrap_or(128 * MIB);
+    EngineConfig {
+        cache_dir,
+        max_memory_bytes,
+        max_instances: WEB_SLOTS.saturating_add(workers),
+        ..EngineConfig::default()
+    }
+}
+
+/// Loads every role of `manifest` into `runtime`.
+pub fn load_roles(
+    manifest: &Manifest,
+    runtime: &Runtime,
+    paths: &HostPaths,
+) -> anyhow::Result<Vec<(String, LoadedRole)>> {
+    let broker = Arc::new(MemoryBroker::default());
+    let mut loaded = Vec::new();
+    for (name, role) in &manifest.roles {
+        let scratch_dir = if role.scratch {
+            let dir = paths
+                .state_dir
+                .join("scratch")
+                .join(&manifest.service)
+                .join(name);
+            std::fs::create_dir_all(&dir).with_context(|| {
+                format!(
+                    "role '{name}': cannot create scratch folder {}",
+                    dir.display()
+                )
+            })?;
+            Some(dir)
+        } else {
+            None
+        };
+        let spec = RoleSpec {
+            grants: Grants {
+                service: manifest.service.clone(),
+                role: name.clone(),
+                queues: role.queues.clone(),
+                buckets: role.buckets.clone(),
+                settings: role.settings.clone(),
+                scratch_dir,
+            },
+            limits: role.limits,
+            queues: broker.clone(),
+            kv: broker.clone(),
+        };
+        let entry = match role.kind {
+            RoleKind::Web => {
+                let addr = role.listen.context("web role without an address")?;
+                LoadedRole::Web(Arc::new(runtime.web_role(&role.component, spec)?), addr)
+            }
+            RoleKind::Worker => LoadedRole::Worker(
+                Arc::new(runtime.worker_role(&role.component, spec)?),
+                role.instances,
+            ),
+        };
+        loaded.push((name.clone(), entry));
+    }
+    Ok(loaded)
+}
+
+/// Runs loaded roles until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(roles: Vec<(String, LoadedRole)>, grace: Duration) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    let mut workers = Vec::new();
+    let mut longest_deadline = Duration::ZERO;
+    let mut listeners = Vec::new();
+    // Bind every address before serving any, so a taken port fails the start.
+    for (name, role) in &roles {
+        if let LoadedRole::Web(_, addr) = role {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("role '{name}': cannot listen on {addr}"))?;
+            listeners.push((name.clone(), listener));
+        }
+    }
+    let mut listeners = listeners.into_iter();
+    for (name, role) in roles {
+        match role {
+            LoadedRole::Web(web, _) => {
+                let (_, listener) = listeners.next().context("listener missing")?;
+                let local = listener.local_addr()?;
+                status_line(&format!("listening {name} http://{local}"));
+                let mut stop = stop_rx.clone();
+                let shutdown = async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                };
+                servers.push(tokio::spawn(http_server::serve(
+                    listener, web, name, shutdown, grace,
+                )));
+            }
+            LoadedRole::Worker(worker, instances) => {
+                longest_deadline = longest_deadline.max(worker.limits().deadline());
+                for slot in 0..instances {
+                    workers.push(tokio::spawn(supervisor::run_slot(
+                        worker.clone(),
+                        name.clone(),
+                        slot,
+                        stop_rx.clone(),
+                    )));
+                }
+                status_line(&format!("running {name} instances={instances}"));
+            }
+        }
+    }
+    status_line("ready");
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: finishing in-flight requests and batches");
+    let _ = stop_tx.send(true);
+    for server in servers {
+        let _ = server.await;
+    }
+    let worker_wait = longest_deadline + WORKER_STOP_SLACK;
+    if tokio::time::timeout(worker_wait, futures_join(workers))
+        .await
+        .is_err()
+    {
+        tracing::warn!("some workers did not stop in time");
+    }
+    status_line("stopped");
+    Ok(())
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
+}
+
+/// A status line on stdout, for people and scripts (logs go to stderr).
+fn status_line(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// The default state folder of a manifest: `.weft` beside it.
+pub fn default_state_dir(manifest_folder: &Path) -> PathBuf {
+    manifest_folder.join(".weft")
+}

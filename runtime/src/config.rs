@@ -1,0 +1,135 @@
+//! Configuration as data: what the engine is built with, what bounds each
+//! sandbox, and what each role is granted.
+//!
+//! Engine-wide settings ([`EngineConfig`]) and per-sandbox settings
+//! ([`SandboxLimits`], [`Grants`]) are separate types, as wasmtime separates
+//! its `Config` from a `Store`. Every field's default is safe for a hostile
+//! guest that nobody configured.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One mebibyte.
+pub const MIB: u64 = 1024 * 1024;
+
+/// Settings of the one wasmtime engine a host runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Where compiled components are cached, keyed by content hash; `None`
+    /// disables the cache. Default: `None` (the host shim passes its state dir).
+    pub cache_dir: Option<PathBuf>,
+    /// The largest linear memory any guest may have, in bytes: the pooling
+    /// allocator reserves this much address space per memory slot. Default
+    /// 128 MiB, the default per-guest cap.
+    pub max_memory_bytes: u64,
+    /// Component instances alive at once across the host (pooling slots).
+    /// Default 1,000: plenty for one machine's in-flight requests and
+    /// workers, and its address-space reservation is modest.
+    pub max_instances: u32,
+    /// How often the epoch ticks. Each tick a running guest yields to the
+    /// async executor and its deadline is checked. Default 10 ms: guests
+    /// share worker threads fairly at a cost too small to measure.
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_memory_bytes: 128 * MIB,
+            max_instances: 1000,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// What bounds one sandbox. Deserialized from a role's `limits` table in the
+/// service manifest, so fields are kebab-case and unknown keys are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SandboxLimits {
+    /// Linear memory cap per instance, in MiB. Default 128: ample for
+    /// ordinary roles, small enough that hundreds fit on one machine. Growth
+    /// past it is refused (`memory.grow` returns -1), not trapped.
+    pub memory_mib: u64,
+    /// Fuel (about one unit per wasm instruction) per HTTP request, or per
+    /// received batch for a worker. Default 10 billion: seconds of CPU, far
+    /// beyond a well-behaved request, and a backstop behind the deadline.
+    pub fuel: u64,
+    /// Wall-clock deadline per HTTP request (including streaming the response)
+    /// or per received batch, in milliseconds, counting time blocked in host
+    /// calls. Default 30,000.
+    pub deadline_ms: u64,
+    /// The largest HTTP request body a web role accepts, in KiB. Default
+    /// 1,024 (1 MiB); larger bodies get 413 before the guest runs.
+    pub max_request_body_kib: u64,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            memory_mib: 128,
+            fuel: 10_000_000_000,
+            deadline_ms: 30_000,
+            max_request_body_kib: 1024,
+        }
+    }
+}
+
+impl SandboxLimits {
+    /// The memory cap in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib.saturating_mul(MIB)
+    }
+
+    /// The deadline as a duration.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    /// The request body limit in bytes.
+    pub fn max_request_body_bytes(&self) -> u64 {
+        self.max_request_body_kib.saturating_mul(1024)
+    }
+
+    /// Checks the limits make sense on their own and against the engine.
+    pub fn validate(&self, engine: &EngineConfig) -> Result<(), String> {
+        if self.memory_mib == 0 {
+            return Err("memory-mib must be at least 1".into());
+        }
+        if self.memory_bytes() > engine.max_memory_bytes {
+            return Err(format!(
+                "memory-mib {} is over the host's maximum of {} MiB",
+                self.memory_mib,
+                engine.max_memory_bytes / MIB
+            ));
+        }
+        if self.fuel == 0 {
+            return Err("fuel must be at least 1".into());
+        }
+        if self.deadline_ms == 0 {
+            return Err("deadline-ms must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a role may reach over the VMBus; anything absent is denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// The service the role belongs to; queue and bucket names are scoped by it.
+    pub service: String,
+    /// The role's name, for logs.
+    pub role: String,
+    /// Queues the role may send to and receive from.
+    pub queues: BTreeSet<String>,
+    /// Key-value buckets the role may open.
+    pub buckets: BTreeSet<String>,
+    /// Settings the role reads through `wasi:config/store`.
+    pub settings: BTreeMap<String, String>,
+    /// A host folder the guest sees as `/scratch`, read-write; `None` means
+    /// the guest has no filesystem at all.
+    pub scratch_dir: Option<PathBuf>,
+}

@@ -1,0 +1,201 @@
+//! The host's one wasmtime engine, and turning component files into roles.
+//!
+//! [`Runtime`] owns the [`wasmtime::Engine`] (component model, async, fuel,
+//! epoch interruption, pooling allocator), the thread that ticks its epoch,
+//! the on-disk cache of compiled components, and one [`Linker`] per role kind:
+//! web roles get WASI (granting nothing), `wasi:http` (outgoing requests
+//! refused) and the VMBus; worker roles get WASI and the VMBus only.
+
+use crate::broker::{KvStore, QueueBroker};
+use crate::cache::{ComponentCache, compile};
+use crate::config::{EngineConfig, Grants, SandboxLimits};
+use crate::error::{RuntimeError, one_line};
+use crate::sandbox::GuestState;
+use crate::vmbus;
+use crate::web::WebRole;
+use crate::worker::WorkerRole;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// What a role is given: its grants, limits, and the backends behind its
+/// queues and buckets.
+#[derive(Clone)]
+pub struct RoleSpec {
+    /// What the role may reach.
+    pub grants: Grants,
+    /// What bounds each of its sandboxes.
+    pub limits: SandboxLimits,
+    /// The queues backend.
+    pub queues: Arc<dyn QueueBroker>,
+    /// The key-value backend.
+    pub kv: Arc<dyn KvStore>,
+}
+
+/// The host's engine and the linkers for each role kind.
+pub struct Runtime {
+    engine: Engine,
+    config: EngineConfig,
+    cache: Option<ComponentCache>,
+    web_linker: Linker<GuestState>,
+    worker_linker: Linker<GuestState>,
+    ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and its linkers, and starts the epoch ticker.
+    pub fn new(config: EngineConfig) -> Result<Self, RuntimeError> {
+        let engine = build_engine(&config)?;
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(ComponentCache::open(dir, &engine)?),
+            None => None,
+        };
+        let link_error = |e: wasmtime::Error| RuntimeError::Engine(one_line(&e));
+
+        let mut worker_linker = Linker::new(&engine);
+        // Rust's wasm32-wasip2 std imports wasi:cli, clocks, random,
+        // filesystem and sockets even when unused: link them all so ordinary
+        // components instantiate; the WASI context grants none of it.
+        wasmtime_wasi::p2::add_to_linker_async(&mut worker_linker).map_err(link_error)?;
+        vmbus::add_to_linker(&mut worker_linker).map_err(link_error)?;
+
+        let mut web_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut web_linker).map_err(link_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut web_linker)
+            .map_err(link_error)?;
+        vmbus::add_to_linker(&mut web_linker).map_err(link_error)?;
+
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        Ok(Self {
+            engine,
+            config,
+            cache,
+            web_linker,
+            worker_linker,
+            ticker,
+        })
+    }
+
+    /// The engine configuration this runtime was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Reads and compiles (or loads from the cache) the component at `path`.
+    pub fn load_component(&self, path: &Path) -> Result<Component, RuntimeError> {
+        let wasm = std::fs::read(path).map_err(|source| RuntimeError::Read {
+            path: path.into(),
+            source,
+        })?;
+        match &self.cache {
+            Some(cache) => cache.load(&self.engine, &wasm, path),
+            None => compile(&self.engine, &wasm, path),
+        }
+    }
+
+    /// Prepares a web role from the component at `path`.
+    pub fn web_role(&self, path: &Path, spec: RoleSpec) -> Result<WebRole, RuntimeError> {
+        self.check_limits(&spec.limits)?;
+        let component = self.load_component(path)?;
+        let pre = self
+            .web_linker
+            .instantiate_pre(&component)
+            .map_err(|e| incompatible(path, "web", &e))?;
+        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
+            .map_err(|e| incompatible(path, "web", &e))?;
+        Ok(WebRole::new(pre, spec))
+    }
+
+    /// Prepares a worker role from the component at `path`.
+    pub fn worker_role(&self, path: &Path, spec: RoleSpec) -> Result<WorkerRole, RuntimeError> {
+        self.check_limits(&spec.limits)?;
+        let component = self.load_component(path)?;
+        let pre = self
+            .worker_linker
+            .instantiate_pre(&component)
+            .map_err(|e| incompatible(path, "worker", &e))?;
+        let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre)
+            .map_err(|e| incompatible(path, "worker", &e))?;
+        Ok(WorkerRole::new(pre, spec))
+    }
+
+    fn check_limits(&self, limits: &SandboxLimits) -> Result<(), RuntimeError> {
+        limits.validate(&self.config).map_err(RuntimeError::Limits)
+    }
+
+    /// Stops the epoch ticker. Running guests stop yielding; call this only
+    /// once no guest runs. Dropping the runtime does the same.
+    pub fn shutdown(self) {
+        drop(self.ticker);
+    }
+}
+
+fn incompatible(path: &Path, kind: &'static str, error: &wasmtime::Error) -> RuntimeError {
+    RuntimeError::Incompatible {
+        path: path.into(),
+        kind,
+        reason: one_line(error),
+    }
+}
+
+fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
+    let max_memory = usize::try_from(config.max_memory_bytes).map_err(|_| {
+        RuntimeError::Engine("max memory does not fit this machine's address space".into())
+    })?;
+    let instances = config.max_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    // A Rust component has a few core instances, tables and memories (its
+    // own module plus small shims); these multiples leave headroom.
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
+        .max_memory_size(max_memory);
+
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm).map_err(|e| RuntimeError::Engine(one_line(&e)))
+}
+
+/// A thread that advances the engine's epoch every tick; each tick, running
+/// guests yield and their deadlines are checked.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: std::time::Duration) -> Result<Self, RuntimeError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The runtime's typed errors: why a component could not be loaded or run,
+//! and why one guest invocation ended badly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why the runtime could not set something up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The component file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid Wasm component (or failed to compile).
+    #[error("{}: not a valid Wasm component: {reason}", path.display())]
+    InvalidComponent {
+        /// The file.
+        path: PathBuf,
+        /// What the compiler said, on one line.
+        reason: String,
+    },
+    /// The component does not fit the role it was given: a missing export,
+    /// or an import this kind of role does not provide.
+    #[error("{}: cannot run as a {kind} role: {reason}", path.display())]
+    Incompatible {
+        /// The file.
+        path: PathBuf,
+        /// The role kind it was loaded for.
+        kind: &'static str,
+        /// What is missing, on one line.
+        reason: String,
+    },
+    /// Limits that make no sense, alone or for this engine.
+    #[error("invalid limits: {0}")]
+    Limits(String),
+    /// The engine could not be built (an unsupported configuration).
+    #[error("cannot build the wasmtime engine: {0}")]
+    Engine(String),
+    /// A grant that cannot be honoured (a scratch folder that cannot be opened).
+    #[error("cannot grant {what}: {reason}")]
+    Grant {
+        /// The grant.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why one guest invocation (an HTTP request, a worker run) ended badly.
+/// Only that invocation ends; the host and other guests go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuestFailure {
+    /// The invocation used its whole fuel budget.
+    #[error("fuel budget exhausted")]
+    OutOfFuel,
+    /// The invocation ran past its wall-clock deadline.
+    #[error("deadline of {} ms exceeded", .0.as_millis())]
+    Deadline(Duration),
+    /// The guest trapped after its memory cap refused a growth.
+    #[error("memory limit of {0} MiB reached")]
+    MemoryCap(u64),
+    /// The guest trapped (a panic, an unreachable, a bad access...).
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The guest called `exit` with a non-zero status.
+    #[error("guest exited with status {0}")]
+    Exit(i32),
+    /// The guest could not be instantiated.
+    #[error("cannot instantiate guest: {0}")]
+    Instantiate(String),
+    /// The guest finished without producing what was asked of it (an HTTP
+    /// response, say).
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Renders a wasmtime error on one line: the first line of each cause.
+pub(crate) fn one_line(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    let mut parts = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut out = parts.next().unwrap_or("unknown error").to_owned();
+    if out.len() > 300 {
+        out.truncate(out.char_indices().nth(300).map_or(out.len(), |(i, _)| i));
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,86 @@
+//! The host side of the VMBus: the only calls a guest can make beyond WASI's
+//! granted-nothing defaults.
+//!
+//! Each interface is one module with the same lifecycle: linked into the
+//! [`wasmtime::component::Linker`] once per role kind ([`add_to_linker`]),
+//! given per-instance state from the role's [`Grants`] ([`VmBusCtx`]), then
+//! serving calls, checking every name and number the guest passes.
+//!
+//! - [`queue`]: Weft's own `weft:vmbus/queue` (hand-linked, because `receive`
+//!   needs the store to refill a worker's fuel for each batch).
+//! - [`keyvalue`]: the standard `wasi:keyvalue/store`.
+//! - [`config`]: the standard `wasi:config/store`.
+
+pub mod config;
+pub mod keyvalue;
+pub mod queue;
+
+use crate::broker::{KvStore, QueueBroker};
+use crate::config::Grants;
+use crate::sandbox::GuestState;
+use std::sync::Arc;
+use wasmtime::component::{HasData, Linker, ResourceTable};
+
+/// Bindings generated from `wit/`, for the VMBus imports.
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "weft:vmbus/imports",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": super::keyvalue::BucketHandle,
+        },
+    });
+}
+
+/// Per-instance VMBus state: what the guest may reach, and the backends.
+pub struct VmBusCtx {
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) queues: Arc<dyn QueueBroker>,
+    pub(crate) kv: Arc<dyn KvStore>,
+    pub(crate) leases: queue::Leases,
+    pub(crate) batch: Option<queue::BatchControl>,
+    pub(crate) open_buckets: usize,
+}
+
+impl VmBusCtx {
+    /// State for one instance of a role with `grants`, using these backends.
+    pub fn new(grants: Arc<Grants>, queues: Arc<dyn QueueBroker>, kv: Arc<dyn KvStore>) -> Self {
+        Self {
+            grants,
+            queues,
+            kv,
+            leases: queue::Leases::default(),
+            batch: None,
+            open_buckets: 0,
+        }
+    }
+
+    /// The backend's name for a guest's queue or bucket: scoped by service,
+    /// so two services on one host never share one by accident.
+    pub(crate) fn scoped(&self, name: &str) -> String {
+        format!("{}/{}", self.grants.service, name)
+    }
+}
+
+/// A borrowed view of the store's VMBus state, which the generated `Host`
+/// traits are implemented for.
+pub struct VmBusView<'a> {
+    pub(crate) ctx: &'a mut VmBusCtx,
+    pub(crate) table: &'a mut ResourceTable,
+}
+
+/// Marks [`VmBusView`] as the data the VMBus host functions borrow.
+pub(crate) struct VmBus;
+
+impl HasData for VmBus {
+    type Data<'a> = VmBusView<'a>;
+}
+
+/// Links every VMBus interface into `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    queue::add_to_linker(linker)?;
+    bindings::wasi::keyvalue::store::add_to_linker::<GuestState, VmBus>(linker, GuestState::vmbus)?;
+    bindings::wasi::config::store::add_to_linker::<GuestState, VmBus>(linker, GuestState::vmbus)?;
+    Ok(())
+}

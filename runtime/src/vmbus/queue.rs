@@ -1,0 +1,334 @@
+//! Host side of `weft:vmbus/queue`: grant checks, argument checks, and the
+//! per-batch budget of a worker.
+//!
+//! A worker's fuel budget and deadline cover one received batch: each
+//! `receive` refills the fuel, and when it hands out messages it starts the
+//! batch's deadline (stopped again while the worker waits in the next
+//! `receive`). That is why this interface is linked by hand with
+//! `func_wrap_async`: `receive` needs the store, not only the store's data.
+//! A web role's budget covers its whole request instead, so its `receive`
+//! refills nothing.
+
+use super::VmBusCtx;
+use super::bindings::weft::vmbus::queue::Message;
+use super::bindings::weft::vmbus::types::Error as WitError;
+use crate::broker::{BrokerError, MAX_BATCH, ReceiveRequest};
+use crate::sandbox::GuestState;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use wasmtime::StoreContextMut;
+use wasmtime::component::Linker;
+
+/// The longest a `receive` waits for a message, whatever the guest asks: a
+/// bounded long poll keeps an idle worker cheap without hiding it from the host.
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+/// The longest visibility timeout a guest may ask for (12 hours).
+pub const MAX_VISIBILITY_MS: u32 = 12 * 60 * 60 * 1000;
+/// The longest initial invisibility a guest may ask for (7 days).
+pub const MAX_DELAY_MS: u32 = 7 * 24 * 60 * 60 * 1000;
+/// How much of a guest-supplied name is echoed back in an error.
+const NAME_ECHO: usize = 64;
+
+const INTERFACE: &str = "weft:vmbus/queue@0.1.0";
+
+/// A worker's per-batch budget, and where it announces its batch deadline
+/// to the supervisor that enforces it.
+#[derive(Debug)]
+pub struct BatchControl {
+    /// Fuel given at every `receive`.
+    pub fuel: u64,
+    /// Wall-clock time allowed per received batch.
+    pub deadline: Duration,
+    /// The current batch's deadline; `None` while the worker waits for work.
+    pub current: watch::Sender<Option<Instant>>,
+}
+
+/// Receipts this instance holds and has not yet completed or abandoned, so
+/// that if the instance fails they go back to their queue at once instead
+/// of after their visibility timeout.
+#[derive(Debug, Default)]
+pub struct Leases {
+    held: Vec<Lease>,
+}
+
+/// A message this instance holds by its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The backend's (service-scoped) queue name.
+    pub queue: String,
+    /// The delivery's receipt.
+    pub receipt: String,
+    expires: Instant,
+}
+
+impl Leases {
+    fn hold(&mut self, queue: &str, receipt: String, expires: Instant) {
+        // Lapsed leases are worthless; dropping them bounds this list by
+        // what the guest can lease within one visibility timeout.
+        let now = Instant::now();
+        self.held.retain(|lease| lease.expires > now);
+        self.held.push(Lease {
+            queue: queue.to_owned(),
+            receipt,
+            expires,
+        });
+    }
+
+    fn release(&mut self, queue: &str, receipt: &str) {
+        self.held
+            .retain(|lease| !(lease.queue == queue && lease.receipt == receipt));
+    }
+
+    /// Takes every lease still in force.
+    pub fn take_live(&mut self) -> Vec<Lease> {
+        let now = Instant::now();
+        std::mem::take(&mut self.held)
+            .into_iter()
+            .filter(|lease| lease.expires > now)
+            .collect()
+    }
+}
+
+fn echo(name: &str) -> &str {
+    name.char_indices()
+        .nth(NAME_ECHO)
+        .map_or(name, |(end, _)| &name[..end])
+}
+
+impl From<BrokerError> for WitError {
+    fn from(error: BrokerError) -> Self {
+        match error {
+            BrokerError::TooLarge(why) => WitError::TooLarge(why),
+            BrokerError::NotFound(why) => WitError::NotFound(why),
+            BrokerError::Invalid(why) => WitError::Invalid(why),
+            BrokerError::Unavailable(why) => WitError::Unavailable(why),
+        }
+    }
+}
+
+impl VmBusCtx {
+    /// The backend's name for `queue`, if the role may use it.
+    fn granted_queue(&self, queue: &str) -> Result<String, WitError> {
+        if self.grants.queues.contains(queue) {
+            Ok(self.scoped(queue))
+        } else {
+            Err(WitError::Denied(format!(
+                "queue '{}' is not granted to role '{}'",
+                echo(queue),
+                self.grants.role
+            )))
+        }
+    }
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    // The interface's types live in their own (function-less) instance.
+    linker.instance("weft:vmbus/types@0.1.0")?;
+    let mut queue = linker.instance(INTERFACE)?;
+    queue.func_wrap_async(
+        "send",
+        |mut store: StoreContextMut<'_, GuestState>,
+         (name, body, delay_ms): (String, Vec<u8>, u32)| {
+            Box::new(async move {
+                Ok((send(&mut store.data_mut().vmbus, &name, body, delay_ms).await,))
+            })
+        },
+    )?;
+    queue.func_wrap_async(
+        "receive",
+        |store: StoreContextMut<'_, GuestState>,
+         (name, max, visibility_ms, wait_ms): (String, u32, u32, u32)| {
+            Box::new(async move { Ok((receive(store, &name, max, visibility_ms, wait_ms).await,)) })
+        },
+    )?;
+    queue.func_wrap_async(
+        "complete",
+        |mut store: StoreContextMut<'_, GuestState>, (name, receipt): (String, String)| {
+            Box::new(async move {
+                Ok((settle(&mut store.data_mut().vmbus, &name, &receipt, true).await,))
+            })
+        },
+    )?;
+    queue.func_wrap_async(
+        "abandon",
+        |mut store: StoreContextMut<'_, GuestState>, (name, receipt): (String, String)| {
+            Box::new(async move {
+                Ok((settle(&mut store.data_mut().vmbus, &name, &receipt, false).await,))
+            })
+        },
+    )?;
+    Ok(())
+}
+
+async fn send(
+    ctx: &mut VmBusCtx,
+    name: &str,
+    body: Vec<u8>,
+    delay_ms: u32,
+) -> Result<String, WitError> {
+    let queue = ctx.granted_queue(name)?;
+    if delay_ms > MAX_DELAY_MS {
+        return Err(WitError::Invalid(format!(
+            "initial invisibility of {delay_ms} ms is over the maximum of {MAX_DELAY_MS} ms"
+        )));
+    }
+    let delay = Duration::from_millis(u64::from(delay_ms));
+    Ok(ctx.queues.send(&queue, body, delay).await?)
+}
+
+async fn receive(
+    mut store: StoreContextMut<'_, GuestState>,
+    name: &str,
+    max_messages: u32,
+    visibility_ms: u32,
+    wait_ms: u32,
+) -> Result<Vec<Message>, WitError> {
+    let queue = store.data().vmbus.granted_queue(name)?;
+    if max_messages == 0 || max_messages > MAX_BATCH {
+        return Err(WitError::Invalid(format!(
+            "max-messages must be 1 to {MAX_BATCH}, not {max_messages}"
+        )));
+    }
+    if visibility_ms == 0 || visibility_ms > MAX_VISIBILITY_MS {
+        return Err(WitError::Invalid(format!(
+            "visibility-timeout-ms must be 1 to {MAX_VISIBILITY_MS}, not {visibility_ms}"
+        )));
+    }
+    let visibility_timeout = Duration::from_millis(u64::from(visibility_ms));
+    let request = ReceiveRequest {
+        max_messages,
+        visibility_timeout,
+        wait: Duration::from_millis(u64::from(wait_ms)).min(MAX_WAIT),
+    };
+
+    // A worker calling receive has finished its batch: no deadline runs
+    // while it waits for the next.
+    let batch = store
+        .data()
+        .vmbus
+        .batch
+        .as_ref()
+        .map(|b| (b.fuel, b.deadline));
+    if let Some(control) = &store.data().vmbus.batch {
+        control.current.send_replace(None);
+    }
+    if batch.is_some() {
+        store.data_mut().deadline = None;
+    }
+
+    let broker = store.data().vmbus.queues.clone();
+    let deliveries = broker.receive(&queue, request).await?;
+
+    if let Some((fuel, deadline)) = batch {
+        store
+            .set_fuel(fuel)
+            .map_err(|e| WitError::Unavailable(format!("cannot refuel: {e}")))?;
+        if !deliveries.is_empty() {
+            let ends = Instant::now() + deadline;
+            store.data_mut().deadline = Some(ends);
+            if let Some(control) = &store.data().vmbus.batch {
+                control.current.send_replace(Some(ends));
+            }
+        }
+    }
+    let expires = Instant::now() + visibility_timeout;
+    let ctx = &mut store.data_mut().vmbus;
+    Ok(deliveries
+        .into_iter()
+        .map(|d| {
+            ctx.leases.hold(&queue, d.receipt.clone(), expires);
+            Message {
+                id: d.id,
+                body: d.body,
+                dequeue_count: d.dequeue_count,
+                inserted_at_ms: d.inserted_at_ms,
+                receipt: d.receipt,
+            }
+        })
+        .collect())
+}
+
+async fn settle(
+    ctx: &mut VmBusCtx,
+    name: &str,
+    receipt: &str,
+    complete: bool,
+) -> Result<(), WitError> {
+    let queue = ctx.granted_queue(name)?;
+    let result = if complete {
+        ctx.queues.complete(&queue, receipt).await
+    } else {
+        ctx.queues.abandon(&queue, receipt).await
+    };
+    ctx.leases.release(&queue, receipt);
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::MemoryBroker;
+    use crate::config::Grants;
+    use std::sync::Arc;
+
+    fn ctx(queues: &[&str]) -> VmBusCtx {
+        let broker = Arc::new(MemoryBroker::default());
+        let grants = Grants {
+            service: "svc".into(),
+            role: "web".into(),
+            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+            ..Grants::default()
+        };
+        VmBusCtx::new(Arc::new(grants), broker.clone(), broker)
+    }
+
+    #[tokio::test]
+    async fn send_is_denied_for_ungranted_queues_and_scoped_for_granted_ones() {
+        let mut ctx = ctx(&["jobs"]);
+        let denied = send(&mut ctx, "other", b"x".to_vec(), 0).await;
+        assert!(
+            matches!(denied, Err(WitError::Denied(ref why)) if why.contains("'other'")),
+            "{denied:?}"
+        );
+        send(&mut ctx, "jobs", b"x".to_vec(), 0).await.unwrap();
+        assert_eq!(ctx.queues.len("svc/jobs").await.unwrap(), 1);
+        assert_eq!(ctx.queues.len("jobs").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn hostile_arguments_get_errors_not_traps() {
+        let mut ctx = ctx(&["jobs"]);
+        let huge_name = "q".repeat(10_000);
+        match send(&mut ctx, &huge_name, vec![], 0).await {
+            Err(WitError::Denied(why)) => assert!(why.len() < 200),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            send(&mut ctx, "jobs", vec![], u32::MAX).await,
+            Err(WitError::Invalid(_))
+        ));
+        assert!(matches!(
+            send(&mut ctx, "jobs", vec![0; 64 * 1024 + 1], 0).await,
+            Err(WitError::TooLarge(_))
+        ));
+        assert!(matches!(
+            settle(&mut ctx, "jobs", "nonsense", true).await,
+            Err(WitError::NotFound(_))
+        ));
+        assert!(matches!(
+            settle(&mut ctx, "nope", "nonsense", false).await,
+            Err(WitError::Denied(_))
+        ));
+    }
+
+    #[test]
+    fn lapsed_leases_are_dropped() {
+        let mut leases = Leases::default();
+        let past = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
+        leases.hold("q", "old".into(), past);
+        leases.hold("q", "new".into(), Instant::now() + Duration::from_secs(60));
+        assert_eq!(leases.held.len(), 1);
+        leases.release("q", "new");
+        assert!(leases.take_live().is_empty());
+    }
+}

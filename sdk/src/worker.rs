@@ -1,0 +1,396 @@
+//! [`Worker`]: the pull loop of a worker role.
+//!
+//! A worker role is a Rust binary; the host calls its `fn main` (the standard
+//! `wasi:cli/run` export) and restarts it when it exits. `main` builds a
+//! [`Worker`] for a queue and hands it a handler; the worker then loops
+//! forever:
+//!
+//! 1. [`receive`](crate::queue::receive) a batch (waiting for one if the queue is empty);
+//! 2. call the handler on each message;
+//! 3. [`complete`](crate::queue::complete) the message if the handler returned `Ok`,
+//!    [`abandon`](crate::queue::abandon) it (and log the error to stderr) if it returned `Err`,
+//!    so it is delivered again.
+//!
+//! When the host answers [`RateLimited`](Error::RateLimited) or
+//! [`Unavailable`](Error::Unavailable), the worker sleeps (50 ms, doubling
+//! up to 2 s) and retries. Any other error from `receive`, or from settling
+//! a message, ends [`Worker::run`] with that error: return it from `main` and
+//! the host restarts the role. A settle that fails with
+//! [`NotFound`](Error::NotFound) means the lease lapsed first; the message
+//! will be delivered again, so the worker logs it and carries on.
+//!
+//! A handler that panics or loops forever is the host's business: it traps
+//! or interrupts the instance, the lease lapses and the message comes back.
+
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+use crate::queue::{self, Message, ReceiveOptions};
+
+/// Pulls messages from one queue and hands each to a handler; see the
+/// [module docs](self) for the loop.
+///
+/// ```no_run
+/// use weft_sdk::worker::Worker;
+/// use std::time::Duration;
+///
+/// fn main() -> Result<(), weft_sdk::Error> {
+///     Worker::new("jobs")
+///         .batch_size(4)
+///         .visibility_timeout(Duration::from_secs(60))
+///         .run(|message| {
+///             let text = message.body_str().map_err(|e| format!("not text: {e}"))?;
+///             println!("job {}: {} bytes", message.id(), text.len());
+///             Ok::<(), String>(())
+///         })?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a Worker does nothing until `run` is called"]
+pub struct Worker {
+    queue: String,
+    options: ReceiveOptions,
+}
+
+impl Worker {
+    /// A worker for `queue`, with the [`ReceiveOptions`] defaults (batches of
+    /// 8, a 30 s lease, waits of 20 s).
+    pub fn new(queue: impl Into<String>) -> Self {
+        Worker {
+            queue: queue.into(),
+            options: ReceiveOptions::default(),
+        }
+    }
+
+    /// The most messages to take per `receive` (clamped to `1..=32`).
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.options.max_messages = n;
+        self
+    }
+
+    /// How long each message is leased to this worker. Make it comfortably
+    /// longer than the handler takes for a whole batch.
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.options.visibility_timeout = timeout;
+        self
+    }
+
+    /// How long one `receive` waits when the queue is empty.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.options.wait = wait;
+        self
+    }
+
+    /// The queue this worker pulls from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Runs the pull loop forever, calling `handler` on each message. Returns
+    /// only with an error the worker cannot retry (a queue the manifest does
+    /// not grant, an invalid option...).
+    pub fn run<F, E>(self, handler: F) -> Result<Infallible>
+    where
+        F: FnMut(&Message) -> Result<(), E>,
+        E: Display,
+    {
+        Err(pull(&mut VmBus, &self.queue, &self.options, handler))
+    }
+}
+
+/// What the pull loop needs from the host, so it can be tested without wasm.
+pub(crate) trait Bus {
+    fn receive(&mut self, queue: &str, options: &ReceiveOptions) -> Result<Vec<Message>>;
+    fn complete(&mut self, queue: &str, message: &Message) -> Result<()>;
+    fn abandon(&mut self, queue: &str, message: &Message) -> Result<()>;
+    fn sleep(&mut self, delay: Duration);
+}
+
+/// The real VMBus.
+struct VmBus;
+
+impl Bus for VmBus {
+    fn receive(&mut self, queue: &str, options: &ReceiveOptions) -> Result<Vec<Message>> {
+        queue::receive(queue, options)
+    }
+    fn complete(&mut self, queue: &str, message: &Message) -> Result<()> {
+        queue::complete(queue, message)
+    }
+    fn abandon(&mut self, queue: &str, message: &Message) -> Result<()> {
+        queue::abandon(queue, message)
+    }
+    fn sleep(&mut self, delay: Duration) {
+        std::thread::sleep(delay);
+    }
+}
+
+/// The pull loop; returns the error that ended it.
+pub(crate) fn pull<B, F, E>(
+    bus: &mut B,
+    queue: &str,
+    options: &ReceiveOptions,
+    mut handler: F,
+) -> Error
+where
+    B: Bus,
+    F: FnMut(&Message) -> Result<(), E>,
+    E: Display,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        let batch = match bus.receive(queue, options) {
+            Ok(batch) => batch,
+            Err(e) if e.is_transient() => {
+                bus.sleep(backoff.next_delay());
+                continue;
+            }
+            Err(e) => return e,
+        };
+        if batch.is_empty() {
+            // The host waited `options.wait` for nothing; with no wait at
+            // all, pace the polling instead of spinning.
+            if options.wait.is_zero() {
+                bus.sleep(backoff.next_delay());
+            }
+            continue;
+        }
+        backoff.reset();
+        for message in &batch {
+            let settled = match handler(message) {
+                Ok(()) => settle(bus, queue, message, Settle::Complete),
+                Err(e) => {
+                    eprintln!(
+                        "weft-sdk: queue `{queue}`: message {} failed on delivery {}: {e}; abandoning it",
+                        message.id(),
+                        message.dequeue_count()
+                    );
+                    settle(bus, queue, message, Settle::Abandon)
+                }
+            };
+            if let Err(e) = settled {
+                return e;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Complete,
+    Abandon,
+}
+
+/// Completes or abandons `message`, retrying transient failures. A lapsed
+/// lease (`NotFound`) is logged and ignored: the message comes back anyway.
+fn settle<B: Bus>(bus: &mut B, queue: &str, message: &Message, how: Settle) -> Result<()> {
+    let mut backoff = Backoff::new();
+    loop {
+        let result = match how {
+            Settle::Complete => bus.complete(queue, message),
+            Settle::Abandon => bus.abandon(queue, message),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => bus.sleep(backoff.next_delay()),
+            Err(Error::NotFound(why)) => {
+                eprintln!(
+                    "weft-sdk: queue `{queue}`: could not settle message {} ({why}); its lease lapsed and it will be delivered again",
+                    message.id()
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A scripted bus: `receive` answers from `batches` (then `Denied`, which
+    /// ends the loop), settling answers from `settles` (then `Ok`).
+    #[derive(Default)]
+    struct FakeBus {
+        batches: VecDeque<Result<Vec<Message>>>,
+        settles: VecDeque<Result<()>>,
+        completed: Vec<String>,
+        abandoned: Vec<String>,
+        slept: Vec<Duration>,
+    }
+
+    impl FakeBus {
+        fn next_settle(&mut self) -> Result<()> {
+            self.settles.pop_front().unwrap_or(Ok(()))
+        }
+    }
+
+    impl Bus for FakeBus {
+        fn receive(&mut self, _: &str, _: &ReceiveOptions) -> Result<Vec<Message>> {
+            self.batches
+                .pop_front()
+                .unwrap_or_else(|| Err(Error::Denied("script over".into())))
+        }
+        fn complete(&mut self, _: &str, message: &Message) -> Result<()> {
+            let result = self.next_settle();
+            if result.is_ok() {
+                self.completed.push(message.id.clone());
+            }
+            result
+        }
+        fn abandon(&mut self, _: &str, message: &Message) -> Result<()> {
+            let result = self.next_settle();
+            if result.is_ok() {
+                self.abandoned.push(message.id.clone());
+            }
+            result
+        }
+        fn sleep(&mut self, delay: Duration) {
+            self.slept.push(delay);
+        }
+    }
+
+    fn message(id: &str, body: &str) -> Message {
+        Message {
+            id: id.into(),
+            body: body.as_bytes().to_vec(),
+            dequeue_count: 1,
+            inserted_at_ms: 0,
+            receipt: format!("receipt-{id}"),
+        }
+    }
+
+    fn ok_unless_fail(m: &Message) -> Result<(), String> {
+        match m.body() {
+            b"fail" => Err("asked to fail".into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn completes_successes_and_abandons_failures() {
+        let mut bus = FakeBus::default();
+        bus.batches
+            .push_back(Ok(vec![message("a", "ok"), message("b", "fail")]));
+        bus.batches.push_back(Ok(vec![message("c", "ok")]));
+        let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        assert_eq!(end, Error::Denied("script over".into()));
+        assert_eq!(bus.completed, ["a", "c"]);
+        assert_eq!(bus.abandoned, ["b"]);
+        assert!(bus.slept.is_empty());
+    }
+
+    #[test]
+    fn backs_off_on_transient_receive_errors_and_resets_after_success() {
+        let mut bus = FakeBus::default();
+        for _ in 0..7 {
+            bus.batches.push_back(Err(Error::RateLimited));
+        }
+        bus.batches.push_back(Ok(vec![message("a", "ok")]));
+        bus.batches
+            .push_back(Err(Error::Unavailable("restarting".into())));
+        let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        assert_eq!(end, Error::Denied("script over".into()));
+        assert_eq!(
+            bus.slept,
+            [
+                ms(50),
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(2000),
+                ms(50)
+            ]
+        );
+        assert_eq!(bus.completed, ["a"]);
+    }
+
+    #[test]
+    fn stops_on_errors_it_cannot_retry() {
+        for fatal in [
+            Error::Denied("no".into()),
+            Error::NotFound("queue".into()),
+            Error::Invalid("batch".into()),
+        ] {
+            let mut bus = FakeBus::default();
+            bus.batches.push_back(Err(fatal.clone()));
+            bus.batches.push_back(Ok(vec![message("never", "ok")]));
+            let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+            assert_eq!(end, fatal);
+            assert!(bus.completed.is_empty());
+        }
+    }
+
+    #[test]
+    fn empty_batches_are_paced_only_without_a_wait() {
+        let mut bus = FakeBus::default();
+        bus.batches.push_back(Ok(vec![]));
+        pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        assert!(bus.slept.is_empty());
+
+        let mut bus = FakeBus::default();
+        bus.batches.push_back(Ok(vec![]));
+        bus.batches.push_back(Ok(vec![]));
+        let no_wait = ReceiveOptions {
+            wait: Duration::ZERO,
+            ..ReceiveOptions::default()
+        };
+        pull(&mut bus, "q", &no_wait, ok_unless_fail);
+        assert_eq!(bus.slept, [ms(50), ms(100)]);
+    }
+
+    #[test]
+    fn settling_retries_transient_errors_and_skips_lapsed_leases() {
+        let mut bus = FakeBus::default();
+        bus.batches
+            .push_back(Ok(vec![message("a", "ok"), message("b", "ok")]));
+        bus.settles.push_back(Err(Error::RateLimited));
+        bus.settles.push_back(Err(Error::Unavailable("x".into())));
+        bus.settles.push_back(Ok(()));
+        bus.settles
+            .push_back(Err(Error::NotFound("stale receipt".into())));
+        let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        assert_eq!(end, Error::Denied("script over".into()));
+        assert_eq!(bus.completed, ["a"]);
+        assert_eq!(bus.slept, [ms(50), ms(100)]);
+    }
+
+    #[test]
+    fn settling_stops_on_a_denial() {
+        let mut bus = FakeBus::default();
+        bus.batches
+            .push_back(Ok(vec![message("a", "fail"), message("b", "ok")]));
+        bus.settles.push_back(Err(Error::Denied("revoked".into())));
+        let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        assert_eq!(end, Error::Denied("revoked".into()));
+        assert!(bus.completed.is_empty() && bus.abandoned.is_empty());
+    }
+
+    #[test]
+    fn builder_sets_the_receive_options() {
+        let worker = Worker::new("jobs")
+            .batch_size(3)
+            .visibility_timeout(Duration::from_secs(5))
+            .wait(Duration::from_secs(1));
+        assert_eq!(worker.queue(), "jobs");
+        assert_eq!(
+            worker.options,
+            ReceiveOptions {
+                max_messages: 3,
+                visibility_timeout: Duration::from_secs(5),
+                wait: Duration::from_secs(1),
+            }
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Test guest: a web role whose routes probe the sandbox's limits and grants,
+//! for the host's integration tests. Each route tries one thing and reports
+//! the outcome in a short text body:
+//!
+//! | route | does | answers |
+//! |---|---|---|
+//! | `GET /ok` | nothing | `ok` |
+//! | `GET /spin` | loops forever | (the host must interrupt it) |
+//! | `GET /grow/{mib}` | `memory.grow` by that many MiB | `granted` or `refused` |
+//! | `GET /alloc/{mib}` | allocates and touches a `Vec` | `allocated {mib} MiB` (or aborts) |
+//! | `GET /read?path=P` | `std::fs::read` | `read {n} bytes` or `error: ..` |
+//! | `GET /list-dir?path=P` | `std::fs::read_dir` | one name per line, or `error: ..` |
+//! | `GET /connect?addr=A` | `std::net::TcpStream::connect` | `connected` or `error: ..` |
+//! | `GET /env` | `std::env::vars` | the count, then one name per line |
+//! | `GET /fetch?url=U` | an outgoing HTTP GET | `status {n}` or `error: ..` |
+//! | `GET /sleep/{ms}` | an async sleep | `slept` |
+//! | `POST /queue/{name}` | `queue::send` of the body | the message id; 403/429/413/503/400 with the error |
+//! | `GET /kv/{bucket}/{key}` | `Bucket::get` | the value, 404, or 403 if denied |
+//! | `PUT /kv/{bucket}/{key}` | `Bucket::set` of the body | 204 |
+//! | `GET /config/{key}` | `config::get` | the value or 404 |
+//! | `GET /print/{text}` | prints `text` to stdout and stderr | 200 |
+//!
+//! Path segments and query values are `%XX`-decoded.
+
+use std::time::Duration;
+
+use weft_sdk::kv::{self, Bucket};
+use weft_sdk::wstd::http::{Body, Client, Error, Method, Request, Response, StatusCode};
+
+async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let arg = |name: &str| query_arg(&query, name).unwrap_or_default();
+    let (first, rest) = match path.trim_start_matches('/').split_once('/') {
+        Some((first, rest)) => (first.to_owned(), Some(rest.to_owned())),
+        None => (path.trim_start_matches('/').to_owned(), None),
+    };
+    let method = request.method().clone();
+    match (method, first.as_str(), rest) {
+        (Method::GET, "ok", None) => text(StatusCode::OK, "ok"),
+        (Method::GET, "spin", None) => loop {
+            std::hint::black_box(());
+        },
+        (Method::GET, "grow", Some(mib)) => match mib.parse::<usize>() {
+            Ok(mib) => text(
+                StatusCode::OK,
+                if grow(mib) { "granted" } else { "refused" },
+            ),
+            Err(_) => bad_number(),
+        },
+        (Method::GET, "alloc", Some(mib)) => match mib.parse::<usize>() {
+            Ok(mib) => alloc(mib),
+            Err(_) => bad_number(),
+        },
+        (Method::GET, "read", None) => text(
+            StatusCode::OK,
+            match std::fs::read(arg("path")) {
+                Ok(bytes) => format!("read {} bytes", bytes.len()),
+                Err(e) => format!("error: {e}"),
+            },
+        ),
+        (Method::GET, "list-dir", None) => text(StatusCode::OK, list_dir(&arg("path"))),
+        (Method::GET, "connect", None) => text(
+            StatusCode::OK,
+            match std::net::TcpStream::connect(arg("addr")) {
+                Ok(_) => "connected".to_owned(),
+                Err(e) => format!("error: {e}"),
+            },
+        ),
+        (Method::GET, "env", None) => {
+            let names: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
+            text(
+                StatusCode::OK,
+                format!("{}\n{}", names.len(), names.join("\n")),
+            )
+        }
+        (Method::GET, "fetch", None) => text(StatusCode::OK, fetch(&arg("url")).await),
+        (Method::GET, "sleep", Some(ms)) => match ms.parse::<u64>() {
+            Ok(ms) => {
+                weft_sdk::wstd::task::sleep(Duration::from_millis(ms).into()).await;
+                text(StatusCode::OK, "slept")
+            }
+            Err(_) => bad_number(),
+        },
+        (Method::POST, "queue", Some(name)) => {
+            let body = request.into_body().contents().await?.to_vec();
+            match weft_sdk::queue::send(&decode(&name), body) {
+                Ok(id) => text(StatusCode::OK, id),
+                Err(e) => text(queue_status(&e), e.to_string()),
+            }
+        }
+        (Method::GET, "kv", Some(rest)) => {
+            let Some((bucket, key)) = kv_path(&rest) else {
+                return text(StatusCode::NOT_FOUND, "use /kv/{bucket}/{key}");
+            };
+            match Bucket::open(&bucket).and_then(|b| b.get(&key)) {
+                Ok(Some(value)) => Ok(Response::new(value.into())),
+                Ok(None) => text(StatusCode::NOT_FOUND, "no such key"),
+                Err(e) => kv_error(&e),
+            }
+        }
+        (Method::PUT, "kv", Some(rest)) => {
+            let Some((bucket, key)) = kv_path(&rest) else {
+                return text(StatusCode::NOT_FOUND, "use /kv/{bucket}/{key}");
+            };
+            let body = request.into_body().contents().await?.to_vec();
+            match Bucket::open(&bucket).and_then(|b| b.set(&key, body)) {
+                Ok(()) => text(StatusCode::NO_CONTENT, ""),
+                Err(e) => kv_error(&e),
+            }
+        }
+        (Method::GET, "config", Some(key)) => match weft_sdk::config::get(&decode(&key)) {
+            Ok(Some(value)) => text(StatusCode::OK, value),
+            Ok(None) => text(StatusCode::NOT_FOUND, "not set"),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("error: {e}")),
+        },
+        (Method::GET, "print", Some(words)) => {
+            let words = decode(&words);
+            println!("{words}");
+            eprintln!("{words}");
+            text(StatusCode::OK, "printed")
+        }
+        _ => text(StatusCode::NOT_FOUND, "no such probe"),
+    }
+}
+
+/// Grows linear memory 0 by `mib` MiB; whether the host allowed it.
+#[cfg(target_arch = "wasm32")]
+fn grow(mib: usize) -> bool {
+    const PAGES_PER_MIB: usize = 16; // 64 KiB pages
+    mib.checked_mul(PAGES_PER_MIB)
+        .is_some_and(|pages| core::arch::wasm32::memory_grow(0, pages) != usize::MAX)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn grow(_mib: usize) -> bool {
+    false
+}
+
+/// Allocates `mib` MiB and writes every byte; a refused allocation aborts.
+fn alloc(mib: usize) -> Result<Response<Body>, Error> {
+    let Some(len) = mib.checked_mul(1 << 20) else {
+        return bad_number();
+    };
+    let block = vec![1u8; len];
+    std::hint::black_box(&block);
+    text(StatusCode::OK, format!("allocated {mib} MiB"))
+}
+
+fn list_dir(path: &str) -> String {
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries
+            .map(|entry| match entry {
+                Ok(entry) => entry.file_name().to_string_lossy().into_owned(),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+async fn fetch(url: &str) -> String {
+    let request = match Request::get(url).body(Body::empty()) {
+        Ok(request) => request,
+        Err(e) => return format!("error: {e}"),
+    };
+    match Client::new().send(request).await {
+        Ok(response) => format!("status {}", response.status().as_u16()),
+        Err(e) => format!("error: {e:#}"),
+    }
+}
+
+fn queue_status(e: &weft_sdk::Error) -> StatusCode {
+    match e {
+        weft_sdk::Error::Denied(_) => StatusCode::FORBIDDEN,
+        weft_sdk::Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        weft_sdk::Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        weft_sdk::Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        weft_sdk::Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        weft_sdk::Error::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `{bucket}/{key}`, decoded; the key may contain `/`.
+fn kv_path(rest: &str) -> Option<(String, String)> {
+    let (bucket, key) = rest.split_once('/')?;
+    Some((decode(bucket), decode(key)))
+}
+
+/// 403 for a denied bucket, 404 for an unknown one, 500 otherwise.
+fn kv_error(e: &kv::Error) -> Result<Response<Body>, Error> {
+    let status = match e {
+        kv::Error::AccessDenied => StatusCode::FORBIDDEN,
+        kv::Error::NoSuchStore => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    text(status, format!("error: {e}"))
+}
+
+fn bad_number() -> Result<Response<Body>, Error> {
+    text(StatusCode::BAD_REQUEST, "not a number")
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Result<Response<Body>, Error> {
+    Ok(Response::builder()
+        .status(status)
+        .body(body.into().into())?)
+}
+
+/// The `%XX`-decoded value of `name` in a query string.
+fn query_arg(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| decode(value))
+}
+
+/// Decodes `%XX` escapes; anything malformed is kept as is.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+weft_sdk::web_role!(handle);

@@ -1,0 +1,293 @@
+//! The real `weft` binary: serving components, running the pipeline
+//! example end to end, shutting down gracefully, and one-line errors.
+
+use crate::support::{Weft, cache_dir, eventually, http, weft_command};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::Duration;
+use weft_test_artifacts::{
+    HELLO_WEB, INTRUDER_WORKER, PIPELINE_WEB, PIPELINE_WORKER, PROBE, WSTD_HELLO,
+};
+
+fn cache_arg() -> String {
+    cache_dir().display().to_string()
+}
+
+fn serve(component: &str, extra: &[&str]) -> Weft {
+    let cache = cache_arg();
+    let mut args = vec![
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--cache-dir",
+        cache.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    args.push(component);
+    Weft::start(&args).unwrap()
+}
+
+/// Writes a manifest into a fresh folder and returns both.
+fn manifest(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn up(manifest: &Path) -> Weft {
+    let cache = cache_arg();
+    Weft::start(&[
+        "up",
+        "--no-build",
+        "--cache-dir",
+        cache.as_str(),
+        manifest.to_str().unwrap(),
+    ])
+    .unwrap()
+}
+
+#[tokio::test]
+async fn hello_web_answers_200() {
+    let weft = serve(HELLO_WEB, &[]);
+    let reply = http("GET", &format!("{}/", weft.url("web")), "")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body.trim(), "Hello from Weft!");
+}
+
+#[tokio::test]
+async fn a_wasi_http_component_built_without_the_sdk_is_served_unchanged() {
+    let weft = serve(WSTD_HELLO, &[]);
+    let reply = http("GET", &format!("{}/", weft.url("web")), "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.body.trim()),
+        (200, "hello from wstd"),
+        "{reply:?}"
+    );
+    let echo = http("GET", &format!("{}/some/path", weft.url("web")), "")
+        .await
+        .unwrap();
+    assert_eq!(echo.body.trim(), "path: /some/path");
+}
+
+#[tokio::test]
+async fn the_pipeline_runs_end_to_end() {
+    let (_dir, path) = manifest(&format!(
+        r#"
+[service]
+name = "pipeline"
+
+[roles.web]
+kind = "web"
+component = "{PIPELINE_WEB}"
+listen = "127.0.0.1:0"
+queues = ["jobs"]
+buckets = ["jobs"]
+
+[roles.worker]
+kind = "worker"
+component = "{PIPELINE_WORKER}"
+instances = 2
+queues = ["jobs"]
+buckets = ["jobs"]
+"#
+    ));
+    let mut weft = up(&path);
+    let base = weft.url("web");
+    let text = "the quick brown fox jumps over the lazy dog\nthe end";
+    let accepted = http("POST", &format!("{base}/jobs"), text).await.unwrap();
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let job: serde_json::Value = serde_json::from_str(&accepted.body).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["status"], "pending");
+    assert_eq!(accepted.headers["location"], format!("/jobs/{id}"));
+
+    let done = eventually(Duration::from_secs(30), "the job to be done", || {
+        let url = format!("{base}/jobs/{id}");
+        async move {
+            let reply = http("GET", &url, "").await.ok()?;
+            let value: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+            (value["status"] == "done").then_some(value)
+        }
+    })
+    .await;
+    let result = &done["result"];
+    assert_eq!(result["words"], 11);
+    assert_eq!(result["lines"], 2);
+    assert_eq!(result["bytes"], text.len());
+    let digest: String = Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(result["sha256"], digest);
+    assert_eq!(result["top_words"][0]["word"], "the");
+    assert_eq!(result["top_words"][0]["count"], 3);
+    assert_eq!(result["unique_words"], 9);
+
+    let missing = http("GET", &format!("{base}/jobs/nope"), "").await.unwrap();
+    assert_eq!(missing.status, 404);
+    let empty = http("POST", &format!("{base}/jobs"), "").await.unwrap();
+    assert_eq!(empty.status, 400);
+
+    let status = weft.terminate().unwrap();
+    assert!(status.success(), "{status:?}\n{}", weft.log());
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let mut weft = serve(PROBE, &[]);
+    let url = format!("{}/sleep/1500", weft.url("web"));
+    let in_flight = tokio::spawn(async move { http("GET", &url, "").await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let status = weft.terminate().unwrap();
+    let reply = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        (reply.status, reply.body.trim()),
+        (200, "slept"),
+        "{reply:?}"
+    );
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn guest_output_lands_in_the_host_log_tagged_with_its_role() {
+    let (_dir, path) = manifest(&format!(
+        r#"
+[service]
+name = "svc"
+
+[roles.intruder]
+kind = "worker"
+component = "{INTRUDER_WORKER}"
+queues = ["tasks"]
+buckets = ["results"]
+
+[roles.front]
+kind = "web"
+component = "{PROBE}"
+listen = "127.0.0.1:0"
+"#
+    ));
+    let weft = up(&path);
+    let reply = http(
+        "GET",
+        &format!("{}/print/marker-1234", weft.url("front")),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200);
+    let log = eventually(
+        Duration::from_secs(30),
+        "the guests' output in the log",
+        || {
+            let log = weft.log();
+            async move {
+                (log.contains("marker-1234") && log.contains("intruder: send forbidden"))
+                    .then_some(log)
+            }
+        },
+    )
+    .await;
+    let marker = log.lines().find(|l| l.contains("marker-1234")).unwrap();
+    assert!(
+        marker.contains("role=front") && marker.contains("service=svc"),
+        "{marker}"
+    );
+    let intruder = log
+        .lines()
+        .find(|l| l.contains("intruder: send forbidden"))
+        .unwrap();
+    assert!(
+        intruder.contains("denied") && intruder.contains("role=intruder"),
+        "{intruder}"
+    );
+}
+
+/// Runs weft to completion and returns (success, stderr).
+fn run_weft(args: &[&str]) -> (bool, String) {
+    let output = weft_command().args(args).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn error_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("weft: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one error line in:\n{stderr}");
+    lines[0]
+}
+
+#[test]
+fn a_malformed_component_is_a_one_line_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm garbage").unwrap();
+    let (ok, stderr) = run_weft(&["serve", "--addr", "127.0.0.1:0", bad.to_str().unwrap()]);
+    assert!(!ok);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("bad.wasm") && line.contains("not a valid Wasm component"),
+        "{line}"
+    );
+
+    let (_dir, path) = manifest(&format!(
+        "[service]\nname = \"s\"\n[roles.w]\nkind = \"worker\"\ncomponent = \"{}\"\n",
+        bad.display()
+    ));
+    let (ok, stderr) = run_weft(&["check", "--no-build", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(error_line(&stderr).contains("bad.wasm"), "{stderr}");
+}
+
+#[test]
+fn a_component_of_the_wrong_kind_is_refused() {
+    let (_dir, path) = manifest(&format!(
+        "[service]\nname = \"s\"\n[roles.w]\nkind = \"worker\"\ncomponent = \"{HELLO_WEB}\"\n"
+    ));
+    let cache = cache_arg();
+    let (ok, stderr) = run_weft(&[
+        "check",
+        "--no-build",
+        "--cache-dir",
+        &cache,
+        path.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    let line = error_line(&stderr);
+    assert!(line.contains("cannot run as a worker role"), "{line}");
+}
+
+#[test]
+fn a_malformed_manifest_is_a_one_line_error_naming_file_and_line() {
+    let (_dir, path) =
+        manifest("[service]\nname = \"s\"\n\n[roles.web]\nkind = \"web\"\ncomponent = 12\n");
+    let (ok, stderr) = run_weft(&["up", path.to_str().unwrap()]);
+    assert!(!ok);
+    let line = error_line(&stderr);
+    assert!(line.contains("weft.toml: line 6"), "{line}");
+
+    let (_dir, path) =
+        manifest("[service]\nname = \"s\"\n[roles.web]\nkind = \"web\"\ncomponent = \"x.wasm\"\n");
+    let (ok, stderr) = run_weft(&["up", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        error_line(&stderr).contains("roles.web.listen: required"),
+        "{stderr}"
+    );
+
+    let (ok, stderr) = run_weft(&["up", "/nonexistent/weft.toml"]);
+    assert!(!ok);
+    assert!(
+        error_line(&stderr).contains("/nonexistent/weft.toml: cannot read"),
+        "{stderr}"
+    );
+}

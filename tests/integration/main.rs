@@ -1,0 +1,9 @@
+//! Weft's integration tests: the runtime and the real `weft` binary, driven
+//! with real guest components built once per test run (see
+//! `tests/artifacts`).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod cli;
+mod sandbox;
+mod support;
+mod worker;

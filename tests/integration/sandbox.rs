@@ -1,0 +1,183 @@
+//! Every limit of a web role's sandbox bites, and its neighbours do not notice.
+
+use crate::support::{call, runtime, spec, web_role};
+use std::time::Duration;
+use weft_runtime::SandboxLimits;
+use weft_test_artifacts::{HELLO_WEB, PROBE};
+
+fn limits() -> SandboxLimits {
+    SandboxLimits {
+        deadline_ms: 1500,
+        ..SandboxLimits::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_is_cut_at_its_deadline_while_a_neighbour_keeps_answering() {
+    let hog = std::sync::Arc::new(web_role(PROBE, limits()));
+    let neighbour = web_role(HELLO_WEB, SandboxLimits::default());
+    let spinning = {
+        let hog = hog.clone();
+        tokio::spawn(async move { call(&hog, "GET", "/spin", "").await })
+    };
+    // While the hog spins, the neighbour answers every request.
+    let mut answered = 0;
+    while !spinning.is_finished() {
+        let reply = call(&neighbour, "GET", "/", "").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut = spinning.await.unwrap();
+    assert_eq!(cut.status, 504, "{cut:?}");
+    assert_eq!(cut.headers["x-weft-failure"], "deadline");
+    assert!(
+        answered >= 5,
+        "the neighbour answered only {answered} requests"
+    );
+    // The hog's own role still serves its next request.
+    assert_eq!(call(&hog, "GET", "/ok", "").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_infinite_loop_runs_out_of_fuel() {
+    let limits = SandboxLimits {
+        fuel: 200_000_000,
+        deadline_ms: 60_000,
+        ..SandboxLimits::default()
+    };
+    let role = web_role(PROBE, limits);
+    let ok = call(&role, "GET", "/ok", "").await;
+    assert_eq!(ok.status, 200, "a normal request fits the budget: {ok:?}");
+    let cut = call(&role, "GET", "/spin", "").await;
+    assert_eq!(cut.status, 500, "{cut:?}");
+    assert_eq!(cut.headers["x-weft-failure"], "fuel");
+    assert!(cut.body.contains("fuel"), "{cut:?}");
+}
+
+#[tokio::test]
+async fn memory_growth_past_the_cap_is_refused() {
+    let role = web_role(
+        PROBE,
+        SandboxLimits {
+            memory_mib: 32,
+            ..limits()
+        },
+    );
+    let refused = call(&role, "GET", "/grow/64", "").await;
+    assert_eq!(
+        (refused.status, refused.body.trim()),
+        (200, "refused"),
+        "{refused:?}"
+    );
+    let granted = call(&role, "GET", "/grow/4", "").await;
+    assert_eq!(
+        (granted.status, granted.body.trim()),
+        (200, "granted"),
+        "{granted:?}"
+    );
+    // An allocation the guest cannot survive ends only its own request.
+    let aborted = call(&role, "GET", "/alloc/64", "").await;
+    assert_eq!(aborted.status, 500, "{aborted:?}");
+    assert_eq!(aborted.headers["x-weft-failure"], "memory");
+    let small = call(&role, "GET", "/alloc/8", "").await;
+    assert_eq!(
+        (small.status, small.body.trim()),
+        (200, "allocated 8 MiB"),
+        "{small:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_cannot_read_host_files_list_folders_or_see_the_environment() {
+    let role = web_role(PROBE, limits());
+    for path in [
+        "/read?path=/etc/hostname",
+        "/read?path=/etc/passwd",
+        "/read?path=Cargo.toml",
+    ] {
+        let reply = call(&role, "GET", path, "").await;
+        assert!(reply.body.starts_with("error"), "{path}: {reply:?}");
+    }
+    let listing = call(&role, "GET", "/list-dir?path=/", "").await;
+    assert!(listing.body.starts_with("error"), "{listing:?}");
+    let env = call(&role, "GET", "/env", "").await;
+    assert!(
+        env.body.starts_with('0'),
+        "the guest sees environment variables: {env:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_open_sockets_or_send_http() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let role = web_role(PROBE, limits());
+    let connect = call(&role, "GET", &format!("/connect?addr={addr}"), "").await;
+    assert!(connect.body.starts_with("error"), "{connect:?}");
+    let fetch = call(&role, "GET", &format!("/fetch?url=http://{addr}/"), "").await;
+    assert!(fetch.body.starts_with("error"), "{fetch:?}");
+    // Nothing reached the listener.
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "the guest reached a host socket");
+}
+
+#[tokio::test]
+async fn the_deadline_covers_time_blocked_in_host_calls() {
+    let role = web_role(
+        PROBE,
+        SandboxLimits {
+            deadline_ms: 400,
+            ..SandboxLimits::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let reply = call(&role, "GET", "/sleep/30000", "").await;
+    assert_eq!(reply.status, 504, "{reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the guest slept through its deadline"
+    );
+    let quick = call(&role, "GET", "/sleep/10", "").await;
+    assert_eq!((quick.status, quick.body.trim()), (200, "slept"));
+}
+
+#[tokio::test]
+async fn request_bodies_over_the_limit_are_refused() {
+    let role = web_role(
+        PROBE,
+        SandboxLimits {
+            max_request_body_kib: 1,
+            ..limits()
+        },
+    );
+    let big = "x".repeat(2048);
+    let reply = call(&role, "POST", "/queue/tasks", &big).await;
+    assert_eq!(reply.status, 413, "{reply:?}");
+    let small = call(&role, "POST", "/queue/tasks", "small").await;
+    assert_eq!(small.status, 200, "{small:?}");
+}
+
+#[tokio::test]
+async fn queues_and_buckets_not_granted_are_denied() {
+    let (spec, broker) = spec("web", &["tasks"], &["results"], limits());
+    let role = runtime()
+        .web_role(std::path::Path::new(PROBE), spec)
+        .unwrap();
+    let denied = call(&role, "POST", "/queue/secrets", "x").await;
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert!(denied.body.contains("not granted"), "{denied:?}");
+    let kv_denied = call(&role, "GET", "/kv/secrets/key", "").await;
+    assert_eq!(kv_denied.status, 403, "{kv_denied:?}");
+    use weft_runtime::{KvStore, QueueBroker};
+    assert_eq!(broker.len("test/secrets").await.unwrap(), 0);
+    // The granted ones work, and the guest's names are scoped by service.
+    assert_eq!(call(&role, "POST", "/queue/tasks", "x").await.status, 200);
+    assert_eq!(broker.len("test/tasks").await.unwrap(), 1);
+    assert_eq!(call(&role, "PUT", "/kv/results/k", "v").await.status, 204);
+    assert_eq!(
+        broker.get("test/results", "k").await.unwrap(),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(call(&role, "GET", "/kv/results/k", "").await.body, "v");
+}

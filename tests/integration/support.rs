@@ -1,0 +1,262 @@
+//! Shared test machinery: one runtime per test process, an HTTP client, and
+//! a `weft` child process whose output is shown when a test fails.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use weft_runtime::{EngineConfig, Grants, MemoryBroker, RoleSpec, Runtime, SandboxLimits, WebRole};
+
+/// Where compiled components are cached across test processes, so each
+/// guest is compiled once per test run.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weft-component-cache")
+}
+
+/// The one runtime of this test process.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::new(EngineConfig {
+            cache_dir: Some(cache_dir()),
+            ..EngineConfig::default()
+        })
+        .expect("the test runtime builds")
+    })
+}
+
+/// A role spec with these grants and limits, over a fresh in-memory broker.
+pub fn spec(
+    role: &str,
+    queues: &[&str],
+    buckets: &[&str],
+    limits: SandboxLimits,
+) -> (RoleSpec, Arc<MemoryBroker>) {
+    spec_on(
+        Arc::new(MemoryBroker::default()),
+        role,
+        queues,
+        buckets,
+        limits,
+    )
+}
+
+/// A role spec over an existing broker (to share queues between roles).
+pub fn spec_on(
+    broker: Arc<MemoryBroker>,
+    role: &str,
+    queues: &[&str],
+    buckets: &[&str],
+    limits: SandboxLimits,
+) -> (RoleSpec, Arc<MemoryBroker>) {
+    let grants = Grants {
+        service: "test".into(),
+        role: role.into(),
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        buckets: buckets.iter().map(|b| (*b).to_owned()).collect(),
+        ..Grants::default()
+    };
+    (
+        RoleSpec {
+            grants,
+            limits,
+            queues: broker.clone(),
+            kv: broker.clone(),
+        },
+        broker,
+    )
+}
+
+/// A web role from a guest, with default grants and these limits.
+pub fn web_role(guest: &str, limits: SandboxLimits) -> WebRole {
+    let (spec, _) = spec("web", &["tasks"], &["results"], limits);
+    runtime()
+        .web_role(Path::new(guest), spec)
+        .expect("the guest loads")
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// Sends `method path` with `body` to a web role in this process.
+pub async fn call(role: &WebRole, method: &str, path: &str, body: &str) -> Reply {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://localhost{path}"))
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("a valid request");
+    let response = role.handle(request).await;
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Sends one HTTP/1.1 request over TCP (a new connection each time).
+pub async fn http(method: &str, url: &str, body: &str) -> anyhow::Result<Reply> {
+    let uri: http::Uri = url.parse()?;
+    let authority = uri.authority().context("url without host")?.clone();
+    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header("host", authority.as_str())
+        .body(Full::new(Bytes::from(body.to_owned())))?;
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < give_up, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running `weft` process. Stopped on drop; its stderr (the host log,
+/// with captured guest output) is printed if the test is failing.
+pub struct Weft {
+    child: Child,
+    /// `listening NAME URL` lines: role name → base URL.
+    pub urls: Vec<(String, String)>,
+    log: Arc<Mutex<String>>,
+}
+
+/// The `weft` binary built for these tests.
+pub fn weft_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+impl Weft {
+    /// Starts `weft ARGS` and waits for its `ready` line.
+    pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = weft_command()
+            .args(args)
+            .env("WEFT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start weft")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().context("stderr")?;
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut weft = Self {
+            child,
+            urls: Vec::new(),
+            log,
+        };
+        let give_up = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == "ready" => break,
+                Ok(line) => {
+                    if let Some((name, url)) = line
+                        .strip_prefix("listening ")
+                        .and_then(|rest| rest.split_once(' '))
+                    {
+                        weft.urls.push((name.to_owned(), url.to_owned()));
+                    }
+                }
+                Err(_) => bail!("weft did not become ready; its log:\n{}", weft.log()),
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Ok(weft)
+    }
+
+    /// The base URL of web role `name`.
+    pub fn url(&self, name: &str) -> String {
+        self.urls
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, u)| u.clone())
+            .expect("role is listening")
+    }
+
+    /// Everything the host logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet
+        // reaped); it has no memory-safety preconditions.
+        #[allow(unsafe_code)]
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        anyhow::ensure!(sent == 0, "cannot signal weft");
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(Instant::now() < give_up, "weft did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- weft log ---\n{}--- end of weft log ---", self.log());
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Worker roles: messages that fail come back with a higher dequeue count,
+//! end in the poison queue, and a worker reaches only its granted queues.
+
+use crate::support::{eventually, runtime, spec_on};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_runtime::{GuestFailure, KvStore, MemoryBroker, QueueBroker, SandboxLimits, WorkerRole};
+use weft_test_artifacts::{CHAOS_WORKER, INTRUDER_WORKER};
+
+/// Runs `role`'s instance 0 over and over, as the supervisor would, and
+/// reports how each run ended.
+fn keep_running(
+    role: Arc<WorkerRole>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Arc<std::sync::Mutex<Vec<GuestFailure>>>,
+) {
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = failures.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Err(failure) = role.run_instance(0, std::future::pending()).await {
+                seen.lock().unwrap().push(failure);
+            }
+        }
+    });
+    (task, failures)
+}
+
+async fn kv(broker: &MemoryBroker, key: &str) -> Option<String> {
+    broker
+        .get("test/results", key)
+        .await
+        .unwrap()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+fn chaos(broker: Arc<MemoryBroker>, limits: SandboxLimits) -> Arc<WorkerRole> {
+    let (spec, _) = spec_on(broker, "worker", &["tasks"], &["results"], limits);
+    Arc::new(
+        runtime()
+            .worker_role(Path::new(CHAOS_WORKER), spec)
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_messages_are_done_once() {
+    let broker = Arc::new(MemoryBroker::default());
+    let (task, failures) = keep_running(chaos(broker.clone(), SandboxLimits::default()));
+    let id = broker
+        .send("test/tasks", b"ok".to_vec(), Duration::ZERO)
+        .await
+        .unwrap();
+    let done = eventually(
+        Duration::from_secs(30),
+        "the message to be done",
+        || async { kv(&broker, &id).await },
+    )
+    .await;
+    assert_eq!(done, "done dequeue=1");
+    eventually(Duration::from_secs(10), "the queue to empty", || async {
+        (broker.len("test/tasks").await.unwrap() == 0).then_some(())
+    })
+    .await;
+    task.abort();
+    assert!(
+        failures.lock().unwrap().is_empty(),
+        "{:?}",
+        failures.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_worker_gets_its_message_back_until_it_is_poisoned() {
+    let broker = Arc::new(MemoryBroker::default());
+    let (task, failures) = keep_running(chaos(broker.clone(), SandboxLimits::default()));
+    let id = broker
+        .send("test/tasks", b"panic".to_vec(), Duration::ZERO)
+        .await
+        .unwrap();
+    // Delivered five times (the default maximum), each time to a fresh
+    // instance after the previous one trapped, then moved to the poison queue.
+    eventually(
+        Duration::from_secs(60),
+        "the message to reach the poison queue",
+        || async { (broker.len("test/tasks-poison").await.unwrap() == 1).then_some(()) },
+    )
+    .await;
+    task.abort();
+    assert_eq!(
+        kv(&broker, &format!("seen/{id}")).await.as_deref(),
+        Some("5")
+    );
+    assert_eq!(broker.len("test/tasks").await.unwrap(), 0);
+    let failures = failures.lock().unwrap();
+    assert!(failures.len() >= 5, "{failures:?}");
+    assert!(
+        failures.iter().all(|f| matches!(f, GuestFailure::Trap(_))),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_worker_is_stopped_at_its_batch_deadline_and_the_message_returns() {
+    let broker = Arc::new(MemoryBroker::default());
+    let limits = SandboxLimits {
+        deadline_ms: 300,
+        ..SandboxLimits::default()
+    };
+    let (task, failures) = keep_running(chaos(broker.clone(), limits));
+    let id = broker
+        .send("test/tasks", b"spin".to_vec(), Duration::ZERO)
+        .await
+        .unwrap();
+    // Meanwhile an ordinary message still gets done by later instances.
+    let ok = broker
+        .send("test/tasks", b"ok".to_vec(), Duration::ZERO)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the spinning message to be redelivered",
+        || async {
+            kv(&broker, &format!("seen/{id}"))
+                .await
+                .filter(|n| n.parse::<u32>().is_ok_and(|n| n >= 2))
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "the ordinary message to be done",
+        || async { kv(&broker, &ok).await },
+    )
+    .await;
+    task.abort();
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| matches!(f, GuestFailure::Deadline(_))),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_worker_runs_out_of_fuel_per_batch() {
+    let broker = Arc::new(MemoryBroker::default());
+    let limits = SandboxLimits {
+        fuel: 100_000_000,
+        deadline_ms: 60_000,
+        ..SandboxLimits::default()
+    };
+    let (task, failures) = keep_running(chaos(broker.clone(), limits));
+    let id = broker
+        .send("test/tasks", b"spin".to_vec(), Duration::ZERO)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the message to be redelivered",
+        || async {
+            kv(&broker, &format!("seen/{id}"))
+                .await
+                .filter(|n| n.parse::<u32>().is_ok_and(|n| n >= 2))
+        },
+    )
+    .await;
+    task.abort();
+    let failures = failures.lock().unwrap();
+    assert!(failures.contains(&GuestFailure::OutOfFuel), "{failures:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cannot_use_queues_or_buckets_its_manifest_does_not_list() {
+    let broker = Arc::new(MemoryBroker::default());
+    let (spec, _) = spec_on(
+        broker.clone(),
+        "intruder",
+        &["tasks"],
+        &["results"],
+        SandboxLimits::default(),
+    );
+    let role = Arc::new(
+        runtime()
+            .worker_role(Path::new(INTRUDER_WORKER), spec)
+            .unwrap(),
+    );
+    let (task, _) = keep_running(role);
+    let report = eventually(Duration::from_secs(30), "the intruder's report", || async {
+        kv(&broker, "intruder").await
+    })
+    .await;
+    task.abort();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 3, "{report}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("denied") || l.contains("AccessDenied")),
+        "{report}"
+    );
+    assert_eq!(broker.len("test/forbidden").await.unwrap(), 0);
+}
