@@ -7,6 +7,7 @@ mod manifest;
 mod service;
 mod supervisor;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use manifest::Manifest;
 use service::{HostPaths, LoadedRole};
@@ -78,16 +79,18 @@ struct UpArgs {
     /// Skip the roles' build commands and use the components as they are.
     #[arg(long)]
     no_build: bool,
+    /// The service's state folder (scratch folders live there)
+    /// [default: $XDG_STATE_HOME/weft/SERVICE or ~/.local/state/weft/SERVICE].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     #[command(flatten)]
     host: HostArgs,
 }
 
 #[derive(Args)]
 struct HostArgs {
-    /// The host's state folder [default: .weft beside the manifest; none for serve].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// Where compiled components are cached [default: STATE_DIR/cache].
+    /// Where compiled components are cached; it must be private to this user
+    /// [default: $XDG_CACHE_HOME/weft/components or ~/.cache/weft/components].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// How long in-flight requests may take to finish at shutdown, in seconds.
@@ -108,7 +111,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let outcome = runtime.block_on(run(cli.command));
+    // Tasks still running after the graceful shutdown (a guest past the
+    // grace period) are abandoned rather than waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: each context joined with ": ".
@@ -146,12 +153,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         deadline_ms: args.deadline_ms,
         max_request_body_kib: args.max_request_body_kib,
     };
-    let state_dir = args.host.state_dir.clone().or_else(user_cache_dir);
-    let cache_dir = args
-        .host
-        .cache_dir
-        .clone()
-        .or_else(|| state_dir.as_ref().map(|d| d.join("cache")));
+    let cache_dir = args.host.cache_dir.clone().or_else(default_cache_dir);
     let runtime = Runtime::new(service::engine_config(
         std::iter::once(limits),
         0,
@@ -178,19 +180,15 @@ async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
     if !args.no_build {
         builder::build_roles(&manifest)?;
     }
-    let state_dir = args
-        .host
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| service::default_state_dir(manifest.folder()));
-    let cache_dir = args
-        .host
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| state_dir.join("cache"));
+    let state_dir = match args.state_dir.clone() {
+        Some(dir) => dir,
+        None => default_state_dir(&manifest.service)
+            .context("no home folder to keep state in: pass --state-dir")?,
+    };
+    let cache_dir = args.host.cache_dir.clone().or_else(default_cache_dir);
     let paths = HostPaths {
         state_dir,
-        cache_dir: Some(cache_dir),
+        cache_dir,
     };
     let workers = manifest
         .roles
@@ -222,10 +220,22 @@ async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
     service::run(roles, Duration::from_secs(args.host.grace_secs)).await
 }
 
-/// `$XDG_CACHE_HOME/weft` or `~/.cache/weft`.
-fn user_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
+/// A per-user folder: `$XDG_VAR/weft` or `~/FALLBACK/weft`. Never the
+/// manifest's folder: a repository could ship "cached" native code there.
+fn user_dir(xdg_var: &str, fallback: &str) -> Option<PathBuf> {
+    let base = std::env::var_os(xdg_var)
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+        .filter(|dir| dir.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(fallback)))?;
     Some(base.join("weft"))
+}
+
+/// Where compiled components are cached unless `--cache-dir` says otherwise.
+fn default_cache_dir() -> Option<PathBuf> {
+    user_dir("XDG_CACHE_HOME", ".cache").map(|dir| dir.join("components"))
+}
+
+/// Where a service keeps its state unless `--state-dir` says otherwise.
+fn default_state_dir(service: &str) -> Option<PathBuf> {
+    user_dir("XDG_STATE_HOME", ".local/state").map(|dir| dir.join(service))
 }

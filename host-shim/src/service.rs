@@ -8,7 +8,7 @@ use crate::supervisor;
 use anyhow::Context;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -163,11 +163,18 @@ pub async fn run(roles: Vec<(String, LoadedRole)>, grace: Duration) -> anyhow::R
         let _ = server.await;
     }
     let worker_wait = longest_deadline + WORKER_STOP_SLACK;
+    let aborts: Vec<_> = workers
+        .iter()
+        .map(tokio::task::JoinHandle::abort_handle)
+        .collect();
     if tokio::time::timeout(worker_wait, futures_join(workers))
         .await
         .is_err()
     {
-        tracing::warn!("some workers did not stop in time");
+        tracing::warn!("some workers did not stop in time; stopping them now");
+        for abort in aborts {
+            abort.abort();
+        }
     }
     status_line("stopped");
     Ok(())
@@ -194,9 +201,4 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     Ok(())
-}
-
-/// The default state folder of a manifest: `.weft` beside it.
-pub fn default_state_dir(manifest_folder: &Path) -> PathBuf {
-    manifest_folder.join(".weft")
 }

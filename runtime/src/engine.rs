@@ -7,7 +7,7 @@
 //! refused) and the VMBus; worker roles get WASI and the VMBus only.
 
 use crate::broker::{KvStore, QueueBroker};
-use crate::cache::{ComponentCache, compile};
+use crate::cache::{CacheStats, ComponentCache, compile};
 use crate::config::{EngineConfig, Grants, SandboxLimits};
 use crate::error::{RuntimeError, one_line};
 use crate::sandbox::GuestState;
@@ -122,6 +122,15 @@ impl Runtime {
         Ok(WorkerRole::new(pre, spec))
     }
 
+    /// How often the compiled-component cache saved a compilation (all
+    /// zero when the cache is off).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .as_ref()
+            .map(ComponentCache::stats)
+            .unwrap_or_default()
+    }
+
     fn check_limits(&self, limits: &SandboxLimits) -> Result<(), RuntimeError> {
         limits.validate(&self.config).map_err(RuntimeError::Limits)
     }
@@ -154,7 +163,13 @@ fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
         .total_memories(instances.saturating_mul(2))
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
-        .max_memory_size(max_memory);
+        .max_memory_size(max_memory)
+        // Bounded per component, so one hand-made component with many
+        // modules cannot take the whole pool (its memories together are
+        // also bounded by the sandbox's memory cap).
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .max_core_instances_per_component(64);
 
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)

@@ -45,6 +45,7 @@ mod web;
 mod worker;
 
 pub use broker::{KvStore, MemoryBroker, QueueBroker};
+pub use cache::CacheStats;
 pub use config::{EngineConfig, Grants, SandboxLimits};
 pub use engine::{RoleSpec, Runtime};
 pub use error::{GuestFailure, RuntimeError};

@@ -31,7 +31,7 @@ pub struct GuestState {
     http: WasiHttpCtx,
     hooks: DenyOutgoingHttp,
     table: ResourceTable,
-    limiter: MemoryLimiter,
+    pub(crate) limiter: MemoryLimiter,
     pub(crate) vmbus: VmBusCtx,
     /// When the current invocation must stop; checked at every epoch tick.
     pub(crate) deadline: Option<Instant>,
@@ -51,10 +51,7 @@ impl GuestState {
             http: WasiHttpCtx::new(),
             hooks: DenyOutgoingHttp,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                cap_bytes: memory_cap,
-                refused: false,
-            },
+            limiter: MemoryLimiter::new(memory_cap),
             vmbus,
             deadline: None,
         })
@@ -132,25 +129,50 @@ impl WasiHttpHooks for DenyOutgoingHttp {
     }
 }
 
-/// Refuses memory growth past the cap (the guest sees `memory.grow` fail,
-/// it is not trapped) and remembers that it did, to explain a later trap.
-struct MemoryLimiter {
+/// Refuses memory growth that would take the guest's linear memories, all
+/// of them together, past the cap (the guest sees `memory.grow` fail; it is
+/// not trapped), and remembers that it did, to explain a later trap.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
     cap_bytes: usize,
+    /// Bytes of linear memory the guest holds, over every memory it has.
+    used_bytes: usize,
+    /// Whether a growth was refused since the last [`Self::clear_refusal`].
     refused: bool,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(cap_bytes: usize) -> Self {
+        Self {
+            cap_bytes,
+            used_bytes: 0,
+            refused: false,
+        }
+    }
+
+    /// Forgets a refusal the guest survived (a worker starting a new batch).
+    pub(crate) fn clear_refusal(&mut self) {
+        self.refused = false;
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.cap_bytes;
-        if !allowed {
+        let total = self
+            .used_bytes
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.cap_bytes {
             self.refused = true;
+            return Ok(false);
         }
-        Ok(allowed)
+        self.used_bytes = total;
+        Ok(true)
     }
 
     fn table_growing(
@@ -190,19 +212,73 @@ pub(crate) fn new_store(
     Ok(store)
 }
 
+/// A guest invocation's error, and the stage it failed in.
+pub(crate) enum Failed {
+    /// Creating the instance failed (no pool slot, a start function trapped...).
+    Instantiating(wasmtime::Error),
+    /// The guest's export failed while running.
+    Running(wasmtime::Error),
+}
+
+impl Failed {
+    /// Explains the failure in terms an operator can act on.
+    pub(crate) fn explain(&self, state: &GuestState, limits: &SandboxLimits) -> GuestFailure {
+        match self {
+            Failed::Instantiating(error) => GuestFailure::Instantiate(root_cause(error)),
+            Failed::Running(error) => classify(error, state, limits),
+        }
+    }
+}
+
 /// Explains why an invocation failed, in terms an operator can act on.
-pub(crate) fn classify(
-    error: &wasmtime::Error,
-    state: &GuestState,
-    limits: &SandboxLimits,
-) -> GuestFailure {
+fn classify(error: &wasmtime::Error, state: &GuestState, limits: &SandboxLimits) -> GuestFailure {
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return GuestFailure::Exit(exit.0);
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => GuestFailure::OutOfFuel,
         Some(Trap::Interrupt) => GuestFailure::Deadline(limits.deadline()),
-        _ if state.memory_refused() => GuestFailure::MemoryCap(limits.memory_bytes() / MIB),
-        _ => GuestFailure::Trap(one_line(error)),
+        // Rust (and C) abort on a failed allocation with `unreachable`.
+        Some(Trap::UnreachableCodeReached) if state.memory_refused() => {
+            GuestFailure::MemoryCap(limits.memory_bytes() / MIB)
+        }
+        Some(trap) => GuestFailure::Trap(trap.to_string()),
+        None => GuestFailure::Trap(root_cause(error)),
+    }
+}
+
+/// The innermost cause of an error, on one line: wasmtime wraps traps and
+/// host errors in context (a backtrace) whose first line says nothing.
+fn root_cause(error: &wasmtime::Error) -> String {
+    let cause = error.root_cause().to_string();
+    let line = cause
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown error");
+    line.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn the_cap_covers_all_of_a_guests_memories_together() {
+        let mut limiter = MemoryLimiter::new(10 * MIB);
+        // Two memories start at 4 MiB each: 8 MiB in all.
+        assert!(limiter.memory_growing(0, 4 * MIB, None).unwrap());
+        assert!(limiter.memory_growing(0, 4 * MIB, None).unwrap());
+        // A third memory of 4 MiB, or growing one to 8 MiB, passes the cap.
+        assert!(!limiter.memory_growing(0, 4 * MIB, None).unwrap());
+        assert!(!limiter.memory_growing(4 * MIB, 8 * MIB, None).unwrap());
+        assert!(limiter.refused);
+        // Growing one of them by 2 MiB fits exactly.
+        assert!(limiter.memory_growing(4 * MIB, 6 * MIB, None).unwrap());
+        assert_eq!(limiter.used_bytes, 10 * MIB);
+        limiter.clear_refusal();
+        assert!(!limiter.refused);
     }
 }

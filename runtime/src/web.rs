@@ -12,7 +12,7 @@ use crate::config::SandboxLimits;
 use crate::engine::RoleSpec;
 use crate::error::GuestFailure;
 use crate::guest_log::GuestTags;
-use crate::sandbox::{GuestState, classify, new_store};
+use crate::sandbox::{Failed, GuestState, new_store};
 use crate::vmbus::VmBusCtx;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
@@ -66,11 +66,24 @@ impl WebRole {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max_body) {
-            return failure_response(
+        let too_large = || {
+            failure_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body",
                 &format!("request body over the limit of {max_body} bytes"),
+            )
+        };
+        if declared.is_some_and(|len| len > max_body) {
+            return too_large();
+        }
+        // wasi:http needs an authority; HTTP/1.1 requires a Host header.
+        if request.uri().authority().is_none()
+            && !request.headers().contains_key(http::header::HOST)
+        {
+            return failure_response(
+                StatusCode::BAD_REQUEST,
+                "request",
+                "request has no Host header",
             );
         }
         // A body without a declared length is cut off at the limit; the
@@ -91,13 +104,14 @@ impl WebRole {
         });
 
         let number = self.requests.fetch_add(1, Ordering::Relaxed);
-        match self.serve(request, number).await {
+        let outcome = self.serve(request, number).await;
+        // Whatever the guest made of a truncated body, the client learns
+        // its body was refused, as long as the response head is not yet out.
+        if overflowed.load(Ordering::Relaxed) {
+            return too_large();
+        }
+        match outcome {
             Ok(response) => response,
-            Err(_) if overflowed.load(Ordering::Relaxed) => failure_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body",
-                &format!("request body over the limit of {max_body} bytes"),
-            ),
             Err(failure) => {
                 tracing::warn!(
                     service = %self.grants.service,
@@ -165,19 +179,16 @@ impl WebRole {
                 let proxy = pre
                     .instantiate_async(&mut store)
                     .await
-                    .map_err(|e| (e, true))?;
+                    .map_err(Failed::Instantiating)?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)
                     .await
-                    .map_err(|e| (e, false))
+                    .map_err(Failed::Running)
             };
             match tokio::time::timeout_at(deadline.into(), run).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err((error, true))) => {
-                    Err(GuestFailure::Instantiate(crate::error::one_line(&error)))
-                }
-                Ok(Err((error, false))) => Err(classify(&error, store.data(), &limits)),
+                Ok(Err(failed)) => Err(failed.explain(store.data(), &limits)),
                 Err(_elapsed) => Err(GuestFailure::Deadline(limits.deadline())),
             }
         });

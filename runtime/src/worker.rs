@@ -11,9 +11,9 @@
 
 use crate::config::Grants;
 use crate::engine::RoleSpec;
-use crate::error::{GuestFailure, one_line};
+use crate::error::GuestFailure;
 use crate::guest_log::GuestTags;
-use crate::sandbox::{GuestState, classify, new_store};
+use crate::sandbox::{Failed, GuestState, new_store};
 use crate::vmbus::VmBusCtx;
 use crate::vmbus::queue::BatchControl;
 use std::future::Future;
@@ -92,12 +92,12 @@ impl WorkerRole {
                 let command = pre
                     .instantiate_async(&mut *store)
                     .await
-                    .map_err(|e| (e, true))?;
+                    .map_err(Failed::Instantiating)?;
                 command
                     .wasi_cli_run()
                     .call_run(&mut *store)
                     .await
-                    .map_err(|e| (e, false))
+                    .map_err(Failed::Running)
             });
             let mut stop = std::pin::pin!(stop);
             let mut stopping = false;
@@ -129,8 +129,7 @@ impl WorkerRole {
         let result = match outcome {
             Outcome::Ran(Ok(Ok(()))) => Ok(WorkerExit::Returned),
             Outcome::Ran(Ok(Err(()))) => Err(GuestFailure::Exit(1)),
-            Outcome::Ran(Err((error, true))) => Err(GuestFailure::Instantiate(one_line(&error))),
-            Outcome::Ran(Err((error, false))) => match classify(&error, store.data(), &limits) {
+            Outcome::Ran(Err(failed)) => match failed.explain(store.data(), &limits) {
                 GuestFailure::Exit(0) => Ok(WorkerExit::Returned),
                 failure => Err(failure),
             },
@@ -153,7 +152,7 @@ impl WorkerRole {
 }
 
 enum Outcome {
-    Ran(Result<Result<(), ()>, (wasmtime::Error, bool)>),
+    Ran(Result<Result<(), ()>, Failed>),
     DeadlineHit,
     Stopped,
 }

@@ -142,7 +142,15 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let mut weft = serve(PROBE, &[]);
     let url = format!("{}/sleep/1500", weft.url("web"));
     let in_flight = tokio::spawn(async move { http("GET", &url, "").await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually(
+        Duration::from_secs(30),
+        "the request to be in flight",
+        || {
+            let log = weft.log();
+            async move { log.contains("probe: sleeping 1500 ms").then_some(()) }
+        },
+    )
+    .await;
     let status = weft.terminate().unwrap();
     let reply = in_flight.await.unwrap().unwrap();
     assert_eq!(
@@ -151,6 +159,23 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "{reply:?}"
     );
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused_before_the_guest_runs() {
+    let weft = serve(PROBE, &["--max-request-body-kib", "1"]);
+    let url = format!("{}/print/should-not-run", weft.url("web"));
+    let reply = http("GET", &url, &"x".repeat(4096)).await.unwrap();
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert_eq!(reply.headers["x-weft-failure"], "body");
+    let fits = http("GET", &url.replace("should-not-run", "fits"), "small")
+        .await
+        .unwrap();
+    assert_eq!(fits.status, 200, "{fits:?}");
+    assert!(
+        !weft.log().contains("should-not-run"),
+        "the guest ran for a refused request"
+    );
 }
 
 #[tokio::test]

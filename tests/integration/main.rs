@@ -3,6 +3,7 @@
 //! `tests/artifacts`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod cache;
 mod cli;
 mod sandbox;
 mod support;

@@ -181,3 +181,26 @@ async fn queues_and_buckets_not_granted_are_denied() {
     );
     assert_eq!(call(&role, "GET", "/kv/results/k", "").await.body, "v");
 }
+
+#[tokio::test]
+async fn a_granted_scratch_folder_is_the_only_folder_a_guest_sees() {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("note.txt"), b"hello").unwrap();
+    let (mut spec, _) = spec("web", &[], &[], limits());
+    spec.grants.scratch_dir = Some(scratch.path().to_path_buf());
+    let role = runtime()
+        .web_role(std::path::Path::new(PROBE), spec)
+        .unwrap();
+    let read = call(&role, "GET", "/read?path=/scratch/note.txt", "").await;
+    assert_eq!(read.body.trim(), "read 5 bytes", "{read:?}");
+    let listing = call(&role, "GET", "/list-dir?path=/scratch", "").await;
+    assert!(listing.body.contains("note.txt"), "{listing:?}");
+    for escape in [
+        "/scratch/../etc/hostname",
+        "/etc/hostname",
+        "/scratch/../../../../etc/passwd",
+    ] {
+        let reply = call(&role, "GET", &format!("/read?path={escape}"), "").await;
+        assert!(reply.body.starts_with("error"), "{escape}: {reply:?}");
+    }
+}

@@ -36,6 +36,30 @@ async fn kv(broker: &MemoryBroker, key: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
+/// How many times the chaos worker has seen message `id` (0: never).
+async fn seen(broker: &MemoryBroker, id: &str) -> u32 {
+    kv(broker, &format!("seen/{id}"))
+        .await
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Asserts every failure is a deadline, and there were no more of them
+/// than deliveries of the one bad message (so no idle instance was cut).
+fn only_deadlines(failures: &[GuestFailure], deliveries: u32) {
+    assert!(!failures.is_empty());
+    assert!(
+        failures
+            .iter()
+            .all(|f| matches!(f, GuestFailure::Deadline(_))),
+        "{failures:?}"
+    );
+    assert!(
+        failures.len() <= usize::try_from(deliveries).unwrap(),
+        "{failures:?} for {deliveries} deliveries"
+    );
+}
+
 fn chaos(broker: Arc<MemoryBroker>, limits: SandboxLimits) -> Arc<WorkerRole> {
     let (spec, _) = spec_on(broker, "worker", &["tasks"], &["results"], limits);
     Arc::new(
@@ -97,7 +121,7 @@ async fn a_trapping_worker_gets_its_message_back_until_it_is_poisoned() {
     let failures = failures.lock().unwrap();
     assert!(failures.len() >= 5, "{failures:?}");
     assert!(
-        failures.iter().all(|f| matches!(f, GuestFailure::Trap(_))),
+        failures.iter().all(|f| matches!(f, GuestFailure::Trap(why) if why.contains("unreachable"))),
         "{failures:?}"
     );
 }
@@ -122,11 +146,7 @@ async fn a_spinning_worker_is_stopped_at_its_batch_deadline_and_the_message_retu
     eventually(
         Duration::from_secs(60),
         "the spinning message to be redelivered",
-        || async {
-            kv(&broker, &format!("seen/{id}"))
-                .await
-                .filter(|n| n.parse::<u32>().is_ok_and(|n| n >= 2))
-        },
+        || async { (seen(&broker, &id).await >= 2).then_some(()) },
     )
     .await;
     eventually(
@@ -136,41 +156,144 @@ async fn a_spinning_worker_is_stopped_at_its_batch_deadline_and_the_message_retu
     )
     .await;
     task.abort();
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures
-            .iter()
-            .any(|f| matches!(f, GuestFailure::Deadline(_))),
-        "{failures:?}"
-    );
+    let deliveries = seen(&broker, &id).await;
+    only_deadlines(&failures.lock().unwrap(), deliveries);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spinning_worker_runs_out_of_fuel_per_batch() {
+async fn a_worker_blocked_in_a_host_call_is_stopped_at_its_batch_deadline() {
     let broker = Arc::new(MemoryBroker::default());
     let limits = SandboxLimits {
-        fuel: 100_000_000,
-        deadline_ms: 60_000,
+        deadline_ms: 300,
         ..SandboxLimits::default()
     };
     let (task, failures) = keep_running(chaos(broker.clone(), limits));
     let id = broker
+        .send("test/tasks", b"sleep:600000".to_vec(), Duration::ZERO)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the sleeping message to be redelivered",
+        || async { (seen(&broker, &id).await >= 2).then_some(()) },
+    )
+    .await;
+    task.abort();
+    assert!(
+        kv(&broker, &id).await.is_none(),
+        "the sleeper was not cut off"
+    );
+    let deliveries = seen(&broker, &id).await;
+    only_deadlines(&failures.lock().unwrap(), deliveries);
+}
+
+/// Steps of the chaos worker's `burn` loop that take about a third of
+/// [`BURN_BUDGET`] (calibrated by `burn_calibration_holds`).
+const BURN_STEPS: u64 = 5_000_000;
+/// The fuel budget per batch in the fuel tests.
+const BURN_BUDGET: u64 = 200_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_is_per_batch_a_spinning_batch_runs_out_and_a_busy_worker_does_not() {
+    let broker = Arc::new(MemoryBroker::default());
+    let limits = SandboxLimits {
+        fuel: BURN_BUDGET,
+        deadline_ms: 60_000,
+        ..SandboxLimits::default()
+    };
+    let (task, failures) = keep_running(chaos(broker.clone(), limits));
+    // Six messages, each burning about a third of the budget: twice the
+    // budget in all, so only a per-batch budget lets them all through.
+    let burn = format!("burn:{BURN_STEPS}");
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            broker
+                .send("test/tasks", burn.clone().into_bytes(), Duration::ZERO)
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        let done = eventually(Duration::from_secs(60), "the burn to be done", || async {
+            kv(&broker, id).await
+        })
+        .await;
+        assert_eq!(done, "done dequeue=1");
+    }
+    assert!(
+        failures.lock().unwrap().is_empty(),
+        "{:?}",
+        failures.lock().unwrap()
+    );
+    // A message that never finishes runs out of fuel, and comes back.
+    let spin = broker
         .send("test/tasks", b"spin".to_vec(), Duration::ZERO)
         .await
         .unwrap();
     eventually(
         Duration::from_secs(60),
-        "the message to be redelivered",
-        || async {
-            kv(&broker, &format!("seen/{id}"))
-                .await
-                .filter(|n| n.parse::<u32>().is_ok_and(|n| n >= 2))
-        },
+        "the spinning message to be redelivered",
+        || async { (seen(&broker, &spin).await >= 2).then_some(()) },
     )
     .await;
     task.abort();
     let failures = failures.lock().unwrap();
-    assert!(failures.contains(&GuestFailure::OutOfFuel), "{failures:?}");
+    assert!(!failures.is_empty());
+    assert!(
+        failures.iter().all(|f| *f == GuestFailure::OutOfFuel),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burn_calibration_holds() {
+    // One burn fits a batch's budget; three in one batch would not. This
+    // keeps the per-batch test above meaningful if the guest's code changes.
+    let broker = Arc::new(MemoryBroker::default());
+    let limits = SandboxLimits {
+        fuel: BURN_BUDGET / 3 * 2,
+        deadline_ms: 60_000,
+        ..SandboxLimits::default()
+    };
+    let (task, failures) = keep_running(chaos(broker.clone(), limits));
+    let fits = broker
+        .send(
+            "test/tasks",
+            format!("burn:{BURN_STEPS}").into_bytes(),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "one burn to fit two thirds of the budget",
+        || async { kv(&broker, &fits).await },
+    )
+    .await;
+    let too_much = broker
+        .send(
+            "test/tasks",
+            format!("burn:{}", BURN_STEPS * 2).into_bytes(),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "two burns' worth to exceed two thirds of the budget",
+        || async { (seen(&broker, &too_much).await >= 2).then_some(()) },
+    )
+    .await;
+    task.abort();
+    assert!(kv(&broker, &too_much).await.is_none());
+    assert!(
+        failures
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|f| *f == GuestFailure::OutOfFuel)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use super::{
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -18,15 +18,23 @@ use tokio::time::Instant;
 /// How many keys one `list_keys` page holds.
 const KEY_PAGE: usize = 1000;
 
+/// The most bytes (keys and values) one bucket holds in memory (64 MiB):
+/// what a guest stores is host memory, so it is bounded like any host
+/// allocation made on a guest's behalf.
+pub const MAX_BUCKET_BYTES: usize = 64 * 1024 * 1024;
+
 /// Queues and key-value buckets in memory.
 #[derive(Debug, Default)]
 pub struct MemoryBroker {
     settings: QueueSettings,
     queues: Mutex<HashMap<String, QueueState>>,
-    buckets: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
-    /// Woken whenever a message may have become visible early (a send or an
-    /// abandon), so long-polling receivers look again.
-    arrivals: Notify,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    entries: BTreeMap<String, Vec<u8>>,
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -46,12 +54,18 @@ struct QueueState {
     /// Messages ordered by when they become visible, then by send order.
     by_visibility: BTreeSet<(Instant, u64, String)>,
     next_seq: u64,
+    /// Bytes of message bodies held.
+    bytes: usize,
+    /// Woken when a message may have become visible early (a send, an
+    /// abandon, a move to this poison queue), so long-polls look again.
+    arrivals: Arc<Notify>,
 }
 
 impl QueueState {
     fn insert(&mut self, id: String, body: Vec<u8>, inserted_at_ms: u64, visible_at: Instant) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.bytes += body.len();
         self.by_visibility.insert((visible_at, seq, id.clone()));
         self.messages.insert(
             id,
@@ -78,6 +92,7 @@ impl QueueState {
 
     fn remove(&mut self, id: &str) -> Option<StoredMessage> {
         let message = self.messages.remove(id)?;
+        self.bytes -= message.body.len();
         self.by_visibility
             .remove(&(message.visible_at, message.seq, id.to_owned()));
         Some(message)
@@ -116,7 +131,7 @@ impl MemoryBroker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn buckets(&self) -> MutexGuard<'_, HashMap<String, BTreeMap<String, Vec<u8>>>> {
+    fn buckets(&self) -> MutexGuard<'_, HashMap<String, Bucket>> {
         self.buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -179,6 +194,7 @@ impl MemoryBroker {
                 tracing::warn!(queue, message = %id, deliveries = message.dequeue_count, "message moved to poison queue");
                 poison.insert(id, message.body, message.inserted_at_ms, now);
             }
+            poison.arrivals.notify_waiters();
         }
         (deliveries, next)
     }
@@ -226,13 +242,22 @@ impl QueueBroker for MemoryBroker {
         }
         let id = format!("{:032x}", rand::random::<u128>());
         let visible_at = Instant::now() + delay;
-        self.queues().entry(queue.to_owned()).or_default().insert(
-            id.clone(),
-            body,
-            unix_millis(),
-            visible_at,
-        );
-        self.arrivals.notify_waiters();
+        let mut queues = self.queues();
+        let state = queues.entry(queue.to_owned()).or_default();
+        let QueueSettings {
+            max_messages,
+            max_bytes,
+            ..
+        } = self.settings;
+        if state.messages.len() >= max_messages || state.bytes + body.len() > max_bytes {
+            return Err(BrokerError::Unavailable(format!(
+                "queue is full ({} messages, {} bytes; the limits are {max_messages} and {max_bytes})",
+                state.messages.len(),
+                state.bytes
+            )));
+        }
+        state.insert(id.clone(), body, unix_millis(), visible_at);
+        state.arrivals.notify_waiters();
         Ok(id)
     }
 
@@ -248,10 +273,16 @@ impl QueueBroker for MemoryBroker {
             )));
         }
         let give_up_at = Instant::now() + request.wait;
+        let arrivals = self
+            .queues()
+            .entry(queue.to_owned())
+            .or_default()
+            .arrivals
+            .clone();
         loop {
             // Register for wake-ups before looking, so a send that lands
             // between the look and the wait is not missed.
-            let arrival = self.arrivals.notified();
+            let arrival = arrivals.notified();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
             let (deliveries, next_visible) =
@@ -280,9 +311,8 @@ impl QueueBroker for MemoryBroker {
             if let Some(message) = state.messages.get_mut(id) {
                 message.lease = None;
             }
-        })?;
-        self.arrivals.notify_waiters();
-        Ok(())
+            state.arrivals.notify_waiters();
+        })
     }
 
     async fn len(&self, queue: &str) -> Result<usize, BrokerError> {
@@ -296,20 +326,33 @@ impl QueueBroker for MemoryBroker {
 #[async_trait]
 impl KvStore for MemoryBroker {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
-        Ok(self.buckets().get(bucket).and_then(|b| b.get(key).cloned()))
+        Ok(self
+            .buckets()
+            .get(bucket)
+            .and_then(|b| b.entries.get(key).cloned()))
     }
 
     async fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), BrokerError> {
-        self.buckets()
-            .entry(bucket.to_owned())
-            .or_default()
-            .insert(key.to_owned(), value);
+        let mut buckets = self.buckets();
+        let b = buckets.entry(bucket.to_owned()).or_default();
+        let replaced = b.entries.get(key).map_or(0, |old| key.len() + old.len());
+        let bytes = b.bytes - replaced + key.len() + value.len();
+        if bytes > MAX_BUCKET_BYTES {
+            return Err(BrokerError::Unavailable(format!(
+                "bucket is full ({} bytes; the limit is {MAX_BUCKET_BYTES})",
+                b.bytes
+            )));
+        }
+        b.bytes = bytes;
+        b.entries.insert(key.to_owned(), value);
         Ok(())
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError> {
-        if let Some(b) = self.buckets().get_mut(bucket) {
-            b.remove(key);
+        if let Some(b) = self.buckets().get_mut(bucket)
+            && let Some(old) = b.entries.remove(key)
+        {
+            b.bytes -= key.len() + old.len();
         }
         Ok(())
     }
@@ -318,7 +361,7 @@ impl KvStore for MemoryBroker {
         Ok(self
             .buckets()
             .get(bucket)
-            .is_some_and(|b| b.contains_key(key)))
+            .is_some_and(|b| b.entries.contains_key(key)))
     }
 
     async fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<KeyPage, BrokerError> {
@@ -328,9 +371,15 @@ impl KvStore for MemoryBroker {
         let Some(b) = buckets.get(bucket) else {
             return Ok(KeyPage::default());
         };
-        let keys: Vec<String> = b.keys().skip(start).take(KEY_PAGE).cloned().collect();
+        let keys: Vec<String> = b
+            .entries
+            .keys()
+            .skip(start)
+            .take(KEY_PAGE)
+            .cloned()
+            .collect();
         let end = start + keys.len();
-        let cursor = if end < b.len() {
+        let cursor = if end < b.entries.len() {
             u64::try_from(end).ok()
         } else {
             None
@@ -418,7 +467,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn too_many_deliveries_moves_to_poison() {
-        let broker = MemoryBroker::new(QueueSettings { max_deliveries: 2 });
+        let broker = MemoryBroker::new(QueueSettings {
+            max_deliveries: 2,
+            ..QueueSettings::default()
+        });
         let id = broker
             .send("q", b"bad".to_vec(), Duration::ZERO)
             .await
@@ -512,6 +564,93 @@ mod tests {
         assert_eq!(got.len(), 32);
         let bodies: Vec<u8> = got.iter().map(|d| d.body[0]).collect();
         assert_eq!(bodies, (0..32).collect::<Vec<u8>>());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_sends_until_drained() {
+        let settings = QueueSettings {
+            max_messages: 3,
+            max_bytes: 10,
+            ..QueueSettings::default()
+        };
+        let broker = MemoryBroker::new(settings);
+        for _ in 0..3 {
+            broker
+                .send("q", b"ab".to_vec(), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        let full = broker.send("q", b"a".to_vec(), Duration::ZERO).await;
+        assert!(
+            matches!(full, Err(BrokerError::Unavailable(ref why)) if why.contains("full")),
+            "{full:?}"
+        );
+        // Other queues are not affected.
+        broker
+            .send("other", b"ab".to_vec(), Duration::ZERO)
+            .await
+            .unwrap();
+        let got = broker.receive("q", request(1, 1000, 0)).await.unwrap();
+        broker.complete("q", &got[0].receipt).await.unwrap();
+        broker
+            .send("q", b"ab".to_vec(), Duration::ZERO)
+            .await
+            .unwrap();
+        // Bytes are bounded too: 4 × 2 bytes held, 3 more would pass 10.
+        let bytes = MemoryBroker::new(QueueSettings {
+            max_bytes: 10,
+            ..QueueSettings::default()
+        });
+        bytes.send("q", vec![0; 8], Duration::ZERO).await.unwrap();
+        assert!(bytes.send("q", vec![0; 3], Duration::ZERO).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_bucket_refuses_writes_and_counts_replacements() {
+        let broker = MemoryBroker::default();
+        let half = vec![0; MAX_BUCKET_BYTES / 2];
+        broker.set("b", "a", half.clone()).await.unwrap();
+        // Replacing a value does not count it twice.
+        broker.set("b", "a", half.clone()).await.unwrap();
+        assert!(matches!(
+            broker.set("b", "b", half.clone()).await,
+            Err(BrokerError::Unavailable(_))
+        ));
+        broker.delete("b", "a").await.unwrap();
+        broker.set("b", "b", half).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poison_queue_receiver_wakes_when_a_message_is_poisoned() {
+        let broker = std::sync::Arc::new(MemoryBroker::new(QueueSettings {
+            max_deliveries: 1,
+            ..QueueSettings::default()
+        }));
+        broker
+            .send("q", b"bad".to_vec(), Duration::ZERO)
+            .await
+            .unwrap();
+        let first = broker.receive("q", request(1, 1000, 0)).await.unwrap();
+        broker.abandon("q", &first[0].receipt).await.unwrap();
+        let waiter = {
+            let broker = broker.clone();
+            tokio::spawn(async move { broker.receive("q-poison", request(1, 1000, 60_000)).await })
+        };
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        assert!(
+            broker
+                .receive("q", request(1, 1000, 0))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let poisoned = waiter.await.unwrap().unwrap();
+        assert_eq!(poisoned[0].body, b"bad");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the poison receiver slept out its wait"
+        );
     }
 
     #[tokio::test]

@@ -55,11 +55,20 @@ pub struct QueueSettings {
     /// as the classic fabric's queues: enough for transient faults, few enough
     /// that a poison message stops burning worker time quickly).
     pub max_deliveries: u32,
+    /// Messages one queue may hold (default 100,000); a send to a full queue
+    /// gets `unavailable`, so a flooding guest cannot exhaust the host.
+    pub max_messages: usize,
+    /// Body bytes one queue may hold (default 256 MiB).
+    pub max_bytes: usize,
 }
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        Self { max_deliveries: 5 }
+        Self {
+            max_deliveries: 5,
+            max_messages: 100_000,
+            max_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 

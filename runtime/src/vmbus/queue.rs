@@ -74,6 +74,13 @@ impl Leases {
         });
     }
 
+    /// Whether the instance holds any lease still in force.
+    fn holds_any(&mut self) -> bool {
+        let now = Instant::now();
+        self.held.retain(|lease| lease.expires > now);
+        !self.held.is_empty()
+    }
+
     fn release(&mut self, queue: &str, receipt: &str) {
         self.held
             .retain(|lease| !(lease.queue == queue && lease.receipt == receipt));
@@ -176,14 +183,13 @@ async fn send(
     Ok(ctx.queues.send(&queue, body, delay).await?)
 }
 
-async fn receive(
-    mut store: StoreContextMut<'_, GuestState>,
-    name: &str,
+/// Checks a guest's receive arguments: batch size and visibility timeout
+/// must be in range; the wait is clamped to [`MAX_WAIT`].
+fn receive_request(
     max_messages: u32,
     visibility_ms: u32,
     wait_ms: u32,
-) -> Result<Vec<Message>, WitError> {
-    let queue = store.data().vmbus.granted_queue(name)?;
+) -> Result<ReceiveRequest, WitError> {
     if max_messages == 0 || max_messages > MAX_BATCH {
         return Err(WitError::Invalid(format!(
             "max-messages must be 1 to {MAX_BATCH}, not {max_messages}"
@@ -194,42 +200,52 @@ async fn receive(
             "visibility-timeout-ms must be 1 to {MAX_VISIBILITY_MS}, not {visibility_ms}"
         )));
     }
-    let visibility_timeout = Duration::from_millis(u64::from(visibility_ms));
-    let request = ReceiveRequest {
+    Ok(ReceiveRequest {
         max_messages,
-        visibility_timeout,
+        visibility_timeout: Duration::from_millis(u64::from(visibility_ms)),
         wait: Duration::from_millis(u64::from(wait_ms)).min(MAX_WAIT),
-    };
+    })
+}
 
-    // A worker calling receive has finished its batch: no deadline runs
-    // while it waits for the next.
+async fn receive(
+    mut store: StoreContextMut<'_, GuestState>,
+    name: &str,
+    max_messages: u32,
+    visibility_ms: u32,
+    wait_ms: u32,
+) -> Result<Vec<Message>, WitError> {
+    let queue = store.data().vmbus.granted_queue(name)?;
+    let request = receive_request(max_messages, visibility_ms, wait_ms)?;
+    let visibility_timeout = request.visibility_timeout;
+
+    // A worker's batch is settled once it holds no live lease: then no
+    // deadline runs while it waits. A guest that still holds messages keeps
+    // its batch's deadline and fuel, however often it calls receive.
     let batch = store
         .data()
         .vmbus
         .batch
         .as_ref()
         .map(|b| (b.fuel, b.deadline));
-    if let Some(control) = &store.data().vmbus.batch {
-        control.current.send_replace(None);
-    }
-    if batch.is_some() {
-        store.data_mut().deadline = None;
+    let settled = !store.data_mut().vmbus.leases.holds_any();
+    if batch.is_some() && settled {
+        set_batch_deadline(&mut store, None);
     }
 
     let broker = store.data().vmbus.queues.clone();
     let deliveries = broker.receive(&queue, request).await?;
 
-    if let Some((fuel, deadline)) = batch {
+    // Only a new batch brings new fuel and a new deadline; an empty receive
+    // refills nothing, so spinning between empty receives runs out of fuel.
+    if let Some((fuel, deadline)) = batch
+        && settled
+        && !deliveries.is_empty()
+    {
         store
             .set_fuel(fuel)
             .map_err(|e| WitError::Unavailable(format!("cannot refuel: {e}")))?;
-        if !deliveries.is_empty() {
-            let ends = Instant::now() + deadline;
-            store.data_mut().deadline = Some(ends);
-            if let Some(control) = &store.data().vmbus.batch {
-                control.current.send_replace(Some(ends));
-            }
-        }
+        store.data_mut().limiter.clear_refusal();
+        set_batch_deadline(&mut store, Some(Instant::now() + deadline));
     }
     let expires = Instant::now() + visibility_timeout;
     let ctx = &mut store.data_mut().vmbus;
@@ -248,6 +264,15 @@ async fn receive(
         .collect())
 }
 
+/// Sets a worker's batch deadline where the epoch callback and the
+/// supervising task both see it.
+fn set_batch_deadline(store: &mut StoreContextMut<'_, GuestState>, deadline: Option<Instant>) {
+    store.data_mut().deadline = deadline;
+    if let Some(control) = &store.data().vmbus.batch {
+        control.current.send_replace(deadline);
+    }
+}
+
 async fn settle(
     ctx: &mut VmBusCtx,
     name: &str,
@@ -260,7 +285,12 @@ async fn settle(
     } else {
         ctx.queues.abandon(&queue, receipt).await
     };
-    ctx.leases.release(&queue, receipt);
+    // A lease is gone once settled, or once the backend no longer knows it;
+    // on any other failure the instance still holds it (and abandons it if
+    // it fails).
+    if matches!(result, Ok(()) | Err(BrokerError::NotFound(_))) {
+        ctx.leases.release(&queue, receipt);
+    }
     Ok(result?)
 }
 
@@ -322,13 +352,43 @@ mod tests {
     }
 
     #[test]
-    fn lapsed_leases_are_dropped() {
+    fn receive_arguments_are_checked_and_the_wait_clamped() {
+        for (max, visibility) in [
+            (0, 1000),
+            (33, 1000),
+            (u32::MAX, 1000),
+            (1, 0),
+            (1, u32::MAX),
+        ] {
+            assert!(
+                matches!(
+                    receive_request(max, visibility, 0),
+                    Err(WitError::Invalid(_))
+                ),
+                "{max} {visibility}"
+            );
+        }
+        let ok = receive_request(32, MAX_VISIBILITY_MS, u32::MAX).unwrap();
+        assert_eq!(ok.max_messages, 32);
+        assert_eq!(ok.wait, MAX_WAIT);
+        assert_eq!(
+            receive_request(1, 1, 5).unwrap().wait,
+            Duration::from_millis(5)
+        );
+    }
+
+    #[test]
+    fn lapsed_leases_are_dropped_and_live_ones_returned() {
         let mut leases = Leases::default();
         let past = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
+        let later = Instant::now() + Duration::from_secs(60);
         leases.hold("q", "old".into(), past);
-        leases.hold("q", "new".into(), Instant::now() + Duration::from_secs(60));
-        assert_eq!(leases.held.len(), 1);
-        leases.release("q", "new");
-        assert!(leases.take_live().is_empty());
+        leases.hold("q", "live".into(), later);
+        leases.hold("q", "settled".into(), later);
+        leases.release("q", "settled");
+        assert!(leases.holds_any());
+        let live: Vec<String> = leases.take_live().into_iter().map(|l| l.receipt).collect();
+        assert_eq!(live, vec!["live".to_owned()]);
+        assert!(!leases.holds_any());
     }
 }

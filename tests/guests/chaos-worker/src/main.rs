@@ -11,7 +11,8 @@
 //! * `fail`: returns an error, so the message is abandoned;
 //! * `spin`: loops forever (the host must interrupt it);
 //! * `panic`: panics (the instance traps);
-//! * `sleep:{ms}`: sleeps that long, then as `ok`.
+//! * `sleep:{ms}`: sleeps that long, then as `ok`;
+//! * `burn:{n}`: runs a loop of `n` steps (a known amount of fuel), then as `ok`.
 
 use std::time::Duration;
 
@@ -41,6 +42,17 @@ fn handle(results: &Bucket, message: &Message) -> Result<(), String> {
             std::hint::black_box(());
         },
         b"panic" => panic!("chaos-worker: asked to panic on message {id}"),
+        body if body.starts_with(b"burn:") => {
+            let steps: u64 = std::str::from_utf8(&body[5..])
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .ok_or("burn needs a step count")?;
+            let mut total = 0u64;
+            for step in 0..steps {
+                total = std::hint::black_box(total.wrapping_add(step));
+            }
+            std::hint::black_box(total);
+        }
         body => {
             if let Some(ms) = body
                 .strip_prefix(b"sleep:")

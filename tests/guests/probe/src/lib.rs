@@ -13,7 +13,7 @@
 //! | `GET /connect?addr=A` | `std::net::TcpStream::connect` | `connected` or `error: ..` |
 //! | `GET /env` | `std::env::vars` | the count, then one name per line |
 //! | `GET /fetch?url=U` | an outgoing HTTP GET | `status {n}` or `error: ..` |
-//! | `GET /sleep/{ms}` | an async sleep | `slept` |
+//! | `GET /sleep/{ms}` | prints `probe: sleeping {ms} ms` to stderr, then an async sleep | `slept` |
 //! | `POST /queue/{name}` | `queue::send` of the body | the message id; 403/429/413/503/400 with the error |
 //! | `GET /kv/{bucket}/{key}` | `Bucket::get` | the value, 404, or 403 if denied |
 //! | `PUT /kv/{bucket}/{key}` | `Bucket::set` of the body | 204 |
@@ -77,6 +77,8 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
         (Method::GET, "fetch", None) => text(StatusCode::OK, fetch(&arg("url")).await),
         (Method::GET, "sleep", Some(ms)) => match ms.parse::<u64>() {
             Ok(ms) => {
+                // Announced, so a test can act while the request is in flight.
+                eprintln!("probe: sleeping {ms} ms");
                 weft_sdk::wstd::task::sleep(Duration::from_millis(ms).into()).await;
                 text(StatusCode::OK, "slept")
             }
