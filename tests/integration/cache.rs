@@ -13,6 +13,10 @@ fn runtime_with_cache(dir: &Path) -> Runtime {
     .unwrap()
 }
 
+async fn assert_serves(role: &weft_runtime::WebRole) {
+    assert_eq!(crate::support::call(role, "GET", "/", "").await.status, 200);
+}
+
 #[tokio::test]
 async fn a_restarted_host_does_not_recompile() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,10 +34,7 @@ async fn a_restarted_host_does_not_recompile() {
             compiles: 1
         }
     );
-    assert_eq!(
-        crate::support::call(&role, "GET", "/", "").await.status,
-        200
-    );
+    assert_serves(&role).await;
     drop((role, first));
 
     let second = runtime_with_cache(dir.path());
@@ -46,10 +47,7 @@ async fn a_restarted_host_does_not_recompile() {
             compiles: 0
         }
     );
-    assert_eq!(
-        crate::support::call(&role, "GET", "/", "").await.status,
-        200
-    );
+    assert_serves(&role).await;
     drop((role, _again, second));
 
     // A damaged entry is not trusted: it is compiled again and replaced.
@@ -69,10 +67,7 @@ async fn a_restarted_host_does_not_recompile() {
             compiles: 1
         }
     );
-    assert_eq!(
-        crate::support::call(&role, "GET", "/", "").await.status,
-        200
-    );
+    assert_serves(&role).await;
     assert_ne!(
         std::fs::read(&entries[0]).unwrap(),
         b"not a compiled component"

@@ -44,6 +44,16 @@ async fn seen(broker: &MemoryBroker, id: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// Waits until message `id` has been delivered at least twice.
+async fn until_redelivered(broker: &MemoryBroker, id: &str) {
+    eventually(
+        Duration::from_secs(60),
+        "the message to be delivered again",
+        || async { (seen(broker, id).await >= 2).then_some(()) },
+    )
+    .await;
+}
+
 /// Asserts every failure is a deadline, and there were no more of them
 /// than deliveries of the one bad message (so no idle instance was cut).
 fn only_deadlines(failures: &[GuestFailure], deliveries: u32) {
@@ -121,7 +131,9 @@ async fn a_trapping_worker_gets_its_message_back_until_it_is_poisoned() {
     let failures = failures.lock().unwrap();
     assert!(failures.len() >= 5, "{failures:?}");
     assert!(
-        failures.iter().all(|f| matches!(f, GuestFailure::Trap(why) if why.contains("unreachable"))),
+        failures
+            .iter()
+            .all(|f| matches!(f, GuestFailure::Trap(why) if why.contains("unreachable"))),
         "{failures:?}"
     );
 }
@@ -143,12 +155,7 @@ async fn a_spinning_worker_is_stopped_at_its_batch_deadline_and_the_message_retu
         .send("test/tasks", b"ok".to_vec(), Duration::ZERO)
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(60),
-        "the spinning message to be redelivered",
-        || async { (seen(&broker, &id).await >= 2).then_some(()) },
-    )
-    .await;
+    until_redelivered(&broker, &id).await;
     eventually(
         Duration::from_secs(60),
         "the ordinary message to be done",
@@ -172,12 +179,7 @@ async fn a_worker_blocked_in_a_host_call_is_stopped_at_its_batch_deadline() {
         .send("test/tasks", b"sleep:600000".to_vec(), Duration::ZERO)
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(60),
-        "the sleeping message to be redelivered",
-        || async { (seen(&broker, &id).await >= 2).then_some(()) },
-    )
-    .await;
+    until_redelivered(&broker, &id).await;
     task.abort();
     assert!(
         kv(&broker, &id).await.is_none(),
@@ -231,12 +233,7 @@ async fn fuel_is_per_batch_a_spinning_batch_runs_out_and_a_busy_worker_does_not(
         .send("test/tasks", b"spin".to_vec(), Duration::ZERO)
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(60),
-        "the spinning message to be redelivered",
-        || async { (seen(&broker, &spin).await >= 2).then_some(()) },
-    )
-    .await;
+    until_redelivered(&broker, &spin).await;
     task.abort();
     let failures = failures.lock().unwrap();
     assert!(!failures.is_empty());
@@ -279,12 +276,7 @@ async fn burn_calibration_holds() {
         )
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(60),
-        "two burns' worth to exceed two thirds of the budget",
-        || async { (seen(&broker, &too_much).await >= 2).then_some(()) },
-    )
-    .await;
+    until_redelivered(&broker, &too_much).await;
     task.abort();
     assert!(kv(&broker, &too_much).await.is_none());
     assert!(
