@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_runtime::{Grants, MemoryBroker, RoleSpec, Runtime, SandboxLimits};
+use weft_runtime::{Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits};
 
 #[derive(Parser)]
 #[command(
@@ -167,6 +167,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Grants::default()
         },
         limits,
+        rate_limits: RateLimits::default(),
         queues: broker.clone(),
         kv: broker,
     };

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use weft_runtime::config::MIB;
-use weft_runtime::{EngineConfig, SandboxLimits};
+use weft_runtime::{EngineConfig, RateLimits, SandboxLimits};
 
 /// The file `weft up DIR` reads.
 pub const MANIFEST_FILE: &str = "weft.toml";
@@ -66,6 +66,8 @@ pub struct Role {
     pub buckets: BTreeSet<String>,
     /// What bounds each sandbox.
     pub limits: SandboxLimits,
+    /// The role's VMBus rate limits.
+    pub rate_limits: RateLimits,
     /// Settings, read through `wasi:config/store`.
     pub settings: BTreeMap<String, String>,
     /// Whether the role gets a private scratch folder.
@@ -100,6 +102,8 @@ struct RawRole {
     buckets: Vec<String>,
     #[serde(default)]
     limits: SandboxLimits,
+    #[serde(default)]
+    rate_limits: RateLimits,
     #[serde(default)]
     settings: BTreeMap<String, String>,
     #[serde(default)]
@@ -240,6 +244,7 @@ impl RawRole {
             queues,
             buckets,
             limits: self.limits,
+            rate_limits: self.rate_limits,
             settings: self.settings,
             scratch: self.scratch,
         })
@@ -311,6 +316,8 @@ buckets = ["jobs"]
 memory-mib = 64
 [roles.web.settings]
 greeting = "hi"
+[roles.web.rate-limits.queue]
+ops = { size = 50, refill-ms = 1000, burst = 10 }
 
 [roles.worker]
 kind = "worker"
@@ -328,6 +335,11 @@ queues = ["jobs"]
         assert_eq!(web.limits.memory_mib, 64);
         assert_eq!(web.limits.deadline_ms, SandboxLimits::default().deadline_ms);
         assert_eq!(web.settings["greeting"], "hi");
+        assert_eq!(
+            web.rate_limits.queue.ops.map(|b| (b.size, b.burst)),
+            Some((50, 10))
+        );
+        assert_eq!(m.roles["worker"].rate_limits, RateLimits::default());
         let worker = &m.roles["worker"];
         assert_eq!(worker.instances, 3);
         assert_eq!(worker.component, Path::new("dir/../worker.wasm"));
@@ -346,7 +358,7 @@ queues = ["jobs"]
         let err =
             parse(&GOOD.replace("instances = 3", "instances = 3\ncolour = \"red\"")).unwrap_err();
         assert!(
-            err.contains("line 20, column 1") && err.contains("colour"),
+            err.contains("line 22, column 1") && err.contains("colour"),
             "{err}"
         );
         let err = parse(&GOOD.replace("memory-mib = 64", "memory = 64")).unwrap_err();

@@ -91,6 +91,7 @@ pub fn load_roles(
                 scratch_dir,
             },
             limits: role.limits,
+            rate_limits: role.rate_limits,
             queues: broker.clone(),
             kv: broker.clone(),
         };

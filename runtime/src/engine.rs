@@ -10,6 +10,7 @@ use crate::broker::{KvStore, QueueBroker};
 use crate::cache::{CacheStats, ComponentCache, compile};
 use crate::config::{EngineConfig, Grants, SandboxLimits};
 use crate::error::{RuntimeError, one_line};
+use crate::rate_limit::RateLimits;
 use crate::sandbox::GuestState;
 use crate::vmbus;
 use crate::web::WebRole;
@@ -29,6 +30,8 @@ pub struct RoleSpec {
     pub grants: Grants,
     /// What bounds each of its sandboxes.
     pub limits: SandboxLimits,
+    /// The role's VMBus rate limits, shared by all its sandboxes.
+    pub rate_limits: RateLimits,
     /// The queues backend.
     pub queues: Arc<dyn QueueBroker>,
     /// The key-value backend.

@@ -16,7 +16,8 @@
 //!   ([`guest_log`]).
 //! - The **VMBus** ([`vmbus`]) is a guest's only way out: queues
 //!   (`weft:vmbus/queue`), key-value (`wasi:keyvalue/store`) and settings
-//!   (`wasi:config/store`), each checked against the role's [`Grants`].
+//!   (`wasi:config/store`), each checked against the role's [`Grants`] and
+//!   passed through the role's token buckets ([`rate_limit`], [`RateLimits`]).
 //! - The **broker** ([`broker`]) stores queues and buckets behind the
 //!   [`QueueBroker`] and [`KvStore`] traits; [`MemoryBroker`] is the
 //!   in-process backend.
@@ -39,6 +40,7 @@ pub mod config;
 mod engine;
 mod error;
 pub mod guest_log;
+pub mod rate_limit;
 mod sandbox;
 pub mod vmbus;
 mod web;
@@ -49,6 +51,7 @@ pub use cache::CacheStats;
 pub use config::{EngineConfig, Grants, SandboxLimits};
 pub use engine::{RoleSpec, Runtime};
 pub use error::{GuestFailure, RuntimeError};
+pub use rate_limit::RateLimits;
 pub use sandbox::SCRATCH_GUEST_PATH;
 pub use web::{WebResponse, WebRole};
 pub use worker::{WorkerExit, WorkerRole};

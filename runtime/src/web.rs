@@ -12,6 +12,7 @@ use crate::config::SandboxLimits;
 use crate::engine::RoleSpec;
 use crate::error::GuestFailure;
 use crate::guest_log::GuestTags;
+use crate::rate_limit::RoleLimiter;
 use crate::sandbox::{Failed, GuestState, new_store};
 use crate::vmbus::VmBusCtx;
 use bytes::Bytes;
@@ -34,16 +35,19 @@ pub struct WebRole {
     pre: ProxyPre<GuestState>,
     spec: RoleSpec,
     grants: Arc<crate::config::Grants>,
+    limiter: Arc<RoleLimiter>,
     requests: AtomicU64,
 }
 
 impl WebRole {
     pub(crate) fn new(pre: ProxyPre<GuestState>, spec: RoleSpec) -> Self {
         let grants = Arc::new(spec.grants.clone());
+        let limiter = Arc::new(RoleLimiter::new(&spec.rate_limits));
         Self {
             pre,
             spec,
             grants,
+            limiter,
             requests: AtomicU64::new(0),
         }
     }
@@ -151,6 +155,7 @@ impl WebRole {
             self.grants.clone(),
             self.spec.queues.clone(),
             self.spec.kv.clone(),
+            self.limiter.clone(),
         );
         let state = GuestState::new(&limits, tags, vmbus)
             .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;

@@ -13,6 +13,7 @@ use crate::config::Grants;
 use crate::engine::RoleSpec;
 use crate::error::GuestFailure;
 use crate::guest_log::GuestTags;
+use crate::rate_limit::RoleLimiter;
 use crate::sandbox::{Failed, GuestState, new_store};
 use crate::vmbus::VmBusCtx;
 use crate::vmbus::queue::BatchControl;
@@ -28,6 +29,7 @@ pub struct WorkerRole {
     pre: CommandPre<GuestState>,
     spec: RoleSpec,
     grants: Arc<Grants>,
+    limiter: Arc<RoleLimiter>,
 }
 
 /// How an instance ended without failing.
@@ -42,7 +44,13 @@ pub enum WorkerExit {
 impl WorkerRole {
     pub(crate) fn new(pre: CommandPre<GuestState>, spec: RoleSpec) -> Self {
         let grants = Arc::new(spec.grants.clone());
-        Self { pre, spec, grants }
+        let limiter = Arc::new(RoleLimiter::new(&spec.rate_limits));
+        Self {
+            pre,
+            spec,
+            grants,
+            limiter,
+        }
     }
 
     /// The role's grants.
@@ -74,6 +82,7 @@ impl WorkerRole {
             self.grants.clone(),
             self.spec.queues.clone(),
             self.spec.kv.clone(),
+            self.limiter.clone(),
         );
         vmbus.batch = Some(BatchControl {
             fuel: limits.fuel,

@@ -5,6 +5,7 @@
 
 mod cache;
 mod cli;
+mod rate;
 mod sandbox;
 mod support;
 mod worker;

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use weft_runtime::{EngineConfig, Grants, MemoryBroker, RoleSpec, Runtime, SandboxLimits, WebRole};
+use weft_runtime::{
+    EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits, WebRole,
+};
 
 /// Where compiled components are cached across test processes, so each
 /// guest is compiled once per test run.
@@ -64,6 +66,7 @@ pub fn spec_on(
         RoleSpec {
             grants,
             limits,
+            rate_limits: RateLimits::default(),
             queues: broker.clone(),
             kv: broker.clone(),
         },

@@ -3,7 +3,9 @@
 
 use super::VmBusView;
 use super::bindings::wasi::keyvalue::store::{Error, Host, HostBucket, KeyResponse};
+use super::queue::byte_count;
 use crate::broker::BrokerError;
+use crate::rate_limit::Interface;
 use wasmtime::component::Resource;
 
 /// The longest key a guest may use, in bytes.
@@ -37,9 +39,31 @@ fn check_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a guest sees when its key-value rate limit is spent
+/// (`wasi:keyvalue` has no variant of its own for it).
+pub const RATE_LIMITED: &str = "rate-limited; retry later";
+
 impl VmBusView<'_> {
-    fn bucket(&self, bucket: &Resource<BucketHandle>) -> wasmtime::Result<String> {
-        Ok(self.table.get(bucket)?.scoped_name.clone())
+    /// The backend's name for an open bucket, once the key is checked and
+    /// the call (carrying `bytes`) admitted by the role's rate limits. The
+    /// outer error traps (a handle the guest does not own); the inner one
+    /// is the guest's.
+    async fn prepare(
+        &mut self,
+        bucket: &Resource<BucketHandle>,
+        key: &str,
+        bytes: usize,
+    ) -> wasmtime::Result<Result<String, Error>> {
+        let name = self.table.get(bucket)?.scoped_name.clone();
+        if let Err(e) = check_key(key) {
+            return Ok(Err(e));
+        }
+        let tokens = byte_count(key.len().saturating_add(bytes));
+        let limiter = self.ctx.limiter.clone();
+        if limiter.admit(Interface::Kv, tokens).await.is_err() {
+            return Ok(Err(Error::Other(RATE_LIMITED.into())));
+        }
+        Ok(Ok(name))
     }
 }
 
@@ -48,6 +72,10 @@ impl Host for VmBusView<'_> {
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<BucketHandle>, Error>> {
+        let limiter = self.ctx.limiter.clone();
+        if limiter.admit(Interface::Kv, 0).await.is_err() {
+            return Ok(Err(Error::Other(RATE_LIMITED.into())));
+        }
         if !self.ctx.grants.buckets.contains(&identifier) {
             return Ok(Err(Error::AccessDenied));
         }
@@ -71,11 +99,17 @@ impl HostBucket for VmBusView<'_> {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let name = self.bucket(&bucket)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
+        let name = match self.prepare(&bucket, &key, 0).await? {
+            Ok(name) => name,
+            Err(e) => return Ok(Err(e)),
+        };
+        let value = self.ctx.kv.get(&name, &key).await.map_err(Error::from);
+        if let Ok(Some(bytes)) = &value {
+            self.ctx
+                .limiter
+                .charge(Interface::Kv, byte_count(bytes.len()));
         }
-        Ok(self.ctx.kv.get(&name, &key).await.map_err(Error::from))
+        Ok(value)
     }
 
     async fn set(
@@ -84,16 +118,16 @@ impl HostBucket for VmBusView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let name = self.bucket(&bucket)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
         if value.len() > MAX_VALUE_BYTES {
             return Ok(Err(Error::Other(format!(
                 "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
                 value.len()
             ))));
         }
+        let name = match self.prepare(&bucket, &key, value.len()).await? {
+            Ok(name) => name,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self
             .ctx
             .kv
@@ -107,10 +141,10 @@ impl HostBucket for VmBusView<'_> {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let name = self.bucket(&bucket)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
+        let name = match self.prepare(&bucket, &key, 0).await? {
+            Ok(name) => name,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self.ctx.kv.delete(&name, &key).await.map_err(Error::from))
     }
 
@@ -119,10 +153,10 @@ impl HostBucket for VmBusView<'_> {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let name = self.bucket(&bucket)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
+        let name = match self.prepare(&bucket, &key, 0).await? {
+            Ok(name) => name,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self.ctx.kv.exists(&name, &key).await.map_err(Error::from))
     }
 
@@ -131,17 +165,26 @@ impl HostBucket for VmBusView<'_> {
         bucket: Resource<BucketHandle>,
         cursor: Option<u64>,
     ) -> wasmtime::Result<Result<KeyResponse, Error>> {
-        let name = self.bucket(&bucket)?;
-        Ok(self
+        let name = match self.prepare(&bucket, "", 0).await? {
+            Ok(name) => name,
+            Err(e) => return Ok(Err(e)),
+        };
+        let page = self
             .ctx
             .kv
             .list_keys(&name, cursor)
             .await
-            .map(|page| KeyResponse {
-                keys: page.keys,
-                cursor: page.cursor,
-            })
-            .map_err(Error::from))
+            .map_err(Error::from);
+        if let Ok(page) = &page {
+            self.ctx.limiter.charge(
+                Interface::Kv,
+                byte_count(page.keys.iter().map(String::len).sum()),
+            );
+        }
+        Ok(page.map(|page| KeyResponse {
+            keys: page.keys,
+            cursor: page.cursor,
+        }))
     }
 
     async fn drop(&mut self, bucket: Resource<BucketHandle>) -> wasmtime::Result<()> {

@@ -17,6 +17,7 @@ pub mod queue;
 
 use crate::broker::{KvStore, QueueBroker};
 use crate::config::Grants;
+use crate::rate_limit::RoleLimiter;
 use crate::sandbox::GuestState;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, ResourceTable};
@@ -41,11 +42,18 @@ pub struct VmBusCtx {
     pub(crate) leases: queue::Leases,
     pub(crate) batch: Option<queue::BatchControl>,
     pub(crate) open_buckets: usize,
+    pub(crate) limiter: Arc<RoleLimiter>,
 }
 
 impl VmBusCtx {
-    /// State for one instance of a role with `grants`, using these backends.
-    pub fn new(grants: Arc<Grants>, queues: Arc<dyn QueueBroker>, kv: Arc<dyn KvStore>) -> Self {
+    /// State for one instance of a role with `grants`, using these backends,
+    /// rate limited by the role's `limiter`.
+    pub fn new(
+        grants: Arc<Grants>,
+        queues: Arc<dyn QueueBroker>,
+        kv: Arc<dyn KvStore>,
+        limiter: Arc<RoleLimiter>,
+    ) -> Self {
         Self {
             grants,
             queues,
@@ -53,6 +61,7 @@ impl VmBusCtx {
             leases: queue::Leases::default(),
             batch: None,
             open_buckets: 0,
+            limiter,
         }
     }
 

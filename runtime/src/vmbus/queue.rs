@@ -13,6 +13,7 @@ use super::VmBusCtx;
 use super::bindings::weft::vmbus::queue::Message;
 use super::bindings::weft::vmbus::types::Error as WitError;
 use crate::broker::{BrokerError, MAX_BATCH, ReceiveRequest};
+use crate::rate_limit::{Interface, RateLimited};
 use crate::sandbox::GuestState;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -113,6 +114,17 @@ impl From<BrokerError> for WitError {
     }
 }
 
+impl From<RateLimited> for WitError {
+    fn from(RateLimited: RateLimited) -> Self {
+        WitError::RateLimited
+    }
+}
+
+/// A length as bucket tokens.
+pub(crate) fn byte_count(len: usize) -> u64 {
+    u64::try_from(len).unwrap_or(u64::MAX)
+}
+
 impl VmBusCtx {
     /// The backend's name for `queue`, if the role may use it.
     fn granted_queue(&self, queue: &str) -> Result<String, WitError> {
@@ -180,6 +192,9 @@ async fn send(
         )));
     }
     let delay = Duration::from_millis(u64::from(delay_ms));
+    ctx.limiter
+        .admit(Interface::Queue, byte_count(body.len()))
+        .await?;
     Ok(ctx.queues.send(&queue, body, delay).await?)
 }
 
@@ -216,6 +231,8 @@ async fn receive(
 ) -> Result<Vec<Message>, WitError> {
     let queue = store.data().vmbus.granted_queue(name)?;
     let request = receive_request(max_messages, visibility_ms, wait_ms)?;
+    let limiter = store.data().vmbus.limiter.clone();
+    limiter.admit(Interface::Queue, 0).await?;
     let visibility_timeout = request.visibility_timeout;
 
     // A worker's batch is settled once it holds no live lease: then no
@@ -234,6 +251,12 @@ async fn receive(
 
     let broker = store.data().vmbus.queues.clone();
     let deliveries = broker.receive(&queue, request).await?;
+    // The bodies are handed over already: charge them, to be waited out by
+    // the role's next calls.
+    limiter.charge(
+        Interface::Queue,
+        byte_count(deliveries.iter().map(|d| d.body.len()).sum()),
+    );
 
     // Only a new batch brings new fuel and a new deadline; an empty receive
     // refills nothing, so spinning between empty receives runs out of fuel.
@@ -280,6 +303,9 @@ async fn settle(
     complete: bool,
 ) -> Result<(), WitError> {
     let queue = ctx.granted_queue(name)?;
+    ctx.limiter
+        .admit(Interface::Queue, byte_count(receipt.len()))
+        .await?;
     let result = if complete {
         ctx.queues.complete(&queue, receipt).await
     } else {
@@ -309,7 +335,10 @@ mod tests {
             queues: queues.iter().map(|q| (*q).to_owned()).collect(),
             ..Grants::default()
         };
-        VmBusCtx::new(Arc::new(grants), broker.clone(), broker)
+        let limiter = Arc::new(crate::rate_limit::RoleLimiter::new(
+            &crate::RateLimits::default(),
+        ));
+        VmBusCtx::new(Arc::new(grants), broker.clone(), broker, limiter)
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@
 //! | `GET /fetch?url=U` | an outgoing HTTP GET | `status {n}` or `error: ..` |
 //! | `GET /sleep/{ms}` | prints `probe: sleeping {ms} ms` to stderr, then an async sleep | `slept` |
 //! | `POST /queue/{name}` | `queue::send` of the body | the message id; 403/429/413/503/400 with the error |
+//! | `POST /flood/{name}?n=N` | `queue::send` of the body N times, as fast as it may | `sent={ok} limited={n} other={n}` |
 //! | `GET /kv/{bucket}/{key}` | `Bucket::get` | the value, 404, or 403 if denied |
 //! | `PUT /kv/{bucket}/{key}` | `Bucket::set` of the body | 204 |
 //! | `GET /config/{key}` | `config::get` | the value or 404 |
@@ -90,6 +91,24 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
                 Ok(id) => text(StatusCode::OK, id),
                 Err(e) => text(queue_status(&e), e.to_string()),
             }
+        }
+        (Method::POST, "flood", Some(name)) => {
+            let body = request.into_body().contents().await?.to_vec();
+            let Some(count) = query_arg(&query, "n").and_then(|n| n.parse::<u32>().ok()) else {
+                return bad_number();
+            };
+            let (mut sent, mut limited, mut other) = (0, 0, 0);
+            for _ in 0..count {
+                match weft_sdk::queue::send(&decode(&name), &body) {
+                    Ok(_) => sent += 1,
+                    Err(weft_sdk::Error::RateLimited) => limited += 1,
+                    Err(_) => other += 1,
+                }
+            }
+            text(
+                StatusCode::OK,
+                format!("sent={sent} limited={limited} other={other}"),
+            )
         }
         (Method::GET, "kv", Some(rest)) => {
             let Some((bucket, key)) = kv_path(&rest) else {
