@@ -67,6 +67,12 @@ struct ServeArgs {
     /// Largest request body, in KiB.
     #[arg(long, default_value_t = SandboxLimits::default().max_request_body_kib)]
     max_request_body_kib: u64,
+    /// Requests running at once.
+    #[arg(long, default_value_t = SandboxLimits::default().max_in_flight)]
+    max_in_flight: u32,
+    /// Requests that may wait for a free slot before getting a 503.
+    #[arg(long, default_value_t = SandboxLimits::default().max_queued)]
+    max_queued: u32,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -152,6 +158,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fuel: args.fuel,
         deadline_ms: args.deadline_ms,
         max_request_body_kib: args.max_request_body_kib,
+        max_in_flight: args.max_in_flight,
+        max_queued: args.max_queued,
     };
     let cache_dir = args.host.cache_dir.clone().or_else(default_cache_dir);
     let runtime = Runtime::new(service::engine_config(

@@ -65,6 +65,13 @@ pub struct SandboxLimits {
     /// The largest HTTP request body a web role accepts, in KiB. Default
     /// 1,024 (1 MiB); larger bodies get 413 before the guest runs.
     pub max_request_body_kib: u64,
+    /// Web roles: requests running at once (each in its own sandbox).
+    /// Default 256: enough to keep two cores busy through I/O waits, few
+    /// enough that one role cannot take the host's whole instance pool.
+    pub max_in_flight: u32,
+    /// Web roles: requests that may wait for a free slot. Beyond that a
+    /// request gets a fast 503 with `Retry-After`, never a hang. Default 256.
+    pub max_queued: u32,
 }
 
 impl Default for SandboxLimits {
@@ -74,6 +81,8 @@ impl Default for SandboxLimits {
             fuel: 10_000_000_000,
             deadline_ms: 30_000,
             max_request_body_kib: 1024,
+            max_in_flight: 256,
+            max_queued: 256,
         }
     }
 }
@@ -111,6 +120,9 @@ impl SandboxLimits {
         }
         if self.deadline_ms == 0 {
             return Err("deadline-ms must be at least 1".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("max-in-flight must be at least 1".into());
         }
         Ok(())
     }

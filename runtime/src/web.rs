@@ -20,8 +20,9 @@ use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -37,18 +38,26 @@ pub struct WebRole {
     grants: Arc<crate::config::Grants>,
     limiter: Arc<RoleLimiter>,
     requests: AtomicU64,
+    /// Slots for requests in flight.
+    in_flight: Arc<Semaphore>,
+    /// Requests waiting for a slot.
+    queued: AtomicU32,
 }
 
 impl WebRole {
     pub(crate) fn new(pre: ProxyPre<GuestState>, spec: RoleSpec) -> Self {
         let grants = Arc::new(spec.grants.clone());
         let limiter = Arc::new(RoleLimiter::new(&spec.rate_limits));
+        let slots = usize::try_from(spec.limits.max_in_flight).unwrap_or(usize::MAX);
+        let in_flight = Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS)));
         Self {
+            in_flight,
             pre,
             spec,
             grants,
             limiter,
             requests: AtomicU64::new(0),
+            queued: AtomicU32::new(0),
         }
     }
 
@@ -107,8 +116,18 @@ impl WebRole {
             })
         });
 
+        let Some(slot) = self.slot(&limits).await else {
+            let mut busy = failure_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "capacity",
+                "too many requests in flight; retry shortly",
+            );
+            busy.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return busy;
+        };
         let number = self.requests.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.serve(request, number).await;
+        let outcome = self.serve(request, number, slot).await;
         // Whatever the guest made of a truncated body, the client learns
         // its body was refused, as long as the response head is not yet out.
         if overflowed.load(Ordering::Relaxed) {
@@ -136,10 +155,31 @@ impl WebRole {
         }
     }
 
+    /// A slot to run in: at once if one is free, else after waiting in a
+    /// bounded queue (no longer than the request's deadline); `None` when
+    /// the queue is full or the wait too long.
+    async fn slot(&self, limits: &SandboxLimits) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let waiting = self.queued.fetch_add(1, Ordering::AcqRel);
+        let permit = if waiting < limits.max_queued {
+            tokio::time::timeout(limits.deadline(), self.in_flight.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        permit
+    }
+
     async fn serve<B>(
         &self,
         request: hyper::Request<B>,
         number: u64,
+        slot: OwnedSemaphorePermit,
     ) -> Result<WebResponse, GuestFailure>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -180,6 +220,8 @@ impl WebRole {
         // after the response head is sent; the deadline bounds all of it.
         let pre = self.pre.clone();
         let task = tokio::spawn(async move {
+            // The slot is held until the guest is done, body included.
+            let _slot = slot;
             let run = async {
                 let proxy = pre
                     .instantiate_async(&mut store)

@@ -204,3 +204,38 @@ async fn a_granted_scratch_folder_is_the_only_folder_a_guest_sees() {
         assert!(reply.body.starts_with("error"), "{escape}: {reply:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_concurrency_a_role_answers_503_with_retry_after_and_recovers() {
+    let limits = SandboxLimits {
+        max_in_flight: 2,
+        max_queued: 1,
+        ..limits()
+    };
+    let role = std::sync::Arc::new(web_role(PROBE, limits));
+    // Two run, one waits, the fourth is turned away at once.
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let role = role.clone();
+            tokio::spawn(async move { call(&role, "GET", "/sleep/800", "").await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for request in requests {
+        replies.push(request.await.unwrap());
+    }
+    let turned_away: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(turned_away.len(), 1, "{replies:?}");
+    assert_eq!(turned_away[0].headers["retry-after"], "1");
+    assert_eq!(turned_away[0].headers["x-weft-failure"], "capacity");
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| r.status == 200 && r.body == "slept")
+            .count(),
+        3,
+        "{replies:?}"
+    );
+    // Once the load is gone, the role serves again.
+    assert_eq!(call(&role, "GET", "/ok", "").await.status, 200);
+}
