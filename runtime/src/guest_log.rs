@@ -6,9 +6,11 @@
 //! and ship it like any other host log. Lines longer than [`MAX_LINE`] bytes
 //! are split, so a guest that never prints a newline cannot grow host memory.
 
+use crate::rate_limit::{Interface, RoleLimiter};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -45,17 +47,64 @@ pub struct GuestTags {
     pub instance: String,
 }
 
-/// A WASI output stream that turns a guest's output into log events.
+/// A WASI output stream that turns a guest's output into log events,
+/// within the role's log rate limit.
 #[derive(Debug, Clone)]
 pub struct GuestLog {
     tags: Arc<GuestTags>,
     stream: Stream,
+    limiter: Arc<RoleLimiter>,
+    /// Lines dropped by the rate limit and not yet reported.
+    dropped: Arc<DroppedLines>,
+}
+
+/// A count of dropped lines, reported when the next line gets through or,
+/// at the latest, when the guest's stream goes away.
+#[derive(Debug)]
+struct DroppedLines {
+    count: AtomicU64,
+    tags: Arc<GuestTags>,
+    stream: Stream,
+}
+
+impl DroppedLines {
+    fn report(&self) {
+        let dropped = self.count.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let tags = &self.tags;
+            tracing::warn!(
+                target: "weft::guest",
+                service = %tags.service,
+                role = %tags.role,
+                instance = %tags.instance,
+                stream = self.stream.name(),
+                dropped,
+                "guest output over its rate limit: {dropped} lines dropped"
+            );
+        }
+    }
+}
+
+impl Drop for DroppedLines {
+    fn drop(&mut self) {
+        self.report();
+    }
 }
 
 impl GuestLog {
-    /// A stream logging under `tags`.
-    pub fn new(tags: Arc<GuestTags>, stream: Stream) -> Self {
-        Self { tags, stream }
+    /// A stream logging under `tags`, limited by the role's `limiter`.
+    pub fn new(tags: Arc<GuestTags>, stream: Stream, limiter: Arc<RoleLimiter>) -> Self {
+        let dropped = Arc::new(DroppedLines {
+            count: AtomicU64::new(0),
+            tags: tags.clone(),
+            stream,
+        });
+        Self {
+            tags,
+            stream,
+            limiter,
+            dropped,
+        }
     }
 }
 
@@ -75,6 +124,14 @@ impl StdoutStream for GuestLog {
 impl GuestLog {
     fn emit(&self, line: &str) {
         let tags = &self.tags;
+        let bytes = u64::try_from(line.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        if self.limiter.try_admit(Interface::Log, bytes).is_err() {
+            self.dropped.count.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.dropped.report();
         tracing::info!(
             target: "weft::guest",
             service = %tags.service,

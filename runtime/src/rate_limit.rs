@@ -188,6 +188,10 @@ pub struct RateLimits {
     /// `wasi:config/store`. Default: 1,000 calls/s (settings are read at
     /// start, not per message).
     pub config: InterfaceLimits,
+    /// The guest's stdout and stderr, in lines and bytes. Default: 1 MiB/s,
+    /// no line limit. Output over the limit is dropped (a guest's `print`
+    /// must not fail or block), and the log says how many lines were lost.
+    pub log: InterfaceLimits,
     /// How long a call may wait for its tokens before it gets
     /// `rate-limited`, in milliseconds. Default 100: backpressure smooths
     /// bursts without holding a guest (and its deadline) for long.
@@ -206,6 +210,8 @@ struct RawRateLimits {
     kv: RawInterface,
     #[serde(default)]
     config: RawInterface,
+    #[serde(default)]
+    log: RawInterface,
     max_wait_ms: Option<u64>,
 }
 
@@ -245,6 +251,7 @@ impl TryFrom<RawRateLimits> for RateLimits {
             queue: raw.queue.over(default.queue),
             kv: raw.kv.over(default.kv),
             config: raw.config.over(default.config),
+            log: raw.log.over(default.log),
             max_wait_ms,
         })
     }
@@ -267,6 +274,10 @@ impl Default for RateLimits {
                 ops: call_rate,
                 bytes: None,
             },
+            log: InterfaceLimits {
+                ops: None,
+                bytes: Some(BucketConfig::per_second(MIB)),
+            },
             max_wait_ms: 100,
         }
     }
@@ -281,6 +292,8 @@ pub enum Interface {
     Kv,
     /// `wasi:config/store`.
     Config,
+    /// The guest's stdout and stderr.
+    Log,
 }
 
 /// The call had to wait longer than allowed for its tokens.
@@ -331,6 +344,7 @@ pub struct RoleLimiter {
     queue: Mutex<Buckets>,
     kv: Mutex<Buckets>,
     config: Mutex<Buckets>,
+    log: Mutex<Buckets>,
     max_wait: Duration,
 }
 
@@ -342,6 +356,7 @@ impl RoleLimiter {
             queue: Mutex::new(Buckets::new(&limits.queue, now)),
             kv: Mutex::new(Buckets::new(&limits.kv, now)),
             config: Mutex::new(Buckets::new(&limits.config, now)),
+            log: Mutex::new(Buckets::new(&limits.log, now)),
             max_wait: Duration::from_millis(limits.max_wait_ms),
         }
     }
@@ -351,10 +366,13 @@ impl RoleLimiter {
             Interface::Queue => &self.queue,
             Interface::Kv => &self.kv,
             Interface::Config => &self.config,
+            Interface::Log => &self.log,
         }
     }
 
-    fn try_admit(&self, interface: Interface, bytes: u64) -> Result<(), Duration> {
+    /// Admits one call carrying `bytes` if its tokens are there now; never
+    /// waits (for output, which must not block the guest).
+    pub fn try_admit(&self, interface: Interface, bytes: u64) -> Result<(), Duration> {
         let mut buckets = self
             .buckets(interface)
             .lock()

@@ -11,6 +11,7 @@
 use crate::config::{Grants, MIB, SandboxLimits};
 use crate::error::{GuestFailure, RuntimeError, one_line};
 use crate::guest_log::{GuestLog, GuestTags, Stream};
+use crate::rate_limit::RoleLimiter;
 use crate::vmbus::{VmBusCtx, VmBusView};
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,7 +45,7 @@ impl GuestState {
         tags: Arc<GuestTags>,
         vmbus: VmBusCtx,
     ) -> Result<Self, RuntimeError> {
-        let wasi = wasi_ctx(&vmbus.grants, tags)?;
+        let wasi = wasi_ctx(&vmbus.grants, tags, &vmbus.limiter)?;
         let memory_cap = usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX);
         Ok(Self {
             wasi,
@@ -71,11 +72,15 @@ impl GuestState {
 }
 
 /// The WASI context of a guest with no ambient authority.
-fn wasi_ctx(grants: &Grants, tags: Arc<GuestTags>) -> Result<WasiCtx, RuntimeError> {
+fn wasi_ctx(
+    grants: &Grants,
+    tags: Arc<GuestTags>,
+    limiter: &Arc<RoleLimiter>,
+) -> Result<WasiCtx, RuntimeError> {
     let mut builder = WasiCtxBuilder::new();
     builder
-        .stdout(GuestLog::new(tags.clone(), Stream::Stdout))
-        .stderr(GuestLog::new(tags, Stream::Stderr))
+        .stdout(GuestLog::new(tags.clone(), Stream::Stdout, limiter.clone()))
+        .stderr(GuestLog::new(tags, Stream::Stderr, limiter.clone()))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)

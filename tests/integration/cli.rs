@@ -316,3 +316,69 @@ fn a_malformed_manifest_is_a_one_line_error_naming_file_and_line() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn guest_output_over_its_rate_limit_is_dropped_and_counted() {
+    let (_dir, path) = manifest(&format!(
+        r#"
+[service]
+name = "svc"
+
+[roles.noisy]
+kind = "web"
+component = "{PROBE}"
+listen = "127.0.0.1:0"
+[roles.noisy.rate-limits.log]
+bytes = {{ size = 1000, refill-ms = 1000 }}
+
+[roles.quiet]
+kind = "web"
+component = "{PROBE}"
+listen = "127.0.0.1:0"
+"#
+    ));
+    let weft = up(&path);
+    let spam = http("GET", &format!("{}/spam/500", weft.url("noisy")), "")
+        .await
+        .unwrap();
+    assert_eq!(spam.body, "printed 500 lines", "{spam:?}");
+    let quiet = http(
+        "GET",
+        &format!("{}/print/quiet-marker", weft.url("quiet")),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(quiet.status, 200);
+    // Once tokens are back, the next line that gets through reports the loss.
+    let noisy = weft.url("noisy");
+    let log = eventually(
+        Duration::from_secs(30),
+        "the dropped lines to be reported",
+        || {
+            let url = format!("{noisy}/print/after-the-flood");
+            let log = weft.log();
+            async move {
+                let _ = http("GET", &url, "").await;
+                log.contains("lines dropped").then_some(log)
+            }
+        },
+    )
+    .await;
+    let spam_lines = log.lines().filter(|l| l.contains("spam-line")).count();
+    // 1,000 bytes of bucket at ~100 bytes a line, plus what refilled meanwhile.
+    assert!(
+        (5..=30).contains(&spam_lines),
+        "{spam_lines} spam lines got through"
+    );
+    let report = log.lines().find(|l| l.contains("lines dropped")).unwrap();
+    let dropped: u32 = report
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("dropped=")?.parse().ok())
+        .unwrap();
+    assert!(dropped >= 470, "{report}");
+    assert!(
+        log.contains("quiet-marker"),
+        "the quiet role's output was lost"
+    );
+}

@@ -20,6 +20,7 @@
 //! | `PUT /kv/{bucket}/{key}` | `Bucket::set` of the body | 204 |
 //! | `GET /config/{key}` | `config::get` | the value or 404 |
 //! | `GET /print/{text}` | prints `text` to stdout and stderr | 200 |
+//! | `GET /spam/{n}` | prints `n` lines of about 100 bytes to stdout | `printed {n} lines` |
 //!
 //! Path segments and query values are `%XX`-decoded.
 
@@ -134,6 +135,15 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
             Ok(Some(value)) => text(StatusCode::OK, value),
             Ok(None) => text(StatusCode::NOT_FOUND, "not set"),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("error: {e}")),
+        },
+        (Method::GET, "spam", Some(n)) => match n.parse::<u32>() {
+            Ok(n) => {
+                for i in 0..n {
+                    println!("spam-line {i:06} {}", "x".repeat(80));
+                }
+                text(StatusCode::OK, format!("printed {n} lines"))
+            }
+            Err(_) => bad_number(),
         },
         (Method::GET, "print", Some(words)) => {
             let words = decode(&words);
