@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use weft_runtime::config::MIB;
 use weft_runtime::{
@@ -112,6 +113,7 @@ pub fn load_roles(
 
 /// Runs loaded roles until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn run(roles: Vec<(String, LoadedRole)>, grace: Duration) -> anyhow::Result<()> {
+    let mut signals = StopSignals::watch()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
     let mut workers = Vec::new();
@@ -157,7 +159,7 @@ pub async fn run(roles: Vec<(String, LoadedRole)>, grace: Duration) -> anyhow::R
     }
     status_line("ready");
 
-    wait_for_signal().await?;
+    signals.next().await;
     tracing::info!("shutting down: finishing in-flight requests and batches");
     let _ = stop_tx.send(true);
     for server in servers {
@@ -194,12 +196,25 @@ fn status_line(line: &str) {
     let _ = stdout.flush();
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, watched from the moment this is made (so a signal
+/// sent right after `ready` still shuts down gracefully).
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn watch() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
