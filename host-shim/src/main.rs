@@ -1,9 +1,11 @@
 //! `weft`: the host process. Serves a single wasi:http component
 //! (`weft serve`), or runs a whole service from its manifest (`weft up`).
 
+mod admin;
 mod builder;
 mod http_server;
 mod manifest;
+mod metrics;
 mod service;
 mod supervisor;
 
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_runtime::{Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits};
+use weft_runtime::{CpuShare, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits};
 
 #[derive(Parser)]
 #[command(
@@ -102,6 +104,10 @@ struct HostArgs {
     /// How long in-flight requests may take to finish at shutdown, in seconds.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
+    /// The admin address: `/metrics` (Prometheus) and `/healthz`. Keep it
+    /// on loopback or a private network.
+    #[arg(long, default_value = "127.0.0.1:9070")]
+    admin_addr: SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -160,13 +166,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_request_body_kib: args.max_request_body_kib,
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
+        role_memory_mib: None,
     };
     let cache_dir = args.host.cache_dir.clone().or_else(default_cache_dir);
-    let runtime = Runtime::new(service::engine_config(
-        std::iter::once(limits),
-        0,
+    let runtime = Arc::new(Runtime::new(service::engine_config(
+        std::iter::once((limits, service::SandboxCount::PerRequest)),
         cache_dir,
-    ))?;
+    ))?);
     let broker = Arc::new(MemoryBroker::default());
     let spec = RoleSpec {
         grants: Grants {
@@ -176,12 +182,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         limits,
         rate_limits: RateLimits::default(),
+        cpu: CpuShare::default(),
         queues: broker.clone(),
         kv: broker,
     };
     let role = runtime.web_role(&args.component, spec)?;
     let roles = vec![("web".to_owned(), LoadedRole::Web(Arc::new(role), args.addr))];
-    service::run(roles, Duration::from_secs(args.host.grace_secs)).await
+    let grace = Duration::from_secs(args.host.grace_secs);
+    service::run(roles, runtime, args.host.admin_addr, grace).await
 }
 
 async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
@@ -199,23 +207,17 @@ async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
         state_dir,
         cache_dir,
     };
-    let workers = manifest
-        .roles
-        .values()
-        .map(|r| {
-            if r.kind == manifest::RoleKind::Worker {
-                r.instances
-            } else {
-                0
-            }
-        })
-        .sum();
     let engine = service::engine_config(
-        manifest.roles.values().map(|r| r.limits),
-        workers,
+        manifest.roles.values().map(|r| {
+            let count = match r.kind {
+                manifest::RoleKind::Web => service::SandboxCount::PerRequest,
+                manifest::RoleKind::Worker => service::SandboxCount::Instances(r.instances),
+            };
+            (r.limits, count)
+        }),
         paths.cache_dir.clone(),
     );
-    let runtime = Runtime::new(engine)?;
+    let runtime = Arc::new(Runtime::new(engine)?);
     let roles = service::load_roles(&manifest, &runtime, &paths)?;
     if check_only {
         println!(
@@ -226,7 +228,8 @@ async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     tracing::info!(service = %manifest.service, manifest = %manifest.path.display(), "starting");
-    service::run(roles, Duration::from_secs(args.host.grace_secs)).await
+    let grace = Duration::from_secs(args.host.grace_secs);
+    service::run(roles, runtime, args.host.admin_addr, grace).await
 }
 
 /// A per-user folder: `$XDG_VAR/weft` or `~/FALLBACK/weft`. Never the

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use weft_runtime::config::MIB;
-use weft_runtime::{EngineConfig, RateLimits, SandboxLimits};
+use weft_runtime::{CpuShare, EgressAllowlist, EngineConfig, RateLimits, SandboxLimits};
 
 /// The file `weft up DIR` reads.
 pub const MANIFEST_FILE: &str = "weft.toml";
@@ -66,8 +66,12 @@ pub struct Role {
     pub buckets: BTreeSet<String>,
     /// What bounds each sandbox.
     pub limits: SandboxLimits,
-    /// The role's VMBus rate limits.
+    /// The role's rate limits.
     pub rate_limits: RateLimits,
+    /// The role's share of the host's CPU.
+    pub cpu: CpuShare,
+    /// Origins a web role may send HTTP requests to.
+    pub egress: EgressAllowlist,
     /// Settings, read through `wasi:config/store`.
     pub settings: BTreeMap<String, String>,
     /// Whether the role gets a private scratch folder.
@@ -104,6 +108,10 @@ struct RawRole {
     limits: SandboxLimits,
     #[serde(default)]
     rate_limits: RateLimits,
+    #[serde(default)]
+    cpu: CpuShare,
+    #[serde(default)]
+    egress: Vec<String>,
     #[serde(default)]
     settings: BTreeMap<String, String>,
     #[serde(default)]
@@ -235,6 +243,14 @@ impl RawRole {
         self.limits
             .validate(engine)
             .map_err(|why| ("limits", why))?;
+        self.cpu.validate().map_err(|why| ("cpu", why))?;
+        if self.kind == RoleKind::Worker && !self.egress.is_empty() {
+            return Err((
+                "egress",
+                "worker roles have no outside contact; give egress to a web role".into(),
+            ));
+        }
+        let egress = EgressAllowlist::parse(&self.egress).map_err(|why| ("egress", why))?;
         Ok(Role {
             kind: self.kind,
             component: base.join(self.component),
@@ -245,6 +261,8 @@ impl RawRole {
             buckets,
             limits: self.limits,
             rate_limits: self.rate_limits,
+            cpu: self.cpu,
+            egress,
             settings: self.settings,
             scratch: self.scratch,
         })
@@ -318,6 +336,8 @@ memory-mib = 64
 greeting = "hi"
 [roles.web.rate-limits.queue]
 ops = { size = 50, refill-ms = 1000, burst = 10 }
+[roles.web.cpu]
+weight = 200
 
 [roles.worker]
 kind = "worker"
@@ -340,6 +360,9 @@ queues = ["jobs"]
             Some((50, 10))
         );
         assert_eq!(m.roles["worker"].rate_limits, RateLimits::default());
+        assert_eq!(web.cpu.weight, 200);
+        assert_eq!(m.roles["worker"].cpu, CpuShare::default());
+        assert!(web.egress.is_empty(), "no egress unless listed");
         let worker = &m.roles["worker"];
         assert_eq!(worker.instances, 3);
         assert_eq!(worker.component, Path::new("dir/../worker.wasm"));
@@ -358,7 +381,7 @@ queues = ["jobs"]
         let err =
             parse(&GOOD.replace("instances = 3", "instances = 3\ncolour = \"red\"")).unwrap_err();
         assert!(
-            err.contains("line 22, column 1") && err.contains("colour"),
+            err.contains("line 24, column 1") && err.contains("colour"),
             "{err}"
         );
         let err = parse(&GOOD.replace("memory-mib = 64", "memory = 64")).unwrap_err();
@@ -398,6 +421,28 @@ queues = ["jobs"]
             (
                 GOOD.replace("kind = \"worker\"", "kind = \"batch\""),
                 "unknown variant",
+            ),
+            (
+                GOOD.replace("weight = 200", "weight = 0"),
+                "roles.web.cpu: weight must be 1",
+            ),
+            (
+                GOOD.replace(
+                    "instances = 3",
+                    "instances = 3\negress = [\"https://x.io\"]",
+                ),
+                "roles.worker.egress: worker roles have no outside contact",
+            ),
+            (
+                GOOD.replace(
+                    "buckets = [\"jobs\"]",
+                    "buckets = [\"jobs\"]\negress = [\"x.io\"]",
+                ),
+                "roles.web.egress: 'x.io'",
+            ),
+            (
+                GOOD.replace("memory-mib = 64", "memory-mib = 64\nrole-memory-mib = 32"),
+                "roles.web.limits: role-memory-mib 32 is below",
             ),
         ];
         for (text, expected) in cases {

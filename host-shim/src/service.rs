@@ -19,8 +19,10 @@ use weft_runtime::{
     EngineConfig, Grants, MemoryBroker, RoleSpec, Runtime, SandboxLimits, WebRole, WorkerRole,
 };
 
-/// Pooling slots kept for web requests in flight, beyond worker instances.
-const WEB_SLOTS: u32 = 1000;
+/// Pooling slots for a service's sandboxes: never fewer than this (a
+/// modest reservation of address space), never more than the largest.
+const MIN_INSTANCE_SLOTS: u32 = 64;
+const MAX_INSTANCE_SLOTS: u32 = 10_000;
 /// Extra time a worker gets, beyond its deadline, to wind down at shutdown.
 const WORKER_STOP_SLACK: Duration = Duration::from_secs(5);
 
@@ -41,20 +43,42 @@ pub enum LoadedRole {
     Worker(Arc<WorkerRole>, u32),
 }
 
-/// Builds the engine sized for `limits`: its memory slots as large as the
-/// largest cap, and enough instance slots for every worker plus requests.
+/// Builds the engine sized from the roles: memory slots as large as the
+/// largest cap, and an instance slot for every sandbox that can be alive at
+/// once (each web role's `max-in-flight`, each worker role's instances), so
+/// a role's own limits bite before the shared pool runs out.
 pub fn engine_config(
-    limits: impl Iterator<Item = SandboxLimits>,
-    workers: u32,
+    roles: impl Iterator<Item = (SandboxLimits, SandboxCount)>,
     cache_dir: Option<PathBuf>,
 ) -> EngineConfig {
-    let max_memory_bytes = limits.map(|l| l.memory_bytes()).max().unwrap_or(128 * MIB);
+    let mut max_memory_bytes = 0;
+    let mut slots: u32 = 0;
+    for (limits, count) in roles {
+        max_memory_bytes = limits.memory_bytes().max(max_memory_bytes);
+        let sandboxes = match count {
+            SandboxCount::PerRequest => limits.max_in_flight,
+            SandboxCount::Instances(n) => n,
+        };
+        slots = slots.saturating_add(sandboxes);
+    }
+    if max_memory_bytes == 0 {
+        max_memory_bytes = 128 * MIB;
+    }
     EngineConfig {
         cache_dir,
         max_memory_bytes,
-        max_instances: WEB_SLOTS.saturating_add(workers),
+        max_instances: slots.clamp(MIN_INSTANCE_SLOTS, MAX_INSTANCE_SLOTS),
         ..EngineConfig::default()
     }
+}
+
+/// How many sandboxes of a role can be alive at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxCount {
+    /// A web role: one per request in flight.
+    PerRequest,
+    /// A worker role: its instance count.
+    Instances(u32),
 }
 
 /// Loads every role of `manifest` into `runtime`.
@@ -90,9 +114,11 @@ pub fn load_roles(
                 buckets: role.buckets.clone(),
                 settings: role.settings.clone(),
                 scratch_dir,
+                egress: role.egress.clone(),
             },
             limits: role.limits,
             rate_limits: role.rate_limits,
+            cpu: role.cpu,
             queues: broker.clone(),
             kv: broker.clone(),
         };
@@ -111,8 +137,14 @@ pub fn load_roles(
     Ok(loaded)
 }
 
-/// Runs loaded roles until SIGINT or SIGTERM, then shuts down gracefully.
-pub async fn run(roles: Vec<(String, LoadedRole)>, grace: Duration) -> anyhow::Result<()> {
+/// Runs loaded roles, and the admin endpoints on `admin_addr`, until SIGINT
+/// or SIGTERM, then shuts down gracefully.
+pub async fn run(
+    roles: Vec<(String, LoadedRole)>,
+    runtime: Arc<Runtime>,
+    admin_addr: SocketAddr,
+    grace: Duration,
+) -> anyhow::Result<()> {
     let mut signals = StopSignals::watch()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
@@ -128,6 +160,16 @@ pub async fn run(roles: Vec<(String, LoadedRole)>, grace: Duration) -> anyhow::R
             listeners.push((name.clone(), listener));
         }
     }
+    let admin = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("admin: cannot listen on {admin_addr}"))?;
+    status_line(&format!("admin http://{}", admin.local_addr()?));
+    let admin = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::admin::serve(admin, runtime, async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        }))
+    };
     let mut listeners = listeners.into_iter();
     for (name, role) in roles {
         match role {
@@ -179,6 +221,7 @@ pub async fn run(roles: Vec<(String, LoadedRole)>, grace: Duration) -> anyhow::R
             abort.abort();
         }
     }
+    let _ = admin.await;
     status_line("stopped");
     Ok(())
 }

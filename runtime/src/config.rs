@@ -28,11 +28,30 @@ pub struct EngineConfig {
     /// Default 1,000: plenty for one machine's in-flight requests and
     /// workers, and its address-space reservation is modest.
     pub max_instances: u32,
-    /// How often the epoch ticks. Each tick a running guest yields to the
-    /// async executor and its deadline is checked. Default 10 ms: guests
-    /// share worker threads fairly at a cost too small to measure.
+    /// How often the epoch ticks. Each tick a running guest's fuel is
+    /// accounted to its role, the CPU scheduler decides whether it keeps
+    /// running, and its deadline is checked. Default 10 ms: the scheduler's
+    /// time slice, and the precision of deadlines.
     pub epoch_tick: Duration,
+    /// A running guest yields to the async executor after every this many
+    /// units of fuel, so a short request waiting for a thread never waits
+    /// long behind a CPU-bound guest. `None` yields only at epoch ticks.
+    /// Default [`DEFAULT_FUEL_YIELD_INTERVAL`], chosen by measurement (see
+    /// `docs/benchmarks.md`).
+    pub fuel_yield_interval: Option<u64>,
+    /// Guests that may execute at once; the rest wait their turn in the
+    /// CPU scheduler, ordered by their role's weighted fuel account.
+    /// Default: the number of CPUs (the async executor's threads).
+    pub cpu_slots: u32,
+    /// Whether the CPU scheduler shares the slots by role weight. Off, guests
+    /// run as the async executor polls them (fuel is still accounted and
+    /// hard quotas still bite). Default on; off exists to measure its cost.
+    pub fair_cpu: bool,
 }
+
+/// The default [`EngineConfig::fuel_yield_interval`]: about a millisecond of
+/// wasm on this class of machine.
+pub const DEFAULT_FUEL_YIELD_INTERVAL: u64 = 2_000_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -41,6 +60,12 @@ impl Default for EngineConfig {
             max_memory_bytes: 128 * MIB,
             max_instances: 1000,
             epoch_tick: Duration::from_millis(10),
+            fuel_yield_interval: Some(DEFAULT_FUEL_YIELD_INTERVAL),
+            cpu_slots: std::thread::available_parallelism()
+                .ok()
+                .and_then(|n| u32::try_from(n.get()).ok())
+                .unwrap_or(1),
+            fair_cpu: true,
         }
     }
 }
@@ -72,6 +97,12 @@ pub struct SandboxLimits {
     /// Web roles: requests that may wait for a free slot. Beyond that a
     /// request gets a fast 503 with `Retry-After`, never a hang. Default 256.
     pub max_queued: u32,
+    /// Linear memory of all the role's instances together, in MiB (web
+    /// requests in flight, or worker instances). `None` (the default): no
+    /// cap beyond `memory-mib` per instance times the instance count. An
+    /// instance whose growth would pass it sees `memory.grow` fail; one
+    /// that cannot even start gets a 503 (web) or is restarted later (worker).
+    pub role_memory_mib: Option<u64>,
 }
 
 impl Default for SandboxLimits {
@@ -83,6 +114,7 @@ impl Default for SandboxLimits {
             max_request_body_kib: 1024,
             max_in_flight: 256,
             max_queued: 256,
+            role_memory_mib: None,
         }
     }
 }
@@ -96,6 +128,11 @@ impl SandboxLimits {
     /// The deadline as a duration.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
+    }
+
+    /// The role-wide memory cap in bytes, if any.
+    pub fn role_memory_bytes(&self) -> Option<u64> {
+        self.role_memory_mib.map(|mib| mib.saturating_mul(MIB))
     }
 
     /// The request body limit in bytes.
@@ -124,6 +161,14 @@ impl SandboxLimits {
         if self.max_in_flight == 0 {
             return Err("max-in-flight must be at least 1".into());
         }
+        if let Some(role_mib) = self.role_memory_mib
+            && role_mib < self.memory_mib
+        {
+            return Err(format!(
+                "role-memory-mib {role_mib} is below memory-mib {}: not one instance would fit",
+                self.memory_mib
+            ));
+        }
         Ok(())
     }
 }
@@ -144,4 +189,53 @@ pub struct Grants {
     /// A host folder the guest sees as `/scratch`, read-write; `None` means
     /// the guest has no filesystem at all.
     pub scratch_dir: Option<PathBuf>,
+    /// Origins a web role may send HTTP requests to; empty (the default)
+    /// means no outgoing HTTP at all.
+    pub egress: crate::egress::EgressAllowlist,
+}
+
+/// How a role shares the host's CPU with other roles. Deserialized from a
+/// role's `cpu` table in the service manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CpuShare {
+    /// The role's relative share when guests wait for CPU (1 to 10,000).
+    /// Default 100, as cgroup v2's `cpu.weight`: a role of weight 200 gets
+    /// twice the fuel of a role of weight 100 while both want more than the
+    /// host has; an idle role's share goes to the others.
+    pub weight: u32,
+    /// A hard quota: fuel per second all the role's guests together may
+    /// burn, like cgroup v2's `cpu.max`, whether or not the host is busy.
+    /// A guest over it is parked until the quota refills, not killed.
+    /// Default `None`: no quota.
+    pub max_fuel_per_sec: Option<u64>,
+}
+
+impl Default for CpuShare {
+    fn default() -> Self {
+        Self {
+            weight: 100,
+            max_fuel_per_sec: None,
+        }
+    }
+}
+
+impl CpuShare {
+    /// The largest weight a role may have.
+    pub const MAX_WEIGHT: u32 = 10_000;
+
+    /// Checks the weight and the quota are in range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.weight == 0 || self.weight > Self::MAX_WEIGHT {
+            return Err(format!(
+                "weight must be 1 to {}, not {}",
+                Self::MAX_WEIGHT,
+                self.weight
+            ));
+        }
+        if self.max_fuel_per_sec == Some(0) {
+            return Err("max-fuel-per-sec must be at least 1 (leave it out for no quota)".into());
+        }
+        Ok(())
+    }
 }

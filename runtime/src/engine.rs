@@ -1,23 +1,28 @@
 //! The host's one wasmtime engine, and turning component files into roles.
 //!
 //! [`Runtime`] owns the [`wasmtime::Engine`] (component model, async, fuel,
-//! epoch interruption, pooling allocator), the thread that ticks its epoch,
-//! the on-disk cache of compiled components, and one [`Linker`] per role kind:
-//! web roles get WASI (granting nothing), `wasi:http` (outgoing requests
-//! refused) and the VMBus; worker roles get WASI and the VMBus only.
+//! epoch interruption, pooling allocator), the thread that ticks its epoch
+//! and the CPU scheduler, the on-disk cache of compiled components, one
+//! [`Linker`] per role kind, and a weak reference to every role it made, to
+//! report their usage. Web roles get WASI (granting nothing), `wasi:http`
+//! (outgoing requests only to their allowlist) and the VMBus; worker roles
+//! get WASI and the VMBus only.
 
 use crate::broker::{KvStore, QueueBroker};
 use crate::cache::{CacheStats, ComponentCache, compile};
-use crate::config::{EngineConfig, Grants, SandboxLimits};
+use crate::config::{CpuShare, EngineConfig, Grants, SandboxLimits};
+use crate::cpu::CpuScheduler;
 use crate::error::{RuntimeError, one_line};
 use crate::rate_limit::RateLimits;
 use crate::sandbox::GuestState;
+use crate::tenant::Tenant;
+use crate::usage::UsageSnapshot;
 use crate::vmbus;
 use crate::web::WebRole;
 use crate::worker::WorkerRole;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -30,8 +35,10 @@ pub struct RoleSpec {
     pub grants: Grants,
     /// What bounds each of its sandboxes.
     pub limits: SandboxLimits,
-    /// The role's VMBus rate limits, shared by all its sandboxes.
+    /// The role's rate limits, shared by all its sandboxes.
     pub rate_limits: RateLimits,
+    /// The role's share of the host's CPU.
+    pub cpu: CpuShare,
     /// The queues backend.
     pub queues: Arc<dyn QueueBroker>,
     /// The key-value backend.
@@ -45,6 +52,8 @@ pub struct Runtime {
     cache: Option<ComponentCache>,
     web_linker: Linker<GuestState>,
     worker_linker: Linker<GuestState>,
+    scheduler: Arc<CpuScheduler>,
+    tenants: Mutex<Vec<Weak<Tenant>>>,
     ticker: EpochTicker,
 }
 
@@ -71,13 +80,16 @@ impl Runtime {
             .map_err(link_error)?;
         vmbus::add_to_linker(&mut web_linker).map_err(link_error)?;
 
-        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        let scheduler = CpuScheduler::new(config.cpu_slots, config.fair_cpu);
+        let ticker = EpochTicker::start(engine.clone(), scheduler.clone(), config.epoch_tick)?;
         Ok(Self {
             engine,
             config,
             cache,
             web_linker,
             worker_linker,
+            scheduler,
+            tenants: Mutex::new(Vec::new()),
             ticker,
         })
     }
@@ -101,7 +113,7 @@ impl Runtime {
 
     /// Prepares a web role from the component at `path`.
     pub fn web_role(&self, path: &Path, spec: RoleSpec) -> Result<WebRole, RuntimeError> {
-        self.check_limits(&spec.limits)?;
+        self.check_spec(&spec)?;
         let component = self.load_component(path)?;
         let pre = self
             .web_linker
@@ -109,12 +121,12 @@ impl Runtime {
             .map_err(|e| incompatible(path, "web", &e))?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
             .map_err(|e| incompatible(path, "web", &e))?;
-        Ok(WebRole::new(pre, spec))
+        Ok(WebRole::new(pre, self.tenant(spec, "web")))
     }
 
     /// Prepares a worker role from the component at `path`.
     pub fn worker_role(&self, path: &Path, spec: RoleSpec) -> Result<WorkerRole, RuntimeError> {
-        self.check_limits(&spec.limits)?;
+        self.check_spec(&spec)?;
         let component = self.load_component(path)?;
         let pre = self
             .worker_linker
@@ -122,7 +134,7 @@ impl Runtime {
             .map_err(|e| incompatible(path, "worker", &e))?;
         let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre)
             .map_err(|e| incompatible(path, "worker", &e))?;
-        Ok(WorkerRole::new(pre, spec))
+        Ok(WorkerRole::new(pre, self.tenant(spec, "worker")))
     }
 
     /// How often the compiled-component cache saved a compilation (all
@@ -134,8 +146,38 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// What every live role has used of the host, in the order the roles
+    /// were made.
+    pub fn usage(&self) -> Vec<UsageSnapshot> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants.retain(|t| t.strong_count() > 0);
+        tenants
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|t| t.snapshot())
+            .collect()
+    }
+
+    fn tenant(&self, spec: RoleSpec, kind: &'static str) -> Arc<Tenant> {
+        let tenant = Arc::new(Tenant::new(
+            spec,
+            kind,
+            &self.scheduler,
+            self.config.fuel_yield_interval,
+        ));
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants.retain(|t| t.strong_count() > 0);
+        tenants.push(Arc::downgrade(&tenant));
+        tenant
+    }
+
     fn check_limits(&self, limits: &SandboxLimits) -> Result<(), RuntimeError> {
         limits.validate(&self.config).map_err(RuntimeError::Limits)
+    }
+
+    fn check_spec(&self, spec: &RoleSpec) -> Result<(), RuntimeError> {
+        self.check_limits(&spec.limits)?;
+        spec.cpu.validate().map_err(RuntimeError::Limits)
     }
 
     /// Stops the epoch ticker. Running guests stop yielding; call this only
@@ -182,15 +224,20 @@ fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
     Engine::new(&wasm).map_err(|e| RuntimeError::Engine(one_line(&e)))
 }
 
-/// A thread that advances the engine's epoch every tick; each tick, running
-/// guests yield and their deadlines are checked.
+/// A thread that advances the engine's epoch and the CPU scheduler every
+/// tick; each tick, running guests report their fuel, may be parked, and
+/// have their deadlines checked.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    fn start(engine: Engine, tick: std::time::Duration) -> Result<Self, RuntimeError> {
+    fn start(
+        engine: Engine,
+        scheduler: Arc<CpuScheduler>,
+        tick: std::time::Duration,
+    ) -> Result<Self, RuntimeError> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -199,6 +246,7 @@ impl EpochTicker {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(tick);
                     engine.increment_epoch();
+                    scheduler.tick();
                 }
             })
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;

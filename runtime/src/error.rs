@@ -80,6 +80,23 @@ pub enum GuestFailure {
     Protocol(String),
 }
 
+impl GuestFailure {
+    /// A short name for the kind of failure, for metrics and headers:
+    /// `fuel`, `deadline`, `memory`, `trap`, `exit`, `instantiate` or
+    /// `protocol`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GuestFailure::OutOfFuel => "fuel",
+            GuestFailure::Deadline(_) => "deadline",
+            GuestFailure::MemoryCap(_) => "memory",
+            GuestFailure::Trap(_) => "trap",
+            GuestFailure::Exit(_) => "exit",
+            GuestFailure::Instantiate(_) => "instantiate",
+            GuestFailure::Protocol(_) => "protocol",
+        }
+    }
+}
+
 /// Renders a wasmtime error on one line: the first line of each cause.
 pub(crate) fn one_line(error: &wasmtime::Error) -> String {
     let text = format!("{error:#}");

@@ -34,24 +34,33 @@
 //!    runs a worker instance until it returns, fails or is stopped. A
 //!    failure ([`GuestFailure`]) ends only that request or instance.
 
+mod body;
 pub mod broker;
 mod cache;
 pub mod config;
+pub mod cpu;
+pub mod egress;
 mod engine;
 mod error;
 pub mod guest_log;
+mod memory;
 pub mod rate_limit;
 mod sandbox;
+mod tenant;
+pub mod usage;
 pub mod vmbus;
 mod web;
 mod worker;
 
 pub use broker::{KvStore, MemoryBroker, QueueBroker};
 pub use cache::CacheStats;
-pub use config::{EngineConfig, Grants, SandboxLimits};
+pub use config::{CpuShare, EngineConfig, Grants, SandboxLimits};
+pub use cpu::CpuScheduler;
+pub use egress::{EgressAllowlist, Origin};
 pub use engine::{RoleSpec, Runtime};
 pub use error::{GuestFailure, RuntimeError};
 pub use rate_limit::RateLimits;
 pub use sandbox::SCRATCH_GUEST_PATH;
+pub use usage::UsageSnapshot;
 pub use web::{WebResponse, WebRole};
 pub use worker::{WorkerExit, WorkerRole};

@@ -3,58 +3,89 @@
 //! Every guest invocation gets a fresh [`wasmtime::Store`] holding a
 //! [`GuestState`]: a WASI context that grants nothing (no preopened folders
 //! unless a scratch folder is granted, no environment, no arguments, no
-//! network), an HTTP context whose outgoing requests are all refused, the
-//! VMBus state for the role's grants, and a memory limiter. The store carries
-//! a fuel budget, and an epoch callback that makes the guest yield to the
-//! async executor every tick and stops it once its deadline has passed.
+//! network), an HTTP context whose outgoing requests pass the role's egress
+//! allowlist and limits ([`crate::egress`]), the VMBus state for the role's
+//! grants, a memory limiter (per instance and per role), and the guest's
+//! CPU account with the scheduler ([`crate::cpu`]). The store carries a fuel
+//! budget, yields every [`crate::EngineConfig::fuel_yield_interval`] units
+//! of fuel, and has an epoch callback that charges the fuel burnt to the
+//! role, lets the scheduler park the guest, and stops it once its deadline
+//! has passed.
+//!
+//! Host memory held on a guest's behalf is bounded too: at most
+//! [`MAX_RESOURCE_HANDLES`] resource handles (streams, header maps, buckets)
+//! and header maps of at most [`MAX_HEADER_BYTES`].
 
-use crate::config::{Grants, MIB, SandboxLimits};
+use crate::config::{MIB, SandboxLimits};
+use crate::cpu::GuestCpu;
+use crate::egress::EgressHooks;
 use crate::error::{GuestFailure, RuntimeError, one_line};
 use crate::guest_log::{GuestLog, GuestTags, Stream};
+use crate::memory::MemoryLimiter;
 use crate::rate_limit::RoleLimiter;
+use crate::tenant::Tenant;
+use crate::usage::{LiveInstance, UsageSnapshot};
 use crate::vmbus::{VmBusCtx, VmBusView};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Where a granted scratch folder appears inside the guest.
 pub const SCRATCH_GUEST_PATH: &str = "/scratch";
-/// Table elements one instance may grow to: far above what compilers emit
-/// for function tables, far below what would strain the host.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Resource handles (streams, pollables, header maps, buckets...) one
+/// guest may hold at once: hundreds are plenty for a request, and the cap
+/// bounds the host memory a guest can pin by creating handles in a loop.
+pub const MAX_RESOURCE_HANDLES: usize = 4096;
+/// The largest header map (names and values) a guest may build, in bytes.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The data of one guest's store.
 pub struct GuestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: DenyOutgoingHttp,
+    hooks: EgressHooks,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) vmbus: VmBusCtx,
+    pub(crate) cpu: GuestCpu,
+    pub(crate) tenant: Arc<Tenant>,
     /// When the current invocation must stop; checked at every epoch tick.
     pub(crate) deadline: Option<Instant>,
+    _live: LiveInstance,
 }
 
 impl GuestState {
-    /// State for one instance of a role.
+    /// State for one instance of a role, starting with `fuel`.
     pub(crate) fn new(
-        limits: &SandboxLimits,
+        tenant: &Arc<Tenant>,
         tags: Arc<GuestTags>,
         vmbus: VmBusCtx,
+        fuel: u64,
     ) -> Result<Self, RuntimeError> {
-        let wasi = wasi_ctx(&vmbus.grants, tags, &vmbus.limiter)?;
-        let memory_cap = usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX);
+        let wasi = wasi_ctx(tenant, tags, &vmbus.limiter)?;
+        let memory_cap = usize::try_from(tenant.limits().memory_bytes()).unwrap_or(usize::MAX);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_HEADER_BYTES);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCE_HANDLES);
         Ok(Self {
             wasi,
-            http: WasiHttpCtx::new(),
-            hooks: DenyOutgoingHttp,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(memory_cap),
+            http,
+            hooks: EgressHooks {
+                allow: tenant.grants.clone(),
+                limiter: tenant.limiter.clone(),
+                usage: tenant.usage.clone(),
+            },
+            table,
+            limiter: MemoryLimiter::new(memory_cap, tenant.memory.clone()),
             vmbus,
+            cpu: tenant.cpu.guest(fuel),
+            tenant: tenant.clone(),
             deadline: None,
+            _live: tenant.usage.instance_alive(),
         })
     }
 
@@ -65,6 +96,11 @@ impl GuestState {
         }
     }
 
+    /// What the guest's role has used of the host.
+    pub(crate) fn tenant_snapshot(&self) -> UsageSnapshot {
+        self.tenant.snapshot()
+    }
+
     /// Whether the memory cap refused a growth during this invocation.
     pub(crate) fn memory_refused(&self) -> bool {
         self.limiter.refused
@@ -73,7 +109,7 @@ impl GuestState {
 
 /// The WASI context of a guest with no ambient authority.
 fn wasi_ctx(
-    grants: &Grants,
+    tenant: &Tenant,
     tags: Arc<GuestTags>,
     limiter: &Arc<RoleLimiter>,
 ) -> Result<WasiCtx, RuntimeError> {
@@ -85,7 +121,7 @@ fn wasi_ctx(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
-    if let Some(dir) = &grants.scratch_dir {
+    if let Some(dir) = &tenant.grants.scratch_dir {
         builder
             .preopened_dir(dir, SCRATCH_GUEST_PATH, FsPerms::ReadWrite)
             .map_err(|e| RuntimeError::Grant {
@@ -115,106 +151,60 @@ impl WasiHttpView for GuestState {
     }
 }
 
-/// Refuses every outgoing HTTP request: a web role has no way out but the
-/// VMBus until an egress allowlist grants one.
-struct DenyOutgoingHttp;
-
-type SendFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
-type SendResult =
-    wasmtime_wasi_http::Result<(http::Response<wasmtime_wasi_http::WasiBody>, SendFuture)>;
-
-impl WasiHttpHooks for DenyOutgoingHttp {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: SendFuture,
-    ) -> Box<dyn Future<Output = SendResult> + Send> {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
-/// Refuses memory growth that would take the guest's linear memories, all
-/// of them together, past the cap (the guest sees `memory.grow` fail; it is
-/// not trapped), and remembers that it did, to explain a later trap.
-#[derive(Debug)]
-pub(crate) struct MemoryLimiter {
-    cap_bytes: usize,
-    /// Bytes of linear memory the guest holds, over every memory it has.
-    used_bytes: usize,
-    /// Whether a growth was refused since the last [`Self::clear_refusal`].
-    refused: bool,
-}
-
-impl MemoryLimiter {
-    pub(crate) fn new(cap_bytes: usize) -> Self {
-        Self {
-            cap_bytes,
-            used_bytes: 0,
-            refused: false,
-        }
-    }
-
-    /// Forgets a refusal the guest survived (a worker starting a new batch).
-    pub(crate) fn clear_refusal(&mut self) {
-        self.refused = false;
-    }
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let total = self
-            .used_bytes
-            .saturating_sub(current)
-            .saturating_add(desired);
-        if total > self.cap_bytes {
-            self.refused = true;
-            return Ok(false);
-        }
-        self.used_bytes = total;
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-}
-
-/// A store for one invocation: fuel, memory cap, and epoch-driven yields
-/// and deadline.
+/// A store for one invocation: fuel and its yields, the memory caps, and
+/// the epoch callback that accounts CPU, schedules, and enforces the deadline.
 pub(crate) fn new_store(
     engine: &Engine,
     state: GuestState,
     fuel: u64,
+    fuel_yield_interval: Option<u64>,
 ) -> Result<Store<GuestState>, RuntimeError> {
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
+    let engine_error = |e: wasmtime::Error| RuntimeError::Engine(one_line(&e));
+    store.set_fuel(fuel).map_err(engine_error)?;
     store
-        .set_fuel(fuel)
-        .map_err(|e| RuntimeError::Engine(one_line(&e)))?;
+        .fuel_async_yield_interval(fuel_yield_interval.filter(|n| *n > 0))
+        .map_err(engine_error)?;
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|ctx| {
-        if ctx
-            .data()
-            .deadline
-            .is_some_and(|deadline| Instant::now() >= deadline)
-        {
+    store.epoch_deadline_callback(|mut ctx| {
+        let deadline = ctx.data().deadline;
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Ok(UpdateDeadline::Interrupt);
         }
-        // Yield every tick so a guest in a loop shares its worker thread.
-        Ok(UpdateDeadline::Yield(1))
+        let fuel_left = ctx.get_fuel().unwrap_or(0);
+        match ctx.data_mut().cpu.on_tick(fuel_left, deadline) {
+            Some(parked) => Ok(UpdateDeadline::YieldCustom(1, parked)),
+            // Yield every tick too, so a guest in a loop shares its thread
+            // even with fuel yields off.
+            None => Ok(UpdateDeadline::Yield(1)),
+        }
     });
     Ok(store)
+}
+
+/// Charges the fuel the guest burnt since its last report to its role:
+/// called when an invocation ends, however it ended.
+pub(crate) fn settle_cpu(store: &mut Store<GuestState>) {
+    let fuel_left = store.get_fuel().unwrap_or(0);
+    store.data_mut().cpu.settle(fuel_left);
+}
+
+/// Starts a worker's new batch: charges what the last batch burnt, gives the
+/// guest `fuel` afresh, forgets a memory refusal it survived, and counts the
+/// batch.
+pub(crate) fn start_batch(
+    store: &mut StoreContextMut<'_, GuestState>,
+    fuel: u64,
+) -> wasmtime::Result<()> {
+    let fuel_left = store.get_fuel()?;
+    store.data_mut().cpu.settle(fuel_left);
+    store.set_fuel(fuel)?;
+    let state = store.data_mut();
+    state.cpu.refuelled(fuel);
+    state.limiter.clear_refusal();
+    state.tenant.usage.add_invocation();
+    Ok(())
 }
 
 /// A guest invocation's error, and the stage it failed in.
@@ -262,28 +252,4 @@ fn root_cause(error: &wasmtime::Error) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("unknown error");
     line.chars().take(300).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: usize = 1024 * 1024;
-
-    #[test]
-    fn the_cap_covers_all_of_a_guests_memories_together() {
-        let mut limiter = MemoryLimiter::new(10 * MIB);
-        // Two memories start at 4 MiB each: 8 MiB in all.
-        assert!(limiter.memory_growing(0, 4 * MIB, None).unwrap());
-        assert!(limiter.memory_growing(0, 4 * MIB, None).unwrap());
-        // A third memory of 4 MiB, or growing one to 8 MiB, passes the cap.
-        assert!(!limiter.memory_growing(0, 4 * MIB, None).unwrap());
-        assert!(!limiter.memory_growing(4 * MIB, 8 * MIB, None).unwrap());
-        assert!(limiter.refused);
-        // Growing one of them by 2 MiB fits exactly.
-        assert!(limiter.memory_growing(4 * MIB, 6 * MIB, None).unwrap());
-        assert_eq!(limiter.used_bytes, 10 * MIB);
-        limiter.clear_refusal();
-        assert!(!limiter.refused);
-    }
 }

@@ -2,18 +2,23 @@
 //! request.
 //!
 //! [`WebRole::handle`] takes a hyper request and returns a hyper response.
-//! Each request gets a new store from the pre-instantiated component, with
-//! the role's fuel budget, memory cap and deadline; the deadline covers the
-//! whole request, including time blocked in host calls and streaming the
-//! response body. A failure ends only this request, with a 5xx and a short
-//! reason (and an `x-weft-failure` header naming the kind of failure).
+//! Each request passes the role's admission checks (body size, `Host`, the
+//! `http` request rate, a slot among `max-in-flight`, the CPU quota), then
+//! gets a new store from the pre-instantiated component, with the role's
+//! fuel budget, memory caps and deadline; the deadline covers the whole
+//! request, including time blocked in host calls and streaming the response
+//! body. Request and response bodies pass the role's `http` bytes bucket. A
+//! failure ends only this request, with a 5xx and a short reason (and an
+//! `x-weft-failure` header naming the kind of failure).
 
+use crate::body::MeteredBody;
 use crate::config::SandboxLimits;
-use crate::engine::RoleSpec;
 use crate::error::GuestFailure;
 use crate::guest_log::GuestTags;
-use crate::rate_limit::RoleLimiter;
-use crate::sandbox::{Failed, GuestState, new_store};
+use crate::rate_limit::Interface;
+use crate::sandbox::{Failed, GuestState, new_store, settle_cpu};
+use crate::tenant::Tenant;
+use crate::usage::Flow;
 use crate::vmbus::VmBusCtx;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
@@ -34,9 +39,7 @@ pub type WebResponse = hyper::Response<HyperOutgoingBody>;
 /// A web role ready to serve requests.
 pub struct WebRole {
     pre: ProxyPre<GuestState>,
-    spec: RoleSpec,
-    grants: Arc<crate::config::Grants>,
-    limiter: Arc<RoleLimiter>,
+    tenant: Arc<Tenant>,
     requests: AtomicU64,
     /// Slots for requests in flight.
     in_flight: Arc<Semaphore>,
@@ -45,17 +48,13 @@ pub struct WebRole {
 }
 
 impl WebRole {
-    pub(crate) fn new(pre: ProxyPre<GuestState>, spec: RoleSpec) -> Self {
-        let grants = Arc::new(spec.grants.clone());
-        let limiter = Arc::new(RoleLimiter::new(&spec.rate_limits));
-        let slots = usize::try_from(spec.limits.max_in_flight).unwrap_or(usize::MAX);
+    pub(crate) fn new(pre: ProxyPre<GuestState>, tenant: Arc<Tenant>) -> Self {
+        let slots = usize::try_from(tenant.limits().max_in_flight).unwrap_or(usize::MAX);
         let in_flight = Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS)));
         Self {
             in_flight,
             pre,
-            spec,
-            grants,
-            limiter,
+            tenant,
             requests: AtomicU64::new(0),
             queued: AtomicU32::new(0),
         }
@@ -63,7 +62,12 @@ impl WebRole {
 
     /// The role's limits.
     pub fn limits(&self) -> &SandboxLimits {
-        &self.spec.limits
+        self.tenant.limits()
+    }
+
+    /// What the role has used of the host so far.
+    pub fn usage(&self) -> crate::UsageSnapshot {
+        self.tenant.snapshot()
     }
 
     /// Serves one request in a fresh sandbox.
@@ -72,7 +76,7 @@ impl WebRole {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let limits = self.spec.limits;
+        let limits = *self.tenant.limits();
         let max_body = limits.max_request_body_bytes();
         let declared = request
             .headers()
@@ -103,9 +107,11 @@ impl WebRole {
         // guest then sees a read error, and the client a 413.
         let overflowed = Arc::new(AtomicBool::new(false));
         let flag = overflowed.clone();
+        let limiter = self.tenant.limiter.clone();
+        let usage = self.tenant.usage.clone();
         let request = request.map(|body| {
             let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-            Limited::new(body.map_err(Into::into), limit).map_err(move |e| {
+            let limited = Limited::new(body.map_err(Into::into), limit).map_err(move |e| {
                 match e.downcast::<wasmtime_wasi_http::Error>() {
                     Ok(inner) => *inner,
                     Err(_) => {
@@ -113,20 +119,26 @@ impl WebRole {
                         wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body))
                     }
                 }
-            })
+            });
+            MeteredBody::new(limited.boxed_unsync(), limiter, usage, Flow::HttpIn)
         });
 
+        if self.tenant.limiter.admit(Interface::Http, 0).await.is_err() {
+            return busy(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate",
+                "over the role's request rate; retry shortly",
+            );
+        }
         let Some(slot) = self.slot(&limits).await else {
-            let mut busy = failure_response(
+            return busy(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "capacity",
                 "too many requests in flight; retry shortly",
             );
-            busy.headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return busy;
         };
         let number = self.requests.fetch_add(1, Ordering::Relaxed);
+        self.tenant.usage.add_invocation();
         let outcome = self.serve(request, number, slot).await;
         // Whatever the guest made of a truncated body, the client learns
         // its body was refused, as long as the response head is not yet out.
@@ -134,11 +146,15 @@ impl WebRole {
             return too_large();
         }
         match outcome {
-            Ok(response) => response,
+            Ok(response) => response.map(|body| {
+                let (limiter, usage) = (self.tenant.limiter.clone(), self.tenant.usage.clone());
+                MeteredBody::new(body, limiter, usage, Flow::HttpOut).boxed_unsync()
+            }),
             Err(failure) => {
+                self.tenant.usage.add_failure(&failure);
                 tracing::warn!(
-                    service = %self.grants.service,
-                    role = %self.grants.role,
+                    service = %self.tenant.grants.service,
+                    role = %self.tenant.grants.role,
                     request = number,
                     failure = %failure,
                     "request failed"
@@ -185,23 +201,31 @@ impl WebRole {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let limits = self.spec.limits;
+        let tenant = &self.tenant;
+        let limits = *tenant.limits();
+        let deadline = Instant::now() + limits.deadline();
+        // A role over its CPU quota waits here, before it takes a sandbox.
+        tenant.cpu.wait_for_quota(Some(deadline.into())).await;
         let tags = Arc::new(GuestTags {
-            service: self.grants.service.clone(),
-            role: self.grants.role.clone(),
+            service: tenant.grants.service.clone(),
+            role: tenant.grants.role.clone(),
             instance: format!("req-{number}"),
         });
         let vmbus = VmBusCtx::new(
-            self.grants.clone(),
-            self.spec.queues.clone(),
-            self.spec.kv.clone(),
-            self.limiter.clone(),
+            tenant.grants.clone(),
+            tenant.spec.queues.clone(),
+            tenant.spec.kv.clone(),
+            tenant.limiter.clone(),
         );
-        let state = GuestState::new(&limits, tags, vmbus)
+        let state = GuestState::new(tenant, tags, vmbus, limits.fuel)
             .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
-        let mut store = new_store(self.pre.engine(), state, limits.fuel)
-            .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
-        let deadline = Instant::now() + limits.deadline();
+        let mut store = new_store(
+            self.pre.engine(),
+            state,
+            limits.fuel,
+            tenant.fuel_yield_interval,
+        )
+        .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
         store.data_mut().deadline = Some(deadline);
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -233,20 +257,24 @@ impl WebRole {
                     .await
                     .map_err(Failed::Running)
             };
-            match tokio::time::timeout_at(deadline.into(), run).await {
+            let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(failed)) => Err(failed.explain(store.data(), &limits)),
                 Err(_elapsed) => Err(GuestFailure::Deadline(limits.deadline())),
-            }
+            };
+            settle_cpu(&mut store);
+            outcome
         });
 
         match receiver.await {
             Ok(Ok(response)) => {
                 // The head is out; if the guest fails while streaming the
                 // body, the client sees the body cut short and the log says why.
-                let grants = self.grants.clone();
+                let tenant = self.tenant.clone();
                 tokio::spawn(async move {
                     if let Ok(Err(failure)) = task.await {
+                        tenant.usage.add_failure(&failure);
+                        let grants = &tenant.grants;
                         tracing::warn!(service = %grants.service, role = %grants.role, request = number, failure = %failure, "request failed after its response began");
                     }
                 });
@@ -274,6 +302,15 @@ impl WebRole {
 fn short_code(code: &ErrorCode) -> String {
     let text = format!("{code:?}");
     text.chars().take(200).collect()
+}
+
+/// A refusal the client should retry: `status` with `Retry-After: 1`.
+fn busy(status: StatusCode, kind: &'static str, reason: &str) -> WebResponse {
+    let mut response = failure_response(status, kind, reason);
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// A plain-text 5xx/4xx produced by the host, not the guest.

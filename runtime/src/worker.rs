@@ -10,11 +10,10 @@
 //! visibility timeout. Restarting instances is the supervisor's job.
 
 use crate::config::Grants;
-use crate::engine::RoleSpec;
 use crate::error::GuestFailure;
 use crate::guest_log::GuestTags;
-use crate::rate_limit::RoleLimiter;
-use crate::sandbox::{Failed, GuestState, new_store};
+use crate::sandbox::{Failed, GuestState, new_store, settle_cpu};
+use crate::tenant::Tenant;
 use crate::vmbus::VmBusCtx;
 use crate::vmbus::queue::BatchControl;
 use std::future::Future;
@@ -27,9 +26,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 /// A worker role ready to run instances.
 pub struct WorkerRole {
     pre: CommandPre<GuestState>,
-    spec: RoleSpec,
-    grants: Arc<Grants>,
-    limiter: Arc<RoleLimiter>,
+    tenant: Arc<Tenant>,
 }
 
 /// How an instance ended without failing.
@@ -42,25 +39,23 @@ pub enum WorkerExit {
 }
 
 impl WorkerRole {
-    pub(crate) fn new(pre: CommandPre<GuestState>, spec: RoleSpec) -> Self {
-        let grants = Arc::new(spec.grants.clone());
-        let limiter = Arc::new(RoleLimiter::new(&spec.rate_limits));
-        Self {
-            pre,
-            spec,
-            grants,
-            limiter,
-        }
+    pub(crate) fn new(pre: CommandPre<GuestState>, tenant: Arc<Tenant>) -> Self {
+        Self { pre, tenant }
     }
 
     /// The role's grants.
     pub fn grants(&self) -> &Grants {
-        &self.grants
+        &self.tenant.grants
     }
 
     /// The role's limits.
     pub fn limits(&self) -> &crate::SandboxLimits {
-        &self.spec.limits
+        self.tenant.limits()
+    }
+
+    /// What the role has used of the host so far.
+    pub fn usage(&self) -> crate::UsageSnapshot {
+        self.tenant.snapshot()
     }
 
     /// Runs instance number `instance` until its guest returns, fails, or
@@ -71,28 +66,34 @@ impl WorkerRole {
         instance: u32,
         stop: impl Future<Output = ()>,
     ) -> Result<WorkerExit, GuestFailure> {
-        let limits = self.spec.limits;
+        let tenant = &self.tenant;
+        let limits = *tenant.limits();
         let tags = Arc::new(GuestTags {
-            service: self.grants.service.clone(),
-            role: self.grants.role.clone(),
+            service: tenant.grants.service.clone(),
+            role: tenant.grants.role.clone(),
             instance: instance.to_string(),
         });
         let (batch_tx, mut batch_rx) = watch::channel(None::<Instant>);
         let mut vmbus = VmBusCtx::new(
-            self.grants.clone(),
-            self.spec.queues.clone(),
-            self.spec.kv.clone(),
-            self.limiter.clone(),
+            tenant.grants.clone(),
+            tenant.spec.queues.clone(),
+            tenant.spec.kv.clone(),
+            tenant.limiter.clone(),
         );
         vmbus.batch = Some(BatchControl {
             fuel: limits.fuel,
             deadline: limits.deadline(),
             current: batch_tx,
         });
-        let state = GuestState::new(&limits, tags, vmbus)
+        let state = GuestState::new(tenant, tags, vmbus, limits.fuel)
             .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
-        let mut store = new_store(self.pre.engine(), state, limits.fuel)
-            .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
+        let mut store = new_store(
+            self.pre.engine(),
+            state,
+            limits.fuel,
+            tenant.fuel_yield_interval,
+        )
+        .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
 
         let outcome = {
             let pre = &self.pre;
@@ -145,6 +146,10 @@ impl WorkerRole {
             Outcome::DeadlineHit => Err(GuestFailure::Deadline(limits.deadline())),
             Outcome::Stopped => Ok(WorkerExit::Stopped),
         };
+        settle_cpu(&mut store);
+        if let Err(failure) = &result {
+            tenant.usage.add_failure(failure);
+        }
         self.abandon_held(&mut store).await;
         result
     }
@@ -153,7 +158,13 @@ impl WorkerRole {
     async fn abandon_held(&self, store: &mut Store<GuestState>) {
         let held = store.data_mut().vmbus.leases.take_live();
         for lease in held {
-            if let Err(e) = self.spec.queues.abandon(&lease.queue, &lease.receipt).await {
+            if let Err(e) = self
+                .tenant
+                .spec
+                .queues
+                .abandon(&lease.queue, &lease.receipt)
+                .await
+            {
                 tracing::debug!(queue = %lease.queue, error = %e, "could not abandon a held message");
             }
         }

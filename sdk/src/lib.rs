@@ -20,7 +20,9 @@
 //! * [`queue`]: at-least-once message queues with leases (receive, then
 //!   complete or abandon);
 //! * [`kv`]: key-value buckets (the standard `wasi:keyvalue/store`);
-//! * [`config`]: the role's settings (the standard `wasi:config/store`).
+//! * [`config`]: the role's settings (the standard `wasi:config/store`);
+//! * [`usage`]: what the host has measured of the role (fuel, CPU share,
+//!   waits, rate-limited calls, memory, deadline), read-only.
 //!
 //! A role may use only the queues and buckets its manifest lists; anything
 //! else fails with a *denied* error rather than trapping. Every VMBus call is
@@ -70,6 +72,7 @@ pub mod config;
 mod error;
 pub mod kv;
 pub mod queue;
+pub mod usage;
 pub mod web;
 pub mod worker;
 

@@ -5,7 +5,10 @@
 
 mod cache;
 mod cli;
+mod egress;
+mod fairness;
 mod rate;
 mod sandbox;
 mod support;
+mod usage;
 mod worker;

@@ -104,3 +104,69 @@ async fn calls_past_the_wait_bound_get_rate_limited_not_a_trap() {
         usize::try_from(sent).unwrap()
     );
 }
+
+fn http_limits(bytes_per_sec: Option<u64>, requests_per_sec: Option<u64>) -> RateLimits {
+    RateLimits {
+        http: InterfaceLimits {
+            ops: requests_per_sec.map(BucketConfig::per_second),
+            bytes: bytes_per_sec.map(BucketConfig::per_second),
+        },
+        max_wait_ms: 0,
+        ..RateLimits::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_response_is_held_to_its_bytes_rate_while_a_neighbour_streams_freely() {
+    const RATE: u64 = 256 * 1024;
+    let broker = Arc::new(MemoryBroker::default());
+    let slow = probe(&broker, http_limits(Some(RATE), None));
+    let free = probe(&broker, RateLimits::default());
+    let started = Instant::now();
+    let reply = call(&slow, "GET", "/stream/1024", "").await;
+    let slow_time = started.elapsed();
+    assert_eq!(
+        (reply.status, reply.body.len()),
+        (200, 1024 * 1024),
+        "arrives whole"
+    );
+    // The first 256 KiB come from the full bucket; the rest at the rate.
+    let measured = (1024 * 1024 - RATE) as f64 / slow_time.as_secs_f64();
+    let ratio = measured / RATE as f64;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "streamed at {measured:.0} B/s, {ratio:.3} of its {RATE} B/s"
+    );
+    let started = Instant::now();
+    let reply = call(&free, "GET", "/stream/1024", "").await;
+    let free_time = started.elapsed();
+    assert_eq!(reply.body.len(), 1024 * 1024);
+    assert!(
+        free_time * 4 < slow_time,
+        "the neighbour took {free_time:?}, the limited role {slow_time:?}"
+    );
+    let bytes = slow.usage().counters.bytes;
+    assert_eq!(bytes.http_out, 1024 * 1024);
+}
+
+#[tokio::test]
+async fn requests_over_the_roles_request_rate_get_429_with_retry_after() {
+    let broker = Arc::new(MemoryBroker::default());
+    let role = probe(&broker, http_limits(None, Some(5)));
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let reply = call(&role, "GET", "/ok", "").await;
+        if reply.status == 429 {
+            assert_eq!(reply.headers["retry-after"], "1");
+            assert_eq!(reply.headers["x-weft-failure"], "rate");
+        }
+        statuses.push(reply.status);
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(ok + refused, 10, "{statuses:?}");
+    assert!(
+        (5..=6).contains(&ok),
+        "5 tokens, maybe one refilled: {statuses:?}"
+    );
+}

@@ -239,3 +239,54 @@ async fn past_its_concurrency_a_role_answers_503_with_retry_after_and_recovers()
     // Once the load is gone, the role serves again.
     assert_eq!(call(&role, "GET", "/ok", "").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_memory_cap_spans_its_instances_and_frees_on_exit() {
+    let limits = SandboxLimits {
+        memory_mib: 16,
+        role_memory_mib: Some(20),
+        deadline_ms: 10_000,
+        ..limits()
+    };
+    let role = std::sync::Arc::new(web_role(PROBE, limits));
+    // One request grows by 10 MiB and holds it.
+    let holder = {
+        let role = role.clone();
+        tokio::spawn(async move { call(&role, "GET", "/hold/10?ms=3000", "").await })
+    };
+    crate::support::eventually(
+        Duration::from_secs(20),
+        "the first request to hold 10 MiB",
+        || {
+            let role = role.clone();
+            async move { (role.usage().memory.bytes >= 10 << 20).then_some(()) }
+        },
+    )
+    .await;
+    // A second fits its own 16 MiB cap but not the role's 20 MiB.
+    let second = call(&role, "GET", "/hold/10?ms=0", "").await;
+    assert_eq!(second.body, "refused", "{second:?}");
+    assert_eq!(holder.await.unwrap().body, "granted");
+    // The first one's memory went back to the role when it ended.
+    let third = call(&role, "GET", "/hold/10?ms=0", "").await;
+    assert_eq!(third.body, "granted", "{third:?}");
+    // The sandbox is dropped just after its response is out.
+    let memory = crate::support::eventually(Duration::from_secs(10), "all memory back", || {
+        let memory = role.usage().memory;
+        async move { (memory.bytes == 0).then_some(memory) }
+    })
+    .await;
+    assert!(memory.high_water <= 20 << 20, "{memory:?}");
+    assert!(memory.instance_high_water >= 10 << 20, "{memory:?}");
+}
+
+#[tokio::test]
+async fn a_flood_of_resource_handles_is_stopped_and_the_next_request_served() {
+    let role = web_role(PROBE, limits());
+    let many = call(&role, "GET", "/handles/100", "").await;
+    assert_eq!((many.status, many.body.as_str()), (200, "created 100"));
+    let flood = call(&role, "GET", "/handles/100000", "").await;
+    assert_eq!(flood.status, 500, "{flood:?}");
+    assert_eq!(flood.headers["x-weft-failure"], "trap");
+    assert_eq!(call(&role, "GET", "/ok", "").await.status, 200);
+}

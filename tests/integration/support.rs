@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use weft_runtime::{
-    EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits, WebRole,
+    CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
+    WebRole,
 };
 
 /// Where compiled components are cached across test processes, so each
@@ -67,6 +68,7 @@ pub fn spec_on(
             grants,
             limits,
             rate_limits: RateLimits::default(),
+            cpu: CpuShare::default(),
             queues: broker.clone(),
             kv: broker.clone(),
         },
@@ -157,6 +159,8 @@ pub struct Weft {
     child: Child,
     /// `listening NAME URL` lines: role name → base URL.
     pub urls: Vec<(String, String)>,
+    /// The admin address's base URL (`admin URL`).
+    pub admin: Option<String>,
     log: Arc<Mutex<String>>,
 }
 
@@ -166,10 +170,17 @@ pub fn weft_command() -> Command {
 }
 
 impl Weft {
-    /// Starts `weft ARGS` and waits for its `ready` line.
+    /// Starts `weft ARGS` and waits for its `ready` line. `up` and `serve`
+    /// get an admin address of `127.0.0.1:0` unless ARGS name one, so that
+    /// tests running at once never clash.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = weft_command()
-            .args(args)
+        let mut command = weft_command();
+        command.args(args);
+        let runs = matches!(args.first(), Some(&"up" | &"serve"));
+        if runs && !args.contains(&"--admin-addr") {
+            command.args(["--admin-addr", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .env("WEFT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -198,6 +209,7 @@ impl Weft {
         let mut weft = Self {
             child,
             urls: Vec::new(),
+            admin: None,
             log,
         };
         let give_up = Instant::now() + Duration::from_secs(120);
@@ -206,6 +218,9 @@ impl Weft {
             match rx.recv_timeout(left) {
                 Ok(line) if line == "ready" => break,
                 Ok(line) => {
+                    if let Some(url) = line.strip_prefix("admin ") {
+                        weft.admin = Some(url.to_owned());
+                    }
                     if let Some((name, url)) = line
                         .strip_prefix("listening ")
                         .and_then(|rest| rest.split_once(' '))
@@ -228,6 +243,11 @@ impl Weft {
             .find(|(n, _)| n == name)
             .map(|(_, u)| u.clone())
             .expect("role is listening")
+    }
+
+    /// The process id, to read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the host logged so far.

@@ -10,10 +10,12 @@
 //!   needs the store to refill a worker's fuel for each batch).
 //! - [`keyvalue`]: the standard `wasi:keyvalue/store`.
 //! - [`config`]: the standard `wasi:config/store`.
+//! - [`usage`]: Weft's own read-only `weft:vmbus/usage`.
 
 pub mod config;
 pub mod keyvalue;
 pub mod queue;
+pub mod usage;
 
 use crate::broker::{KvStore, QueueBroker};
 use crate::config::Grants;
@@ -89,6 +91,7 @@ impl HasData for VmBus {
 /// Links every VMBus interface into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     queue::add_to_linker(linker)?;
+    usage::add_to_linker(linker)?;
     bindings::wasi::keyvalue::store::add_to_linker::<GuestState, VmBus>(linker, GuestState::vmbus)?;
     bindings::wasi::config::store::add_to_linker::<GuestState, VmBus>(linker, GuestState::vmbus)?;
     Ok(())

@@ -264,10 +264,8 @@ async fn receive(
         && settled
         && !deliveries.is_empty()
     {
-        store
-            .set_fuel(fuel)
+        crate::sandbox::start_batch(&mut store, fuel)
             .map_err(|e| WitError::Unavailable(format!("cannot refuel: {e}")))?;
-        store.data_mut().limiter.clear_refusal();
         set_batch_deadline(&mut store, Some(Instant::now() + deadline));
     }
     let expires = Instant::now() + visibility_timeout;

@@ -21,6 +21,12 @@
 //! | `GET /config/{key}` | `config::get` | the value or 404 |
 //! | `GET /print/{text}` | prints `text` to stdout and stderr | 200 |
 //! | `GET /spam/{n}` | prints `n` lines of about 100 bytes to stdout | `printed {n} lines` |
+//! | `GET /stream/{kib}` | streams a body of `kib` KiB in 16 KiB chunks | the bytes (`x`s) |
+//! | `GET /fetch-self?path=P` | an outgoing GET to `http://{its own Host header}{P}` | as `/fetch` |
+//! | `GET /usage` | `weft_sdk::usage::get` | `name=value` lines, or `error: ..` |
+//! | `GET /hold/{mib}?ms=N` | `memory.grow` by that many MiB, prints `probe: holding`, sleeps | `granted` or `refused` |
+//! | `GET /burn/{n}` | `n` million rounds of integer hashing | the result |
+//! | `GET /handles/{n}` | creates `n` `wasi:http` header maps and keeps them | `created {n}` (or traps) |
 //!
 //! Path segments and query values are `%XX`-decoded.
 
@@ -145,6 +151,86 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
             }
             Err(_) => bad_number(),
         },
+        (Method::GET, "stream", Some(kib)) => match kib.parse::<usize>() {
+            Ok(kib) => {
+                const CHUNK: usize = 16 * 1024;
+                let total = kib.saturating_mul(1024);
+                let chunks = futures_lite::stream::iter(
+                    (0..total)
+                        .step_by(CHUNK)
+                        .map(move |start| vec![b'x'; (total - start).min(CHUNK)]),
+                );
+                Ok(Response::new(Body::from_stream(chunks)))
+            }
+            Err(_) => bad_number(),
+        },
+        (Method::GET, "fetch-self", None) => {
+            // wasi:http hands the Host header over as the URI's authority.
+            let host = request
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    let header = request.headers().get("host")?;
+                    header.to_str().ok().map(str::to_owned)
+                })
+                .unwrap_or_default();
+            text(
+                StatusCode::OK,
+                fetch(&format!("http://{host}{}", arg("path"))).await,
+            )
+        }
+        (Method::GET, "usage", None) => match weft_sdk::usage::get() {
+            Ok(u) => text(
+                StatusCode::OK,
+                format!(
+                    "fuel-used={}\nfuel-left={}\ncpu-share={}\nweight={}\nparked-ms={}\nthrottled-ms={}\ncalls={}\ncalls-rate-limited={}\nmemory-bytes={}\nmemory-cap-bytes={}\nrole-memory-bytes={}\nrole-memory-cap-bytes={}\ndeadline-left-ms={}\n",
+                    u.fuel_used(),
+                    u.fuel_left(),
+                    u.cpu_share(),
+                    u.weight(),
+                    u.parked().as_millis(),
+                    u.throttled().as_millis(),
+                    u.calls(),
+                    u.calls_rate_limited(),
+                    u.memory_bytes(),
+                    u.memory_cap_bytes(),
+                    u.role_memory_bytes(),
+                    u.role_memory_cap_bytes()
+                        .map_or("none".into(), |c| c.to_string()),
+                    u.deadline_left()
+                        .map_or("none".into(), |d| d.as_millis().to_string()),
+                ),
+            ),
+            Err(e) => text(StatusCode::OK, format!("error: {e}")),
+        },
+        (Method::GET, "hold", Some(mib)) => {
+            let (Ok(mib), Ok(ms)) = (mib.parse::<usize>(), arg("ms").parse::<u64>()) else {
+                return bad_number();
+            };
+            let granted = grow(mib);
+            eprintln!("probe: holding");
+            weft_sdk::wstd::task::sleep(Duration::from_millis(ms).into()).await;
+            text(StatusCode::OK, if granted { "granted" } else { "refused" })
+        }
+        (Method::GET, "burn", Some(n)) => match n.parse::<u64>() {
+            Ok(n) => {
+                let mut x: u64 = 1;
+                for i in 0..n.saturating_mul(1_000_000) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+                }
+                text(StatusCode::OK, format!("burnt {x}"))
+            }
+            Err(_) => bad_number(),
+        },
+        (Method::GET, "handles", Some(n)) => match n.parse::<usize>() {
+            Ok(n) => {
+                let held: Vec<_> = (0..n).map(|_| wasip2::http::types::Fields::new()).collect();
+                std::hint::black_box(&held);
+                text(StatusCode::OK, format!("created {}", held.len()))
+            }
+            Err(_) => bad_number(),
+        },
         (Method::GET, "print", Some(words)) => {
             let words = decode(&words);
             println!("{words}");
@@ -197,7 +283,13 @@ async fn fetch(url: &str) -> String {
         Err(e) => return format!("error: {e}"),
     };
     match Client::new().send(request).await {
-        Ok(response) => format!("status {}", response.status().as_u16()),
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.into_body().contents().await {
+                Ok(_) => format!("status {status}"),
+                Err(e) => format!("error reading the body: {e:#}"),
+            }
+        }
         Err(e) => format!("error: {e:#}"),
     }
 }

@@ -1,0 +1,601 @@
+//! Rate limits on the VMBus: every host call a role makes passes an
+//! operations bucket and a bytes bucket for its interface, and so do a web
+//! role's HTTP bodies and its outgoing requests.
+//!
+//! The buckets are [`TokenBucket`]s (after Firecracker's `rate_limiter`).
+//! One [`RoleLimiter`] holds a role's buckets, shared by all its sandboxes
+//! (a role is one tenant however many instances it runs), and counts what
+//! each interface admitted, refused and waited, for the role's usage.
+//!
+//! Three ways to pass a limiter, for three kinds of call:
+//! - [`RoleLimiter::admit`]: a call waits for its tokens (backpressure) up
+//!   to the role's `max-wait-ms`, then gets `rate-limited`; it never traps.
+//! - [`RoleLimiter::try_admit`]: output that must never block (guest logs)
+//!   is admitted now or dropped.
+//! - [`RoleLimiter::take_bytes`] and [`RoleLimiter::charge`]: bytes already
+//!   in hand (a body frame, a received message) are taken whatever the
+//!   budget; the debt is waited out by the stream (body shaping) or by the
+//!   role's next calls.
+
+mod bucket;
+
+pub use bucket::TokenBucket;
+
+use serde::Deserialize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// One bucket's settings, as written in a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BucketConfig {
+    /// Tokens the bucket holds when full; 0 means unlimited.
+    pub size: u64,
+    /// Milliseconds to refill `size` tokens from empty; 0 means unlimited.
+    pub refill_ms: u64,
+    /// A one-time extra allowance, spent first. Default 0.
+    #[serde(default)]
+    pub burst: u64,
+}
+
+impl BucketConfig {
+    /// `size` tokens per second.
+    pub const fn per_second(size: u64) -> Self {
+        Self {
+            size,
+            refill_ms: 1000,
+            burst: 0,
+        }
+    }
+
+    fn build(&self, now: Instant) -> Option<TokenBucket> {
+        TokenBucket::new(
+            self.size,
+            Duration::from_millis(self.refill_ms),
+            self.burst,
+            now,
+        )
+    }
+}
+
+/// The operations and bytes buckets of one interface (`None`: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterfaceLimits {
+    /// Calls per refill period.
+    pub ops: Option<BucketConfig>,
+    /// Payload bytes (message bodies, keys and values, HTTP bodies) per
+    /// refill period.
+    pub bytes: Option<BucketConfig>,
+}
+
+/// A role's rate limits, per interface. Deserialized from a role's
+/// `rate-limits` table, where each bucket given replaces its default and a
+/// `size` of 0 removes the limit; every interface has a default, so a role
+/// nobody configured cannot flood the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawRateLimits")]
+pub struct RateLimits {
+    /// `weft:vmbus/queue`. Default: 1,000 calls/s and 16 MiB/s — ample for
+    /// a role's own traffic, a fraction of what one host core can serve.
+    pub queue: InterfaceLimits,
+    /// `wasi:keyvalue/store`. Default: 1,000 calls/s and 16 MiB/s.
+    pub kv: InterfaceLimits,
+    /// `wasi:config/store`. Default: 1,000 calls/s (settings are read at
+    /// start, not per message).
+    pub config: InterfaceLimits,
+    /// The guest's stdout and stderr, in lines and bytes. Default: 1 MiB/s,
+    /// no line limit. Output over the limit is dropped (a guest's `print`
+    /// must not fail or block), and the log says how many lines were lost.
+    pub log: InterfaceLimits,
+    /// A web role's incoming HTTP: `ops` counts requests (over the limit:
+    /// 429 with `Retry-After`), `bytes` the request and response bodies
+    /// (over the limit: the body is slowed, never cut). Default: no request
+    /// limit (`max-in-flight` bounds concurrency) and 64 MiB/s of bodies.
+    pub http: InterfaceLimits,
+    /// A web role's outgoing HTTP (see `egress`): `ops` counts requests,
+    /// `bytes` the bodies sent and received. Default: 100 requests/s and
+    /// 16 MiB/s: an API client's traffic, not a crawler's.
+    pub egress: InterfaceLimits,
+    /// `weft:vmbus/usage`. Default: 1,000 calls/s.
+    pub usage: InterfaceLimits,
+    /// How long a call may wait for its tokens before it gets
+    /// `rate-limited`, in milliseconds. Default 100: backpressure smooths
+    /// bursts without holding a guest (and its deadline) for long.
+    pub max_wait_ms: u64,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The manifest's form: only what it overrides.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRateLimits {
+    #[serde(default)]
+    queue: RawInterface,
+    #[serde(default)]
+    kv: RawInterface,
+    #[serde(default)]
+    config: RawInterface,
+    #[serde(default)]
+    log: RawInterface,
+    #[serde(default)]
+    http: RawInterface,
+    #[serde(default)]
+    egress: RawInterface,
+    #[serde(default)]
+    usage: RawInterface,
+    max_wait_ms: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawInterface {
+    ops: Option<BucketConfig>,
+    bytes: Option<BucketConfig>,
+}
+
+impl RawInterface {
+    fn over(self, default: InterfaceLimits) -> InterfaceLimits {
+        let pick = |given: Option<BucketConfig>, default| match given {
+            Some(config) if config.size == 0 || config.refill_ms == 0 => None,
+            Some(config) => Some(config),
+            None => default,
+        };
+        InterfaceLimits {
+            ops: pick(self.ops, default.ops),
+            bytes: pick(self.bytes, default.bytes),
+        }
+    }
+}
+
+impl TryFrom<RawRateLimits> for RateLimits {
+    type Error = String;
+
+    fn try_from(raw: RawRateLimits) -> Result<Self, String> {
+        let default = RateLimits::default();
+        let max_wait_ms = raw.max_wait_ms.unwrap_or(default.max_wait_ms);
+        if max_wait_ms > 60_000 {
+            return Err(format!(
+                "max-wait-ms must be at most 60000, not {max_wait_ms}"
+            ));
+        }
+        Ok(Self {
+            queue: raw.queue.over(default.queue),
+            kv: raw.kv.over(default.kv),
+            config: raw.config.over(default.config),
+            log: raw.log.over(default.log),
+            http: raw.http.over(default.http),
+            egress: raw.egress.over(default.egress),
+            usage: raw.usage.over(default.usage),
+            max_wait_ms,
+        })
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let call_rate = Some(BucketConfig::per_second(1000));
+        let byte_rate = Some(BucketConfig::per_second(16 * MIB));
+        Self {
+            queue: InterfaceLimits {
+                ops: call_rate,
+                bytes: byte_rate,
+            },
+            kv: InterfaceLimits {
+                ops: call_rate,
+                bytes: byte_rate,
+            },
+            config: InterfaceLimits {
+                ops: call_rate,
+                bytes: None,
+            },
+            log: InterfaceLimits {
+                ops: None,
+                bytes: Some(BucketConfig::per_second(MIB)),
+            },
+            http: InterfaceLimits {
+                ops: None,
+                bytes: Some(BucketConfig::per_second(64 * MIB)),
+            },
+            egress: InterfaceLimits {
+                ops: Some(BucketConfig::per_second(100)),
+                bytes: byte_rate,
+            },
+            usage: InterfaceLimits {
+                ops: call_rate,
+                bytes: None,
+            },
+            max_wait_ms: 100,
+        }
+    }
+}
+
+impl RateLimits {
+    fn of(&self, interface: Interface) -> &InterfaceLimits {
+        match interface {
+            Interface::Queue => &self.queue,
+            Interface::Kv => &self.kv,
+            Interface::Config => &self.config,
+            Interface::Log => &self.log,
+            Interface::Http => &self.http,
+            Interface::Egress => &self.egress,
+            Interface::Usage => &self.usage,
+        }
+    }
+}
+
+/// The interfaces that are rate limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Interface {
+    /// `weft:vmbus/queue`.
+    Queue,
+    /// `wasi:keyvalue/store`.
+    Kv,
+    /// `wasi:config/store`.
+    Config,
+    /// The guest's stdout and stderr.
+    Log,
+    /// A web role's incoming requests and their bodies.
+    Http,
+    /// A web role's outgoing HTTP requests and their bodies.
+    Egress,
+    /// `weft:vmbus/usage`.
+    Usage,
+}
+
+impl Interface {
+    /// Every interface, in a fixed order.
+    pub const ALL: [Interface; 7] = [
+        Interface::Queue,
+        Interface::Kv,
+        Interface::Config,
+        Interface::Log,
+        Interface::Http,
+        Interface::Egress,
+        Interface::Usage,
+    ];
+
+    /// A short name, for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interface::Queue => "queue",
+            Interface::Kv => "kv",
+            Interface::Config => "config",
+            Interface::Log => "log",
+            Interface::Http => "http",
+            Interface::Egress => "egress",
+            Interface::Usage => "usage",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The call had to wait longer than allowed for its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited")]
+pub struct RateLimited;
+
+#[derive(Debug)]
+struct Buckets {
+    ops: Option<TokenBucket>,
+    bytes: Option<TokenBucket>,
+}
+
+impl Buckets {
+    fn new(limits: &InterfaceLimits, now: Instant) -> Self {
+        Self {
+            ops: limits.ops.and_then(|c| c.build(now)),
+            bytes: limits.bytes.and_then(|c| c.build(now)),
+        }
+    }
+
+    /// Takes one operation and `bytes` bytes, from both buckets or neither.
+    fn reduce(&mut self, bytes: u64, now: Instant) -> Result<(), Duration> {
+        let before = self.ops.clone();
+        if let Some(ops) = &mut self.ops {
+            ops.reduce(1, now)?;
+        }
+        if let Some(bucket) = &mut self.bytes
+            && bytes > 0
+            && let Err(wait) = bucket.reduce(bytes, now)
+        {
+            self.ops = before;
+            return Err(wait);
+        }
+        Ok(())
+    }
+}
+
+/// Now, on tokio's clock (so tests with a paused clock see time pass).
+fn clock_now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// What one interface admitted, refused and waited.
+#[derive(Debug, Default)]
+struct Counters {
+    admitted: AtomicU64,
+    limited: AtomicU64,
+    waited_ns: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A copy of one interface's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallStats {
+    /// The interface.
+    pub interface: Interface,
+    /// Calls admitted (for guest output: lines written).
+    pub admitted: u64,
+    /// Calls refused as rate-limited (for guest output: lines dropped).
+    pub limited: u64,
+    /// Time calls spent waiting for tokens, body shaping included.
+    pub waited: Duration,
+    /// Payload bytes that passed.
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+struct Limited {
+    buckets: Mutex<Buckets>,
+    counters: Counters,
+}
+
+/// The buckets of one role, shared by all its instances.
+#[derive(Debug)]
+pub struct RoleLimiter {
+    interfaces: [Limited; Interface::ALL.len()],
+    max_wait: Duration,
+}
+
+impl RoleLimiter {
+    /// Full buckets for `limits`.
+    pub fn new(limits: &RateLimits) -> Self {
+        let now = clock_now();
+        Self {
+            interfaces: Interface::ALL.map(|interface| Limited {
+                buckets: Mutex::new(Buckets::new(limits.of(interface), now)),
+                counters: Counters::default(),
+            }),
+            max_wait: Duration::from_millis(limits.max_wait_ms),
+        }
+    }
+
+    fn limited(&self, interface: Interface) -> &Limited {
+        &self.interfaces[interface.index()]
+    }
+
+    fn reduce(&self, interface: Interface, bytes: u64) -> Result<(), Duration> {
+        self.limited(interface)
+            .buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reduce(bytes, clock_now())
+    }
+
+    fn count(&self, interface: Interface, admitted: bool, bytes: u64, waited: Duration) {
+        let counters = &self.limited(interface).counters;
+        if admitted {
+            counters.admitted.fetch_add(1, Ordering::Relaxed);
+            counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            counters.limited.fetch_add(1, Ordering::Relaxed);
+        }
+        if !waited.is_zero() {
+            counters
+                .waited_ns
+                .fetch_add(nanos(waited), Ordering::Relaxed);
+        }
+    }
+
+    /// Admits one call carrying `bytes` if its tokens are there now; never
+    /// waits (for output, which must not block the guest).
+    pub fn try_admit(&self, interface: Interface, bytes: u64) -> Result<(), Duration> {
+        let outcome = self.reduce(interface, bytes);
+        self.count(interface, outcome.is_ok(), bytes, Duration::ZERO);
+        outcome
+    }
+
+    /// Charges `bytes` already handed over (a received message's body, a
+    /// value read): never refused, but a debt later calls wait out.
+    pub fn charge(&self, interface: Interface, bytes: u64) {
+        let limited = self.limited(interface);
+        limited.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut buckets = limited.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = &mut buckets.bytes {
+            bucket.force(bytes, clock_now());
+        }
+    }
+
+    /// Takes `bytes` of a stream (a body frame in hand) whatever the budget,
+    /// and says how long the stream must pause before its next frame so
+    /// that it keeps to the bytes rate (zero when it is within it).
+    pub fn take_bytes(&self, interface: Interface, bytes: u64) -> Duration {
+        let limited = self.limited(interface);
+        limited.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut buckets = limited.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(bucket) = &mut buckets.bytes else {
+            return Duration::ZERO;
+        };
+        let now = clock_now();
+        bucket.force(bytes, now);
+        let pause = bucket.time_to_clear(now);
+        drop(buckets);
+        if !pause.is_zero() {
+            limited
+                .counters
+                .waited_ns
+                .fetch_add(nanos(pause), Ordering::Relaxed);
+        }
+        pause
+    }
+
+    /// Admits one call carrying `bytes`, waiting for tokens (backpressure)
+    /// up to the role's maximum wait; past that, `RateLimited`. A call that
+    /// cannot be admitted within the wait returns at once, without sleeping.
+    pub async fn admit(&self, interface: Interface, bytes: u64) -> Result<(), RateLimited> {
+        let started = tokio::time::Instant::now();
+        let give_up = started + self.max_wait;
+        loop {
+            match self.reduce(interface, bytes) {
+                Ok(()) => {
+                    self.count(interface, true, bytes, started.elapsed());
+                    return Ok(());
+                }
+                Err(wait) => {
+                    let retry_at = tokio::time::Instant::now() + wait;
+                    if retry_at > give_up {
+                        self.count(interface, false, 0, started.elapsed());
+                        return Err(RateLimited);
+                    }
+                    tokio::time::sleep_until(retry_at).await;
+                }
+            }
+        }
+    }
+
+    /// The counters of every interface.
+    pub fn stats(&self) -> Vec<CallStats> {
+        Interface::ALL
+            .iter()
+            .map(|&interface| {
+                let counters = &self.limited(interface).counters;
+                CallStats {
+                    interface,
+                    admitted: counters.admitted.load(Ordering::Relaxed),
+                    limited: counters.limited.load(Ordering::Relaxed),
+                    waited: Duration::from_nanos(counters.waited_ns.load(Ordering::Relaxed)),
+                    bytes: counters.bytes.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_buckets_or_neither() {
+        let t0 = Instant::now();
+        let limits = InterfaceLimits {
+            ops: Some(BucketConfig::per_second(10)),
+            bytes: Some(BucketConfig::per_second(100)),
+        };
+        let mut buckets = Buckets::new(&limits, t0);
+        assert!(buckets.reduce(90, t0).is_ok());
+        assert!(buckets.reduce(20, t0).is_err());
+        assert_eq!(
+            buckets.ops.as_ref().map(TokenBucket::budget),
+            Some(9),
+            "the refused call took no op"
+        );
+    }
+
+    #[test]
+    fn manifest_overrides_replace_single_buckets() {
+        let limits: RateLimits = toml::from_str(
+            "max-wait-ms = 5\n[queue]\nops = { size = 50, refill-ms = 1000 }\n[kv]\nbytes = { size = 0, refill-ms = 1 }\n",
+        )
+        .unwrap();
+        let default = RateLimits::default();
+        assert_eq!(limits.queue.ops, Some(BucketConfig::per_second(50)));
+        assert_eq!(
+            limits.queue.bytes, default.queue.bytes,
+            "an unnamed bucket keeps its default"
+        );
+        assert_eq!(limits.kv.bytes, None, "size 0 removes the limit");
+        assert_eq!(limits.kv.ops, default.kv.ops);
+        assert_eq!(limits.max_wait_ms, 5);
+        assert!(toml::from_str::<RateLimits>("[queue]\nopps = 1\n").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn admit_waits_within_the_bound_then_refuses() {
+        let limits = RateLimits {
+            queue: InterfaceLimits {
+                ops: Some(BucketConfig::per_second(10)),
+                bytes: None,
+            },
+            max_wait_ms: 150,
+            ..RateLimits::default()
+        };
+        let limiter = RoleLimiter::new(&limits);
+        for _ in 0..10 {
+            limiter.admit(Interface::Queue, 0).await.unwrap();
+        }
+        // The next token is 100 ms away: within the 150 ms wait.
+        let started = tokio::time::Instant::now();
+        limiter.admit(Interface::Queue, 0).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(90));
+        // Other interfaces have their own buckets.
+        limiter.admit(Interface::Kv, 10).await.unwrap();
+        // Two tokens at once would take 200 ms: refused at once.
+        let limited = RoleLimiter::new(&RateLimits {
+            queue: InterfaceLimits {
+                ops: None,
+                bytes: Some(BucketConfig::per_second(10)),
+            },
+            max_wait_ms: 150,
+            ..RateLimits::default()
+        });
+        limited.admit(Interface::Queue, 10).await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(limited.admit(Interface::Queue, 2).await, Err(RateLimited));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_record_what_passed_and_what_was_refused() {
+        let limiter = RoleLimiter::new(&RateLimits {
+            queue: InterfaceLimits {
+                ops: Some(BucketConfig::per_second(2)),
+                bytes: None,
+            },
+            max_wait_ms: 0,
+            ..RateLimits::default()
+        });
+        for _ in 0..3 {
+            let _ = limiter.admit(Interface::Queue, 5).await;
+        }
+        assert!(limiter.try_admit(Interface::Queue, 1).is_err());
+        let queue = limiter.stats()[0];
+        assert_eq!(queue.interface, Interface::Queue);
+        assert_eq!((queue.admitted, queue.limited, queue.bytes), (2, 2, 10));
+        assert!(limiter.stats()[1..].iter().all(|s| s.admitted == 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn take_bytes_paces_a_stream_to_the_bytes_rate() {
+        let limiter = RoleLimiter::new(&RateLimits {
+            http: InterfaceLimits {
+                ops: None,
+                bytes: Some(BucketConfig::per_second(1000)),
+            },
+            ..RateLimits::default()
+        });
+        let started = tokio::time::Instant::now();
+        for _ in 0..100 {
+            let pause = limiter.take_bytes(Interface::Http, 100);
+            tokio::time::sleep(pause).await;
+        }
+        // 10,000 bytes at 1,000/s, the first 1,000 from the full bucket.
+        let elapsed = started.elapsed();
+        assert!(
+            (Duration::from_millis(8900)..=Duration::from_millis(9100)).contains(&elapsed),
+            "{elapsed:?}"
+        );
+        let http = limiter.stats()[Interface::Http.index()];
+        assert_eq!(http.bytes, 10_000);
+        assert!(http.waited >= Duration::from_millis(8900));
+    }
+}

@@ -1,0 +1,75 @@
+//! A role as one tenant of the host: the state all of its sandboxes share.
+//!
+//! However many sandboxes a role runs (a web request each, or its worker
+//! instances), they draw on one set of shared limits: one [`RoleLimiter`]
+//! (its token buckets), one CPU account with the scheduler ([`RoleCpu`]),
+//! one memory pool ([`RoleMemory`]) and one set of usage counters
+//! ([`RoleUsage`]). The [`crate::Runtime`] keeps a weak reference to every
+//! tenant, to report their usage.
+
+use crate::config::{CpuShare, Grants, SandboxLimits};
+use crate::cpu::{CpuScheduler, RoleCpu};
+use crate::engine::RoleSpec;
+use crate::memory::RoleMemory;
+use crate::rate_limit::RoleLimiter;
+use crate::usage::{MemoryUsage, RoleUsage, UsageSnapshot};
+use std::sync::Arc;
+
+/// What all the sandboxes of one role share.
+pub(crate) struct Tenant {
+    pub(crate) spec: RoleSpec,
+    pub(crate) kind: &'static str,
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) limiter: Arc<RoleLimiter>,
+    pub(crate) cpu: Arc<RoleCpu>,
+    pub(crate) memory: Arc<RoleMemory>,
+    pub(crate) usage: Arc<RoleUsage>,
+    /// How often its guests yield, in fuel (the engine's setting).
+    pub(crate) fuel_yield_interval: Option<u64>,
+}
+
+impl Tenant {
+    pub(crate) fn new(
+        spec: RoleSpec,
+        kind: &'static str,
+        scheduler: &Arc<CpuScheduler>,
+        fuel_yield_interval: Option<u64>,
+    ) -> Self {
+        let usage = Arc::new(RoleUsage::default());
+        Self {
+            kind,
+            grants: Arc::new(spec.grants.clone()),
+            limiter: Arc::new(RoleLimiter::new(&spec.rate_limits)),
+            cpu: Arc::new(scheduler.register(spec.cpu, usage.clone())),
+            memory: Arc::new(RoleMemory::new(&spec.limits)),
+            usage,
+            fuel_yield_interval,
+            spec,
+        }
+    }
+
+    pub(crate) fn limits(&self) -> &SandboxLimits {
+        &self.spec.limits
+    }
+
+    pub(crate) fn share(&self) -> CpuShare {
+        self.spec.cpu
+    }
+
+    /// Everything measured of this role now.
+    pub(crate) fn snapshot(&self) -> UsageSnapshot {
+        UsageSnapshot {
+            service: self.grants.service.clone(),
+            role: self.grants.role.clone(),
+            kind: self.kind,
+            weight: self.share().weight,
+            counters: self.usage.counters(),
+            calls: self.limiter.stats(),
+            memory: MemoryUsage {
+                instance_cap: self.limits().memory_bytes(),
+                role_cap: self.limits().role_memory_bytes(),
+                ..self.memory.usage()
+            },
+        }
+    }
+}

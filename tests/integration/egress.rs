@@ -1,0 +1,182 @@
+//! A web role's outgoing HTTP: only to the origins its manifest allows
+//! (nothing by default), never widened by an incoming request's `Host`
+//! header, and held to its egress rate.
+
+use crate::support::{runtime, spec};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use weft_runtime::rate_limit::{BucketConfig, InterfaceLimits};
+use weft_runtime::{EgressAllowlist, SandboxLimits, WebRole};
+use weft_test_artifacts::PROBE;
+
+/// A local HTTP server that answers `hello` and counts connections.
+struct Upstream {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = service_fn(|_request| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("hello"))))
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            }
+        });
+        Self { addr, connections }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+fn role(allow: &[String], egress: Option<InterfaceLimits>, max_wait_ms: u64) -> WebRole {
+    let (mut spec, _) = spec("web", &[], &[], SandboxLimits::default());
+    spec.grants.egress = EgressAllowlist::parse(allow).unwrap();
+    if let Some(limits) = egress {
+        spec.rate_limits.egress = limits;
+    }
+    spec.rate_limits.max_wait_ms = max_wait_ms;
+    runtime().web_role(Path::new(PROBE), spec).unwrap()
+}
+
+/// GET `path` with this `Host` header; the body.
+async fn get_with_host(role: &WebRole, host: &str, path: &str) -> String {
+    let request = http::Request::builder()
+        .uri(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let body = role.handle(request).await.into_body();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+async fn fetch(role: &WebRole, url: &str) -> String {
+    let path = format!("/fetch?url={url}");
+    get_with_host(role, "localhost", &path).await
+}
+
+#[tokio::test]
+async fn only_allowed_origins_are_reached() {
+    let allowed = Upstream::start().await;
+    let other = Upstream::start().await;
+    let role = role(&[allowed.origin()], None, 100);
+    assert_eq!(
+        fetch(&role, &format!("{}/x", allowed.origin())).await,
+        "status 200"
+    );
+    assert_eq!(allowed.connections(), 1);
+    let denied = fetch(&role, &format!("{}/x", other.origin())).await;
+    assert!(denied.to_lowercase().contains("denied"), "{denied}");
+    // Same host, other scheme or name: not the allowed origin either.
+    let https = fetch(&role, &format!("https://{}/x", allowed.addr)).await;
+    assert!(https.starts_with("error:"), "{https}");
+    let by_name = fetch(
+        &role,
+        &format!("http://localhost:{}/x", allowed.addr.port()),
+    )
+    .await;
+    assert!(by_name.starts_with("error:"), "{by_name}");
+    assert_eq!(
+        other.connections(),
+        0,
+        "nothing reached a listener not allowed"
+    );
+    assert_eq!(allowed.connections(), 1);
+    let usage = role.usage();
+    assert_eq!(
+        usage.counters.bytes.egress_in, 5,
+        "the 5 bytes of `hello` were counted"
+    );
+}
+
+#[tokio::test]
+async fn a_role_without_egress_reaches_nothing() {
+    let upstream = Upstream::start().await;
+    let role = role(&[], None, 100);
+    let denied = fetch(&role, &format!("{}/", upstream.origin())).await;
+    assert!(denied.to_lowercase().contains("denied"), "{denied}");
+    assert_eq!(upstream.connections(), 0);
+}
+
+#[tokio::test]
+async fn the_incoming_host_header_never_widens_the_allowlist() {
+    let allowed = Upstream::start().await;
+    let target = Upstream::start().await;
+    let role = role(&[allowed.origin()], None, 100);
+    // The client claims the role lives at `target`: a guest proxying to its
+    // "own" host must still be refused there (Spin's CVE-2024-32980).
+    let answer = get_with_host(&role, &target.addr.to_string(), "/fetch-self?path=/").await;
+    assert!(answer.starts_with("error:"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("denied"),
+        "refused as denied, not as malformed: {answer}"
+    );
+    assert_eq!(target.connections(), 0);
+    // And at an allowed host the same route goes through.
+    let answer = get_with_host(&role, &allowed.addr.to_string(), "/fetch-self?path=/").await;
+    assert_eq!(answer, "status 200");
+}
+
+#[tokio::test]
+async fn outgoing_requests_are_held_to_the_egress_rate() {
+    let upstream = Upstream::start().await;
+    let limits = InterfaceLimits {
+        ops: Some(BucketConfig::per_second(3)),
+        bytes: None,
+    };
+    let role = role(&[upstream.origin()], Some(limits), 0);
+    let mut ok: usize = 0;
+    let mut limited: usize = 0;
+    for _ in 0..6 {
+        let answer = fetch(&role, &format!("{}/", upstream.origin())).await;
+        if answer == "status 200" {
+            ok += 1;
+        } else {
+            assert!(answer.starts_with("error:"), "{answer}");
+            limited += 1;
+        }
+    }
+    assert_eq!(
+        ok,
+        upstream.connections(),
+        "every admitted request went out"
+    );
+    assert!((3..=4).contains(&ok), "3 tokens, maybe one refilled: {ok}");
+    assert_eq!(ok + limited, 6);
+    let egress = role
+        .usage()
+        .calls
+        .into_iter()
+        .find(|c| c.interface.name() == "egress")
+        .unwrap();
+    assert_eq!(
+        (egress.admitted, egress.limited),
+        (ok as u64, limited as u64)
+    );
+}
