@@ -113,7 +113,13 @@ struct HostArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // One executor thread more than the CPU scheduler has slots: however
+    // many guests are CPU-bound, a thread is free for I/O and short
+    // requests, and the OS scheduler preempts a hog for it (see
+    // docs/benchmarks.md, "A light tenant beside hogs").
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus + 1)
         .enable_all()
         .build()
     {

@@ -35,7 +35,9 @@ pub struct EngineConfig {
     pub epoch_tick: Duration,
     /// A running guest yields to the async executor after every this many
     /// units of fuel, so a short request waiting for a thread never waits
-    /// long behind a CPU-bound guest. `None` yields only at epoch ticks.
+    /// long behind a CPU-bound guest. It is also the granularity at which
+    /// the CPU scheduler sees a looping guest's fuel (wasmtime saves the
+    /// count only at calls and yields). `None` yields only at epoch ticks.
     /// Default [`DEFAULT_FUEL_YIELD_INTERVAL`], chosen by measurement (see
     /// `docs/benchmarks.md`).
     pub fuel_yield_interval: Option<u64>,

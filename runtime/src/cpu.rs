@@ -24,6 +24,12 @@
 //!    the guests of one role share its portion round-robin, however many
 //!    instances each role runs.
 //!
+//! The fuel a callback sees is the guest's count as of its last call out
+//! or fuel yield: wasmtime keeps the running count in a register and saves
+//! it only there, not at epoch checks. The fuel yield interval is therefore
+//! also the accounting's granularity (2 million units, about a millisecond,
+//! by default); nothing is lost, only seen a little later.
+//!
 //! A parked guest is suspended in wasmtime's `YieldCustom` future: it holds
 //! no thread. A slot whose holder stopped reporting (it finished, or it is
 //! blocked on I/O in a host call) is taken back at the next tick, so the
@@ -103,6 +109,8 @@ impl CpuScheduler {
         let quota = share
             .max_fuel_per_sec
             .and_then(|rate| quota_bucket(rate, Instant::now()));
+        let has_quota = quota.is_some();
+        let unsettled = Arc::new(AtomicU64::new(0));
         self.state().roles.insert(
             id,
             RoleState {
@@ -111,6 +119,7 @@ impl CpuScheduler {
                 quota,
                 waiting: VecDeque::new(),
                 window_fuel: 0,
+                unsettled: unsettled.clone(),
                 usage: usage.clone(),
             },
         );
@@ -118,6 +127,8 @@ impl CpuScheduler {
             id,
             scheduler: self.clone(),
             usage,
+            has_quota,
+            unsettled,
         }
     }
 }
@@ -128,6 +139,10 @@ pub(crate) struct RoleCpu {
     id: RoleId,
     scheduler: Arc<CpuScheduler>,
     usage: Arc<RoleUsage>,
+    has_quota: bool,
+    /// Fuel burnt by invocations that ended, not yet in the role's virtual
+    /// time: folded in at the next tick, so ending a request takes no lock.
+    unsettled: Arc<AtomicU64>,
 }
 
 impl Drop for RoleCpu {
@@ -152,6 +167,9 @@ impl RoleCpu {
     /// quota: called before an invocation starts, so that invocations too
     /// short to meet the scheduler's tick are held to the quota too.
     pub(crate) async fn wait_for_quota(&self, deadline: Option<tokio::time::Instant>) {
+        if !self.has_quota {
+            return;
+        }
         let wait = self
             .scheduler
             .state()
@@ -180,11 +198,16 @@ impl GuestCpu {
     /// fuel the guest has left now.
     pub(crate) fn settle(&mut self, fuel_left: u64) {
         let burnt = self.take_burnt(fuel_left);
-        if burnt > 0 {
-            self.role
-                .scheduler
-                .state()
-                .charge(self.role.id, burnt, clock_now());
+        if burnt == 0 {
+            return;
+        }
+        let role = &self.role;
+        if role.has_quota {
+            // The quota must see it at once.
+            role.scheduler.state().charge(role.id, burnt, clock_now());
+        } else {
+            role.usage.add_fuel(burnt);
+            role.unsettled.fetch_add(burnt, Ordering::Relaxed);
         }
     }
 
@@ -315,7 +338,27 @@ struct RoleState {
     waiting: VecDeque<Arc<Waiter>>,
     /// Fuel burnt in the current share window.
     window_fuel: u64,
+    /// Fuel settled without the lock (already in `usage`), to fold in.
+    unsettled: Arc<AtomicU64>,
     usage: Arc<RoleUsage>,
+}
+
+impl RoleState {
+    /// Adds fuel (already counted in the usage) to the virtual time.
+    fn add_vtime(&mut self, burnt: u64) {
+        self.vtime = self
+            .vtime
+            .saturating_add(u128::from(burnt) * WEIGHT_SCALE / self.weight);
+        self.window_fuel = self.window_fuel.saturating_add(burnt);
+    }
+
+    /// Folds in what invocations settled without the lock.
+    fn fold_unsettled(&mut self) {
+        let burnt = self.unsettled.swap(0, Ordering::Relaxed);
+        if burnt > 0 {
+            self.add_vtime(burnt);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -340,11 +383,8 @@ impl State {
         let Some(state) = self.roles.get_mut(&role) else {
             return;
         };
-        state.vtime = state
-            .vtime
-            .saturating_add(u128::from(burnt) * WEIGHT_SCALE / state.weight);
-        state.window_fuel = state.window_fuel.saturating_add(burnt);
         state.usage.add_fuel(burnt);
+        state.add_vtime(burnt);
         if let Some(quota) = &mut state.quota {
             quota.force(burnt, now);
         }
@@ -497,6 +537,9 @@ impl State {
 
     fn tick(&mut self) {
         self.tick += 1;
+        for role in self.roles.values_mut() {
+            role.fold_unsettled();
+        }
         // A holder that reported neither in the last tick nor in this one
         // is not executing: blocked in a host call, or done.
         let tick = self.tick;
@@ -598,6 +641,7 @@ mod tests {
                     quota,
                     waiting: VecDeque::new(),
                     window_fuel: 0,
+                    unsettled: Arc::default(),
                     usage,
                 },
             );
@@ -765,6 +809,7 @@ mod tests {
                 quota: None,
                 waiting: VecDeque::new(),
                 window_fuel: 0,
+                unsettled: Arc::default(),
                 usage,
             },
         );
@@ -799,6 +844,7 @@ mod tests {
                 quota: TokenBucket::new(100, QUOTA_PERIOD, 0, now),
                 waiting: VecDeque::new(),
                 window_fuel: 0,
+                unsettled: Arc::default(),
                 usage,
             },
         );
@@ -809,5 +855,37 @@ mod tests {
             state.on_tick(9, 1, 100, now, false),
             Turn::Throttle(_)
         ));
+    }
+
+    #[test]
+    fn ended_invocations_settle_without_the_lock_and_fold_in_at_the_tick() {
+        let scheduler = CpuScheduler::new(1, true);
+        let usage = Arc::new(RoleUsage::default());
+        let role = Arc::new(scheduler.register(CpuShare::default(), usage.clone()));
+        let mut guest = role.guest(100);
+        guest.settle(40);
+        assert_eq!(usage.fuel(), 60, "usage is current at once");
+        let vtime = |s: &CpuScheduler| s.state().roles[&role.id].vtime;
+        assert_eq!(vtime(&scheduler), 0);
+        scheduler.tick();
+        assert_eq!(vtime(&scheduler), 60 * WEIGHT_SCALE / 100);
+        // With a quota, the charge is immediate.
+        let capped_usage = Arc::new(RoleUsage::default());
+        let capped = Arc::new(scheduler.register(
+            CpuShare {
+                max_fuel_per_sec: Some(1000),
+                ..CpuShare::default()
+            },
+            capped_usage.clone(),
+        ));
+        let mut guest = capped.guest(1000);
+        guest.settle(0);
+        assert_eq!(capped_usage.fuel(), 1000);
+        assert!(
+            scheduler
+                .state()
+                .quota_wait(capped.id, clock_now())
+                .is_some()
+        );
     }
 }
