@@ -153,6 +153,7 @@ async fn outgoing_requests_are_held_to_the_egress_rate() {
     let role = role(&[upstream.origin()], Some(limits), 0);
     let mut ok: usize = 0;
     let mut limited: usize = 0;
+    let started = std::time::Instant::now();
     for _ in 0..6 {
         let answer = fetch(&role, &format!("{}/", upstream.origin())).await;
         if answer == "status 200" {
@@ -167,7 +168,12 @@ async fn outgoing_requests_are_held_to_the_egress_rate() {
         upstream.connections(),
         "every admitted request went out"
     );
-    assert!((3..=4).contains(&ok), "3 tokens, maybe one refilled: {ok}");
+    // 3 tokens to start with, and one more per 333 ms the loop took.
+    let refilled = (started.elapsed().as_millis() / 333) as usize;
+    assert!(
+        ok >= 3 && ok <= 3 + refilled + 1 && limited > 0,
+        "{ok} ok after {refilled} refills"
+    );
     assert_eq!(ok + limited, 6);
     let egress = role
         .usage()

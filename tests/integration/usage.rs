@@ -74,7 +74,8 @@ fn up(manifest: &Path) -> Weft {
 
 #[tokio::test]
 async fn metrics_report_each_roles_usage() {
-    let (_dir, path) = probe_manifest("[roles.web.cpu]\nweight = 250\n");
+    let (_dir, path) =
+        probe_manifest("[roles.web.cpu]\nweight = 250\n[roles.web.limits]\nfuel = 200000000\n");
     let weft = up(&path);
     let base = weft.url("web");
     assert_eq!(
