@@ -163,7 +163,15 @@ impl WebRole {
                     GuestFailure::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline"),
                     GuestFailure::OutOfFuel => (StatusCode::INTERNAL_SERVER_ERROR, "fuel"),
                     GuestFailure::MemoryCap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "memory"),
-                    GuestFailure::Instantiate(_) => (StatusCode::SERVICE_UNAVAILABLE, "capacity"),
+                    // No pool slot or no room in the role's memory: it
+                    // passes as other requests end.
+                    GuestFailure::Instantiate(_) => {
+                        return busy(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "capacity",
+                            &failure.to_string(),
+                        );
+                    }
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, "trap"),
                 };
                 failure_response(status, kind, &failure.to_string())
