@@ -153,7 +153,12 @@ impl WorkerRole {
     async fn abandon_held(&self, store: &mut Store<GuestState>) {
         let held = store.data_mut().vmbus.leases.take_live();
         for lease in held {
-            if let Err(e) = self.spec.queues.abandon(&lease.queue, &lease.receipt).await {
+            if let Err(e) = self
+                .spec
+                .queues
+                .abandon(&lease.queue, &lease.receipt, std::time::Duration::ZERO)
+                .await
+            {
                 tracing::debug!(queue = %lease.queue, error = %e, "could not abandon a held message");
             }
         }
