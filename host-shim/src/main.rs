@@ -10,13 +10,13 @@ mod supervisor;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use manifest::Manifest;
-use service::{HostPaths, LoadedRole};
+use service::{Backends, HostPaths, LoadedRole};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_runtime::{Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits};
+use weft_runtime::{Grants, RateLimits, RoleSpec, Runtime, SandboxLimits};
 
 #[derive(Parser)]
 #[command(
@@ -85,10 +85,15 @@ struct UpArgs {
     /// Skip the roles' build commands and use the components as they are.
     #[arg(long)]
     no_build: bool,
-    /// The service's state folder (scratch folders live there)
+    /// The service's state folder (the embedded queue store and scratch
+    /// folders live there)
     /// [default: $XDG_STATE_HOME/weft/SERVICE or ~/.local/state/weft/SERVICE].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Run only this role (repeatable); the default is every role. Hosts
+    /// sharing a NATS server each run some of a service's roles.
+    #[arg(long = "role", value_name = "NAME")]
+    roles: Vec<String>,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -167,7 +172,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         0,
         cache_dir,
     ))?;
-    let broker = Arc::new(MemoryBroker::default());
+    let backends = Backends::memory();
     let spec = RoleSpec {
         grants: Grants {
             service: "serve".into(),
@@ -176,16 +181,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         limits,
         rate_limits: RateLimits::default(),
-        queues: broker.clone(),
-        kv: broker,
+        queues: backends.queues.clone(),
+        kv: backends.kv.clone(),
     };
     let role = runtime.web_role(&args.component, spec)?;
     let roles = vec![("web".to_owned(), LoadedRole::Web(Arc::new(role), args.addr))];
-    service::run(roles, Duration::from_secs(args.host.grace_secs)).await
+    service::run(roles, Duration::from_secs(args.host.grace_secs)).await?;
+    backends.close().await;
+    Ok(())
 }
 
 async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
+    if let Some(unknown) = args.roles.iter().find(|r| !manifest.roles.contains_key(*r)) {
+        anyhow::bail!(
+            "{}: --role {unknown}: no such role (the manifest has {})",
+            manifest.path.display(),
+            manifest
+                .roles
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if !args.no_build {
         builder::build_roles(&manifest)?;
     }
@@ -216,8 +235,15 @@ async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
         paths.cache_dir.clone(),
     );
     let runtime = Runtime::new(engine)?;
-    let roles = service::load_roles(&manifest, &runtime, &paths)?;
     if check_only {
+        // A check must not take the store a running service holds.
+        let roles = service::load_roles(
+            &manifest,
+            &runtime,
+            &paths,
+            &Backends::memory(),
+            &args.roles,
+        )?;
         println!(
             "ok: service '{}' with {} roles",
             manifest.service,
@@ -225,8 +251,12 @@ async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let backends = Backends::open(&manifest.queues, &paths.state_dir).await?;
+    let roles = service::load_roles(&manifest, &runtime, &paths, &backends, &args.roles)?;
     tracing::info!(service = %manifest.service, manifest = %manifest.path.display(), "starting");
-    service::run(roles, Duration::from_secs(args.host.grace_secs)).await
+    let outcome = service::run(roles, Duration::from_secs(args.host.grace_secs)).await;
+    backends.close().await;
+    outcome
 }
 
 /// A per-user folder: `$XDG_VAR/weft` or `~/FALLBACK/weft`. Never the

@@ -519,7 +519,7 @@ impl Book {
             .iter()
             .take_while(|(visible_at, _)| *visible_at <= now)
             .filter_map(|(_, seq)| queue.entries.get(seq))
-            .filter(|entry| !entry.message.expires_at_ms.is_some_and(|at| at <= now))
+            .filter(|entry| entry.message.expires_at_ms.is_none_or(|at| at > now))
             .take(usize::try_from(max).unwrap_or(usize::MAX))
             .map(|entry| Peeked {
                 id: entry.message.id.clone(),

@@ -38,13 +38,13 @@ mod config;
 mod conformance;
 mod embedded;
 mod memory;
-// mod nats;
+mod nats;
 mod store;
 
 pub use config::{BackendKind, QueuesConfig};
 pub use embedded::{EmbeddedBroker, StoreError};
 pub use memory::MemoryBroker;
-// pub use nats::{NatsBroker, NatsError};
+pub use nats::{NatsBroker, NatsError};
 
 use async_trait::async_trait;
 use std::time::Duration;
