@@ -5,6 +5,9 @@
 
 mod cache;
 mod cli;
+mod durable;
+mod ledger;
+mod nats;
 mod rate;
 mod sandbox;
 mod support;
