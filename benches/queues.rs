@@ -11,14 +11,17 @@
 //! - **raw store**: redb alone, one fsynced commit per message, and 1,000
 //!   messages per commit (the ceiling of group commit);
 //! - **raw NATS**: a direct async-nats JetStream publish loop, 256 in flight;
-//! - **broker**: the backend through the `QueueBroker` trait, no wasm: 64
+//! - **broker**: the backend through the `QueueBroker` trait, no wasm: 256
 //!   senders, 8 receivers taking batches of 32 and completing each message;
-//! - **end to end**: the `ledger-web` web role (32 messages per request, 64
-//!   requests in flight) enqueues, 8 instances of the `drain-worker` worker
-//!   role complete; messages/s from the first send to the last complete.
+//! - **end to end**: the `ledger-web` web role (32 messages per request, 256
+//!   requests in flight, the web role's default concurrency) enqueues, 8
+//!   instances of the `drain-worker` worker role complete; messages/s from
+//!   the first send to the last complete.
 //!
 //! Latency is from a send returning (the message stored) to a receive
-//! handing the message out, over every message's first delivery.
+//! handing the message out, over every message's first delivery, measured
+//! apart from throughput: one sender paced at 1,000 messages/s for 3 s, so
+//! it shows the path of a message, not the time spent behind a backlog.
 //! Without `WEFT_BENCH_NATS_URL` the NATS rows are left out.
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -48,7 +51,10 @@ const MESSAGES: u64 = 100_000;
 /// Bodies are this long (a small job description).
 const BODY: usize = 128;
 const WORKERS: u32 = 8;
-const REQUESTS_IN_FLIGHT: usize = 64;
+const REQUESTS_IN_FLIGHT: usize = 256;
+const SENDERS: u64 = 256;
+/// The paced latency run: this many messages, one per millisecond.
+const PACED: u64 = 3000;
 const LINES_PER_REQUEST: usize = 32;
 
 fn main() -> anyhow::Result<()> {
@@ -95,11 +101,19 @@ async fn run() -> anyhow::Result<()> {
         &tmp.path().join("broker"),
         bench_settings(),
     )?));
-    let (rate, latency) = broker_run(embedded.clone()).await?;
+    let batched_base = Some(("redb 1,000/commit", batched));
+    let (rate, _) = broker_run(embedded.clone(), SENDERS, MESSAGES, false).await?;
     row(
         "embedded broker: send, receive, complete",
         rate,
-        Some(("redb 1,000/commit", batched)),
+        batched_base,
+        None,
+    );
+    let (_, latency) = broker_run(embedded.clone(), 1, PACED, true).await?;
+    row(
+        "embedded broker, paced at 1,000/s: latency",
+        1000.0,
+        None,
         Some(latency),
     );
 
@@ -107,11 +121,24 @@ async fn run() -> anyhow::Result<()> {
         &tmp.path().join("e2e"),
         bench_settings(),
     )?));
-    let (rate, latency) = end_to_end(embedded.clone(), embedded.inner.clone()).await?;
+    let (rate, _) = end_to_end(embedded.clone(), embedded.inner.clone(), Load::Saturate).await?;
     row(
         "embedded end to end: web role → worker role",
         rate,
-        Some(("redb 1,000/commit", batched)),
+        batched_base,
+        None,
+    );
+    row(
+        "(the same, against one message per commit)",
+        rate,
+        Some(("redb 1/commit", per_commit)),
+        None,
+    );
+    let (_, latency) = end_to_end(embedded.clone(), embedded.inner.clone(), Load::Paced).await?;
+    row(
+        "embedded end to end, paced at 1,000/s: latency",
+        1000.0,
+        None,
         Some(latency),
     );
 
@@ -130,20 +157,30 @@ async fn run() -> anyhow::Result<()> {
             max_mib: 1024,
             ..QueuesConfig::default()
         };
+        let raw_base = Some(("raw NATS", raw));
         let nats = Arc::new(Timed::new(NatsBroker::connect(&config).await?));
-        let (rate, latency) = broker_run(nats.clone()).await?;
+        let (rate, _) = broker_run(nats.clone(), SENDERS, MESSAGES, false).await?;
+        row("NATS broker: send, receive, complete", rate, raw_base, None);
+        let (_, latency) = broker_run(nats.clone(), 1, PACED, true).await?;
         row(
-            "NATS broker: send, receive, complete",
-            rate,
-            Some(("raw NATS", raw)),
+            "NATS broker, paced at 1,000/s: latency",
+            1000.0,
+            None,
             Some(latency),
         );
         let nats = Arc::new(Timed::new(NatsBroker::connect(&config).await?));
-        let (rate, latency) = end_to_end(nats.clone(), nats.inner.clone()).await?;
+        let (rate, _) = end_to_end(nats.clone(), nats.inner.clone(), Load::Saturate).await?;
         row(
             "NATS end to end: web role → worker role",
             rate,
-            Some(("raw NATS", raw)),
+            raw_base,
+            None,
+        );
+        let (_, latency) = end_to_end(nats.clone(), nats.inner.clone(), Load::Paced).await?;
+        row(
+            "NATS end to end, paced at 1,000/s: latency",
+            1000.0,
+            None,
             Some(latency),
         );
     }
@@ -367,11 +404,18 @@ async fn until_completed<B>(broker: &Timed<B>, target: u64) -> anyhow::Result<()
     Ok(())
 }
 
-/// The backend alone: 64 senders, 8 receivers, [`MESSAGES`] messages.
+/// The backend alone: `senders` senders sharing `messages` messages (one
+/// per millisecond each when `paced`), 8 receivers.
 async fn broker_run<B: QueueBroker>(
     broker: Arc<Timed<B>>,
+    sender_count: u64,
+    messages: u64,
+    paced: bool,
 ) -> anyhow::Result<(f64, (Duration, Duration))> {
     let queue = format!("bench/broker-{:08x}", rand_u32());
+    let per_sender = messages / sender_count;
+    let total = per_sender * sender_count;
+    let target = broker.completed.load(Ordering::Relaxed) + total;
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut receivers = Vec::new();
@@ -392,11 +436,15 @@ async fn broker_run<B: QueueBroker>(
             }
         }));
     }
-    let senders: Vec<_> = (0..64)
+    let senders: Vec<_> = (0..sender_count)
         .map(|_| {
             let (broker, queue) = (broker.clone(), queue.clone());
             tokio::spawn(async move {
-                for _ in 0..MESSAGES / 64 {
+                let mut tick = tokio::time::interval(Duration::from_millis(1));
+                for _ in 0..per_sender {
+                    if paced {
+                        tick.tick().await;
+                    }
                     broker
                         .send(&queue, vec![7; BODY], SendOptions::now())
                         .await
@@ -408,19 +456,31 @@ async fn broker_run<B: QueueBroker>(
     for sender in senders {
         sender.await?;
     }
-    until_completed(&broker, MESSAGES / 64 * 64).await?;
+    until_completed(&broker, target).await?;
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for receiver in receivers {
         receiver.await?;
     }
-    Ok((rate(MESSAGES / 64 * 64, elapsed), broker.percentiles()))
+    Ok((rate(total, elapsed), broker.percentiles()))
 }
 
 /// Through the sandboxes: the web role enqueues, the worker role completes.
+/// How the end-to-end run loads the web role.
+#[derive(Clone, Copy)]
+enum Load {
+    /// [`REQUESTS_IN_FLIGHT`] clients, [`LINES_PER_REQUEST`] messages per
+    /// request, [`MESSAGES`] in all, as fast as they go.
+    Saturate,
+    /// One client, one message per request, one request per millisecond,
+    /// [`PACED`] in all.
+    Paced,
+}
+
 async fn end_to_end<B: QueueBroker + KvStore>(
     broker: Arc<Timed<B>>,
     kv: Arc<B>,
+    load: Load,
 ) -> anyhow::Result<(f64, (Duration, Duration))> {
     let runtime = Runtime::new(EngineConfig {
         cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-component-cache")),
@@ -458,17 +518,31 @@ async fn end_to_end<B: QueueBroker + KvStore>(
             })
         })
         .collect();
-    let requests = usize::try_from(MESSAGES).unwrap_or(0) / LINES_PER_REQUEST;
-    let per_task = requests / REQUESTS_IN_FLIGHT;
-    let body: String = (0..LINES_PER_REQUEST)
+    let (clients, lines, per_task) = match load {
+        Load::Saturate => {
+            let requests = usize::try_from(MESSAGES).unwrap_or(0) / LINES_PER_REQUEST;
+            (
+                REQUESTS_IN_FLIGHT,
+                LINES_PER_REQUEST,
+                requests / REQUESTS_IN_FLIGHT,
+            )
+        }
+        Load::Paced => (1, 1, usize::try_from(PACED).unwrap_or(0)),
+    };
+    let body: String = (0..lines)
         .map(|i| format!("{i:0width$}\n", width = BODY - 1))
         .collect();
+    let before = broker.completed.load(Ordering::Relaxed);
     let started = Instant::now();
-    let clients: Vec<_> = (0..REQUESTS_IN_FLIGHT)
+    let clients: Vec<_> = (0..clients)
         .map(|_| {
             let (web, body) = (web.clone(), body.clone());
             tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(1));
                 for _ in 0..per_task {
+                    if matches!(load, Load::Paced) {
+                        tick.tick().await;
+                    }
                     let request = http::Request::builder()
                         .method("POST")
                         .uri("http://localhost/send/jobs")
@@ -481,11 +555,11 @@ async fn end_to_end<B: QueueBroker + KvStore>(
             })
         })
         .collect();
+    let total = u64::try_from(per_task * clients.len() * lines)?;
     for client in clients {
         client.await?;
     }
-    let total = u64::try_from(per_task * REQUESTS_IN_FLIGHT * LINES_PER_REQUEST)?;
-    until_completed(&broker, total).await?;
+    until_completed(&broker, before + total).await?;
     let elapsed = started.elapsed();
     stop.notify_waiters();
     for instance in instances {

@@ -11,11 +11,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use manifest::Manifest;
 use service::{Backends, HostPaths, LoadedRole};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use weft_runtime::broker::{MAX_BATCH, POISON_SUFFIX};
 use weft_runtime::{Grants, RateLimits, RoleSpec, Runtime, SandboxLimits};
 
 #[derive(Parser)]
@@ -46,6 +48,24 @@ enum Command {
     Up(UpArgs),
     /// Check a manifest and compile its components, without running anything.
     Check(UpArgs),
+    /// Show the length of each queue the manifest grants (and of its poison
+    /// queue), and with --peek N its next messages. The embedded store can
+    /// be read only while the service is stopped; NATS at any time.
+    Queues(QueuesArgs),
+}
+
+#[derive(Args)]
+struct QueuesArgs {
+    /// The manifest, or the folder holding its weft.toml.
+    #[arg(default_value = ".")]
+    manifest: PathBuf,
+    /// The service's state folder [default: as for `weft up`].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Also show up to this many (at most 32) of each queue's next visible
+    /// messages, without receiving them.
+    #[arg(long, default_value_t = 0)]
+    peek: u32,
 }
 
 #[derive(Args)]
@@ -154,6 +174,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Up(args) => up(args, false).await,
         Command::Check(args) => up(args, true).await,
+        Command::Queues(args) => queues(args).await,
     }
 }
 
@@ -257,6 +278,55 @@ async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
     let outcome = service::run(roles, Duration::from_secs(args.host.grace_secs)).await;
     backends.close().await;
     outcome
+}
+
+/// `weft queues DIR`: each queue the manifest grants, and its poison queue,
+/// with its length and, with `--peek N`, its next N visible messages.
+async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.manifest)?;
+    let state_dir = match args.state_dir.clone() {
+        Some(dir) => dir,
+        None => default_state_dir(&manifest.service)
+            .context("no home folder to keep state in: pass --state-dir")?,
+    };
+    let backends = Backends::open(&manifest.queues, &state_dir).await?;
+    // Each granted queue and its poison queue, once (a poison queue has none).
+    let mut names = std::collections::BTreeSet::new();
+    for name in manifest.roles.values().flat_map(|r| &r.queues) {
+        names.insert(name.clone());
+        if !name.ends_with(POISON_SUFFIX) {
+            names.insert(format!("{name}{POISON_SUFFIX}"));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for queue in names {
+        let scoped = format!("{}/{queue}", manifest.service);
+        let length = backends.queues.len(&scoped).await?;
+        writeln!(out, "{queue} length={length}")?;
+        if args.peek == 0 || length == 0 {
+            continue;
+        }
+        for message in backends
+            .queues
+            .peek(&scoped, args.peek.min(MAX_BATCH))
+            .await?
+        {
+            let body = String::from_utf8_lossy(&message.body);
+            let body: String = body.chars().take(80).collect();
+            write!(
+                out,
+                "  id={} dequeue-count={} sent-ms={}",
+                message.id, message.dequeue_count, message.inserted_at_ms
+            )?;
+            if let Some(reason) = &message.poison_reason {
+                write!(out, " reason={reason:?}")?;
+            }
+            writeln!(out, " body={body:?}")?;
+        }
+    }
+    drop(out);
+    backends.close().await;
+    Ok(())
 }
 
 /// A per-user folder: `$XDG_VAR/weft` or `~/FALLBACK/weft`. Never the

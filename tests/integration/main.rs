@@ -8,6 +8,7 @@ mod cli;
 mod durable;
 mod ledger;
 mod nats;
+mod operators;
 mod rate;
 mod sandbox;
 mod support;

@@ -160,8 +160,10 @@ pub(crate) async fn lapsed_lease_redelivers_and_refuses_the_old_receipt(
     prefix: &str,
 ) {
     let q = format!("{prefix}q");
+    // Leases in this suite last seconds, so a stalled machine cannot make
+    // the "hidden" checks race a lapse.
     let id = send(backend, &q, b"x").await;
-    let first = receive_one(backend, &q, Duration::from_millis(500)).await;
+    let first = receive_one(backend, &q, Duration::from_secs(2)).await;
     assert!(
         nothing_visible(backend, &q).await,
         "a leased message is hidden"
@@ -197,7 +199,7 @@ pub(crate) async fn abandon_returns_at_once_or_after_its_delay(
         &backend.abandon(&q, &first.receipt, Duration::ZERO).await
     ));
     backend
-        .abandon(&q, &second.receipt, Duration::from_millis(1500))
+        .abandon(&q, &second.receipt, Duration::from_secs(3))
         .await
         .unwrap();
     assert!(nothing_visible(backend, &q).await, "abandoned with a delay");
@@ -212,10 +214,10 @@ pub(crate) async fn extend_keeps_a_message_hidden_and_its_receipt_valid(
 ) {
     let q = format!("{prefix}q");
     send(backend, &q, b"x").await;
-    let got = receive_one(backend, &q, Duration::from_secs(3)).await;
+    let got = receive_one(backend, &q, Duration::from_secs(4)).await;
     backend.extend(&q, &got.receipt, LONG).await.unwrap();
     // Past the first lease: still hidden, and the receipt still holds.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert!(
         nothing_visible(backend, &q).await,
         "the extended lease lapsed"
@@ -230,7 +232,7 @@ pub(crate) async fn delayed_send_stays_invisible_until_due(backend: &dyn Backend
         .send(
             &q,
             b"later".to_vec(),
-            SendOptions::delayed(Duration::from_secs(2)),
+            SendOptions::delayed(Duration::from_secs(3)),
         )
         .await
         .unwrap();

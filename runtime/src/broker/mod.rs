@@ -266,7 +266,8 @@ pub(crate) fn random_message_id() -> String {
 
 /// The reason recorded on a message moved to its poison queue.
 pub(crate) fn poison_reason(deliveries: u32, max: u32) -> String {
-    format!("delivered {deliveries} times without being completed (max-deliveries is {max})")
+    let times = if deliveries == 1 { "time" } else { "times" };
+    format!("delivered {deliveries} {times} without being completed (max-deliveries is {max})")
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock.
