@@ -73,10 +73,17 @@ async fn run() -> anyhow::Result<()> {
     );
     println!("- CPU (`lscpu` model): {}", cpu_model());
     println!(
-        "- NATS: {}\n",
+        "- NATS: {}",
         nats_url
             .as_deref()
             .unwrap_or("not measured (WEFT_BENCH_NATS_URL unset)")
+    );
+    // Other work on the machine (a build) slows fsyncs and takes cores.
+    println!(
+        "- load average at start (`/proc/loadavg`): {}\n",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     println!("| what | messages/s | ratio to its baseline | latency p50 / p99 |");
     println!("| --- | ---: | ---: | ---: |");
@@ -214,7 +221,14 @@ fn row(
     latency: Option<(Duration, Duration)>,
 ) {
     let ratio = baseline.map_or_else(
-        || "(baseline)".to_owned(),
+        || {
+            if latency.is_some() {
+                "—"
+            } else {
+                "(baseline)"
+            }
+            .to_owned()
+        },
         |(name, base)| format!("{:.2} × {name}", rate / base),
     );
     let latency = latency.map_or_else(

@@ -62,18 +62,14 @@ pub(crate) struct Message {
 /// One change to the book, for a durable backend to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
-    /// A new message.
-    Insert {
+    /// A message, new or changed (a delivery, an abandon or an extend
+    /// changes its visibility and dequeue count). Written whole: one row
+    /// per message keeps a message's life at three row writes (send,
+    /// receive, complete), the store writer's main cost.
+    Put {
         queue: String,
         seq: u64,
         message: Message,
-    },
-    /// A message's visibility or dequeue count changed.
-    State {
-        queue: String,
-        seq: u64,
-        visible_at_ms: u64,
-        dequeue_count: u32,
     },
     /// A message is gone (completed, expired, moved to its poison queue).
     Delete { queue: String, seq: u64 },
@@ -345,7 +341,7 @@ impl Book {
             dequeue_count: 0,
             poison_reason: None,
         };
-        changes.push(|| Change::Insert {
+        changes.push(|| Change::Put {
             queue: name.to_owned(),
             seq,
             message: message.clone(),
@@ -428,11 +424,10 @@ impl Book {
             entry.lease = Some(token);
             entry.message.dequeue_count = entry.message.dequeue_count.saturating_add(1);
             let message = &entry.message;
-            changes.push(|| Change::State {
+            changes.push(|| Change::Put {
                 queue: name.to_owned(),
                 seq,
-                visible_at_ms,
-                dequeue_count: message.dequeue_count,
+                message: message.clone(),
             });
             deliveries.push(Delivery {
                 id: message.id.clone(),
@@ -457,7 +452,7 @@ impl Book {
                 message.visible_at_ms = now;
                 message.dequeue_count = 0;
                 let seq = poison.next_seq;
-                changes.push(|| Change::Insert {
+                changes.push(|| Change::Put {
                     queue: poison_name.clone(),
                     seq,
                     message: message.clone(),
@@ -483,7 +478,6 @@ impl Book {
         if entry.lease != Some(token) || entry.message.visible_at_ms <= now {
             return Err(stale());
         }
-        let dequeue_count = entry.message.dequeue_count;
         let visible_at_ms = match how {
             Settle::Complete => {
                 queue.remove(seq);
@@ -497,16 +491,18 @@ impl Book {
             Settle::Extend(visibility) => now.saturating_add(millis(visibility)),
         };
         queue.set_visible_at(seq, visible_at_ms);
-        if let (Settle::Abandon(_), Some(entry)) = (how, queue.entries.get_mut(&seq)) {
-            entry.lease = None;
-            queue.arrivals.notify_waiters();
+        if let Some(entry) = queue.entries.get_mut(&seq) {
+            if let Settle::Abandon(_) = how {
+                entry.lease = None;
+                queue.arrivals.notify_waiters();
+            }
+            let message = &entry.message;
+            changes.push(|| Change::Put {
+                queue: name.to_owned(),
+                seq,
+                message: message.clone(),
+            });
         }
-        changes.push(|| Change::State {
-            queue: name.to_owned(),
-            seq,
-            visible_at_ms,
-            dequeue_count,
-        });
         Ok(())
     }
 

@@ -8,11 +8,13 @@
 //! listings) use read transactions from any thread and never wait for the
 //! writer.
 //!
-//! Tables: `messages` ((queue, seq) → id, times, poison reason and body,
-//! written once), `states` ((queue, seq) → visible-at and dequeue count,
-//! rewritten on every delivery, so a receive does not rewrite bodies),
-//! `dedupe` ((queue, dedupe id) → expiry and message id), `kv` ((bucket, key)
-//! → value) and `meta` (the format version).
+//! Tables: `messages` ((queue, seq) → the whole message: id, times,
+//! visibility, dequeue count, poison reason and body; rewritten on each
+//! delivery), `dedupe` ((queue, dedupe id) → expiry and message id), `kv`
+//! ((bucket, key) → value) and `meta` (the format version). One row per
+//! message, rather than a second table for what changes per delivery, keeps
+//! a message's life at three row writes: the writer thread's B-tree work is
+//! what bounds throughput once fsyncs are shared.
 
 use super::book::{Change, Message};
 use super::memory::MAX_BUCKET_BYTES;
@@ -27,7 +29,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-const STATES: TableDefinition<(&str, u64), (u64, u32)> = TableDefinition::new("states");
 const DEDUPE: TableDefinition<(&str, &str), (u64, &str)> = TableDefinition::new("dedupe");
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -299,7 +300,6 @@ fn prepare(db: &Database) -> Result<(), String> {
             found
         };
         txn.open_table(MESSAGES)?;
-        txn.open_table(STATES)?;
         txn.open_table(DEDUPE)?;
         txn.open_table(KV)?;
         txn.commit()?;
@@ -319,7 +319,6 @@ fn read_all(db: &Database) -> Result<(Contents, BucketBytes), String> {
     let read = || -> Result<Result<(Contents, BucketBytes), String>, redb::Error> {
         let txn = db.begin_read()?;
         let messages = txn.open_table(MESSAGES)?;
-        let states = txn.open_table(STATES)?;
         let mut contents = Contents {
             messages: Vec::new(),
             dedupe: Vec::new(),
@@ -327,14 +326,11 @@ fn read_all(db: &Database) -> Result<(Contents, BucketBytes), String> {
         for entry in messages.iter()? {
             let (key, value) = entry?;
             let (queue, seq) = key.value();
-            let Some(mut message) = decode(value.value()) else {
+            let Some(message) = decode(value.value()) else {
                 return Ok(Err(format!(
                     "message {seq} of queue '{queue}' is malformed"
                 )));
             };
-            if let Some(state) = states.get((queue, seq))? {
-                (message.visible_at_ms, message.dequeue_count) = state.value();
-            }
             contents.messages.push((queue.to_owned(), seq, message));
         }
         for entry in txn.open_table(DEDUPE)?.iter()? {
@@ -425,32 +421,18 @@ fn commit(
 
 fn apply(txn: &WriteTransaction, changes: &[Change]) -> Result<(), redb::Error> {
     let mut messages = txn.open_table(MESSAGES)?;
-    let mut states = txn.open_table(STATES)?;
     let mut dedupe = txn.open_table(DEDUPE)?;
     for change in changes {
         match change {
-            Change::Insert {
+            Change::Put {
                 queue,
                 seq,
                 message,
             } => {
                 messages.insert((queue.as_str(), *seq), encode(message).as_slice())?;
-                states.insert(
-                    (queue.as_str(), *seq),
-                    (message.visible_at_ms, message.dequeue_count),
-                )?;
-            }
-            Change::State {
-                queue,
-                seq,
-                visible_at_ms,
-                dequeue_count,
-            } => {
-                states.insert((queue.as_str(), *seq), (*visible_at_ms, *dequeue_count))?;
             }
             Change::Delete { queue, seq } => {
                 messages.remove((queue.as_str(), *seq))?;
-                states.remove((queue.as_str(), *seq))?;
             }
             Change::Dedupe {
                 queue,
@@ -511,18 +493,20 @@ fn one_line(error: &impl std::fmt::Display) -> String {
         .to_owned()
 }
 
-/// The byte layout of a message's fixed part, version 1: inserted-at and
-/// expires-at (`u64::MAX`: never) as little-endian u64s, the id's length
-/// (u16) and bytes, the poison reason's length (u32, `u32::MAX`: none) and
-/// bytes, then the body.
+/// The byte layout of a message, version 1: inserted-at, expires-at
+/// (`u64::MAX`: never) and visible-at as little-endian u64s, the dequeue
+/// count (u32), the id's length (u16) and bytes, the poison reason's length
+/// (u32, `u32::MAX`: none) and bytes, then the body.
 fn encode(message: &Message) -> Vec<u8> {
     let reason = message.poison_reason.as_deref().unwrap_or("");
     let mut out = Vec::with_capacity(
-        1 + 8 + 8 + 2 + message.id.len() + 4 + reason.len() + message.body.len(),
+        1 + 8 * 3 + 4 + 2 + message.id.len() + 4 + reason.len() + message.body.len(),
     );
     out.push(1);
     out.extend_from_slice(&message.inserted_at_ms.to_le_bytes());
     out.extend_from_slice(&message.expires_at_ms.unwrap_or(u64::MAX).to_le_bytes());
+    out.extend_from_slice(&message.visible_at_ms.to_le_bytes());
+    out.extend_from_slice(&message.dequeue_count.to_le_bytes());
     // Ids are 32 hex digits, reasons one short line: both far inside their
     // length fields.
     let id_len = u16::try_from(message.id.len()).unwrap_or(u16::MAX);
@@ -556,6 +540,8 @@ fn decode(bytes: &[u8]) -> Option<Message> {
     }
     let inserted_at_ms = u64_le(&mut rest)?;
     let expires = u64_le(&mut rest)?;
+    let visible_at_ms = u64_le(&mut rest)?;
+    let dequeue_count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
     let id_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
     let id = std::str::from_utf8(take(&mut rest, usize::from(id_len))?).ok()?;
     let reason_len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
@@ -570,8 +556,8 @@ fn decode(bytes: &[u8]) -> Option<Message> {
         body: rest.to_vec(),
         inserted_at_ms,
         expires_at_ms: (expires != u64::MAX).then_some(expires),
-        visible_at_ms: inserted_at_ms,
-        dequeue_count: 0,
+        visible_at_ms,
+        dequeue_count,
         poison_reason,
     })
 }
@@ -587,8 +573,8 @@ mod tests {
             body: b"hello".to_vec(),
             inserted_at_ms: 1_700_000_000_000,
             expires_at_ms: Some(1_700_000_060_000),
-            visible_at_ms: 1_700_000_000_000,
-            dequeue_count: 0,
+            visible_at_ms: 1_700_000_030_000,
+            dequeue_count: 4,
             poison_reason: Some("delivered 5 times".into()),
         };
         assert_eq!(decode(&encode(&message)), Some(message.clone()));

@@ -70,7 +70,10 @@ impl NatsBroker {
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
             max_messages: limit(self.settings.max_messages),
-            max_bytes: limit(self.settings.max_bytes),
+            // No byte limit on the stream: JetStream reserves a stream's
+            // `max_bytes` of server storage when the stream is made, so a
+            // service's queues would use up the server while empty. The
+            // message limit holds, and the server's own storage limit.
             discard: DiscardPolicy::New,
             duplicate_window: DEDUPE_WINDOW,
             // Room for Weft's headers beside a full body.
