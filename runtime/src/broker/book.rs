@@ -1,5 +1,6 @@
 //! The queue book: every queue's messages, leases and dedupe ids in memory,
-//! and the rules of the semantics in one place.
+//! and the rules of the semantics in one place ([`super::queues`] puts it
+//! behind a lock and adds the waiting).
 //!
 //! The in-process backend is a book and nothing else. The embedded backend
 //! is a book whose every change is also written to its store: each
@@ -15,13 +16,12 @@
 //! tests drive leases with a paused clock.
 
 use super::{
-    BrokerError, DEDUPE_WINDOW, Delivery, POISON_SUFFIX, Peeked, QueueSettings, ReceiveRequest,
-    SendOptions, check_batch, check_send, dedupe_message_id, millis, poison_reason,
-    random_message_id, unix_millis,
+    BrokerError, DEDUPE_WINDOW, Delivery, POISON_SUFFIX, Peeked, QueueSettings, SendOptions,
+    dedupe_message_id, millis, poison_reason, random_message_id, unix_millis,
 };
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -107,10 +107,10 @@ impl Persist for Volatile {
 }
 
 /// Changes collected by one operation (none for a volatile book).
-struct Changes(Option<Vec<Change>>);
+pub(super) struct Changes(Option<Vec<Change>>);
 
 impl Changes {
-    fn new(durable: bool) -> Self {
+    pub(super) fn new(durable: bool) -> Self {
         Self(durable.then(Vec::new))
     }
     fn push(&mut self, change: impl FnOnce() -> Change) {
@@ -118,7 +118,7 @@ impl Changes {
             changes.push(change());
         }
     }
-    fn take(self) -> Vec<Change> {
+    pub(super) fn take(self) -> Vec<Change> {
         self.0.unwrap_or_default()
     }
 }
@@ -228,7 +228,7 @@ impl Queue {
     }
 }
 
-/// Every queue, under one lock.
+/// Every queue. [`super::queues::Queues`] keeps it under a lock.
 #[derive(Debug)]
 pub(crate) struct Book {
     settings: QueueSettings,
@@ -236,7 +236,7 @@ pub(crate) struct Book {
 }
 
 /// What a send found.
-enum Prepared {
+pub(super) enum Prepared {
     /// A send with this dedupe id was made recently: the earlier message's id.
     Duplicate(String),
     /// A new message, held back until it is written.
@@ -245,7 +245,7 @@ enum Prepared {
 
 /// How a receipt's delivery is settled.
 #[derive(Debug, Clone, Copy)]
-enum Settle {
+pub(super) enum Settle {
     Complete,
     Abandon(Duration),
     Extend(Duration),
@@ -269,7 +269,7 @@ fn stale() -> BrokerError {
 }
 
 impl Book {
-    fn new(settings: QueueSettings) -> Self {
+    pub(super) fn new(settings: QueueSettings) -> Self {
         Self {
             settings,
             queues: HashMap::new(),
@@ -280,7 +280,42 @@ impl Book {
         self.queues.entry(name.to_owned()).or_default()
     }
 
-    fn prepare_send(
+    /// What a long-poll on `name` waits on.
+    pub(super) fn arrivals(&mut self, name: &str) -> Arc<Notify> {
+        self.queue(name).arrivals.clone()
+    }
+
+    /// How many receivable messages `name` holds.
+    pub(super) fn len(&self, name: &str) -> usize {
+        self.queues.get(name).map_or(0, |q| q.ready)
+    }
+
+    /// Puts back a message read from the store at start.
+    pub(super) fn restore(&mut self, name: &str, seq: u64, message: Message) {
+        self.queue(name).insert_ready(seq, message);
+    }
+
+    /// Puts back a dedupe id read from the store at start.
+    pub(super) fn restore_dedupe(
+        &mut self,
+        name: &str,
+        key: String,
+        id: String,
+        expires_at_ms: u64,
+    ) {
+        let queue = self.queue(name);
+        queue.dedupe_order.push_back((expires_at_ms, key.clone()));
+        queue.dedupe.insert(key, Dedupe { id, expires_at_ms });
+    }
+
+    /// Orders restored dedupe ids by expiry, once all are restored.
+    pub(super) fn restored(&mut self) {
+        for queue in self.queues.values_mut() {
+            queue.dedupe_order.make_contiguous().sort();
+        }
+    }
+
+    pub(super) fn prepare_send(
         &mut self,
         name: &str,
         body: Vec<u8>,
@@ -358,7 +393,13 @@ impl Book {
     }
 
     /// Makes a prepared send receivable (`written`), or forgets it.
-    fn finish_send(&mut self, name: &str, seq: u64, dedupe: Option<&str>, written: bool) {
+    pub(super) fn finish_send(
+        &mut self,
+        name: &str,
+        seq: u64,
+        dedupe: Option<&str>,
+        written: bool,
+    ) {
         let queue = self.queue(name);
         if written {
             queue.make_ready(seq);
@@ -374,7 +415,7 @@ impl Book {
     /// Leases up to `max` visible messages, dropping expired ones and moving
     /// those delivered too often to the poison queue. Returns the deliveries
     /// and, when there were none, when the next message becomes visible.
-    fn take(
+    pub(super) fn take(
         &mut self,
         name: &str,
         max: u32,
@@ -464,7 +505,7 @@ impl Book {
         (deliveries, next)
     }
 
-    fn settle(
+    pub(super) fn settle(
         &mut self,
         name: &str,
         receipt: &str,
@@ -506,7 +547,7 @@ impl Book {
         Ok(())
     }
 
-    fn peek(&self, name: &str, max: u32, now: u64) -> Vec<Peeked> {
+    pub(super) fn peek(&self, name: &str, max: u32, now: u64) -> Vec<Peeked> {
         let Some(queue) = self.queues.get(name) else {
             return Vec::new();
         };
@@ -525,165 +566,5 @@ impl Book {
                 poison_reason: entry.message.poison_reason.clone(),
             })
             .collect()
-    }
-}
-
-/// A book behind a lock, with its clock and its persistence: everything a
-/// [`super::QueueBroker`] does, for the in-process and embedded backends.
-pub(crate) struct Queues<P> {
-    book: Mutex<Book>,
-    clock: Clock,
-    persist: P,
-}
-
-impl<P: Persist> Queues<P> {
-    pub(crate) fn new(settings: QueueSettings, persist: P) -> Self {
-        Self {
-            book: Mutex::new(Book::new(settings)),
-            clock: Clock::new(),
-            persist,
-        }
-    }
-
-    pub(crate) fn persist(&self) -> &P {
-        &self.persist
-    }
-
-    fn book(&self) -> MutexGuard<'_, Book> {
-        // A panic while holding the lock cannot leave a queue half-updated in
-        // a way later calls would misread, so a poisoned lock is still usable.
-        self.book
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Puts back a message read from the store at start.
-    pub(crate) fn restore(&self, queue: &str, seq: u64, message: Message) {
-        self.book().queue(queue).insert_ready(seq, message);
-    }
-
-    /// Puts back a dedupe id read from the store at start.
-    pub(crate) fn restore_dedupe(&self, queue: &str, key: String, id: String, expires_at_ms: u64) {
-        let mut book = self.book();
-        let queue = book.queue(queue);
-        queue.dedupe_order.push_back((expires_at_ms, key.clone()));
-        queue.dedupe.insert(key, Dedupe { id, expires_at_ms });
-    }
-
-    /// Sorts restored dedupe ids by expiry, once all are restored.
-    pub(crate) fn restored(&self) {
-        for queue in self.book().queues.values_mut() {
-            queue.dedupe_order.make_contiguous().sort();
-        }
-    }
-
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
-    pub(crate) async fn send(
-        &self,
-        queue: &str,
-        body: Vec<u8>,
-        options: SendOptions,
-    ) -> Result<String, BrokerError> {
-        check_send(&body, &options)?;
-        let mut changes = Changes::new(P::DURABLE);
-        let now = self.clock.now_ms();
-        let prepared = self
-            .book()
-            .prepare_send(queue, body, &options, now, &mut changes)?;
-        let (seq, id) = match prepared {
-            Prepared::Duplicate(id) => return Ok(id),
-            Prepared::New { seq, id } => (seq, id),
-        };
-        let written = self.persist.durable(changes.take()).await;
-        self.book()
-            .finish_send(queue, seq, options.dedupe_id.as_deref(), written.is_ok());
-        written.map(|()| id)
-    }
-
-    pub(crate) async fn receive(
-        &self,
-        queue: &str,
-        request: ReceiveRequest,
-    ) -> Result<Vec<Delivery>, BrokerError> {
-        check_batch(request.max_messages)?;
-        let give_up_at = tokio::time::Instant::now() + request.wait;
-        let arrivals = self.book().queue(queue).arrivals.clone();
-        loop {
-            // Register for wake-ups before looking, so a send that lands
-            // between the look and the wait is not missed.
-            let arrival = arrivals.notified();
-            tokio::pin!(arrival);
-            arrival.as_mut().enable();
-            let mut changes = Changes::new(P::DURABLE);
-            let now = self.clock.now_ms();
-            let (deliveries, next_visible) = self.book().take(
-                queue,
-                request.max_messages,
-                request.visibility_timeout,
-                now,
-                &mut changes,
-            );
-            let changes = changes.take();
-            if !changes.is_empty() {
-                // Dequeue counts must be on disk before the messages are
-                // handed out: a crash must not deliver them again as firsts.
-                self.persist.durable(changes).await?;
-            }
-            if !deliveries.is_empty() || tokio::time::Instant::now() >= give_up_at {
-                return Ok(deliveries);
-            }
-            let wake_at = next_visible
-                .map(|at| {
-                    let ms = at.saturating_sub(self.clock.now_ms());
-                    tokio::time::Instant::now() + Duration::from_millis(ms)
-                })
-                .map_or(give_up_at, |at| at.min(give_up_at));
-            tokio::select! {
-                () = &mut arrival => {}
-                () = tokio::time::sleep_until(wake_at) => {}
-            }
-        }
-    }
-
-    fn settle(&self, queue: &str, receipt: &str, how: Settle) -> Result<(), BrokerError> {
-        let mut changes = Changes::new(P::DURABLE);
-        let now = self.clock.now_ms();
-        self.book().settle(queue, receipt, how, now, &mut changes)?;
-        self.persist.lazy(changes.take());
-        Ok(())
-    }
-
-    pub(crate) fn complete(&self, queue: &str, receipt: &str) -> Result<(), BrokerError> {
-        self.settle(queue, receipt, Settle::Complete)
-    }
-
-    pub(crate) fn abandon(
-        &self,
-        queue: &str,
-        receipt: &str,
-        delay: Duration,
-    ) -> Result<(), BrokerError> {
-        self.settle(queue, receipt, Settle::Abandon(delay))
-    }
-
-    pub(crate) fn extend(
-        &self,
-        queue: &str,
-        receipt: &str,
-        visibility: Duration,
-    ) -> Result<(), BrokerError> {
-        self.settle(queue, receipt, Settle::Extend(visibility))
-    }
-
-    pub(crate) fn len(&self, queue: &str) -> usize {
-        self.book().queues.get(queue).map_or(0, |q| q.ready)
-    }
-
-    pub(crate) fn peek(&self, queue: &str, max: u32) -> Result<Vec<Peeked>, BrokerError> {
-        check_batch(max)?;
-        Ok(self.book().peek(queue, max, self.clock.now_ms()))
     }
 }

@@ -13,7 +13,8 @@
 //! so receiving never reads the disk. Key-value entries live only in the
 //! file: reads are read transactions, writes are fsynced before they answer.
 
-use super::book::{Change, Persist, Queues};
+use super::book::{Change, Persist};
+use super::queues::Queues;
 use super::store::Store;
 use super::{
     BrokerError, Delivery, KeyPage, KvStore, Peeked, QueueBroker, QueueSettings, ReceiveRequest,

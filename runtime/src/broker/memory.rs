@@ -5,7 +5,8 @@
 //! [`book`](super::book); time comes from `tokio::time`, so tests drive
 //! leases with a paused clock instead of sleeping.
 
-use super::book::{Queues, Volatile};
+use super::book::Volatile;
+use super::queues::Queues;
 use super::{
     BrokerError, Delivery, KeyPage, KvStore, Peeked, QueueBroker, QueueSettings, ReceiveRequest,
     SendOptions,

@@ -39,6 +39,7 @@ mod conformance;
 mod embedded;
 mod memory;
 mod nats;
+mod queues;
 mod store;
 
 pub use config::{BackendKind, QueuesConfig};
