@@ -7,10 +7,15 @@ cd "$(dirname "$0")/../.."
 
 rustup target add wasm32-wasip2 >/dev/null
 cargo build --quiet -p weft-host-shim
+weft_bin="${CARGO_TARGET_DIR:-target}/debug/weft"
 
 out=$(mktemp -d)
 trap 'kill "$weft" 2>/dev/null || true; rm -rf "$out"' EXIT
-target/debug/weft up examples/pipeline >"$out/stdout" 2>"$out/log" &
+# The manifest names its components under examples/target, where its build
+# command puts them only if CARGO_TARGET_DIR does not send them elsewhere.
+# Its own state folder: a fresh, durable queue store for each demo.
+env -u CARGO_TARGET_DIR "$weft_bin" up --state-dir "$out/state" examples/pipeline \
+    >"$out/stdout" 2>"$out/log" &
 weft=$!
 
 # The first start builds the roles; give it time.

@@ -12,13 +12,15 @@ mod supervisor;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use manifest::Manifest;
-use service::{HostPaths, LoadedRole};
+use service::{Backends, HostPaths, LoadedRole};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_runtime::{CpuShare, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits};
+use weft_runtime::broker::{MAX_BATCH, POISON_SUFFIX};
+use weft_runtime::{CpuShare, Grants, RateLimits, RoleSpec, Runtime, SandboxLimits};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +50,24 @@ enum Command {
     Up(UpArgs),
     /// Check a manifest and compile its components, without running anything.
     Check(UpArgs),
+    /// Show the length of each queue the manifest grants (and of its poison
+    /// queue), and with --peek N its next messages. The embedded store can
+    /// be read only while the service is stopped; NATS at any time.
+    Queues(QueuesArgs),
+}
+
+#[derive(Args)]
+struct QueuesArgs {
+    /// The manifest, or the folder holding its weft.toml.
+    #[arg(default_value = ".")]
+    manifest: PathBuf,
+    /// The service's state folder [default: as for `weft up`].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Also show up to this many (at most 32) of each queue's next visible
+    /// messages, without receiving them.
+    #[arg(long, default_value_t = 0)]
+    peek: u32,
 }
 
 #[derive(Args)]
@@ -87,10 +107,15 @@ struct UpArgs {
     /// Skip the roles' build commands and use the components as they are.
     #[arg(long)]
     no_build: bool,
-    /// The service's state folder (scratch folders live there)
+    /// The service's state folder (the embedded queue store and scratch
+    /// folders live there)
     /// [default: $XDG_STATE_HOME/weft/SERVICE or ~/.local/state/weft/SERVICE].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Run only this role (repeatable); the default is every role. Hosts
+    /// sharing a NATS server each run some of a service's roles.
+    #[arg(long = "role", value_name = "NAME")]
+    roles: Vec<String>,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -161,6 +186,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Up(args) => up(args, false).await,
         Command::Check(args) => up(args, true).await,
+        Command::Queues(args) => queues(args).await,
     }
 }
 
@@ -179,7 +205,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::iter::once((limits, service::SandboxCount::PerRequest)),
         cache_dir,
     ))?);
-    let broker = Arc::new(MemoryBroker::default());
+    let backends = Backends::memory();
     let spec = RoleSpec {
         grants: Grants {
             service: "serve".into(),
@@ -189,17 +215,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits,
         rate_limits: RateLimits::default(),
         cpu: CpuShare::default(),
-        queues: broker.clone(),
-        kv: broker,
+        queues: backends.queues.clone(),
+        kv: backends.kv.clone(),
     };
     let role = runtime.web_role(&args.component, spec)?;
     let roles = vec![("web".to_owned(), LoadedRole::Web(Arc::new(role), args.addr))];
     let grace = Duration::from_secs(args.host.grace_secs);
-    service::run(roles, runtime, args.host.admin_addr, grace).await
+    service::run(roles, runtime, args.host.admin_addr, grace).await?;
+    backends.close().await;
+    Ok(())
 }
 
 async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
+    if let Some(unknown) = args.roles.iter().find(|r| !manifest.roles.contains_key(*r)) {
+        anyhow::bail!(
+            "{}: --role {unknown}: no such role (the manifest has {})",
+            manifest.path.display(),
+            manifest
+                .roles
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if !args.no_build {
         builder::build_roles(&manifest)?;
     }
@@ -224,8 +264,15 @@ async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
         paths.cache_dir.clone(),
     );
     let runtime = Arc::new(Runtime::new(engine)?);
-    let roles = service::load_roles(&manifest, &runtime, &paths)?;
     if check_only {
+        // A check must not take the store a running service holds.
+        let roles = service::load_roles(
+            &manifest,
+            &runtime,
+            &paths,
+            &Backends::memory(),
+            &args.roles,
+        )?;
         println!(
             "ok: service '{}' with {} roles",
             manifest.service,
@@ -233,9 +280,62 @@ async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let backends = Backends::open(&manifest.queues, &paths.state_dir).await?;
+    let roles = service::load_roles(&manifest, &runtime, &paths, &backends, &args.roles)?;
     tracing::info!(service = %manifest.service, manifest = %manifest.path.display(), "starting");
     let grace = Duration::from_secs(args.host.grace_secs);
-    service::run(roles, runtime, args.host.admin_addr, grace).await
+    let outcome = service::run(roles, runtime, args.host.admin_addr, grace).await;
+    backends.close().await;
+    outcome
+}
+
+/// `weft queues DIR`: each queue the manifest grants, and its poison queue,
+/// with its length and, with `--peek N`, its next N visible messages.
+async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.manifest)?;
+    let state_dir = match args.state_dir.clone() {
+        Some(dir) => dir,
+        None => default_state_dir(&manifest.service)
+            .context("no home folder to keep state in: pass --state-dir")?,
+    };
+    let backends = Backends::open(&manifest.queues, &state_dir).await?;
+    // Each granted queue and its poison queue, once (a poison queue has none).
+    let mut names = std::collections::BTreeSet::new();
+    for name in manifest.roles.values().flat_map(|r| &r.queues) {
+        names.insert(name.clone());
+        if !name.ends_with(POISON_SUFFIX) {
+            names.insert(format!("{name}{POISON_SUFFIX}"));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for queue in names {
+        let scoped = format!("{}/{queue}", manifest.service);
+        let length = backends.queues.len(&scoped).await?;
+        writeln!(out, "{queue} length={length}")?;
+        if args.peek == 0 || length == 0 {
+            continue;
+        }
+        for message in backends
+            .queues
+            .peek(&scoped, args.peek.min(MAX_BATCH))
+            .await?
+        {
+            let body = String::from_utf8_lossy(&message.body);
+            let body: String = body.chars().take(80).collect();
+            write!(
+                out,
+                "  id={} dequeue-count={} sent-ms={}",
+                message.id, message.dequeue_count, message.inserted_at_ms
+            )?;
+            if let Some(reason) = &message.poison_reason {
+                write!(out, " reason={reason:?}")?;
+            }
+            writeln!(out, " body={body:?}")?;
+        }
+    }
+    drop(out);
+    backends.close().await;
+    Ok(())
 }
 
 /// A per-user folder: `$XDG_VAR/weft` or `~/FALLBACK/weft`. Never the

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use weft_runtime::broker::QueuesConfig;
 use weft_runtime::config::MIB;
 use weft_runtime::{CpuShare, EgressAllowlist, EngineConfig, RateLimits, SandboxLimits};
 
@@ -34,6 +35,8 @@ pub struct Manifest {
     pub service: String,
     /// Roles by name.
     pub roles: BTreeMap<String, Role>,
+    /// Where the service's queues and buckets live (`[queues]`).
+    pub queues: QueuesConfig,
 }
 
 /// A role's kind.
@@ -84,6 +87,8 @@ struct RawManifest {
     service: RawService,
     #[serde(default)]
     roles: BTreeMap<String, RawRole>,
+    #[serde(default)]
+    queues: QueuesConfig,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +158,9 @@ impl Manifest {
         let raw: RawManifest =
             toml::from_str(text).map_err(|e| fail(describe_toml_error(text, &e)))?;
         check_name(&raw.service.name).map_err(|why| fail(format!("service.name: {why}")))?;
+        raw.queues
+            .validate()
+            .map_err(|why| fail(format!("queues.{why}")))?;
         if raw.roles.is_empty() {
             return Err(fail("no roles: add a [roles.NAME] table".into()));
         }
@@ -182,6 +190,7 @@ impl Manifest {
             path: path.to_path_buf(),
             service: raw.service.name,
             roles,
+            queues: raw.queues,
         })
     }
 
@@ -450,6 +459,28 @@ queues = ["jobs"]
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn the_queues_table_picks_the_backend_and_refuses_unknown_keys() {
+        use weft_runtime::broker::BackendKind;
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.queues.backend, BackendKind::Embedded);
+        let nats = format!(
+            "{GOOD}\n[queues]\nbackend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nmax-deliveries = 7\n"
+        );
+        let m = parse(&nats).unwrap();
+        assert_eq!(m.queues.backend, BackendKind::Nats);
+        assert_eq!(m.queues.settings().max_deliveries, 7);
+        let err = parse(&format!(
+            "{GOOD}\n[queues]\nbackend = \"nats\"\nspeed = 3\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("line 26") && err.contains("speed"), "{err}");
+        let err = parse(&format!("{GOOD}\n[queues]\nmax-deliveries = 0\n")).unwrap_err();
+        assert!(err.contains("queues.max-deliveries"), "{err}");
+        let err = parse(&format!("{GOOD}\n[queues]\nurl = \"nats://x:1\"\n")).unwrap_err();
+        assert!(err.contains("queues.url applies only"), "{err}");
     }
 
     #[test]

@@ -8,15 +8,17 @@ use crate::supervisor;
 use anyhow::Context;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
+use weft_runtime::broker::{BackendKind, EmbeddedBroker, NatsBroker, QueuesConfig};
 use weft_runtime::config::MIB;
 use weft_runtime::{
-    EngineConfig, Grants, MemoryBroker, RoleSpec, Runtime, SandboxLimits, WebRole, WorkerRole,
+    EngineConfig, Grants, KvStore, MemoryBroker, QueueBroker, RoleSpec, Runtime, SandboxLimits,
+    WebRole, WorkerRole,
 };
 
 /// Pooling slots for a service's sandboxes: never fewer than this (a
@@ -33,6 +35,64 @@ pub struct HostPaths {
     pub state_dir: PathBuf,
     /// The compiled component cache, if any.
     pub cache_dir: Option<PathBuf>,
+}
+
+/// The queues and buckets a service's roles share.
+#[derive(Clone)]
+pub struct Backends {
+    /// The queues.
+    pub queues: Arc<dyn QueueBroker>,
+    /// The key-value buckets.
+    pub kv: Arc<dyn KvStore>,
+    /// The embedded store, to flush and close at shutdown.
+    store: Option<Arc<EmbeddedBroker>>,
+}
+
+impl Backends {
+    /// In this process's memory (`weft serve`, `weft check`).
+    pub fn memory() -> Self {
+        let broker = Arc::new(MemoryBroker::default());
+        Self {
+            queues: broker.clone(),
+            kv: broker,
+            store: None,
+        }
+    }
+
+    /// The backend the manifest's `[queues]` table names: the embedded store
+    /// in `state_dir`, or a NATS server (retried with backoff while it
+    /// cannot be reached, up to its connect timeout).
+    pub async fn open(config: &QueuesConfig, state_dir: &Path) -> anyhow::Result<Self> {
+        match config.backend {
+            BackendKind::Embedded => {
+                let store = Arc::new(EmbeddedBroker::open(state_dir, config.settings())?);
+                Ok(Self {
+                    queues: store.clone(),
+                    kv: store.clone(),
+                    store: Some(store),
+                })
+            }
+            BackendKind::Nats => {
+                let nats = Arc::new(NatsBroker::connect(config).await?);
+                Ok(Self {
+                    queues: nats.clone(),
+                    kv: nats,
+                    store: None,
+                })
+            }
+        }
+    }
+
+    /// Writes what is still pending (settles ride on the next commit) and
+    /// closes the store.
+    pub async fn close(&self) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.flush().await {
+                tracing::warn!(error = %e, "could not flush the queue store");
+            }
+            store.close();
+        }
+    }
 }
 
 /// A role loaded and ready to run.
@@ -86,10 +146,14 @@ pub fn load_roles(
     manifest: &Manifest,
     runtime: &Runtime,
     paths: &HostPaths,
+    backends: &Backends,
+    only: &[String],
 ) -> anyhow::Result<Vec<(String, LoadedRole)>> {
-    let broker = Arc::new(MemoryBroker::default());
     let mut loaded = Vec::new();
     for (name, role) in &manifest.roles {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
         let scratch_dir = if role.scratch {
             let dir = paths
                 .state_dir
@@ -119,8 +183,8 @@ pub fn load_roles(
             limits: role.limits,
             rate_limits: role.rate_limits,
             cpu: role.cpu,
-            queues: broker.clone(),
-            kv: broker.clone(),
+            queues: backends.queues.clone(),
+            kv: backends.kv.clone(),
         };
         let entry = match role.kind {
             RoleKind::Web => {

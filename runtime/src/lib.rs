@@ -19,8 +19,10 @@
 //!   (`wasi:config/store`), each checked against the role's [`Grants`] and
 //!   passed through the role's token buckets ([`rate_limit`], [`RateLimits`]).
 //! - The **broker** ([`broker`]) stores queues and buckets behind the
-//!   [`QueueBroker`] and [`KvStore`] traits; [`MemoryBroker`] is the
-//!   in-process backend.
+//!   [`QueueBroker`] and [`KvStore`] traits: [`MemoryBroker`] in process,
+//!   [`broker::EmbeddedBroker`] durable on local disk (the default of
+//!   `weft up`), [`broker::NatsBroker`] on NATS JetStream across hosts; one
+//!   conformance suite holds all three to the same semantics.
 //!
 //! # Lifecycle
 //!

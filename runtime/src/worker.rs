@@ -162,7 +162,7 @@ impl WorkerRole {
                 .tenant
                 .spec
                 .queues
-                .abandon(&lease.queue, &lease.receipt)
+                .abandon(&lease.queue, &lease.receipt, std::time::Duration::ZERO)
                 .await
             {
                 tracing::debug!(queue = %lease.queue, error = %e, "could not abandon a held message");

@@ -1,12 +1,16 @@
 //! Weft's queues: at-least-once delivery with leases.
 //!
-//! [`send`] puts a message on a queue. [`receive`] takes up to a batch of
-//! visible messages and hides each from other receivers for its *visibility
-//! timeout* (its lease). Settle each delivery before the lease lapses:
-//! [`complete`] deletes the message, [`abandon`] makes it visible again at
-//! once. A message whose lease lapses unsettled comes back too, with its
-//! [`dequeue_count`](Message::dequeue_count) one higher; after the host's
-//! maximum number of deliveries it moves to the queue `<queue>-poison`.
+//! [`send`] puts a message on a queue ([`send_with`] also delays it, gives it
+//! a time to live, or a dedupe id that makes retrying the send safe).
+//! [`receive`] takes up to a batch of visible messages and hides each from
+//! other receivers for its *visibility timeout* (its lease). Settle each
+//! delivery before the lease lapses: [`complete`] deletes the message,
+//! [`abandon`] makes it visible again at once ([`abandon_after`], after a
+//! delay), and [`extend`] keeps it for longer. A message whose lease lapses
+//! unsettled comes back too, with its [`dequeue_count`](Message::dequeue_count)
+//! one higher; after the host's maximum number of deliveries it moves to the
+//! queue `<queue>-poison`, where [`Message::poison_reason`] says why.
+//! [`length`] and [`peek`] look at a queue without receiving from it.
 //!
 //! Because a message may be delivered more than once, handle it idempotently.
 //! Most worker roles should not call these functions directly but use
@@ -37,6 +41,7 @@ pub struct Message {
     pub(crate) dequeue_count: u32,
     pub(crate) inserted_at_ms: u64,
     pub(crate) receipt: String,
+    pub(crate) poison_reason: Option<String>,
 }
 
 impl Message {
@@ -82,6 +87,12 @@ impl Message {
     pub fn receipt(&self) -> &str {
         &self.receipt
     }
+
+    /// Why the host moved this message to this poison queue (`None` on an
+    /// ordinary queue).
+    pub fn poison_reason(&self) -> Option<&str> {
+        self.poison_reason.as_deref()
+    }
 }
 
 impl From<wit::Message> for Message {
@@ -92,6 +103,57 @@ impl From<wit::Message> for Message {
             dequeue_count: m.dequeue_count,
             inserted_at_ms: m.inserted_at_ms,
             receipt: m.receipt,
+            poison_reason: m.poison_reason,
+        }
+    }
+}
+
+/// A message seen by [`peek`], which does not receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peeked {
+    /// The message's id.
+    pub id: String,
+    /// The bytes that were sent.
+    pub body: Vec<u8>,
+    /// Deliveries so far, where the host's backend knows it (else 0).
+    pub dequeue_count: u32,
+    /// When the message was sent, in milliseconds since the Unix epoch.
+    pub inserted_at_ms: u64,
+    /// Why the message was moved to this poison queue, if it was.
+    pub poison_reason: Option<String>,
+}
+
+/// How [`send_with`] stores a message. Durations cross the VMBus in whole
+/// milliseconds, saturating at `u32::MAX` (about 49 days).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// How long the message stays invisible (at most 7 days). Default: none.
+    pub delay: Duration,
+    /// How long the message may wait to be received before the host drops
+    /// it. Default: `None`, it never expires.
+    pub time_to_live: Option<Duration>,
+    /// An id of your choosing (1 to 128 bytes), the same on every retry of
+    /// one send: a send with the id of one made to the same queue within the
+    /// last 10 minutes stores nothing and returns the first message's id.
+    pub dedupe_id: Option<String>,
+}
+
+impl SendOptions {
+    /// Options that dedupe retries of a send by `id`.
+    pub fn dedupe(id: impl Into<String>) -> Self {
+        SendOptions {
+            dedupe_id: Some(id.into()),
+            ..SendOptions::default()
+        }
+    }
+
+    fn to_wire(&self) -> wit::SendOptions {
+        wit::SendOptions {
+            initial_invisibility_ms: millis_u32(self.delay),
+            // Zero means "never expires" on the wire; a time to live that
+            // rounds to zero means "at once", so it becomes 1 ms.
+            time_to_live_ms: self.time_to_live.map_or(0, |ttl| millis_u32(ttl).max(1)),
+            dedupe_id: self.dedupe_id.clone(),
         }
     }
 }
@@ -157,7 +219,20 @@ pub fn send(queue: &str, body: impl AsRef<[u8]>) -> Result<String> {
 /// Sends `body` to `queue`, invisible for `delay` (whole milliseconds,
 /// saturating at `u32::MAX`), and returns the new message's id.
 pub fn send_delayed(queue: &str, body: impl AsRef<[u8]>, delay: Duration) -> Result<String> {
-    Ok(wit::send(queue, body.as_ref(), millis_u32(delay))?)
+    send_with(
+        queue,
+        body,
+        &SendOptions {
+            delay,
+            ..SendOptions::default()
+        },
+    )
+}
+
+/// Sends `body` to `queue` with `options`, and returns the message's id (for
+/// a send deduped by its id, the first send's).
+pub fn send_with(queue: &str, body: impl AsRef<[u8]>, options: &SendOptions) -> Result<String> {
+    Ok(wit::send(queue, body.as_ref(), &options.to_wire())?)
 }
 
 /// Receives up to `options.max_messages` visible messages from `queue`,
@@ -181,7 +256,43 @@ pub fn complete(queue: &str, message: &Message) -> Result<()> {
 
 /// Gives `message` back to `queue`, visible again at once.
 pub fn abandon(queue: &str, message: &Message) -> Result<()> {
-    Ok(wit::abandon(queue, &message.receipt)?)
+    abandon_after(queue, message, Duration::ZERO)
+}
+
+/// Gives `message` back to `queue`, visible again after `delay` (at most 7
+/// days): a retry with a pause.
+pub fn abandon_after(queue: &str, message: &Message, delay: Duration) -> Result<()> {
+    Ok(wit::abandon(queue, &message.receipt, millis_u32(delay))?)
+}
+
+/// Keeps `message` hidden for `visibility` from now, for a handler that
+/// needs longer than its lease; the message's receipt stays valid.
+pub fn extend(queue: &str, message: &Message, visibility: Duration) -> Result<()> {
+    Ok(wit::extend(
+        queue,
+        &message.receipt,
+        millis_u32(visibility),
+    )?)
+}
+
+/// How many messages `queue` holds: visible, delayed or leased.
+pub fn length(queue: &str) -> Result<u64> {
+    Ok(wit::length(queue)?)
+}
+
+/// Up to `max` (clamped to `1..=`[`MAX_BATCH`]) of the next visible messages
+/// of `queue`, without receiving them.
+pub fn peek(queue: &str, max: u32) -> Result<Vec<Peeked>> {
+    Ok(wit::peek(queue, max.clamp(1, MAX_BATCH))?
+        .into_iter()
+        .map(|p| Peeked {
+            id: p.id,
+            body: p.body,
+            dequeue_count: p.dequeue_count,
+            inserted_at_ms: p.inserted_at_ms,
+            poison_reason: p.poison_reason,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -231,6 +342,28 @@ mod tests {
     }
 
     #[test]
+    fn send_options_cross_as_milliseconds_with_zero_for_never() {
+        let wire = SendOptions::default().to_wire();
+        assert_eq!(
+            (
+                wire.initial_invisibility_ms,
+                wire.time_to_live_ms,
+                wire.dedupe_id
+            ),
+            (0, 0, None)
+        );
+        let wire = SendOptions {
+            delay: Duration::from_secs(2),
+            time_to_live: Some(Duration::from_micros(10)),
+            dedupe_id: Some("order-7".into()),
+        }
+        .to_wire();
+        assert_eq!(wire.initial_invisibility_ms, 2000);
+        assert_eq!(wire.time_to_live_ms, 1, "a tiny TTL must not mean never");
+        assert_eq!(SendOptions::dedupe("x").dedupe_id.as_deref(), Some("x"));
+    }
+
+    #[test]
     fn message_accessors() {
         let m = Message {
             id: "m1".into(),
@@ -238,7 +371,9 @@ mod tests {
             dequeue_count: 2,
             inserted_at_ms: 1_500,
             receipt: "r".into(),
+            poison_reason: Some("why".into()),
         };
+        assert_eq!(m.poison_reason(), Some("why"));
         assert_eq!(m.id(), "m1");
         assert_eq!(m.body_str(), Ok("hi"));
         assert_eq!(m.dequeue_count(), 2);

@@ -9,7 +9,7 @@
 //! 2. call the handler on each message;
 //! 3. [`complete`](crate::queue::complete) the message if the handler returned `Ok`,
 //!    [`abandon`](crate::queue::abandon) it (and log the error to stderr) if it returned `Err`,
-//!    so it is delivered again.
+//!    so it is delivered again (after [`Worker::retry_delay`], if set).
 //!
 //! When the host answers [`RateLimited`](Error::RateLimited) or
 //! [`Unavailable`](Error::Unavailable), the worker sleeps (50 ms, doubling
@@ -54,6 +54,7 @@ use crate::queue::{self, Message, ReceiveOptions};
 pub struct Worker {
     queue: String,
     options: ReceiveOptions,
+    retry_delay: Duration,
 }
 
 impl Worker {
@@ -63,6 +64,7 @@ impl Worker {
         Worker {
             queue: queue.into(),
             options: ReceiveOptions::default(),
+            retry_delay: Duration::ZERO,
         }
     }
 
@@ -85,6 +87,14 @@ impl Worker {
         self
     }
 
+    /// How long a message whose handler failed stays invisible before it is
+    /// delivered again (default: none, at once). A pause lets a downstream
+    /// fault pass instead of spending the message's deliveries at once.
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
     /// The queue this worker pulls from.
     pub fn queue(&self) -> &str {
         &self.queue
@@ -98,7 +108,13 @@ impl Worker {
         F: FnMut(&Message) -> Result<(), E>,
         E: Display,
     {
-        Err(pull(&mut VmBus, &self.queue, &self.options, handler))
+        Err(pull(
+            &mut VmBus,
+            &self.queue,
+            &self.options,
+            self.retry_delay,
+            handler,
+        ))
     }
 }
 
@@ -106,7 +122,7 @@ impl Worker {
 pub(crate) trait Bus {
     fn receive(&mut self, queue: &str, options: &ReceiveOptions) -> Result<Vec<Message>>;
     fn complete(&mut self, queue: &str, message: &Message) -> Result<()>;
-    fn abandon(&mut self, queue: &str, message: &Message) -> Result<()>;
+    fn abandon(&mut self, queue: &str, message: &Message, delay: Duration) -> Result<()>;
     fn sleep(&mut self, delay: Duration);
 }
 
@@ -120,8 +136,8 @@ impl Bus for VmBus {
     fn complete(&mut self, queue: &str, message: &Message) -> Result<()> {
         queue::complete(queue, message)
     }
-    fn abandon(&mut self, queue: &str, message: &Message) -> Result<()> {
-        queue::abandon(queue, message)
+    fn abandon(&mut self, queue: &str, message: &Message, delay: Duration) -> Result<()> {
+        queue::abandon_after(queue, message, delay)
     }
     fn sleep(&mut self, delay: Duration) {
         std::thread::sleep(delay);
@@ -133,6 +149,7 @@ pub(crate) fn pull<B, F, E>(
     bus: &mut B,
     queue: &str,
     options: &ReceiveOptions,
+    retry_delay: Duration,
     mut handler: F,
 ) -> Error
 where
@@ -168,7 +185,7 @@ where
                         message.id(),
                         message.dequeue_count()
                     );
-                    settle(bus, queue, message, Settle::Abandon)
+                    settle(bus, queue, message, Settle::Abandon(retry_delay))
                 }
             };
             if let Err(e) = settled {
@@ -181,7 +198,7 @@ where
 #[derive(Debug, Clone, Copy)]
 enum Settle {
     Complete,
-    Abandon,
+    Abandon(Duration),
 }
 
 /// Completes or abandons `message`, retrying transient failures. A lapsed
@@ -191,7 +208,7 @@ fn settle<B: Bus>(bus: &mut B, queue: &str, message: &Message, how: Settle) -> R
     loop {
         let result = match how {
             Settle::Complete => bus.complete(queue, message),
-            Settle::Abandon => bus.abandon(queue, message),
+            Settle::Abandon(delay) => bus.abandon(queue, message, delay),
         };
         match result {
             Ok(()) => return Ok(()),
@@ -221,6 +238,7 @@ mod tests {
         settles: VecDeque<Result<()>>,
         completed: Vec<String>,
         abandoned: Vec<String>,
+        abandon_delays: Vec<Duration>,
         slept: Vec<Duration>,
     }
 
@@ -243,10 +261,11 @@ mod tests {
             }
             result
         }
-        fn abandon(&mut self, _: &str, message: &Message) -> Result<()> {
+        fn abandon(&mut self, _: &str, message: &Message, delay: Duration) -> Result<()> {
             let result = self.next_settle();
             if result.is_ok() {
                 self.abandoned.push(message.id.clone());
+                self.abandon_delays.push(delay);
             }
             result
         }
@@ -262,6 +281,7 @@ mod tests {
             dequeue_count: 1,
             inserted_at_ms: 0,
             receipt: format!("receipt-{id}"),
+            poison_reason: None,
         }
     }
 
@@ -282,10 +302,17 @@ mod tests {
         bus.batches
             .push_back(Ok(vec![message("a", "ok"), message("b", "fail")]));
         bus.batches.push_back(Ok(vec![message("c", "ok")]));
-        let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        let end = pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            ok_unless_fail,
+        );
         assert_eq!(end, Error::Denied("script over".into()));
         assert_eq!(bus.completed, ["a", "c"]);
         assert_eq!(bus.abandoned, ["b"]);
+        assert_eq!(bus.abandon_delays, [Duration::ZERO]);
         assert!(bus.slept.is_empty());
     }
 
@@ -298,7 +325,13 @@ mod tests {
         bus.batches.push_back(Ok(vec![message("a", "ok")]));
         bus.batches
             .push_back(Err(Error::Unavailable("restarting".into())));
-        let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        let end = pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            ok_unless_fail,
+        );
         assert_eq!(end, Error::Denied("script over".into()));
         assert_eq!(
             bus.slept,
@@ -326,7 +359,13 @@ mod tests {
             let mut bus = FakeBus::default();
             bus.batches.push_back(Err(fatal.clone()));
             bus.batches.push_back(Ok(vec![message("never", "ok")]));
-            let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+            let end = pull(
+                &mut bus,
+                "q",
+                &ReceiveOptions::default(),
+                Duration::ZERO,
+                ok_unless_fail,
+            );
             assert_eq!(end, fatal);
             assert!(bus.completed.is_empty());
         }
@@ -336,7 +375,13 @@ mod tests {
     fn empty_batches_are_paced_only_without_a_wait() {
         let mut bus = FakeBus::default();
         bus.batches.push_back(Ok(vec![]));
-        pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            ok_unless_fail,
+        );
         assert!(bus.slept.is_empty());
 
         let mut bus = FakeBus::default();
@@ -346,7 +391,7 @@ mod tests {
             wait: Duration::ZERO,
             ..ReceiveOptions::default()
         };
-        pull(&mut bus, "q", &no_wait, ok_unless_fail);
+        pull(&mut bus, "q", &no_wait, Duration::ZERO, ok_unless_fail);
         assert_eq!(bus.slept, [ms(50), ms(100)]);
     }
 
@@ -360,7 +405,13 @@ mod tests {
         bus.settles.push_back(Ok(()));
         bus.settles
             .push_back(Err(Error::NotFound("stale receipt".into())));
-        let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        let end = pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            ok_unless_fail,
+        );
         assert_eq!(end, Error::Denied("script over".into()));
         assert_eq!(bus.completed, ["a"]);
         assert_eq!(bus.slept, [ms(50), ms(100)]);
@@ -372,9 +423,24 @@ mod tests {
         bus.batches
             .push_back(Ok(vec![message("a", "fail"), message("b", "ok")]));
         bus.settles.push_back(Err(Error::Denied("revoked".into())));
-        let end = pull(&mut bus, "q", &ReceiveOptions::default(), ok_unless_fail);
+        let end = pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            ok_unless_fail,
+        );
         assert_eq!(end, Error::Denied("revoked".into()));
         assert!(bus.completed.is_empty() && bus.abandoned.is_empty());
+    }
+
+    #[test]
+    fn failures_are_retried_after_the_retry_delay() {
+        let mut bus = FakeBus::default();
+        bus.batches.push_back(Ok(vec![message("a", "fail")]));
+        let options = ReceiveOptions::default();
+        pull(&mut bus, "q", &options, ms(1500), ok_unless_fail);
+        assert_eq!(bus.abandon_delays, [ms(1500)]);
     }
 
     #[test]
@@ -382,8 +448,10 @@ mod tests {
         let worker = Worker::new("jobs")
             .batch_size(3)
             .visibility_timeout(Duration::from_secs(5))
-            .wait(Duration::from_secs(1));
+            .wait(Duration::from_secs(1))
+            .retry_delay(Duration::from_secs(2));
         assert_eq!(worker.queue(), "jobs");
+        assert_eq!(worker.retry_delay, Duration::from_secs(2));
         assert_eq!(
             worker.options,
             ReceiveOptions {

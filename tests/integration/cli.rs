@@ -37,11 +37,16 @@ fn manifest(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 
 fn up(manifest: &Path) -> Weft {
     let cache = cache_arg();
+    // Each host its own state folder: two tests' services of the same name
+    // must not share (and lock each other out of) one queue store.
+    let state = manifest.with_file_name("state");
     Weft::start(&[
         "up",
         "--no-build",
         "--cache-dir",
         cache.as_str(),
+        "--state-dir",
+        state.to_str().unwrap(),
         manifest.to_str().unwrap(),
     ])
     .unwrap()

@@ -5,8 +5,12 @@
 
 mod cache;
 mod cli;
+mod durable;
 mod egress;
 mod fairness;
+mod ledger;
+mod nats;
+mod operators;
 mod rate;
 mod sandbox;
 mod support;

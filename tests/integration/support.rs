@@ -255,6 +255,11 @@ impl Weft {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the process is still running.
+    pub fn child_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let pid = libc::pid_t::try_from(self.child.id())?;

@@ -5,6 +5,7 @@ use crate::support::{eventually, runtime, spec_on};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use weft_runtime::broker::SendOptions;
 use weft_runtime::{GuestFailure, KvStore, MemoryBroker, QueueBroker, SandboxLimits, WorkerRole};
 use weft_test_artifacts::{CHAOS_WORKER, INTRUDER_WORKER};
 
@@ -84,7 +85,7 @@ async fn completed_messages_are_done_once() {
     let broker = Arc::new(MemoryBroker::default());
     let (task, failures) = keep_running(chaos(broker.clone(), SandboxLimits::default()));
     let id = broker
-        .send("test/tasks", b"ok".to_vec(), Duration::ZERO)
+        .send("test/tasks", b"ok".to_vec(), SendOptions::now())
         .await
         .unwrap();
     let done = eventually(
@@ -111,7 +112,7 @@ async fn a_trapping_worker_gets_its_message_back_until_it_is_poisoned() {
     let broker = Arc::new(MemoryBroker::default());
     let (task, failures) = keep_running(chaos(broker.clone(), SandboxLimits::default()));
     let id = broker
-        .send("test/tasks", b"panic".to_vec(), Duration::ZERO)
+        .send("test/tasks", b"panic".to_vec(), SendOptions::now())
         .await
         .unwrap();
     // Delivered five times (the default maximum), each time to a fresh
@@ -147,12 +148,12 @@ async fn a_spinning_worker_is_stopped_at_its_batch_deadline_and_the_message_retu
     };
     let (task, failures) = keep_running(chaos(broker.clone(), limits));
     let id = broker
-        .send("test/tasks", b"spin".to_vec(), Duration::ZERO)
+        .send("test/tasks", b"spin".to_vec(), SendOptions::now())
         .await
         .unwrap();
     // Meanwhile an ordinary message still gets done by later instances.
     let ok = broker
-        .send("test/tasks", b"ok".to_vec(), Duration::ZERO)
+        .send("test/tasks", b"ok".to_vec(), SendOptions::now())
         .await
         .unwrap();
     until_redelivered(&broker, &id).await;
@@ -176,7 +177,7 @@ async fn a_worker_blocked_in_a_host_call_is_stopped_at_its_batch_deadline() {
     };
     let (task, failures) = keep_running(chaos(broker.clone(), limits));
     let id = broker
-        .send("test/tasks", b"sleep:600000".to_vec(), Duration::ZERO)
+        .send("test/tasks", b"sleep:600000".to_vec(), SendOptions::now())
         .await
         .unwrap();
     until_redelivered(&broker, &id).await;
@@ -211,7 +212,7 @@ async fn fuel_is_per_batch_a_spinning_batch_runs_out_and_a_busy_worker_does_not(
     for _ in 0..6 {
         ids.push(
             broker
-                .send("test/tasks", burn.clone().into_bytes(), Duration::ZERO)
+                .send("test/tasks", burn.clone().into_bytes(), SendOptions::now())
                 .await
                 .unwrap(),
         );
@@ -230,7 +231,7 @@ async fn fuel_is_per_batch_a_spinning_batch_runs_out_and_a_busy_worker_does_not(
     );
     // A message that never finishes runs out of fuel, and comes back.
     let spin = broker
-        .send("test/tasks", b"spin".to_vec(), Duration::ZERO)
+        .send("test/tasks", b"spin".to_vec(), SendOptions::now())
         .await
         .unwrap();
     until_redelivered(&broker, &spin).await;
@@ -258,7 +259,7 @@ async fn burn_calibration_holds() {
         .send(
             "test/tasks",
             format!("burn:{BURN_STEPS}").into_bytes(),
-            Duration::ZERO,
+            SendOptions::now(),
         )
         .await
         .unwrap();
@@ -272,7 +273,7 @@ async fn burn_calibration_holds() {
         .send(
             "test/tasks",
             format!("burn:{}", BURN_STEPS * 2).into_bytes(),
-            Duration::ZERO,
+            SendOptions::now(),
         )
         .await
         .unwrap();

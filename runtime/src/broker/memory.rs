@@ -1,34 +1,45 @@
 //! The in-process backend: queues and buckets in this process's memory.
 //!
 //! It keeps every promise of [`super::QueueBroker`] except durability: what it
-//! holds is gone when the process exits. Time comes from `tokio::time`, so
-//! tests drive leases with a paused clock instead of sleeping.
+//! holds is gone when the process exits. Its queues are a bare
+//! [`book`](super::book); time comes from `tokio::time`, so tests drive
+//! leases with a paused clock instead of sleeping.
 
+use super::book::Volatile;
+use super::queues::Queues;
 use super::{
-    BrokerError, Delivery, KeyPage, KvStore, MAX_BATCH, MAX_MESSAGE_BYTES, POISON_SUFFIX,
-    QueueBroker, QueueSettings, ReceiveRequest,
+    BrokerError, Delivery, KeyPage, KvStore, Peeked, QueueBroker, QueueSettings, ReceiveRequest,
+    SendOptions,
 };
 use async_trait::async_trait;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 /// How many keys one `list_keys` page holds.
-const KEY_PAGE: usize = 1000;
+pub(crate) const KEY_PAGE: usize = 1000;
 
-/// The most bytes (keys and values) one bucket holds in memory (64 MiB):
-/// what a guest stores is host memory, so it is bounded like any host
-/// allocation made on a guest's behalf.
+/// The most bytes (keys and values) one bucket holds (64 MiB): what a guest
+/// stores is host memory or disk, so it is bounded like any host allocation
+/// made on a guest's behalf.
 pub const MAX_BUCKET_BYTES: usize = 64 * 1024 * 1024;
 
 /// Queues and key-value buckets in memory.
-#[derive(Debug, Default)]
 pub struct MemoryBroker {
-    settings: QueueSettings,
-    queues: Mutex<HashMap<String, QueueState>>,
+    queues: Queues<Volatile>,
     buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker").finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new(QueueSettings::default())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -37,98 +48,13 @@ struct Bucket {
     bytes: usize,
 }
 
-#[derive(Debug)]
-struct StoredMessage {
-    body: Vec<u8>,
-    inserted_at_ms: u64,
-    dequeue_count: u32,
-    visible_at: Instant,
-    seq: u64,
-    /// The token of the current delivery's receipt, if it has been delivered.
-    lease: Option<u64>,
-}
-
-#[derive(Debug, Default)]
-struct QueueState {
-    messages: HashMap<String, StoredMessage>,
-    /// Messages ordered by when they become visible, then by send order.
-    by_visibility: BTreeSet<(Instant, u64, String)>,
-    next_seq: u64,
-    /// Bytes of message bodies held.
-    bytes: usize,
-    /// Woken when a message may have become visible early (a send, an
-    /// abandon, a move to this poison queue), so long-polls look again.
-    arrivals: Arc<Notify>,
-}
-
-impl QueueState {
-    fn insert(&mut self, id: String, body: Vec<u8>, inserted_at_ms: u64, visible_at: Instant) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.bytes += body.len();
-        self.by_visibility.insert((visible_at, seq, id.clone()));
-        self.messages.insert(
-            id,
-            StoredMessage {
-                body,
-                inserted_at_ms,
-                dequeue_count: 0,
-                visible_at,
-                seq,
-                lease: None,
-            },
-        );
-    }
-
-    fn set_visible_at(&mut self, id: &str, visible_at: Instant) {
-        if let Some(message) = self.messages.get_mut(id) {
-            self.by_visibility
-                .remove(&(message.visible_at, message.seq, id.to_owned()));
-            message.visible_at = visible_at;
-            self.by_visibility
-                .insert((visible_at, message.seq, id.to_owned()));
-        }
-    }
-
-    fn remove(&mut self, id: &str) -> Option<StoredMessage> {
-        let message = self.messages.remove(id)?;
-        self.bytes -= message.body.len();
-        self.by_visibility
-            .remove(&(message.visible_at, message.seq, id.to_owned()));
-        Some(message)
-    }
-
-    /// The id of the first message visible at `now`.
-    fn first_visible(&self, now: Instant) -> Option<String> {
-        self.by_visibility
-            .first()
-            .filter(|(visible_at, _, _)| *visible_at <= now)
-            .map(|(_, _, id)| id.clone())
-    }
-
-    /// When the next message becomes visible, if any is waiting.
-    fn next_visible_at(&self) -> Option<Instant> {
-        self.by_visibility
-            .first()
-            .map(|(visible_at, _, _)| *visible_at)
-    }
-}
-
 impl MemoryBroker {
     /// An empty broker with the given queue settings.
     pub fn new(settings: QueueSettings) -> Self {
         Self {
-            settings,
-            ..Self::default()
+            queues: Queues::new(settings, Volatile),
+            buckets: Mutex::default(),
         }
-    }
-
-    fn queues(&self) -> MutexGuard<'_, HashMap<String, QueueState>> {
-        // A panic while holding the lock cannot leave a queue half-updated in
-        // a way later calls would misread, so a poisoned lock is still usable.
-        self.queues
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn buckets(&self) -> MutexGuard<'_, HashMap<String, Bucket>> {
@@ -136,94 +62,6 @@ impl MemoryBroker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    /// Leases up to `max` visible messages, moving those delivered too often
-    /// to the poison queue. Returns the deliveries and, when there were none,
-    /// when the next message becomes visible.
-    fn take_visible(
-        &self,
-        queue: &str,
-        max: u32,
-        visibility_timeout: Duration,
-    ) -> (Vec<Delivery>, Option<Instant>) {
-        let now = Instant::now();
-        let mut queues = self.queues();
-        let mut deliveries = Vec::new();
-        let mut poisoned = Vec::new();
-        let Some(state) = queues.get_mut(queue) else {
-            return (deliveries, None);
-        };
-        let is_poison_queue = queue.ends_with(POISON_SUFFIX);
-        while deliveries.len() < usize::try_from(max).unwrap_or(usize::MAX) {
-            let Some(id) = state.first_visible(now) else {
-                break;
-            };
-            let exhausted = state
-                .messages
-                .get(&id)
-                .is_some_and(|m| m.dequeue_count >= self.settings.max_deliveries);
-            if exhausted && !is_poison_queue {
-                if let Some(message) = state.remove(&id) {
-                    poisoned.push((id, message));
-                }
-                continue;
-            }
-            let token: u64 = rand::random();
-            state.set_visible_at(&id, now + visibility_timeout);
-            let Some(message) = state.messages.get_mut(&id) else {
-                break;
-            };
-            message.dequeue_count = message.dequeue_count.saturating_add(1);
-            message.lease = Some(token);
-            deliveries.push(Delivery {
-                receipt: format!("{id}.{token:016x}"),
-                body: message.body.clone(),
-                dequeue_count: message.dequeue_count,
-                inserted_at_ms: message.inserted_at_ms,
-                id,
-            });
-        }
-        let next = if deliveries.is_empty() {
-            state.next_visible_at()
-        } else {
-            None
-        };
-        if !poisoned.is_empty() {
-            let poison = queues.entry(format!("{queue}{POISON_SUFFIX}")).or_default();
-            for (id, message) in poisoned {
-                tracing::warn!(queue, message = %id, deliveries = message.dequeue_count, "message moved to poison queue");
-                poison.insert(id, message.body, message.inserted_at_ms, now);
-            }
-            poison.arrivals.notify_waiters();
-        }
-        (deliveries, next)
-    }
-
-    /// Runs `f` on the message a receipt names, if the receipt's lease holds.
-    fn with_lease<R>(
-        &self,
-        queue: &str,
-        receipt: &str,
-        f: impl FnOnce(&mut QueueState, &str) -> R,
-    ) -> Result<R, BrokerError> {
-        let stale = || BrokerError::NotFound("no current delivery has this receipt".into());
-        let (id, token) = receipt.rsplit_once('.').ok_or_else(stale)?;
-        let token = u64::from_str_radix(token, 16).map_err(|_| stale())?;
-        let mut queues = self.queues();
-        let state = queues.get_mut(queue).ok_or_else(stale)?;
-        let message = state.messages.get(id).ok_or_else(stale)?;
-        if message.lease != Some(token) || message.visible_at <= Instant::now() {
-            return Err(stale());
-        }
-        Ok(f(state, id))
-    }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[async_trait]
@@ -232,33 +70,9 @@ impl QueueBroker for MemoryBroker {
         &self,
         queue: &str,
         body: Vec<u8>,
-        delay: Duration,
+        options: SendOptions,
     ) -> Result<String, BrokerError> {
-        if body.len() > MAX_MESSAGE_BYTES {
-            return Err(BrokerError::TooLarge(format!(
-                "message body is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
-                body.len()
-            )));
-        }
-        let id = format!("{:032x}", rand::random::<u128>());
-        let visible_at = Instant::now() + delay;
-        let mut queues = self.queues();
-        let state = queues.entry(queue.to_owned()).or_default();
-        let QueueSettings {
-            max_messages,
-            max_bytes,
-            ..
-        } = self.settings;
-        if state.messages.len() >= max_messages || state.bytes + body.len() > max_bytes {
-            return Err(BrokerError::Unavailable(format!(
-                "queue is full ({} messages, {} bytes; the limits are {max_messages} and {max_bytes})",
-                state.messages.len(),
-                state.bytes
-            )));
-        }
-        state.insert(id.clone(), body, unix_millis(), visible_at);
-        state.arrivals.notify_waiters();
-        Ok(id)
+        self.queues.send(queue, body, options).await
     }
 
     async fn receive(
@@ -266,60 +80,37 @@ impl QueueBroker for MemoryBroker {
         queue: &str,
         request: ReceiveRequest,
     ) -> Result<Vec<Delivery>, BrokerError> {
-        if request.max_messages == 0 || request.max_messages > MAX_BATCH {
-            return Err(BrokerError::Invalid(format!(
-                "max-messages must be 1 to {MAX_BATCH}, not {}",
-                request.max_messages
-            )));
-        }
-        let give_up_at = Instant::now() + request.wait;
-        let arrivals = self
-            .queues()
-            .entry(queue.to_owned())
-            .or_default()
-            .arrivals
-            .clone();
-        loop {
-            // Register for wake-ups before looking, so a send that lands
-            // between the look and the wait is not missed.
-            let arrival = arrivals.notified();
-            tokio::pin!(arrival);
-            arrival.as_mut().enable();
-            let (deliveries, next_visible) =
-                self.take_visible(queue, request.max_messages, request.visibility_timeout);
-            let now = Instant::now();
-            if !deliveries.is_empty() || now >= give_up_at {
-                return Ok(deliveries);
-            }
-            let wake_at = next_visible.map_or(give_up_at, |next| next.min(give_up_at));
-            tokio::select! {
-                () = &mut arrival => {}
-                () = tokio::time::sleep_until(wake_at) => {}
-            }
-        }
+        self.queues.receive(queue, request).await
     }
 
     async fn complete(&self, queue: &str, receipt: &str) -> Result<(), BrokerError> {
-        self.with_lease(queue, receipt, |state, id| {
-            state.remove(id);
-        })
+        self.queues.complete(queue, receipt)
     }
 
-    async fn abandon(&self, queue: &str, receipt: &str) -> Result<(), BrokerError> {
-        self.with_lease(queue, receipt, |state, id| {
-            state.set_visible_at(id, Instant::now());
-            if let Some(message) = state.messages.get_mut(id) {
-                message.lease = None;
-            }
-            state.arrivals.notify_waiters();
-        })
+    async fn abandon(
+        &self,
+        queue: &str,
+        receipt: &str,
+        delay: Duration,
+    ) -> Result<(), BrokerError> {
+        self.queues.abandon(queue, receipt, delay)
+    }
+
+    async fn extend(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), BrokerError> {
+        self.queues.extend(queue, receipt, visibility)
     }
 
     async fn len(&self, queue: &str) -> Result<usize, BrokerError> {
-        Ok(self
-            .queues()
-            .get(queue)
-            .map_or(0, |state| state.messages.len()))
+        Ok(self.queues.len(queue))
+    }
+
+    async fn peek(&self, queue: &str, max: u32) -> Result<Vec<Peeked>, BrokerError> {
+        self.queues.peek(queue, max)
     }
 }
 
@@ -389,8 +180,22 @@ impl KvStore for MemoryBroker {
 }
 
 #[cfg(test)]
+mod conformance {
+    use crate::broker::conformance::{Backend, Guard, SETTINGS, conformance_tests};
+    use std::sync::Arc;
+
+    async fn memory() -> (Arc<dyn Backend>, Guard) {
+        (Arc::new(super::MemoryBroker::new(SETTINGS)), Box::new(()))
+    }
+
+    conformance_tests!(memory);
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::MAX_MESSAGE_BYTES;
+    use tokio::time::Instant;
 
     fn request(max: u32, visibility_ms: u64, wait_ms: u64) -> ReceiveRequest {
         ReceiveRequest {
@@ -404,7 +209,7 @@ mod tests {
     async fn complete_deletes_and_receipt_is_single_use() {
         let broker = MemoryBroker::default();
         let id = broker
-            .send("q", b"hello".to_vec(), Duration::ZERO)
+            .send("q", b"hello".to_vec(), SendOptions::now())
             .await
             .unwrap();
         let got = broker.receive("q", request(8, 1000, 0)).await.unwrap();
@@ -424,7 +229,7 @@ mod tests {
     async fn lapsed_lease_redelivers_and_refuses_the_old_receipt() {
         let broker = MemoryBroker::default();
         broker
-            .send("q", b"x".to_vec(), Duration::ZERO)
+            .send("q", b"x".to_vec(), SendOptions::now())
             .await
             .unwrap();
         let first = broker.receive("q", request(1, 1000, 0)).await.unwrap();
@@ -452,15 +257,18 @@ mod tests {
     async fn abandon_makes_visible_at_once() {
         let broker = MemoryBroker::default();
         broker
-            .send("q", b"x".to_vec(), Duration::ZERO)
+            .send("q", b"x".to_vec(), SendOptions::now())
             .await
             .unwrap();
         let first = broker.receive("q", request(1, 60_000, 0)).await.unwrap();
-        broker.abandon("q", &first[0].receipt).await.unwrap();
+        broker
+            .abandon("q", &first[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
         let again = broker.receive("q", request(1, 60_000, 0)).await.unwrap();
         assert_eq!(again[0].dequeue_count, 2);
         assert!(matches!(
-            broker.abandon("q", &first[0].receipt).await,
+            broker.abandon("q", &first[0].receipt, Duration::ZERO).await,
             Err(BrokerError::NotFound(_))
         ));
     }
@@ -472,12 +280,15 @@ mod tests {
             ..QueueSettings::default()
         });
         let id = broker
-            .send("q", b"bad".to_vec(), Duration::ZERO)
+            .send("q", b"bad".to_vec(), SendOptions::now())
             .await
             .unwrap();
         for _ in 0..2 {
             let got = broker.receive("q", request(1, 1000, 0)).await.unwrap();
-            broker.abandon("q", &got[0].receipt).await.unwrap();
+            broker
+                .abandon("q", &got[0].receipt, Duration::ZERO)
+                .await
+                .unwrap();
         }
         assert!(
             broker
@@ -499,7 +310,11 @@ mod tests {
     async fn delayed_send_and_long_poll() {
         let broker = std::sync::Arc::new(MemoryBroker::default());
         broker
-            .send("q", b"later".to_vec(), Duration::from_secs(5))
+            .send(
+                "q",
+                b"later".to_vec(),
+                SendOptions::delayed(Duration::from_secs(5)),
+            )
             .await
             .unwrap();
         assert!(
@@ -519,7 +334,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         broker
-            .send("q2", b"now".to_vec(), Duration::ZERO)
+            .send("q2", b"now".to_vec(), SendOptions::now())
             .await
             .unwrap();
         let got = waiter.await.unwrap().unwrap();
@@ -531,12 +346,12 @@ mod tests {
         let broker = MemoryBroker::default();
         let big = vec![0; MAX_MESSAGE_BYTES + 1];
         assert!(matches!(
-            broker.send("q", big, Duration::ZERO).await,
+            broker.send("q", big, SendOptions::now()).await,
             Err(BrokerError::TooLarge(_))
         ));
         assert!(
             broker
-                .send("q", vec![0; MAX_MESSAGE_BYTES], Duration::ZERO)
+                .send("q", vec![0; MAX_MESSAGE_BYTES], SendOptions::now())
                 .await
                 .is_ok()
         );
@@ -558,7 +373,7 @@ mod tests {
     async fn batch_is_fifo_and_bounded() {
         let broker = MemoryBroker::default();
         for i in 0..40u8 {
-            broker.send("q", vec![i], Duration::ZERO).await.unwrap();
+            broker.send("q", vec![i], SendOptions::now()).await.unwrap();
         }
         let got = broker.receive("q", request(32, 1000, 0)).await.unwrap();
         assert_eq!(got.len(), 32);
@@ -576,24 +391,24 @@ mod tests {
         let broker = MemoryBroker::new(settings);
         for _ in 0..3 {
             broker
-                .send("q", b"ab".to_vec(), Duration::ZERO)
+                .send("q", b"ab".to_vec(), SendOptions::now())
                 .await
                 .unwrap();
         }
-        let full = broker.send("q", b"a".to_vec(), Duration::ZERO).await;
+        let full = broker.send("q", b"a".to_vec(), SendOptions::now()).await;
         assert!(
             matches!(full, Err(BrokerError::Unavailable(ref why)) if why.contains("full")),
             "{full:?}"
         );
         // Other queues are not affected.
         broker
-            .send("other", b"ab".to_vec(), Duration::ZERO)
+            .send("other", b"ab".to_vec(), SendOptions::now())
             .await
             .unwrap();
         let got = broker.receive("q", request(1, 1000, 0)).await.unwrap();
         broker.complete("q", &got[0].receipt).await.unwrap();
         broker
-            .send("q", b"ab".to_vec(), Duration::ZERO)
+            .send("q", b"ab".to_vec(), SendOptions::now())
             .await
             .unwrap();
         // Bytes are bounded too: 4 × 2 bytes held, 3 more would pass 10.
@@ -601,8 +416,16 @@ mod tests {
             max_bytes: 10,
             ..QueueSettings::default()
         });
-        bytes.send("q", vec![0; 8], Duration::ZERO).await.unwrap();
-        assert!(bytes.send("q", vec![0; 3], Duration::ZERO).await.is_err());
+        bytes
+            .send("q", vec![0; 8], SendOptions::now())
+            .await
+            .unwrap();
+        assert!(
+            bytes
+                .send("q", vec![0; 3], SendOptions::now())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -627,11 +450,14 @@ mod tests {
             ..QueueSettings::default()
         }));
         broker
-            .send("q", b"bad".to_vec(), Duration::ZERO)
+            .send("q", b"bad".to_vec(), SendOptions::now())
             .await
             .unwrap();
         let first = broker.receive("q", request(1, 1000, 0)).await.unwrap();
-        broker.abandon("q", &first[0].receipt).await.unwrap();
+        broker
+            .abandon("q", &first[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
         let waiter = {
             let broker = broker.clone();
             tokio::spawn(async move { broker.receive("q-poison", request(1, 1000, 60_000)).await })

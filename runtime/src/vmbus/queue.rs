@@ -8,17 +8,27 @@
 //! `func_wrap_async`: `receive` needs the store, not only the store's data.
 //! A web role's budget covers its whole request instead, so its `receive`
 //! refills nothing.
+//!
+//! Strings and byte lists arrive as [`WasmStr`] and [`WasmList`]: views into
+//! the guest's memory, whose lengths `wire` checks before anything is
+//! copied, so a guest naming a gigabyte-long queue or body costs the host
+//! nothing.
+
+mod wire;
 
 use super::VmBusCtx;
-use super::bindings::weft::vmbus::queue::Message;
+use super::bindings::weft::vmbus::queue::{Message, Peeked};
 use super::bindings::weft::vmbus::types::Error as WitError;
-use crate::broker::{BrokerError, MAX_BATCH, ReceiveRequest};
+use crate::broker::{BrokerError, MAX_BATCH, ReceiveRequest, SendOptions, check_batch};
 use crate::rate_limit::{Interface, RateLimited};
 use crate::sandbox::GuestState;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wasmtime::StoreContextMut;
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, WasmList, WasmStr};
+#[cfg(test)]
+use wire::send_options;
+use wire::{WireSendOptions, read_queue, read_receipt, read_send};
 
 /// The longest a `receive` waits for a message, whatever the guest asks: a
 /// bounded long poll keeps an idle worker cheap without hiding it from the host.
@@ -82,6 +92,14 @@ impl Leases {
         !self.held.is_empty()
     }
 
+    fn extend(&mut self, queue: &str, receipt: &str, expires: Instant) {
+        for lease in &mut self.held {
+            if lease.queue == queue && lease.receipt == receipt {
+                lease.expires = expires;
+            }
+        }
+    }
+
     fn release(&mut self, queue: &str, receipt: &str) {
         self.held
             .retain(|lease| !(lease.queue == queue && lease.receipt == receipt));
@@ -140,62 +158,151 @@ impl VmBusCtx {
     }
 }
 
+/// How a receipt's delivery is settled.
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Complete,
+    Abandon { delay_ms: u32 },
+    Extend { visibility_ms: u32 },
+}
+
 pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     // The interface's types live in their own (function-less) instance.
     linker.instance("weft:vmbus/types@0.1.0")?;
     let mut queue = linker.instance(INTERFACE)?;
     queue.func_wrap_async(
         "send",
-        |mut store: StoreContextMut<'_, GuestState>,
-         (name, body, delay_ms): (String, Vec<u8>, u32)| {
-            Box::new(async move {
-                Ok((send(&mut store.data_mut().vmbus, &name, body, delay_ms).await,))
-            })
+        |store: StoreContextMut<'_, GuestState>,
+         (name, body, options): (WasmStr, WasmList<u8>, WireSendOptions)| {
+            Box::new(async move { Ok((send_call(store, name, body, options).await,)) })
         },
     )?;
     queue.func_wrap_async(
         "receive",
         |store: StoreContextMut<'_, GuestState>,
-         (name, max, visibility_ms, wait_ms): (String, u32, u32, u32)| {
-            Box::new(async move { Ok((receive(store, &name, max, visibility_ms, wait_ms).await,)) })
-        },
-    )?;
-    queue.func_wrap_async(
-        "complete",
-        |mut store: StoreContextMut<'_, GuestState>, (name, receipt): (String, String)| {
+         (name, max, visibility_ms, wait_ms): (WasmStr, u32, u32, u32)| {
             Box::new(async move {
-                Ok((settle(&mut store.data_mut().vmbus, &name, &receipt, true).await,))
+                Ok((match read_queue(&store, &name) {
+                    Ok(name) => receive(store, &name, max, visibility_ms, wait_ms).await,
+                    Err(e) => Err(e),
+                },))
             })
         },
     )?;
     queue.func_wrap_async(
+        "complete",
+        |store: StoreContextMut<'_, GuestState>, (name, receipt): (WasmStr, WasmStr)| {
+            Box::new(
+                async move { Ok((settle_call(store, name, receipt, Settle::Complete).await,)) },
+            )
+        },
+    )?;
+    queue.func_wrap_async(
         "abandon",
-        |mut store: StoreContextMut<'_, GuestState>, (name, receipt): (String, String)| {
+        |store: StoreContextMut<'_, GuestState>,
+         (name, receipt, delay_ms): (WasmStr, WasmStr, u32)| {
             Box::new(async move {
-                Ok((settle(&mut store.data_mut().vmbus, &name, &receipt, false).await,))
+                Ok((settle_call(store, name, receipt, Settle::Abandon { delay_ms }).await,))
+            })
+        },
+    )?;
+    queue.func_wrap_async(
+        "extend",
+        |store: StoreContextMut<'_, GuestState>,
+         (name, receipt, visibility_ms): (WasmStr, WasmStr, u32)| {
+            Box::new(async move {
+                let how = Settle::Extend { visibility_ms };
+                Ok((settle_call(store, name, receipt, how).await,))
+            })
+        },
+    )?;
+    queue.func_wrap_async(
+        "length",
+        |mut store: StoreContextMut<'_, GuestState>, (name,): (WasmStr,)| {
+            Box::new(async move {
+                Ok((match read_queue(&store, &name) {
+                    Ok(name) => length(&mut store.data_mut().vmbus, &name).await,
+                    Err(e) => Err(e),
+                },))
+            })
+        },
+    )?;
+    queue.func_wrap_async(
+        "peek",
+        |mut store: StoreContextMut<'_, GuestState>, (name, max): (WasmStr, u32)| {
+            Box::new(async move {
+                Ok((match read_queue(&store, &name) {
+                    Ok(name) => peek(&mut store.data_mut().vmbus, &name, max).await,
+                    Err(e) => Err(e),
+                },))
             })
         },
     )?;
     Ok(())
 }
 
+async fn send_call(
+    mut store: StoreContextMut<'_, GuestState>,
+    name: WasmStr,
+    body: WasmList<u8>,
+    options: WireSendOptions,
+) -> Result<String, WitError> {
+    let name = read_queue(&store, &name)?;
+    let (body, options) = read_send(&store, &body, &options)?;
+    send(&mut store.data_mut().vmbus, &name, body, options).await
+}
+
+async fn settle_call(
+    mut store: StoreContextMut<'_, GuestState>,
+    name: WasmStr,
+    receipt: WasmStr,
+    how: Settle,
+) -> Result<(), WitError> {
+    let name = read_queue(&store, &name)?;
+    let receipt = read_receipt(&store, &receipt)?;
+    settle(&mut store.data_mut().vmbus, &name, &receipt, how).await
+}
+
 async fn send(
     ctx: &mut VmBusCtx,
     name: &str,
     body: Vec<u8>,
-    delay_ms: u32,
+    options: SendOptions,
 ) -> Result<String, WitError> {
     let queue = ctx.granted_queue(name)?;
-    if delay_ms > MAX_DELAY_MS {
-        return Err(WitError::Invalid(format!(
-            "initial invisibility of {delay_ms} ms is over the maximum of {MAX_DELAY_MS} ms"
-        )));
-    }
-    let delay = Duration::from_millis(u64::from(delay_ms));
+    let dedupe_bytes = options.dedupe_id.as_ref().map_or(0, String::len);
     ctx.limiter
-        .admit(Interface::Queue, byte_count(body.len()))
+        .admit(Interface::Queue, byte_count(body.len() + dedupe_bytes))
         .await?;
-    Ok(ctx.queues.send(&queue, body, delay).await?)
+    Ok(ctx.queues.send(&queue, body, options).await?)
+}
+
+async fn length(ctx: &mut VmBusCtx, name: &str) -> Result<u64, WitError> {
+    let queue = ctx.granted_queue(name)?;
+    ctx.limiter.admit(Interface::Queue, 0).await?;
+    let len = ctx.queues.len(&queue).await?;
+    Ok(u64::try_from(len).unwrap_or(u64::MAX))
+}
+
+async fn peek(ctx: &mut VmBusCtx, name: &str, max: u32) -> Result<Vec<Peeked>, WitError> {
+    let queue = ctx.granted_queue(name)?;
+    check_batch(max)?;
+    ctx.limiter.admit(Interface::Queue, 0).await?;
+    let peeked = ctx.queues.peek(&queue, max).await?;
+    ctx.limiter.charge(
+        Interface::Queue,
+        byte_count(peeked.iter().map(|p| p.body.len()).sum()),
+    );
+    Ok(peeked
+        .into_iter()
+        .map(|p| Peeked {
+            id: p.id,
+            body: p.body,
+            dequeue_count: p.dequeue_count,
+            inserted_at_ms: p.inserted_at_ms,
+            poison_reason: p.poison_reason,
+        })
+        .collect())
 }
 
 /// Checks a guest's receive arguments: batch size and visibility timeout
@@ -280,6 +387,7 @@ async fn receive(
                 dequeue_count: d.dequeue_count,
                 inserted_at_ms: d.inserted_at_ms,
                 receipt: d.receipt,
+                poison_reason: d.poison_reason,
             }
         })
         .collect())
@@ -298,16 +406,39 @@ async fn settle(
     ctx: &mut VmBusCtx,
     name: &str,
     receipt: &str,
-    complete: bool,
+    how: Settle,
 ) -> Result<(), WitError> {
     let queue = ctx.granted_queue(name)?;
+    match how {
+        Settle::Abandon { delay_ms } if delay_ms > MAX_DELAY_MS => {
+            return Err(WitError::Invalid(format!(
+                "delay of {delay_ms} ms is over the maximum of {MAX_DELAY_MS} ms"
+            )));
+        }
+        Settle::Extend { visibility_ms }
+            if visibility_ms == 0 || visibility_ms > MAX_VISIBILITY_MS =>
+        {
+            return Err(WitError::Invalid(format!(
+                "visibility-timeout-ms must be 1 to {MAX_VISIBILITY_MS}, not {visibility_ms}"
+            )));
+        }
+        _ => {}
+    }
     ctx.limiter
         .admit(Interface::Queue, byte_count(receipt.len()))
         .await?;
-    let result = if complete {
-        ctx.queues.complete(&queue, receipt).await
-    } else {
-        ctx.queues.abandon(&queue, receipt).await
+    let ms = |n: u32| Duration::from_millis(u64::from(n));
+    let result = match how {
+        Settle::Complete => ctx.queues.complete(&queue, receipt).await,
+        Settle::Abandon { delay_ms } => ctx.queues.abandon(&queue, receipt, ms(delay_ms)).await,
+        Settle::Extend { visibility_ms } => {
+            let result = ctx.queues.extend(&queue, receipt, ms(visibility_ms)).await;
+            if result.is_ok() {
+                ctx.leases
+                    .extend(&queue, receipt, Instant::now() + ms(visibility_ms));
+            }
+            return Ok(result?);
+        }
     };
     // A lease is gone once settled, or once the backend no longer knows it;
     // on any other failure the instance still holds it (and abandons it if
@@ -342,12 +473,14 @@ mod tests {
     #[tokio::test]
     async fn send_is_denied_for_ungranted_queues_and_scoped_for_granted_ones() {
         let mut ctx = ctx(&["jobs"]);
-        let denied = send(&mut ctx, "other", b"x".to_vec(), 0).await;
+        let denied = send(&mut ctx, "other", b"x".to_vec(), SendOptions::now()).await;
         assert!(
             matches!(denied, Err(WitError::Denied(ref why)) if why.contains("'other'")),
             "{denied:?}"
         );
-        send(&mut ctx, "jobs", b"x".to_vec(), 0).await.unwrap();
+        send(&mut ctx, "jobs", b"x".to_vec(), SendOptions::now())
+            .await
+            .unwrap();
         assert_eq!(ctx.queues.len("svc/jobs").await.unwrap(), 1);
         assert_eq!(ctx.queues.len("jobs").await.unwrap(), 0);
     }
@@ -356,26 +489,61 @@ mod tests {
     async fn hostile_arguments_get_errors_not_traps() {
         let mut ctx = ctx(&["jobs"]);
         let huge_name = "q".repeat(10_000);
-        match send(&mut ctx, &huge_name, vec![], 0).await {
+        match send(&mut ctx, &huge_name, vec![], SendOptions::now()).await {
             Err(WitError::Denied(why)) => assert!(why.len() < 200),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            send(&mut ctx, "jobs", vec![], u32::MAX).await,
+            send_options(u32::MAX, 0, None),
             Err(WitError::Invalid(_))
         ));
         assert!(matches!(
-            send(&mut ctx, "jobs", vec![0; 64 * 1024 + 1], 0).await,
+            send(&mut ctx, "jobs", vec![0; 64 * 1024 + 1], SendOptions::now()).await,
             Err(WitError::TooLarge(_))
         ));
         assert!(matches!(
-            settle(&mut ctx, "jobs", "nonsense", true).await,
+            settle(&mut ctx, "jobs", "nonsense", Settle::Complete).await,
             Err(WitError::NotFound(_))
         ));
         assert!(matches!(
-            settle(&mut ctx, "nope", "nonsense", false).await,
+            settle(
+                &mut ctx,
+                "nope",
+                "nonsense",
+                Settle::Abandon { delay_ms: 0 }
+            )
+            .await,
             Err(WitError::Denied(_))
         ));
+        for how in [
+            Settle::Abandon { delay_ms: u32::MAX },
+            Settle::Extend { visibility_ms: 0 },
+            Settle::Extend {
+                visibility_ms: u32::MAX,
+            },
+        ] {
+            assert!(
+                matches!(
+                    settle(&mut ctx, "jobs", "r", how).await,
+                    Err(WitError::Invalid(_))
+                ),
+                "{how:?}"
+            );
+        }
+        for max in [0, 33, u32::MAX] {
+            assert!(matches!(
+                peek(&mut ctx, "jobs", max).await,
+                Err(WitError::Invalid(_))
+            ));
+        }
+        assert!(matches!(
+            length(&mut ctx, "nope").await,
+            Err(WitError::Denied(_))
+        ));
+        assert_eq!(length(&mut ctx, "jobs").await.unwrap(), 0);
+        let ttl = send_options(0, 5, Some("d".into())).unwrap();
+        assert_eq!(ttl.ttl, Some(Duration::from_millis(5)));
+        assert_eq!(send_options(0, 0, None).unwrap().ttl, None);
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! [`QueuesConfig`]: which backend holds a service's queues and key-value
+//! buckets, as data (the manifest's `[queues]` table).
+
+use super::QueueSettings;
+use serde::Deserialize;
+
+/// Where queues and buckets live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// On this host's disk, in the service's state folder (the default: no
+    /// set-up, durable, one host).
+    #[default]
+    Embedded,
+    /// On a NATS JetStream server, shared by every host that points at it.
+    Nats,
+}
+
+/// The manifest's `[queues]` table. Every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct QueuesConfig {
+    /// `embedded` (default) or `nats`.
+    pub backend: BackendKind,
+    /// NATS only: the server's URL. Default `nats://127.0.0.1:4222`.
+    pub url: Option<String>,
+    /// Deliveries after which a message moves to `<queue>-poison`. Default 5,
+    /// as the classic fabric's queues: enough for transient faults, few
+    /// enough that a poison message stops burning worker time quickly.
+    pub max_deliveries: u32,
+    /// Messages one queue may hold. Default 100,000; a send to a full queue
+    /// gets `unavailable`, so a flooding guest cannot exhaust the store.
+    pub max_messages: u32,
+    /// Body bytes one queue may hold, in MiB. Default 256.
+    pub max_mib: u32,
+    /// NATS only: how long a message received by a host that then vanished
+    /// stays hidden before the server delivers it again, in milliseconds
+    /// (JetStream's ack wait). Default 30,000, the SDK's default visibility
+    /// timeout. Leases of hosts that stay up follow each receive's own
+    /// visibility timeout, whatever this says.
+    pub ack_wait_ms: u64,
+    /// NATS only: copies the server keeps of each stream and bucket. Default
+    /// 1, all a single server can keep; a production cluster wants 3.
+    pub replicas: u8,
+    /// NATS only: how long `weft up` keeps retrying a server it cannot reach
+    /// at start, in seconds, before it gives up. Default 60.
+    pub connect_timeout_secs: u64,
+}
+
+/// The URL of a NATS server on this machine, with its default port.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        let settings = QueueSettings::default();
+        Self {
+            backend: BackendKind::Embedded,
+            url: None,
+            max_deliveries: settings.max_deliveries,
+            max_messages: u32::try_from(settings.max_messages).unwrap_or(u32::MAX),
+            max_mib: 256,
+            ack_wait_ms: 30_000,
+            replicas: 1,
+            connect_timeout_secs: 60,
+        }
+    }
+}
+
+impl QueuesConfig {
+    /// The settings every queue of this backend gets.
+    pub fn settings(&self) -> QueueSettings {
+        QueueSettings {
+            max_deliveries: self.max_deliveries,
+            max_messages: usize::try_from(self.max_messages).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(u64::from(self.max_mib) * 1024 * 1024).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The NATS server's URL.
+    pub fn nats_url(&self) -> &str {
+        self.url.as_deref().unwrap_or(DEFAULT_NATS_URL)
+    }
+
+    /// Checks the values make sense; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1000).contains(&self.max_deliveries) {
+            return Err(format!(
+                "max-deliveries must be 1 to 1000, not {}",
+                self.max_deliveries
+            ));
+        }
+        if self.max_messages == 0 {
+            return Err("max-messages must be at least 1".into());
+        }
+        if !(1..=4096).contains(&self.max_mib) {
+            return Err(format!("max-mib must be 1 to 4096, not {}", self.max_mib));
+        }
+        let nats_only = [
+            ("url", self.url.is_some()),
+            (
+                "ack-wait-ms",
+                self.ack_wait_ms != Self::default().ack_wait_ms,
+            ),
+            ("replicas", self.replicas != Self::default().replicas),
+            (
+                "connect-timeout-secs",
+                self.connect_timeout_secs != Self::default().connect_timeout_secs,
+            ),
+        ];
+        if self.backend == BackendKind::Embedded
+            && let Some((field, _)) = nats_only.iter().find(|(_, set)| *set)
+        {
+            return Err(format!("{field} applies only to backend = \"nats\""));
+        }
+        if let Some(url) = &self.url
+            && !(url.starts_with("nats://") || url.starts_with("tls://"))
+        {
+            return Err(format!("url '{url}' must start with nats:// or tls://"));
+        }
+        if !(100..=12 * 60 * 60 * 1000).contains(&self.ack_wait_ms) {
+            return Err(format!(
+                "ack-wait-ms must be 100 to 43200000 (12 h), not {}",
+                self.ack_wait_ms
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(format!("replicas must be 1 to 5, not {}", self.replicas));
+        }
+        if self.connect_timeout_secs > 3600 {
+            return Err("connect-timeout-secs must be at most 3600".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<QueuesConfig, String> {
+        let config: QueuesConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_are_embedded_with_five_deliveries() {
+        let config = parse("").unwrap();
+        assert_eq!(config, QueuesConfig::default());
+        assert_eq!(config.backend, BackendKind::Embedded);
+        assert_eq!(config.settings(), QueueSettings::default());
+    }
+
+    #[test]
+    fn nats_settings_need_the_nats_backend() {
+        let config =
+            parse("backend = \"nats\"\nurl = \"nats://10.0.0.1:4222\"\nreplicas = 3\n").unwrap();
+        assert_eq!(config.nats_url(), "nats://10.0.0.1:4222");
+        assert_eq!(config.replicas, 3);
+        let err = parse("url = \"nats://127.0.0.1:4222\"").unwrap_err();
+        assert!(err.contains("url applies only"), "{err}");
+        assert!(parse("backend = \"nats\"\nurl = \"http://x\"").is_err());
+        assert!(parse("backend = \"kafka\"").is_err());
+        assert!(parse("max-deliveries = 0").is_err());
+        assert!(parse("colour = 1").unwrap_err().contains("colour"));
+    }
+}

@@ -1,0 +1,461 @@
+//! Queues on JetStream: sends, receives (with poison moves, expiry and
+//! delayed messages), settles, length and peek. See the module above for
+//! the mapping.
+
+use super::leases::Settle;
+use super::{NatsBroker, lock, token, unavailable};
+use crate::broker::{
+    BrokerError, DEDUPE_WINDOW, Delivery, MAX_BATCH, MAX_MESSAGE_BYTES, POISON_SUFFIX, Peeked,
+    QueueBroker, ReceiveRequest, SendOptions, check_batch, check_send, dedupe_message_id,
+    poison_reason, random_message_id, unix_millis,
+};
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_trait::async_trait;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const ID: &str = "Weft-Id";
+const SENT: &str = "Weft-Sent-Ms";
+const EXPIRES: &str = "Weft-Expires-Ms";
+const VISIBLE: &str = "Weft-Visible-Ms";
+const REASON: &str = "Weft-Poison-Reason";
+const MSG_ID: &str = "Nats-Msg-Id";
+/// The durable consumer every host shares.
+const CONSUMER: &str = "weft";
+/// How often one host looks for due delayed messages of one queue.
+const PROMOTE_EVERY_MS: u64 = 250;
+/// The longest one long-poll request waits; a receive waiting longer makes
+/// several, looking for due delayed messages in between.
+const POLL_SLICE: Duration = Duration::from_secs(1);
+
+/// A queue's streams and consumers, made on first use.
+pub(crate) struct Handles {
+    subject: String,
+    stream: String,
+    consumer: PullConsumer,
+    delayed_subject: String,
+    delayed_stream: String,
+    delayed: PullConsumer,
+    /// When this host last moved due delayed messages (ms since the epoch).
+    promoted_at: AtomicU64,
+}
+
+fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers?.get(name).map(|v| v.as_str())
+}
+
+fn header_ms(headers: Option<&HeaderMap>, name: &str) -> Option<u64> {
+    header(headers, name)?.parse().ok()
+}
+
+fn stale() -> BrokerError {
+    BrokerError::NotFound("no current delivery has this receipt".into())
+}
+
+fn parse_receipt(receipt: &str) -> Option<u64> {
+    let (_, token) = receipt.split_once('.')?;
+    u64::from_str_radix(token, 16).ok()
+}
+
+impl NatsBroker {
+    fn stream_config(&self, name: String, subject: String) -> stream::Config {
+        let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        stream::Config {
+            name,
+            subjects: vec![subject],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            max_messages: limit(self.settings.max_messages),
+            // No byte limit on the stream: JetStream reserves a stream's
+            // `max_bytes` of server storage when the stream is made, so a
+            // service's queues would use up the server while empty. The
+            // message limit holds, and the server's own storage limit.
+            discard: DiscardPolicy::New,
+            duplicate_window: DEDUPE_WINDOW,
+            // Room for Weft's headers beside a full body.
+            max_message_size: i32::try_from(MAX_MESSAGE_BYTES + 4096).unwrap_or(i32::MAX),
+            num_replicas: self.replicas,
+            ..stream::Config::default()
+        }
+    }
+
+    async fn consumer(&self, stream: &str, subject: String) -> Result<PullConsumer, BrokerError> {
+        let name = stream.to_owned();
+        let stream = self
+            .js
+            .get_or_create_stream(self.stream_config(name, subject))
+            .await
+            .map_err(|e| unavailable("open a queue", &e))?;
+        stream
+            .get_or_create_consumer(
+                CONSUMER,
+                pull::Config {
+                    durable_name: Some(CONSUMER.into()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    // Weft counts deliveries itself (see the module docs).
+                    max_deliver: -1,
+                    max_ack_pending: 20_000,
+                    ..pull::Config::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable("open a queue", &e))
+    }
+
+    /// The streams and consumers of `queue`, created on first use.
+    async fn handles(&self, queue: &str) -> Result<Arc<Handles>, BrokerError> {
+        self.check_connected()?;
+        if let Some(handles) = lock(&self.queues).get(queue) {
+            return Ok(handles.clone());
+        }
+        let name = token(queue);
+        let (subject, stream) = (format!("weft.q.{name}"), format!("WEFT_{name}"));
+        let (delayed_subject, delayed_stream) = (format!("weft.d.{name}"), format!("WEFTD_{name}"));
+        let consumer = self.consumer(&stream, subject.clone()).await?;
+        let delayed = self
+            .consumer(&delayed_stream, delayed_subject.clone())
+            .await?;
+        let handles = Arc::new(Handles {
+            subject,
+            stream,
+            consumer,
+            delayed_subject,
+            delayed_stream,
+            delayed,
+            promoted_at: AtomicU64::new(0),
+        });
+        lock(&self.queues).insert(queue.to_owned(), handles.clone());
+        Ok(handles)
+    }
+
+    /// Publishes and waits for the server's acknowledgement; `Ok(true)` if
+    /// the server knew the message id already (a deduped retry).
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<bool, BrokerError> {
+        let sent = self
+            .js
+            .publish_with_headers(subject.to_owned(), headers, body.into())
+            .await
+            .map_err(|e| unavailable("send", &e))?;
+        match sent.await {
+            Ok(ack) => Ok(ack.duplicate),
+            Err(e) if e.to_string().contains("maximum") => Err(BrokerError::Unavailable(format!(
+                "queue is full (the limits are {} messages and {} bytes)",
+                self.settings.max_messages, self.settings.max_bytes
+            ))),
+            Err(e) => Err(unavailable("send", &e)),
+        }
+    }
+
+    /// Moves the delayed messages of `handles` that are due into the queue,
+    /// and asks for the others again when they will be.
+    async fn promote_due(&self, handles: &Handles) -> Result<(), BrokerError> {
+        let now = unix_millis();
+        let last = handles.promoted_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < PROMOTE_EVERY_MS {
+            return Ok(());
+        }
+        handles.promoted_at.store(now, Ordering::Relaxed);
+        let mut batch = handles
+            .delayed
+            .fetch()
+            .max_messages(usize::try_from(MAX_BATCH).unwrap_or(32))
+            .messages()
+            .await
+            .map_err(|e| unavailable("receive", &e))?;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| unavailable("receive", &e))?;
+            let Some(reply) = message.reply.as_ref().map(ToString::to_string) else {
+                continue;
+            };
+            let headers = message.headers.as_ref();
+            let due = header_ms(headers, VISIBLE).unwrap_or(0);
+            if due > now {
+                self.leases
+                    .nak(reply, Duration::from_millis(due - now))
+                    .await;
+                continue;
+            }
+            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let mut moved = headers.cloned().unwrap_or_default();
+            // Deduped by the delayed message's own sequence, so a move that
+            // is retried (this host died before acknowledging it) is
+            // stored once.
+            moved.insert(MSG_ID, format!("delayed-{seq}").as_str());
+            self.publish(&handles.subject, moved, message.payload.to_vec())
+                .await?;
+            self.leases.ack(reply).await;
+        }
+        Ok(())
+    }
+
+    /// Takes up to `max` messages without waiting, or, with `wait`, waits up
+    /// to it for one.
+    async fn pull(
+        &self,
+        handles: &Handles,
+        max: usize,
+        wait: Option<Duration>,
+    ) -> Result<Vec<async_nats::jetstream::Message>, BrokerError> {
+        let pulled = match wait {
+            None => handles.consumer.fetch().max_messages(max).messages().await,
+            // A long poll asks for one message, so it ends as soon as one
+            // comes; the rest of the batch is then taken without waiting.
+            Some(wait) => {
+                handles
+                    .consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(wait)
+                    .messages()
+                    .await
+            }
+        };
+        let mut batch = pulled.map_err(|e| unavailable("receive", &e))?;
+        let mut messages = Vec::new();
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(message) => messages.push(message),
+                Err(e) => {
+                    // Keep what came: those messages are leased already.
+                    tracing::debug!(error = %e, "queues: NATS: a pull ended early");
+                    break;
+                }
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Hands out, expires or poisons each pulled message.
+    async fn sort(
+        &self,
+        queue: &str,
+        messages: Vec<async_nats::jetstream::Message>,
+        visibility: Duration,
+        deliveries: &mut Vec<Delivery>,
+    ) -> Result<(), BrokerError> {
+        let now = unix_millis();
+        let max_deliveries = self.settings.max_deliveries;
+        for message in messages {
+            let Some(reply) = message.reply.as_ref().map(ToString::to_string) else {
+                continue;
+            };
+            let (seq, delivered) = match message.info() {
+                Ok(info) => (
+                    info.stream_sequence,
+                    u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                ),
+                Err(_) => continue,
+            };
+            let headers = message.headers.as_ref();
+            let id = header(headers, ID).unwrap_or_default().to_owned();
+            if header_ms(headers, EXPIRES).is_some_and(|at| at <= now) {
+                tracing::debug!(queue, message = %id, "message expired unreceived");
+                self.leases.ack(reply).await;
+                continue;
+            }
+            if delivered > max_deliveries && !queue.ends_with(POISON_SUFFIX) {
+                let poison = format!("{queue}{POISON_SUFFIX}");
+                let handles = self.handles(&poison).await?;
+                let reason = poison_reason(delivered - 1, max_deliveries);
+                let mut moved = HeaderMap::new();
+                moved.insert(ID, id.as_str());
+                moved.insert(SENT, header(headers, SENT).unwrap_or("0"));
+                moved.insert(REASON, reason.as_str());
+                moved.insert(MSG_ID, format!("poison-{id}").as_str());
+                self.publish(&handles.subject, moved, message.payload.to_vec())
+                    .await?;
+                tracing::warn!(queue, message = %id, deliveries = delivered - 1, "message moved to poison queue");
+                self.leases.ack(reply).await;
+                continue;
+            }
+            let lease = self.leases.hold(queue, reply, visibility);
+            deliveries.push(Delivery {
+                id,
+                body: message.payload.to_vec(),
+                dequeue_count: delivered,
+                inserted_at_ms: header_ms(headers, SENT).unwrap_or(0),
+                receipt: format!("{seq:x}.{lease:016x}"),
+                poison_reason: header(headers, REASON).map(str::to_owned),
+            });
+        }
+        Ok(())
+    }
+
+    async fn settle(&self, queue: &str, receipt: &str, how: Settle) -> Result<(), BrokerError> {
+        let token = parse_receipt(receipt).ok_or_else(stale)?;
+        self.check_connected()?;
+        if self.leases.settle(queue, token, how).await? {
+            Ok(())
+        } else {
+            Err(stale())
+        }
+    }
+
+    async fn stream_len(&self, stream: &str) -> Result<u64, BrokerError> {
+        let stream = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(|e| unavailable("count a queue", &e))?;
+        Ok(stream.cached_info().state.messages)
+    }
+}
+
+#[async_trait]
+impl QueueBroker for NatsBroker {
+    async fn send(
+        &self,
+        queue: &str,
+        body: Vec<u8>,
+        options: SendOptions,
+    ) -> Result<String, BrokerError> {
+        check_send(&body, &options)?;
+        let handles = self.handles(queue).await?;
+        let now = unix_millis();
+        let id = match &options.dedupe_id {
+            Some(dedupe) => dedupe_message_id(queue, dedupe),
+            None => random_message_id(),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(ID, id.as_str());
+        headers.insert(SENT, now.to_string().as_str());
+        if let Some(ttl) = options.ttl {
+            let at = now.saturating_add(crate::broker::millis(ttl));
+            headers.insert(EXPIRES, at.to_string().as_str());
+        }
+        if options.dedupe_id.is_some() {
+            // The id derives from the dedupe id, and is safe in a header
+            // whatever bytes the guest's dedupe id holds.
+            headers.insert(MSG_ID, id.as_str());
+        }
+        let subject = if options.delay.is_zero() {
+            &handles.subject
+        } else {
+            let at = now.saturating_add(crate::broker::millis(options.delay));
+            headers.insert(VISIBLE, at.to_string().as_str());
+            &handles.delayed_subject
+        };
+        self.publish(subject, headers, body).await?;
+        Ok(id)
+    }
+
+    async fn receive(
+        &self,
+        queue: &str,
+        request: ReceiveRequest,
+    ) -> Result<Vec<Delivery>, BrokerError> {
+        check_batch(request.max_messages)?;
+        let max = usize::try_from(request.max_messages).unwrap_or(1);
+        let handles = self.handles(queue).await?;
+        let give_up = tokio::time::Instant::now() + request.wait;
+        let mut deliveries = Vec::new();
+        loop {
+            self.promote_due(&handles).await?;
+            let ready = self.pull(&handles, max, None).await?;
+            self.sort(queue, ready, request.visibility_timeout, &mut deliveries)
+                .await?;
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            if !deliveries.is_empty() || left.is_zero() {
+                return Ok(deliveries);
+            }
+            let first = self.pull(&handles, 1, Some(left.min(POLL_SLICE))).await?;
+            let came = !first.is_empty();
+            self.sort(queue, first, request.visibility_timeout, &mut deliveries)
+                .await?;
+            if came && deliveries.len() < max {
+                let more = self.pull(&handles, max - deliveries.len(), None).await?;
+                self.sort(queue, more, request.visibility_timeout, &mut deliveries)
+                    .await?;
+            }
+            if !deliveries.is_empty() {
+                return Ok(deliveries);
+            }
+        }
+    }
+
+    async fn complete(&self, queue: &str, receipt: &str) -> Result<(), BrokerError> {
+        self.settle(queue, receipt, Settle::Complete).await
+    }
+
+    async fn abandon(
+        &self,
+        queue: &str,
+        receipt: &str,
+        delay: Duration,
+    ) -> Result<(), BrokerError> {
+        self.settle(queue, receipt, Settle::Abandon(delay)).await
+    }
+
+    async fn extend(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), BrokerError> {
+        self.settle(queue, receipt, Settle::Extend(visibility))
+            .await
+    }
+
+    async fn len(&self, queue: &str) -> Result<usize, BrokerError> {
+        let handles = self.handles(queue).await?;
+        let held = self.stream_len(&handles.stream).await?
+            + self.stream_len(&handles.delayed_stream).await?;
+        Ok(usize::try_from(held).unwrap_or(usize::MAX))
+    }
+
+    async fn peek(&self, queue: &str, max: u32) -> Result<Vec<Peeked>, BrokerError> {
+        check_batch(max)?;
+        let max = usize::try_from(max).unwrap_or(1);
+        let handles = self.handles(queue).await?;
+        // Only messages never delivered are certainly visible: the server
+        // does not say which delivered ones are leased and which wait to
+        // be delivered again, so peek leaves those out.
+        let delivered = handles
+            .consumer
+            .get_info()
+            .await
+            .map_err(|e| unavailable("peek", &e))?
+            .delivered
+            .stream_sequence;
+        let stream = self
+            .js
+            .get_stream(&handles.stream)
+            .await
+            .map_err(|e| unavailable("peek", &e))?;
+        let state = &stream.cached_info().state;
+        let now = unix_millis();
+        let mut peeked = Vec::new();
+        let first = state.first_sequence.max(delivered + 1);
+        // Sequences of deleted messages are gaps; look a bounded way past them.
+        for seq in (first..=state.last_sequence).take(max * 4 + 64) {
+            if peeked.len() == max {
+                break;
+            }
+            let Ok(message) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            let headers = Some(&message.headers);
+            if header_ms(headers, EXPIRES).is_some_and(|at| at <= now) {
+                continue;
+            }
+            peeked.push(Peeked {
+                id: header(headers, ID).unwrap_or_default().to_owned(),
+                body: message.payload.to_vec(),
+                dequeue_count: 0,
+                inserted_at_ms: header_ms(headers, SENT).unwrap_or(0),
+                poison_reason: header(headers, REASON).map(str::to_owned),
+            });
+        }
+        Ok(peeked)
+    }
+}
