@@ -476,7 +476,7 @@ queues = ["jobs"]
             "{GOOD}\n[queues]\nbackend = \"nats\"\nspeed = 3\n"
         ))
         .unwrap_err();
-        assert!(err.contains("line 26") && err.contains("speed"), "{err}");
+        assert!(err.contains("line 28") && err.contains("speed"), "{err}");
         let err = parse(&format!("{GOOD}\n[queues]\nmax-deliveries = 0\n")).unwrap_err();
         assert!(err.contains("queues.max-deliveries"), "{err}");
         let err = parse(&format!("{GOOD}\n[queues]\nurl = \"nats://x:1\"\n")).unwrap_err();
