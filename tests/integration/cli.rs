@@ -1,9 +1,8 @@
 //! The real `weft` binary: serving components, running the pipeline
 //! example end to end, shutting down gracefully, and one-line errors.
 
-use crate::support::{Weft, cache_dir, eventually, http, weft_command};
+use crate::support::{Weft, cache_dir, eventually, http, up, weft_command};
 use sha2::{Digest, Sha256};
-use std::path::Path;
 use std::time::Duration;
 use weft_test_artifacts::{
     HELLO_WEB, INTRUDER_WORKER, PIPELINE_WEB, PIPELINE_WORKER, PROBE, WSTD_HELLO,
@@ -33,23 +32,6 @@ fn manifest(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, text).unwrap();
     (dir, path)
-}
-
-fn up(manifest: &Path) -> Weft {
-    let cache = cache_arg();
-    // Each host its own state folder: two tests' services of the same name
-    // must not share (and lock each other out of) one queue store.
-    let state = manifest.with_file_name("state");
-    Weft::start(&[
-        "up",
-        "--no-build",
-        "--cache-dir",
-        cache.as_str(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        manifest.to_str().unwrap(),
-    ])
-    .unwrap()
 }
 
 #[tokio::test]

@@ -288,3 +288,22 @@ impl Drop for Weft {
         }
     }
 }
+
+/// Runs `weft up` on a manifest, with the shared component cache and a
+/// state folder of its own beside the manifest.
+pub fn up(manifest: &Path) -> Weft {
+    let cache = cache_dir().display().to_string();
+    // Each host its own state folder: two tests' services of the same name
+    // must not share (and lock each other out of) one queue store.
+    let state = manifest.with_file_name("state");
+    Weft::start(&[
+        "up",
+        "--no-build",
+        "--cache-dir",
+        cache.as_str(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        manifest.to_str().unwrap(),
+    ])
+    .unwrap()
+}

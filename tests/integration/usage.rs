@@ -2,7 +2,7 @@
 //! `weft:vmbus/usage`, operators scrape them from `/metrics`, and a flood of
 //! throttled calls costs the host little CPU.
 
-use crate::support::{Weft, cache_dir, call, http, runtime, spec};
+use crate::support::{call, http, runtime, spec, up};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weft_runtime::{CpuShare, SandboxLimits};
@@ -58,18 +58,6 @@ fn probe_manifest(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     );
     std::fs::write(&path, text).unwrap();
     (dir, path)
-}
-
-fn up(manifest: &Path) -> Weft {
-    let cache = cache_dir().display().to_string();
-    Weft::start(&[
-        "up",
-        "--no-build",
-        "--cache-dir",
-        cache.as_str(),
-        manifest.to_str().unwrap(),
-    ])
-    .unwrap()
 }
 
 #[tokio::test]
