@@ -251,15 +251,18 @@ impl RawRole {
         let buckets = names(self.buckets).map_err(|why| ("buckets", why))?;
         self.limits
             .validate(engine)
-            .map_err(|why| ("limits", why))?;
-        self.cpu.validate().map_err(|why| ("cpu", why))?;
+            .map_err(|why| ("limits", why.to_string()))?;
+        self.cpu
+            .validate()
+            .map_err(|why| ("cpu", why.to_string()))?;
         if self.kind == RoleKind::Worker && !self.egress.is_empty() {
             return Err((
                 "egress",
                 "worker roles have no outside contact; give egress to a web role".into(),
             ));
         }
-        let egress = EgressAllowlist::parse(&self.egress).map_err(|why| ("egress", why))?;
+        let egress =
+            EgressAllowlist::parse(&self.egress).map_err(|why| ("egress", why.to_string()))?;
         Ok(Role {
             kind: self.kind,
             component: base.join(self.component),
