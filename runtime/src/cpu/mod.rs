@@ -122,6 +122,7 @@ impl CpuScheduler {
                 waiting: VecDeque::new(),
                 window_fuel: 0,
                 unsettled: unsettled.clone(),
+                active_at: 0,
                 usage: usage.clone(),
             },
         );

@@ -10,6 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Ticks without any guest reporting or asking after which a role counts
+/// as idle, and starts again level with the busy roles (100 ms).
+const IDLE_TICKS: u64 = 10;
+
 /// What a guest does after a tick.
 #[derive(Debug)]
 pub(super) enum Turn {
@@ -39,6 +43,8 @@ pub(super) struct RoleState {
     pub(super) window_fuel: u64,
     /// Fuel settled without the lock (already in `usage`), to fold in.
     pub(super) unsettled: Arc<AtomicU64>,
+    /// The tick a guest of the role last reported or asked for a slot.
+    pub(super) active_at: u64,
     pub(super) usage: Arc<RoleUsage>,
 }
 
@@ -105,6 +111,12 @@ impl State {
         fair: bool,
     ) -> Turn {
         self.charge(role, burnt, now);
+        let turn = self.decide(guest, role, now, fair);
+        self.mark_active(role);
+        turn
+    }
+
+    fn decide(&mut self, guest: GuestId, role: RoleId, now: Instant, fair: bool) -> Turn {
         if let Some(wait) = self.quota_wait(role, now) {
             self.release(guest);
             return Turn::Throttle(wait);
@@ -129,15 +141,29 @@ impl State {
                 None => Turn::Run,
             };
         }
-        match self.acquire(guest, role) {
+        match self.take_or_queue(guest, role) {
             Some(waiter) => Turn::Wait(waiter),
             None => Turn::Run,
+        }
+    }
+
+    /// Notes that a guest of `role` acts now.
+    fn mark_active(&mut self, role: RoleId) {
+        let tick = self.tick;
+        if let Some(state) = self.roles.get_mut(&role) {
+            state.active_at = tick;
         }
     }
 
     /// Takes a free slot for `guest`, or queues it: `None` when it holds a
     /// slot now, else the ticket to wait on.
     pub(super) fn acquire(&mut self, guest: GuestId, role: RoleId) -> Option<Arc<Waiter>> {
+        let outcome = self.take_or_queue(guest, role);
+        self.mark_active(role);
+        outcome
+    }
+
+    fn take_or_queue(&mut self, guest: GuestId, role: RoleId) -> Option<Arc<Waiter>> {
         if self.holders.iter().any(|h| h.guest == guest) {
             return None;
         }
@@ -164,8 +190,11 @@ impl State {
         Some(waiter)
     }
 
-    /// A role that had no guest running or waiting starts from the least
-    /// virtual time of the busy roles: idling banks no credit.
+    /// A role that had no guest running or waiting for a while starts
+    /// again from the least virtual time of the busy roles: idling banks no
+    /// credit. A role only briefly absent (its guests between a lost slot
+    /// and their next report, on a host whose threads the OS keeps waiting)
+    /// keeps what it is owed.
     fn catch_up(&mut self, role: RoleId) {
         let busy = |id: &RoleId, r: &RoleState| {
             !r.waiting.is_empty() || self.holders.iter().any(|h| h.role == *id)
@@ -173,7 +202,8 @@ impl State {
         let Some(state) = self.roles.get(&role) else {
             return;
         };
-        if busy(&role, state) {
+        let recently_active = self.tick.saturating_sub(state.active_at) <= IDLE_TICKS;
+        if busy(&role, state) || recently_active {
             return;
         }
         let floor = self
@@ -308,6 +338,7 @@ mod tests {
                     waiting: VecDeque::new(),
                     window_fuel: 0,
                     unsettled: Arc::default(),
+                    active_at: 0,
                     usage,
                 },
             );
@@ -476,6 +507,7 @@ mod tests {
                 waiting: VecDeque::new(),
                 window_fuel: 0,
                 unsettled: Arc::default(),
+                active_at: 0,
                 usage,
             },
         );
@@ -511,6 +543,7 @@ mod tests {
                 waiting: VecDeque::new(),
                 window_fuel: 0,
                 unsettled: Arc::default(),
+                active_at: 0,
                 usage,
             },
         );
@@ -521,5 +554,45 @@ mod tests {
             state.on_tick(9, 1, 100, now, false),
             Turn::Throttle(_)
         ));
+    }
+
+    #[test]
+    fn a_role_briefly_absent_keeps_what_it_is_owed_and_a_long_idle_one_does_not() {
+        let mut state = State::new(1);
+        for role in [1, 2] {
+            state.roles.insert(
+                role,
+                RoleState {
+                    weight: 100,
+                    vtime: 0,
+                    quota: None,
+                    waiting: VecDeque::new(),
+                    window_fuel: 0,
+                    unsettled: Arc::default(),
+                    active_at: 0,
+                    usage: Arc::new(RoleUsage::default()),
+                },
+            );
+        }
+        let now = Instant::now();
+        // Role 1 runs and is far ahead; role 2's guest asks, then vanishes
+        // (its thread kept waiting by the OS), then asks again 3 ticks on.
+        assert!(matches!(state.on_tick(10, 1, 1_000_000, now, true), Turn::Run));
+        assert!(state.acquire(20, 2).is_some());
+        state.leave(20, 2);
+        for _ in 0..3 {
+            state.tick();
+            let _ = state.on_tick(10, 1, 0, now, true);
+        }
+        let _ = state.acquire(20, 2);
+        assert_eq!(state.roles[&2].vtime, 0, "still owed its share");
+        // Gone for longer than IDLE_TICKS, it starts level with role 1.
+        state.leave(20, 2);
+        for _ in 0..=IDLE_TICKS + 1 {
+            state.tick();
+            let _ = state.on_tick(10, 1, 0, now, true);
+        }
+        let _ = state.acquire(20, 2);
+        assert_eq!(state.roles[&2].vtime, state.roles[&1].vtime);
     }
 }
