@@ -32,10 +32,11 @@
 //!
 //! A parked guest is suspended in wasmtime's `YieldCustom` future: it holds
 //! no thread. A slot whose holder stopped reporting (it finished, or it is
-//! blocked on I/O in a host call) is taken back at the next tick, so the
-//! scheduler wastes at most a tick of a slot. A role that starts running
-//! after idling starts from the least virtual time among busy roles, so
-//! idling banks no credit (as CFS's `min_vruntime`).
+//! blocked on I/O in a host call) is taken back within two ticks, so the
+//! scheduler wastes little of a slot. A role that starts running after
+//! idling (100 ms without a guest reporting or asking) starts from the least
+//! virtual time among busy roles, so idling banks no credit (as CFS's
+//! `min_vruntime`); a role only briefly absent keeps what it is owed.
 //!
 //! Short invocations that end within a tick never meet the scheduler: they
 //! run as soon as the async executor polls them, and a CPU-bound neighbour
