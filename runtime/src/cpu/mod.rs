@@ -50,7 +50,6 @@ mod state;
 use crate::config::CpuShare;
 use crate::usage::{RoleUsage, WaitKind};
 use state::{RoleState, State, Turn, quota_bucket};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,16 +115,7 @@ impl CpuScheduler {
         let unsettled = Arc::new(AtomicU64::new(0));
         self.state().roles.insert(
             id,
-            RoleState {
-                weight: u128::from(share.weight.max(1)),
-                vtime: 0,
-                quota,
-                waiting: VecDeque::new(),
-                window_fuel: 0,
-                unsettled: unsettled.clone(),
-                active_at: 0,
-                usage: usage.clone(),
-            },
+            RoleState::new(share.weight, quota, unsettled.clone(), usage.clone()),
         );
         RoleCpu {
             id,

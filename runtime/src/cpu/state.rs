@@ -49,6 +49,24 @@ pub(super) struct RoleState {
 }
 
 impl RoleState {
+    pub(super) fn new(
+        weight: u32,
+        quota: Option<TokenBucket>,
+        unsettled: Arc<AtomicU64>,
+        usage: Arc<RoleUsage>,
+    ) -> Self {
+        Self {
+            weight: u128::from(weight.max(1)),
+            vtime: 0,
+            quota,
+            waiting: VecDeque::new(),
+            window_fuel: 0,
+            unsettled,
+            active_at: 0,
+            usage,
+        }
+    }
+
     /// Adds fuel (already counted in the usage) to the virtual time.
     fn add_vtime(&mut self, burnt: u64) {
         self.vtime = self
@@ -329,19 +347,9 @@ mod tests {
             let usage = Arc::new(RoleUsage::default());
             self.usage.push(usage.clone());
             let quota = quota.and_then(|rate| quota_bucket(rate, self.now));
-            self.state.roles.insert(
-                role,
-                RoleState {
-                    weight: u128::from(weight),
-                    vtime: 0,
-                    quota,
-                    waiting: VecDeque::new(),
-                    window_fuel: 0,
-                    unsettled: Arc::default(),
-                    active_at: 0,
-                    usage,
-                },
-            );
+            self.state
+                .roles
+                .insert(role, role_state(weight, quota, usage));
             for _ in 0..guests {
                 let id = u64::try_from(self.guests.len()).unwrap() + 1000;
                 self.guests.push((id, role, None));
@@ -400,6 +408,10 @@ mod tests {
         fn fuel(&self, role: RoleId) -> u64 {
             self.usage[usize::try_from(role - 1).unwrap()].snapshot_fuel()
         }
+    }
+
+    fn role_state(weight: u32, quota: Option<TokenBucket>, usage: Arc<RoleUsage>) -> RoleState {
+        RoleState::new(weight, quota, Arc::default(), usage)
     }
 
     fn ratio(a: u64, b: u64) -> f64 {
@@ -498,19 +510,7 @@ mod tests {
     fn a_slot_whose_holder_stops_reporting_is_taken_back() {
         let mut state = State::new(1);
         let usage = Arc::new(RoleUsage::default());
-        state.roles.insert(
-            1,
-            RoleState {
-                weight: 100,
-                vtime: 0,
-                quota: None,
-                waiting: VecDeque::new(),
-                window_fuel: 0,
-                unsettled: Arc::default(),
-                active_at: 0,
-                usage,
-            },
-        );
+        state.roles.insert(1, role_state(100, None, usage));
         let now = Instant::now();
         assert!(matches!(state.on_tick(10, 1, 5, now, true), Turn::Run));
         let Turn::Wait(waiter) = state.on_tick(11, 1, 5, now, true) else {
@@ -536,16 +536,7 @@ mod tests {
         let now = Instant::now();
         state.roles.insert(
             1,
-            RoleState {
-                weight: 100,
-                vtime: 0,
-                quota: TokenBucket::new(100, QUOTA_PERIOD, 0, now),
-                waiting: VecDeque::new(),
-                window_fuel: 0,
-                unsettled: Arc::default(),
-                active_at: 0,
-                usage,
-            },
+            role_state(100, TokenBucket::new(100, QUOTA_PERIOD, 0, now), usage),
         );
         for guest in 0..5 {
             assert!(matches!(state.on_tick(guest, 1, 10, now, false), Turn::Run));
@@ -560,24 +551,17 @@ mod tests {
     fn a_role_briefly_absent_keeps_what_it_is_owed_and_a_long_idle_one_does_not() {
         let mut state = State::new(1);
         for role in [1, 2] {
-            state.roles.insert(
-                role,
-                RoleState {
-                    weight: 100,
-                    vtime: 0,
-                    quota: None,
-                    waiting: VecDeque::new(),
-                    window_fuel: 0,
-                    unsettled: Arc::default(),
-                    active_at: 0,
-                    usage: Arc::new(RoleUsage::default()),
-                },
-            );
+            state
+                .roles
+                .insert(role, role_state(100, None, Arc::new(RoleUsage::default())));
         }
         let now = Instant::now();
         // Role 1 runs and is far ahead; role 2's guest asks, then vanishes
         // (its thread kept waiting by the OS), then asks again 3 ticks on.
-        assert!(matches!(state.on_tick(10, 1, 1_000_000, now, true), Turn::Run));
+        assert!(matches!(
+            state.on_tick(10, 1, 1_000_000, now, true),
+            Turn::Run
+        ));
         assert!(state.acquire(20, 2).is_some());
         state.leave(20, 2);
         for _ in 0..3 {
