@@ -131,11 +131,31 @@ impl NatsBroker {
             stream_name.clone(),
             vec![subject.clone(), delayed_subject.clone()],
         );
-        let stream = self
+        let mut stream = self
             .js
-            .get_or_create_stream(config)
+            .get_or_create_stream(config.clone())
             .await
             .map_err(|e| unavailable("open a queue", &e))?;
+        if !stream
+            .cached_info()
+            .config
+            .subjects
+            .contains(&delayed_subject)
+        {
+            // A queue made by an earlier Weft, whose delayed messages had
+            // a stream of their own: give this one the delayed subject.
+            // The server refuses while that old stream (`WEFTD_<queue>`)
+            // still holds the subject: drain it and delete it first.
+            if let Err(e) = self.js.update_stream(&config).await {
+                tracing::warn!(queue, stream = %stream_name, old = %format!("WEFTD_{name}"), error = %e, "queues: NATS: a queue made by an earlier Weft needs its old delayed stream deleted");
+                return Err(unavailable("open a queue", &e));
+            }
+            stream = self
+                .js
+                .get_stream(&stream_name)
+                .await
+                .map_err(|e| unavailable("open a queue", &e))?;
+        }
         let consumer = Self::consumer(&stream, CONSUMER, &subject, self.ack_wait).await?;
         let delayed =
             Self::consumer(&stream, DELAYED_CONSUMER, &delayed_subject, self.ack_wait).await?;
@@ -515,5 +535,40 @@ impl QueueBroker for NatsBroker {
             });
         }
         Ok(peeked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{BackendKind, QueuesConfig};
+
+    #[tokio::test]
+    async fn a_queue_made_by_the_earlier_layout_gains_its_delayed_subject() {
+        let config = QueuesConfig {
+            backend: BackendKind::Nats,
+            url: Some(super::super::test_url()),
+            connect_timeout_secs: 5,
+            ..QueuesConfig::default()
+        };
+        let broker = NatsBroker::connect(&config).await.unwrap();
+        let queue = format!("old{:012x}/q", rand::random::<u64>() >> 16);
+        let name = token(&queue);
+        // The stream an earlier Weft made: visible messages only.
+        let old = broker.stream_config(format!("WEFT_{name}"), vec![format!("weft.q.{name}")]);
+        broker.js.create_stream(old).await.unwrap();
+        let later = SendOptions {
+            delay: Duration::from_millis(300),
+            ..SendOptions::default()
+        };
+        let id = broker.send(&queue, b"later".to_vec(), later).await.unwrap();
+        let request = ReceiveRequest {
+            max_messages: 1,
+            visibility_timeout: Duration::from_secs(60),
+            wait: Duration::from_secs(10),
+        };
+        let got = broker.receive(&queue, request).await.unwrap();
+        assert_eq!(got[0].id, id);
+        broker.complete(&queue, &got[0].receipt).await.unwrap();
     }
 }
