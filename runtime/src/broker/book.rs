@@ -23,13 +23,13 @@
 //! after a restart), read from a [`Clock`] that follows `tokio::time`, so
 //! tests drive leases with a paused clock.
 
+mod queue;
+
 use super::persist::{Change, Changes};
 use super::{
     BrokerError, DEDUPE_WINDOW, Delivery, POISON_RETRY, POISON_SUFFIX, Peeked, QueueSettings,
     SendOptions, dedupe_message_id, millis, poison_reason, random_message_id, unix_millis,
 };
-mod queue;
-
 use queue::{Dedupe, Entry, Queue};
 use std::collections::HashMap;
 use std::sync::Arc;
