@@ -1,6 +1,7 @@
 //! The embedded backend through the real `weft` binary: nothing
 //! acknowledged is lost when the host is killed -9 under load, again and
-//! again; a locked or damaged state folder is a one-line error at start; and
+//! again; a locked or damaged state folder, or one other users can write
+//! to, is a one-line error at start; and
 //! worker failures on a durable queue end in redelivery and the poison queue.
 
 use crate::ledger::{self, Dice, Sent};
@@ -138,6 +139,27 @@ async fn a_locked_or_damaged_state_dir_is_a_one_line_error_at_start() {
         line.contains("queues.redb") && line.contains("damaged"),
         "{line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_others_can_write_is_refused_on_one_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("weft.toml");
+    std::fs::write(&manifest, ledger::manifest(1, "")).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cache = cache_dir().display().to_string();
+    let args = up_args(manifest.to_str().unwrap(), state.to_str().unwrap(), &cache);
+    let (ok, stderr) = run_weft(&args);
+    assert!(!ok);
+    let line = the_error_line(&stderr);
+    assert!(
+        line.contains(state.to_str().unwrap()) && line.contains("writable by other users"),
+        "{line}"
+    );
+    assert!(!state.join("queues.redb").exists(), "the store was opened");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,23 +4,34 @@
 //!
 //! The in-process backend is a book and nothing else. The embedded backend
 //! is a book whose every change is also written to its store: each
-//! operation on the book reports its [`Change`]s, which [`Persist`] writes,
-//! either before the operation answers (sends, receives: what must not be
-//! lost or repeated) or with the next commit (completes, abandons, extends:
-//! losing one in a crash only means a redelivery, which at-least-once
-//! allows). A message sent to a durable book becomes receivable only once it
-//! is on disk, so nothing is ever delivered that a crash could take back.
+//! operation on the book reports its [`Change`]s, which
+//! [`Persist`](super::persist::Persist) writes, either before the operation
+//! answers (sends, receives: what must not be lost or repeated) or with the
+//! next commit (completes, abandons, extends: losing one in a crash only
+//! means a redelivery, which at-least-once allows). A message sent to a
+//! durable book becomes receivable only once it is on disk, so nothing is
+//! ever delivered that a crash could take back; and a retried send that
+//! names a dedupe id is answered only once the first send is on disk.
+//!
+//! Poison queues are held to the same limits as any queue: a message
+//! delivered too often whose poison queue is full stays in its own queue,
+//! hidden for [`POISON_RETRY`], and moves once there is room. It is kept,
+//! not dropped: a poison queue exists so an operator can look at what
+//! failed, and dropping the oldest would lose exactly that.
 //!
 //! Time is kept in milliseconds since the Unix epoch (it must mean the same
 //! after a restart), read from a [`Clock`] that follows `tokio::time`, so
 //! tests drive leases with a paused clock.
 
+mod queue;
+
+use super::persist::{Change, Changes};
 use super::{
-    BrokerError, DEDUPE_WINDOW, Delivery, POISON_SUFFIX, Peeked, QueueSettings, SendOptions,
-    dedupe_message_id, millis, poison_reason, random_message_id, unix_millis,
+    BrokerError, DEDUPE_WINDOW, Delivery, POISON_RETRY, POISON_SUFFIX, Peeked, QueueSettings,
+    SendOptions, dedupe_message_id, millis, poison_reason, random_message_id, unix_millis,
 };
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::future::Future;
+use queue::{Dedupe, Entry, Queue};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -59,175 +70,6 @@ pub(crate) struct Message {
     pub(crate) poison_reason: Option<String>,
 }
 
-/// One change to the book, for a durable backend to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Change {
-    /// A message, new or changed (a delivery, an abandon or an extend
-    /// changes its visibility and dequeue count). Written whole: one row
-    /// per message keeps a message's life at three row writes (send,
-    /// receive, complete), the store writer's main cost.
-    Put {
-        queue: String,
-        seq: u64,
-        message: Message,
-    },
-    /// A message is gone (completed, expired, moved to its poison queue).
-    Delete { queue: String, seq: u64 },
-    /// A dedupe id was used, by the message with this id.
-    Dedupe {
-        queue: String,
-        key: String,
-        id: String,
-        expires_at_ms: u64,
-    },
-    /// A dedupe id was forgotten.
-    DedupeGone { queue: String, key: String },
-}
-
-/// Where a book's changes go.
-pub(crate) trait Persist: Send + Sync + 'static {
-    /// Whether changes are wanted at all (the in-process backend keeps none).
-    const DURABLE: bool;
-    /// Writes `changes`, returning once they are on disk.
-    fn durable(&self, changes: Vec<Change>)
-    -> impl Future<Output = Result<(), BrokerError>> + Send;
-    /// Writes `changes` with the next commit, without waiting for it.
-    fn lazy(&self, changes: Vec<Change>);
-}
-
-/// No persistence: the in-process backend.
-pub(crate) struct Volatile;
-
-impl Persist for Volatile {
-    const DURABLE: bool = false;
-    async fn durable(&self, _: Vec<Change>) -> Result<(), BrokerError> {
-        Ok(())
-    }
-    fn lazy(&self, _: Vec<Change>) {}
-}
-
-/// Changes collected by one operation (none for a volatile book).
-pub(super) struct Changes(Option<Vec<Change>>);
-
-impl Changes {
-    pub(super) fn new(durable: bool) -> Self {
-        Self(durable.then(Vec::new))
-    }
-    fn push(&mut self, change: impl FnOnce() -> Change) {
-        if let Some(changes) = &mut self.0 {
-            changes.push(change());
-        }
-    }
-    pub(super) fn take(self) -> Vec<Change> {
-        self.0.unwrap_or_default()
-    }
-}
-
-#[derive(Debug)]
-struct Entry {
-    message: Message,
-    /// The token of the current delivery's receipt.
-    lease: Option<u64>,
-    /// Whether the message is on disk and may be delivered.
-    ready: bool,
-}
-
-#[derive(Debug)]
-struct Dedupe {
-    id: String,
-    expires_at_ms: u64,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    entries: HashMap<u64, Entry>,
-    /// Ready messages by (visible at, seq): the next to deliver first.
-    by_visibility: BTreeSet<(u64, u64)>,
-    next_seq: u64,
-    /// Ready messages (entries also holds sends waiting for their commit).
-    ready: usize,
-    /// Body bytes held, pending sends included.
-    bytes: usize,
-    dedupe: HashMap<String, Dedupe>,
-    /// Dedupe ids in the order they were used (and so expire).
-    dedupe_order: VecDeque<(u64, String)>,
-    /// Woken when a message may have become visible early (a send, an
-    /// abandon, a move to this poison queue), so long-polls look again.
-    arrivals: Arc<Notify>,
-}
-
-impl Queue {
-    fn make_ready(&mut self, seq: u64) {
-        if let Some(entry) = self.entries.get_mut(&seq)
-            && !entry.ready
-        {
-            entry.ready = true;
-            self.ready += 1;
-            self.by_visibility
-                .insert((entry.message.visible_at_ms, seq));
-        }
-    }
-
-    fn insert_ready(&mut self, seq: u64, message: Message) {
-        self.next_seq = self.next_seq.max(seq.saturating_add(1));
-        self.bytes += message.body.len();
-        self.entries.insert(
-            seq,
-            Entry {
-                message,
-                lease: None,
-                ready: false,
-            },
-        );
-        self.make_ready(seq);
-    }
-
-    fn remove(&mut self, seq: u64) -> Option<Message> {
-        let entry = self.entries.remove(&seq)?;
-        self.bytes -= entry.message.body.len();
-        if entry.ready {
-            self.ready -= 1;
-            self.by_visibility
-                .remove(&(entry.message.visible_at_ms, seq));
-        }
-        Some(entry.message)
-    }
-
-    fn set_visible_at(&mut self, seq: u64, visible_at_ms: u64) {
-        if let Some(entry) = self.entries.get_mut(&seq) {
-            if entry.ready {
-                self.by_visibility
-                    .remove(&(entry.message.visible_at_ms, seq));
-                self.by_visibility.insert((visible_at_ms, seq));
-            }
-            entry.message.visible_at_ms = visible_at_ms;
-        }
-    }
-
-    /// Forgets dedupe ids that have expired, or that are over `cap`.
-    fn prune_dedupe(&mut self, queue: &str, now: u64, cap: usize, changes: &mut Changes) {
-        while let Some((expires, _)) = self.dedupe_order.front() {
-            if *expires > now && self.dedupe_order.len() <= cap {
-                break;
-            }
-            let Some((expires, key)) = self.dedupe_order.pop_front() else {
-                break;
-            };
-            if self
-                .dedupe
-                .get(&key)
-                .is_some_and(|d| d.expires_at_ms == expires)
-            {
-                self.dedupe.remove(&key);
-                changes.push(|| Change::DedupeGone {
-                    queue: queue.to_owned(),
-                    key,
-                });
-            }
-        }
-    }
-}
-
 /// Every queue. [`super::queues::Queues`] keeps it under a lock.
 #[derive(Debug)]
 pub(crate) struct Book {
@@ -237,10 +79,49 @@ pub(crate) struct Book {
 
 /// What a send found.
 pub(super) enum Prepared {
-    /// A send with this dedupe id was made recently: the earlier message's id.
-    Duplicate(String),
+    /// A send with this dedupe id was made recently: the earlier message's
+    /// id, and whether that send is on disk yet (if not, the retry waits
+    /// for it, and looks again).
+    Duplicate { id: String, committed: bool },
     /// A new message, held back until it is written.
     New { seq: u64, id: String },
+}
+
+/// What [`Book::take`] leased.
+#[derive(Debug, Default)]
+pub(super) struct Taken {
+    pub(super) deliveries: Vec<Delivery>,
+    /// When nothing was delivered: when the next message becomes visible.
+    pub(super) next_visible: Option<u64>,
+    /// How to give the deliveries back ([`Book::untake`]).
+    pub(super) undo: Vec<Undo>,
+}
+
+/// A delivery's state before [`Book::take`] leased it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Undo {
+    seq: u64,
+    token: u64,
+    visible_at_ms: u64,
+    dequeue_count: u32,
+}
+
+/// Room left in a queue, in messages and body bytes.
+struct Room {
+    messages: usize,
+    bytes: usize,
+}
+
+impl Room {
+    /// Takes room for one message of `bytes`, if there is.
+    fn take(&mut self, bytes: usize) -> bool {
+        if self.messages == 0 || bytes > self.bytes {
+            return false;
+        }
+        self.messages -= 1;
+        self.bytes -= bytes;
+        true
+    }
 }
 
 /// How a receipt's delivery is settled.
@@ -305,7 +186,14 @@ impl Book {
     ) {
         let queue = self.queue(name);
         queue.dedupe_order.push_back((expires_at_ms, key.clone()));
-        queue.dedupe.insert(key, Dedupe { id, expires_at_ms });
+        queue.dedupe.insert(
+            key,
+            Dedupe {
+                id,
+                expires_at_ms,
+                committed: true,
+            },
+        );
     }
 
     /// Orders restored dedupe ids by expiry, once all are restored.
@@ -315,10 +203,13 @@ impl Book {
         }
     }
 
+    /// Checks a send against the queue's dedupe ids and limits, and holds a
+    /// new message back until [`Book::finish_send`]. `body` is taken only
+    /// for a new message (a retry that must wait still has it).
     pub(super) fn prepare_send(
         &mut self,
         name: &str,
-        body: Vec<u8>,
+        body: &mut Vec<u8>,
         options: &SendOptions,
         now: u64,
         changes: &mut Changes,
@@ -333,7 +224,10 @@ impl Book {
         if let Some(key) = &options.dedupe_id
             && let Some(earlier) = queue.dedupe.get(key)
         {
-            return Ok(Prepared::Duplicate(earlier.id.clone()));
+            return Ok(Prepared::Duplicate {
+                id: earlier.id.clone(),
+                committed: earlier.committed,
+            });
         }
         if queue.entries.len() >= max_messages || queue.bytes + body.len() > max_bytes {
             return Err(BrokerError::Unavailable(format!(
@@ -351,6 +245,7 @@ impl Book {
                     Dedupe {
                         id: id.clone(),
                         expires_at_ms,
+                        committed: false,
                     },
                 );
                 queue.dedupe_order.push_back((expires_at_ms, key.clone()));
@@ -369,7 +264,7 @@ impl Book {
         queue.bytes += body.len();
         let message = Message {
             id: id.clone(),
-            body,
+            body: std::mem::take(body),
             inserted_at_ms: now,
             expires_at_ms: options.ttl.map(|ttl| now.saturating_add(millis(ttl))),
             visible_at_ms: now.saturating_add(millis(options.delay)),
@@ -401,20 +296,28 @@ impl Book {
         written: bool,
     ) {
         let queue = self.queue(name);
+        let earlier = dedupe.and_then(|key| Some((key, queue.dedupe.get_mut(key)?)));
         if written {
+            if let Some((_, earlier)) = earlier {
+                earlier.committed = true;
+            }
             queue.make_ready(seq);
             queue.arrivals.notify_waiters();
         } else {
-            queue.remove(seq);
-            if let Some(key) = dedupe {
+            // The dedupe id goes with the message, so a retry stores anew;
+            // unless a committed send holds it (it was forgotten and used
+            // again meanwhile), which stays.
+            if let Some((key, earlier)) = earlier
+                && !earlier.committed
+            {
                 queue.dedupe.remove(key);
             }
+            queue.remove(seq);
         }
     }
 
     /// Leases up to `max` visible messages, dropping expired ones and moving
-    /// those delivered too often to the poison queue. Returns the deliveries
-    /// and, when there were none, when the next message becomes visible.
+    /// those delivered too often to the poison queue (while it has room).
     pub(super) fn take(
         &mut self,
         name: &str,
@@ -422,14 +325,17 @@ impl Book {
         visibility: Duration,
         now: u64,
         changes: &mut Changes,
-    ) -> (Vec<Delivery>, Option<u64>) {
+    ) -> Taken {
         let max_deliveries = self.settings.max_deliveries;
-        let mut deliveries = Vec::new();
+        let mut taken = Taken::default();
         let mut poisoned = Vec::new();
-        let is_poison_queue = name.ends_with(POISON_SUFFIX);
+        let mut held_back = 0usize;
+        let poison_name = format!("{name}{POISON_SUFFIX}");
+        // A poison queue never poisons: its messages come back however often.
+        let mut room = (!name.ends_with(POISON_SUFFIX)).then(|| self.room(&poison_name));
         let queue = self.queue(name);
         let max = usize::try_from(max).unwrap_or(usize::MAX);
-        while deliveries.len() < max {
+        while taken.deliveries.len() < max {
             let Some(&(visible_at, seq)) = queue.by_visibility.first() else {
                 break;
             };
@@ -442,26 +348,54 @@ impl Book {
             };
             let expired = entry.message.expires_at_ms.is_some_and(|at| at <= now);
             let exhausted = entry.message.dequeue_count >= max_deliveries;
-            if expired || (exhausted && !is_poison_queue) {
+            let bytes = entry.message.body.len();
+            if expired {
                 if let Some(message) = queue.remove(seq) {
                     changes.push(|| Change::Delete {
                         queue: name.to_owned(),
                         seq,
                     });
-                    if expired {
-                        tracing::debug!(queue = name, message = %message.id, "message expired unreceived");
-                    } else {
+                    tracing::debug!(queue = name, message = %message.id, "message expired unreceived");
+                }
+                continue;
+            }
+            if exhausted && let Some(room) = &mut room {
+                if room.take(bytes) {
+                    if let Some(message) = queue.remove(seq) {
+                        changes.push(|| Change::Delete {
+                            queue: name.to_owned(),
+                            seq,
+                        });
                         poisoned.push(message);
                     }
+                } else {
+                    // No room: stay here, undelivered, and try again later.
+                    queue.set_visible_at(seq, now.saturating_add(millis(POISON_RETRY)));
+                    if let Some(entry) = queue.entries.get_mut(&seq) {
+                        // A lapsed receipt must not settle it while hidden.
+                        entry.lease = None;
+                        let message = &entry.message;
+                        changes.push(|| Change::Put {
+                            queue: name.to_owned(),
+                            seq,
+                            message: message.clone(),
+                        });
+                    }
+                    held_back += 1;
                 }
                 continue;
             }
             let token: u64 = rand::random();
-            let visible_at_ms = now.saturating_add(millis(visibility));
-            queue.set_visible_at(seq, visible_at_ms);
+            queue.set_visible_at(seq, now.saturating_add(millis(visibility)));
             let Some(entry) = queue.entries.get_mut(&seq) else {
                 break;
             };
+            taken.undo.push(Undo {
+                seq,
+                token,
+                visible_at_ms: visible_at,
+                dequeue_count: entry.message.dequeue_count,
+            });
             entry.lease = Some(token);
             entry.message.dequeue_count = entry.message.dequeue_count.saturating_add(1);
             let message = &entry.message;
@@ -470,7 +404,7 @@ impl Book {
                 seq,
                 message: message.clone(),
             });
-            deliveries.push(Delivery {
+            taken.deliveries.push(Delivery {
                 id: message.id.clone(),
                 body: message.body.clone(),
                 dequeue_count: message.dequeue_count,
@@ -479,13 +413,18 @@ impl Book {
                 poison_reason: message.poison_reason.clone(),
             });
         }
-        let next = if deliveries.is_empty() {
-            queue.by_visibility.first().map(|(at, _)| *at)
-        } else {
-            None
-        };
+        if taken.deliveries.is_empty() {
+            taken.next_visible = queue.by_visibility.first().map(|(at, _)| *at);
+        }
+        if held_back > 0 {
+            tracing::warn!(
+                queue = name,
+                messages = held_back,
+                retry_in_secs = POISON_RETRY.as_secs(),
+                "poison queue is full: messages delivered too often stay hidden in their queue until it has room"
+            );
+        }
         if !poisoned.is_empty() {
-            let poison_name = format!("{name}{POISON_SUFFIX}");
             let poison = self.queue(&poison_name);
             for mut message in poisoned {
                 tracing::warn!(queue = name, message = %message.id, deliveries = message.dequeue_count, "message moved to poison queue");
@@ -502,7 +441,57 @@ impl Book {
             }
             poison.arrivals.notify_waiters();
         }
-        (deliveries, next)
+        taken
+    }
+
+    /// The room `name` has left under the queues' limits.
+    fn room(&self, name: &str) -> Room {
+        let QueueSettings {
+            max_messages,
+            max_bytes,
+            ..
+        } = self.settings;
+        let (held, bytes) = self
+            .queues
+            .get(name)
+            .map_or((0, 0), |q| (q.entries.len(), q.bytes));
+        Room {
+            messages: max_messages.saturating_sub(held),
+            bytes: max_bytes.saturating_sub(bytes),
+        }
+    }
+
+    /// Gives back deliveries [`Book::take`] made that never reached their
+    /// receiver: each is visible again where it was in the queue, its
+    /// receipt refused. With `restore_counts` (the delivery's write failed,
+    /// so the store never saw it) dequeue counts go back too and memory
+    /// matches the store again; without (the write landed but the receiver
+    /// was gone) they stay, as for a lapsed lease. Either way the store's
+    /// row is at worst hidden longer, which only delays a redelivery after
+    /// a crash.
+    pub(super) fn untake(&mut self, name: &str, undo: &[Undo], restore_counts: bool) {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return;
+        };
+        for undo in undo {
+            // Only a delivery still current: its lease cannot have changed,
+            // since its receipt was never handed out; but be sure.
+            if queue
+                .entries
+                .get(&undo.seq)
+                .is_none_or(|entry| entry.lease != Some(undo.token))
+            {
+                continue;
+            }
+            queue.set_visible_at(undo.seq, undo.visible_at_ms);
+            if let Some(entry) = queue.entries.get_mut(&undo.seq) {
+                entry.lease = None;
+                if restore_counts {
+                    entry.message.dequeue_count = undo.dequeue_count;
+                }
+            }
+        }
+        queue.arrivals.notify_waiters();
     }
 
     pub(super) fn settle(
@@ -545,6 +534,20 @@ impl Book {
             });
         }
         Ok(())
+    }
+
+    /// Every message `name` holds, as (id, dequeue count), for tests that
+    /// compare the book with its store.
+    #[cfg(test)]
+    pub(super) fn contents(&self, name: &str) -> Vec<(String, u32)> {
+        let mut all: Vec<(String, u32)> = self.queues.get(name).map_or_else(Vec::new, |q| {
+            q.entries
+                .values()
+                .map(|e| (e.message.id.clone(), e.message.dequeue_count))
+                .collect()
+        });
+        all.sort();
+        all
     }
 
     pub(super) fn peek(&self, name: &str, max: u32, now: u64) -> Vec<Peeked> {

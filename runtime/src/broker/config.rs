@@ -47,6 +47,56 @@ pub struct QueuesConfig {
     pub connect_timeout_secs: u64,
 }
 
+/// Why a `[queues]` table is refused. Each message starts with the field's
+/// name, so a manifest loader can prefix it with the table's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueuesConfigError {
+    /// `max-deliveries` out of range.
+    #[error("max-deliveries must be 1 to 1000, not {0}")]
+    MaxDeliveries(u32),
+    /// `max-messages` is zero.
+    #[error("max-messages must be at least 1")]
+    MaxMessages,
+    /// `max-mib` out of range.
+    #[error("max-mib must be 1 to 4096, not {0}")]
+    MaxMib(u32),
+    /// A NATS-only field set for the embedded backend.
+    #[error("{field} applies only to backend = \"nats\"")]
+    NatsOnly {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// A URL of another scheme.
+    #[error("url '{0}' must start with nats:// or tls://")]
+    Url(String),
+    /// `ack-wait-ms` out of range.
+    #[error("ack-wait-ms must be 100 to 43200000 (12 h), not {0}")]
+    AckWait(u64),
+    /// `replicas` out of range.
+    #[error("replicas must be 1 to 5, not {0}")]
+    Replicas(u8),
+    /// `connect-timeout-secs` over its maximum.
+    #[error("connect-timeout-secs must be at most 3600, not {0}")]
+    ConnectTimeout(u64),
+}
+
+impl QueuesConfigError {
+    /// The field the error is about, as the manifest spells it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::MaxDeliveries(_) => "max-deliveries",
+            Self::MaxMessages => "max-messages",
+            Self::MaxMib(_) => "max-mib",
+            Self::NatsOnly { field } => field,
+            Self::Url(_) => "url",
+            Self::AckWait(_) => "ack-wait-ms",
+            Self::Replicas(_) => "replicas",
+            Self::ConnectTimeout(_) => "connect-timeout-secs",
+        }
+    }
+}
+
 /// The URL of a NATS server on this machine, with its default port.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
@@ -82,52 +132,44 @@ impl QueuesConfig {
     }
 
     /// Checks the values make sense; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), QueuesConfigError> {
         if !(1..=1000).contains(&self.max_deliveries) {
-            return Err(format!(
-                "max-deliveries must be 1 to 1000, not {}",
-                self.max_deliveries
-            ));
+            return Err(QueuesConfigError::MaxDeliveries(self.max_deliveries));
         }
         if self.max_messages == 0 {
-            return Err("max-messages must be at least 1".into());
+            return Err(QueuesConfigError::MaxMessages);
         }
         if !(1..=4096).contains(&self.max_mib) {
-            return Err(format!("max-mib must be 1 to 4096, not {}", self.max_mib));
+            return Err(QueuesConfigError::MaxMib(self.max_mib));
         }
+        let defaults = Self::default();
         let nats_only = [
             ("url", self.url.is_some()),
-            (
-                "ack-wait-ms",
-                self.ack_wait_ms != Self::default().ack_wait_ms,
-            ),
-            ("replicas", self.replicas != Self::default().replicas),
+            ("ack-wait-ms", self.ack_wait_ms != defaults.ack_wait_ms),
+            ("replicas", self.replicas != defaults.replicas),
             (
                 "connect-timeout-secs",
-                self.connect_timeout_secs != Self::default().connect_timeout_secs,
+                self.connect_timeout_secs != defaults.connect_timeout_secs,
             ),
         ];
         if self.backend == BackendKind::Embedded
             && let Some((field, _)) = nats_only.iter().find(|(_, set)| *set)
         {
-            return Err(format!("{field} applies only to backend = \"nats\""));
+            return Err(QueuesConfigError::NatsOnly { field });
         }
         if let Some(url) = &self.url
             && !(url.starts_with("nats://") || url.starts_with("tls://"))
         {
-            return Err(format!("url '{url}' must start with nats:// or tls://"));
+            return Err(QueuesConfigError::Url(url.clone()));
         }
         if !(100..=12 * 60 * 60 * 1000).contains(&self.ack_wait_ms) {
-            return Err(format!(
-                "ack-wait-ms must be 100 to 43200000 (12 h), not {}",
-                self.ack_wait_ms
-            ));
+            return Err(QueuesConfigError::AckWait(self.ack_wait_ms));
         }
         if !(1..=5).contains(&self.replicas) {
-            return Err(format!("replicas must be 1 to 5, not {}", self.replicas));
+            return Err(QueuesConfigError::Replicas(self.replicas));
         }
         if self.connect_timeout_secs > 3600 {
-            return Err("connect-timeout-secs must be at most 3600".into());
+            return Err(QueuesConfigError::ConnectTimeout(self.connect_timeout_secs));
         }
         Ok(())
     }
@@ -139,7 +181,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<QueuesConfig, String> {
         let config: QueuesConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.validate()?;
+        config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 
@@ -163,5 +205,31 @@ mod tests {
         assert!(parse("backend = \"kafka\"").is_err());
         assert!(parse("max-deliveries = 0").is_err());
         assert!(parse("colour = 1").unwrap_err().contains("colour"));
+    }
+
+    #[test]
+    fn each_error_names_its_field_first() {
+        let cases = [
+            ("max-deliveries = 1001", "max-deliveries"),
+            ("max-messages = 0", "max-messages"),
+            ("max-mib = 0", "max-mib"),
+            ("replicas = 2", "replicas"),
+            ("ack-wait-ms = 5000", "ack-wait-ms"),
+            ("backend = \"nats\"\nurl = \"http://x\"", "url"),
+            ("backend = \"nats\"\nack-wait-ms = 1", "ack-wait-ms"),
+            ("backend = \"nats\"\nreplicas = 9", "replicas"),
+            (
+                "backend = \"nats\"\nconnect-timeout-secs = 3601",
+                "connect-timeout-secs",
+            ),
+        ];
+        for (text, field) in cases {
+            let config: QueuesConfig = toml::from_str(text).unwrap();
+            let error = config.validate().unwrap_err();
+            assert_eq!(error.field(), field, "{text}");
+            let message = error.to_string();
+            assert!(message.starts_with(field), "{text}: {message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
     }
 }

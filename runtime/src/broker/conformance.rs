@@ -8,12 +8,15 @@
 //! assert on states and counts, and bound every wait.
 
 use super::{
-    BrokerError, Delivery, KvStore, MAX_BATCH, MAX_DEDUPE_ID_BYTES, MAX_MESSAGE_BYTES, QueueBroker,
-    QueueSettings, ReceiveRequest, SendOptions,
+    BrokerError, Delivery, KvStore, MAX_BATCH, QueueBroker, QueueSettings, ReceiveRequest,
+    SendOptions,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod limits;
+pub(crate) use limits::*;
 
 /// Both halves of a backend.
 pub(crate) trait Backend: QueueBroker + KvStore {}
@@ -45,7 +48,9 @@ macro_rules! conformance_tests {
             delayed_send_stays_invisible_until_due,
             expired_messages_are_never_delivered,
             dedupe_id_stores_once_and_returns_the_first_id,
+            a_dedupe_id_holds_across_delayed_and_immediate_sends,
             too_many_deliveries_move_to_poison_with_the_reason,
+            a_full_poison_queue_keeps_the_message_in_its_queue,
             limits_are_checked,
             batches_are_bounded_and_fifo,
             len_and_peek_lease_nothing,
@@ -316,93 +321,41 @@ pub(crate) async fn dedupe_id_stores_once_and_returns_the_first_id(
     assert_eq!(backend.len(&q).await.unwrap(), 0);
 }
 
-pub(crate) async fn too_many_deliveries_move_to_poison_with_the_reason(
+pub(crate) async fn a_dedupe_id_holds_across_delayed_and_immediate_sends(
     backend: &dyn Backend,
     prefix: &str,
 ) {
     let q = format!("{prefix}q");
-    let poison = format!("{q}-poison");
-    let id = send(backend, &q, b"bad").await;
-    for n in 1..=SETTINGS.max_deliveries {
-        let got = receive_one(backend, &q, LONG).await;
-        assert_eq!(got.dequeue_count, n);
-        backend
-            .abandon(&q, &got.receipt, Duration::ZERO)
-            .await
-            .unwrap();
-    }
-    // The next receive moves it instead of delivering it a fourth time.
-    let give_up = tokio::time::Instant::now() + PATIENCE;
-    while backend.len(&poison).await.unwrap() == 0 {
-        assert!(
-            nothing_visible(backend, &q).await,
-            "delivered past the maximum"
-        );
-        assert!(tokio::time::Instant::now() < give_up, "never poisoned");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(backend.len(&q).await.unwrap(), 0);
-    let peeked = backend.peek(&poison, 1).await.unwrap();
-    assert_eq!(peeked.len(), 1);
-    assert_eq!(peeked[0].id, id);
-    let got = receive_one(backend, &poison, LONG).await;
-    assert_eq!(
-        (got.id.as_str(), got.body.as_slice()),
-        (id.as_str(), &b"bad"[..])
-    );
-    let reason = got.poison_reason.clone().unwrap_or_default();
-    assert!(reason.contains("3 times"), "{reason:?}");
-    assert_eq!(peeked[0].poison_reason.as_deref(), Some(reason.as_str()));
-    // A poison queue never poisons: its messages come back however often.
-    backend
-        .abandon(&poison, &got.receipt, Duration::ZERO)
-        .await
-        .unwrap();
-    backend
-        .complete(&poison, &receive_one(backend, &poison, LONG).await.receipt)
-        .await
-        .unwrap();
-}
-
-pub(crate) async fn limits_are_checked(backend: &dyn Backend, prefix: &str) {
-    let q = format!("{prefix}q");
-    let big = vec![0; MAX_MESSAGE_BYTES + 1];
-    assert!(matches!(
-        backend.send(&q, big, SendOptions::now()).await,
-        Err(BrokerError::TooLarge(_))
-    ));
-    let largest = backend
-        .send(&q, vec![7; MAX_MESSAGE_BYTES], SendOptions::now())
-        .await
-        .unwrap();
-    let got = receive_one(backend, &q, LONG).await;
-    assert_eq!((got.id, got.body.len()), (largest, MAX_MESSAGE_BYTES));
-    for max in [0, MAX_BATCH + 1] {
-        assert!(matches!(
-            backend
-                .receive(&q, request(max, LONG, Duration::ZERO))
-                .await,
-            Err(BrokerError::Invalid(_))
-        ));
-        assert!(matches!(
-            backend.peek(&q, max).await,
-            Err(BrokerError::Invalid(_))
-        ));
-    }
-    for receipt in ["", "garbage", "1.2", &"f".repeat(300)] {
-        assert!(
-            is_not_found(&backend.complete(&q, receipt).await),
-            "{receipt}"
-        );
-    }
-    let long_id = SendOptions {
-        dedupe_id: Some("d".repeat(MAX_DEDUPE_ID_BYTES + 1)),
+    let with = |id: &str, delay: Duration| SendOptions {
+        delay,
+        dedupe_id: Some(id.to_owned()),
         ..SendOptions::default()
     };
-    assert!(matches!(
-        backend.send(&q, b"x".to_vec(), long_id).await,
-        Err(BrokerError::Invalid(_))
-    ));
+    let later = Duration::from_secs(2);
+    let delayed = backend
+        .send(&q, b"a".to_vec(), with("d-1", later))
+        .await
+        .unwrap();
+    let retry = backend
+        .send(&q, b"a".to_vec(), with("d-1", Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(delayed, retry);
+    let at_once = backend
+        .send(&q, b"b".to_vec(), with("d-2", Duration::ZERO))
+        .await
+        .unwrap();
+    let retry = backend
+        .send(&q, b"b".to_vec(), with("d-2", later))
+        .await
+        .unwrap();
+    assert_eq!(at_once, retry);
+    assert_eq!(backend.len(&q).await.unwrap(), 2, "a retry was stored");
+    let got = receive_n(backend, &q, 2, LONG).await;
+    let ids: HashSet<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, HashSet::from([delayed.as_str(), at_once.as_str()]));
+    tokio::time::sleep(later).await;
+    assert!(nothing_visible(backend, &q).await, "a retry was delivered");
 }
 
 pub(crate) async fn batches_are_bounded_and_fifo(backend: &dyn Backend, prefix: &str) {
@@ -459,28 +412,6 @@ pub(crate) async fn a_long_poll_wakes_for_a_new_message(backend: &dyn Backend, p
     let received = received.unwrap();
     assert_eq!(received.len(), 1, "the long poll returned empty");
     assert_eq!(received[0].id, id);
-}
-
-pub(crate) async fn a_full_queue_refuses_sends(backend: &dyn Backend, prefix: &str) {
-    let q = format!("{prefix}q");
-    for i in 0..SETTINGS.max_messages {
-        backend
-            .send(&q, format!("{i}").into_bytes(), SendOptions::now())
-            .await
-            .unwrap();
-    }
-    let full = backend
-        .send(&q, b"one more".to_vec(), SendOptions::now())
-        .await;
-    assert!(
-        matches!(full, Err(BrokerError::Unavailable(ref why)) if why.contains("full")),
-        "{full:?}"
-    );
-    // Other queues are not affected; a completed message makes room.
-    send(backend, &format!("{prefix}other"), b"x").await;
-    let got = receive_one(backend, &q, LONG).await;
-    backend.complete(&q, &got.receipt).await.unwrap();
-    send(backend, &q, b"fits again").await;
 }
 
 pub(crate) async fn concurrent_receivers_never_share_a_lease(backend: &dyn Backend, prefix: &str) {

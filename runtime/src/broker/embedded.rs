@@ -13,7 +13,7 @@
 //! so receiving never reads the disk. Key-value entries live only in the
 //! file: reads are read transactions, writes are fsynced before they answer.
 
-use super::book::{Change, Persist};
+use super::persist::{Change, Done, Persist};
 use super::queues::Queues;
 use super::store::Store;
 use super::{
@@ -46,19 +46,16 @@ impl std::fmt::Debug for EmbeddedBroker {
 impl Persist for Store {
     const DURABLE: bool = true;
 
-    async fn durable(&self, changes: Vec<Change>) -> Result<(), BrokerError> {
-        self.write(changes).await
-    }
-
-    fn lazy(&self, changes: Vec<Change>) {
-        self.write_later(changes);
+    fn submit(&self, changes: Vec<Change>, done: Option<Done>) -> Result<(), BrokerError> {
+        self.submit_changes(changes, done)
     }
 }
 
 impl EmbeddedBroker {
-    /// Opens the store in `state_dir` (creating both if needed) and restores
-    /// its queues. A store another process holds, or a damaged one, is an
-    /// error naming the file.
+    /// Opens the store in `state_dir` (creating both if needed, private to
+    /// this user) and restores its queues. A store another process holds, a
+    /// damaged one, or a state folder other users can write to is an error
+    /// naming the file or folder.
     pub fn open(state_dir: &Path, settings: QueueSettings) -> Result<Self, StoreError> {
         let path = state_dir.join(STORE_FILE);
         let (store, contents) = Store::open(&path)?;
@@ -190,6 +187,7 @@ mod conformance {
 mod tests {
     use super::*;
     use crate::broker::MAX_BATCH;
+    use futures::FutureExt;
 
     fn request(max: u32, visibility_ms: u64) -> ReceiveRequest {
         ReceiveRequest {
@@ -254,6 +252,105 @@ mod tests {
         expected.sort();
         assert_eq!(seen, expected);
         assert!(!seen.iter().any(|(id, _)| *id == completed));
+    }
+
+    #[tokio::test]
+    async fn a_send_dropped_while_its_commit_waits_becomes_receivable() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = QueueSettings::default();
+        let broker = EmbeddedBroker::open(dir.path(), settings).unwrap();
+        // A request's deadline drops the send while its fsync is pending.
+        let dropped = broker.send("q", b"x".to_vec(), SendOptions::now());
+        assert!(dropped.now_or_never().is_none(), "the send did not wait");
+        broker.flush().await.unwrap();
+        assert_eq!(broker.len("q").await.unwrap(), 1);
+        let got = broker.receive("q", request(1, 60_000)).await.unwrap();
+        assert_eq!(got[0].body, b"x");
+        drop(broker);
+        let broker = EmbeddedBroker::open(dir.path(), settings).unwrap();
+        assert_eq!(broker.len("q").await.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_disk_holds_what_the_book_holds_after_concurrent_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = QueueSettings::default();
+        let broker = std::sync::Arc::new(EmbeddedBroker::open(dir.path(), settings).unwrap());
+        for i in 0..40u8 {
+            broker.send("q", vec![i], SendOptions::now()).await.unwrap();
+        }
+        // Receivers racing on short leases: each delivery completed,
+        // abandoned, extended or left to lapse. Every change reaches the
+        // store in the book's order, so nothing completed comes back and
+        // every dequeue count on disk is the book's.
+        let workers = (0..4).map(|_| {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                for _ in 0..150 {
+                    let visibility = rand::random_range(1..4);
+                    let got = broker.receive("q", request(4, visibility)).await.unwrap();
+                    for d in got {
+                        let _ = match rand::random_range(0..4) {
+                            0 => broker.complete("q", &d.receipt).await,
+                            1 => broker.abandon("q", &d.receipt, Duration::ZERO).await,
+                            2 => {
+                                broker
+                                    .extend("q", &d.receipt, Duration::from_millis(2))
+                                    .await
+                            }
+                            _ => Ok(()),
+                        };
+                    }
+                }
+            })
+        });
+        for worker in futures::future::join_all(workers).await {
+            worker.unwrap();
+        }
+        let book = (
+            broker.queues.contents("q"),
+            broker.queues.contents("q-poison"),
+        );
+        broker.flush().await.unwrap();
+        drop(broker);
+        let reopened = EmbeddedBroker::open(dir.path(), settings).unwrap();
+        let disk = (
+            reopened.queues.contents("q"),
+            reopened.queues.contents("q-poison"),
+        );
+        assert_eq!(disk, book);
+    }
+
+    #[test]
+    fn the_store_and_its_folder_are_private_and_an_open_folder_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let chmod = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("home").join("state");
+        let file = state.join(STORE_FILE);
+        drop(EmbeddedBroker::open(&state, QueueSettings::default()).unwrap());
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        // A store left readable by others (by an older Weft) is made private.
+        chmod(&file, 0o644);
+        drop(EmbeddedBroker::open(&state, QueueSettings::default()).unwrap());
+        assert_eq!(mode(&file), 0o600);
+        // A folder others can write to is refused, on one line naming it.
+        for open in [0o770, 0o707, 0o777] {
+            chmod(&state, open);
+            let error = EmbeddedBroker::open(&state, QueueSettings::default()).unwrap_err();
+            let message = error.to_string();
+            assert!(matches!(error, StoreError::NotPrivate { .. }), "{message}");
+            assert!(
+                message.contains(&state.display().to_string())
+                    && message.contains("writable by other users"),
+                "{message}"
+            );
+            assert!(!message.contains('\n'));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! [`book`](super::book); time comes from `tokio::time`, so tests drive
 //! leases with a paused clock instead of sleeping.
 
-use super::book::Volatile;
+use super::persist::Volatile;
 use super::queues::Queues;
 use super::{
     BrokerError, Delivery, KeyPage, KvStore, Peeked, QueueBroker, QueueSettings, ReceiveRequest,
@@ -194,7 +194,7 @@ mod conformance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::MAX_MESSAGE_BYTES;
+    use crate::broker::{MAX_MESSAGE_BYTES, POISON_RETRY};
     use tokio::time::Instant;
 
     fn request(max: u32, visibility_ms: u64, wait_ms: u64) -> ReceiveRequest {
@@ -304,6 +304,101 @@ mod tests {
             .unwrap();
         assert_eq!(poison[0].id, id);
         assert_eq!(poison[0].body, b"bad");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_waits_for_room_in_its_full_poison_queue_then_moves() {
+        let broker = MemoryBroker::new(QueueSettings {
+            max_deliveries: 1,
+            max_messages: 2,
+            ..QueueSettings::default()
+        });
+        for body in [b"p1", b"p2"] {
+            broker
+                .send("q-poison", body.to_vec(), SendOptions::now())
+                .await
+                .unwrap();
+        }
+        let id = broker
+            .send("q", b"bad".to_vec(), SendOptions::now())
+            .await
+            .unwrap();
+        let first = broker.receive("q", request(1, 10, 0)).await.unwrap();
+        tokio::time::advance(Duration::from_millis(11)).await;
+        let retry = POISON_RETRY + Duration::from_millis(1);
+        for _ in 0..2 {
+            // No room: it stays, hidden and undelivered, and tries again.
+            assert!(
+                broker
+                    .receive("q", request(1, 10, 0))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(broker.len("q").await.unwrap(), 1);
+            assert_eq!(broker.len("q-poison").await.unwrap(), 2);
+            // The lapsed receipt does not settle it while it is hidden.
+            assert!(matches!(
+                broker.complete("q", &first[0].receipt).await,
+                Err(BrokerError::NotFound(_))
+            ));
+            tokio::time::advance(retry).await;
+        }
+        // An operator drains one poison message: at its next try it moves.
+        let drained = broker
+            .receive("q-poison", request(1, 1000, 0))
+            .await
+            .unwrap();
+        broker
+            .complete("q-poison", &drained[0].receipt)
+            .await
+            .unwrap();
+        assert!(
+            broker
+                .receive("q", request(1, 10, 0))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(broker.len("q").await.unwrap(), 0);
+        let poison = broker.peek("q-poison", 2).await.unwrap();
+        assert_eq!(poison.len(), 2);
+        assert_eq!(poison[1].id, id);
+        assert!(poison[1].poison_reason.is_some());
+
+        // Bytes count as well as messages.
+        let broker = MemoryBroker::new(QueueSettings {
+            max_deliveries: 1,
+            max_bytes: 10,
+            ..QueueSettings::default()
+        });
+        broker
+            .send("q-poison", vec![0; 8], SendOptions::now())
+            .await
+            .unwrap();
+        broker
+            .send("q", vec![1; 3], SendOptions::now())
+            .await
+            .unwrap();
+        let got = broker.receive("q", request(1, 1000, 0)).await.unwrap();
+        broker
+            .abandon("q", &got[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(
+            broker
+                .receive("q", request(1, 10, 0))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            (
+                broker.len("q").await.unwrap(),
+                broker.len("q-poison").await.unwrap()
+            ),
+            (1, 1)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,7 +24,9 @@
 //!   current delivery completes, abandons or extends the message;
 //! - the dequeue count grows by one per delivery; a message that would be
 //!   delivered more than [`QueueSettings::max_deliveries`] times moves instead to
-//!   the queue `<queue>-poison`, with the reason;
+//!   the queue `<queue>-poison`, with the reason; a poison queue has the same
+//!   limits as any queue, and while it is full such a message stays in its
+//!   own queue, hidden, and tries again every [`POISON_RETRY`];
 //! - a send may be invisible at first ([`SendOptions::delay`]), may expire
 //!   unreceived ([`SendOptions::ttl`]), and may carry a client-chosen
 //!   [`SendOptions::dedupe_id`]: a retried send with the same id within
@@ -39,10 +41,11 @@ mod conformance;
 mod embedded;
 mod memory;
 mod nats;
+mod persist;
 mod queues;
 mod store;
 
-pub use config::{BackendKind, QueuesConfig};
+pub use config::{BackendKind, QueuesConfig, QueuesConfigError};
 pub use embedded::{EmbeddedBroker, StoreError};
 pub use memory::MemoryBroker;
 pub use nats::{NatsBroker, NatsError};
@@ -56,6 +59,12 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_BATCH: u32 = 32;
 /// The suffix of the queue that takes messages delivered too often.
 pub const POISON_SUFFIX: &str = "-poison";
+/// How long a message delivered too often stays hidden in its own queue
+/// when its poison queue is full, before it tries to move again: long
+/// enough that a full poison queue costs little (a log line and a write per
+/// message per try), short enough that one drained by an operator fills
+/// again soon.
+pub const POISON_RETRY: Duration = Duration::from_secs(30);
 /// The longest dedupe id a send may carry, in bytes.
 pub const MAX_DEDUPE_ID_BYTES: usize = 128;
 /// How long a dedupe id is remembered: a retried send within this time is

@@ -15,15 +15,25 @@
 //! message, rather than a second table for what changes per delivery, keeps
 //! a message's life at three row writes: the writer thread's B-tree work is
 //! what bounds throughput once fsyncs are shared.
+//!
+//! The state folder is created `0700` and the file `0600`: they hold every
+//! guest's messages and key-value entries. A folder other users can write
+//! to is refused, as the compiled-component cache refuses one: whoever can
+//! write there can swap the store for one of their own.
 
-use super::book::{Change, Message};
+mod record;
+
+use super::book::Message;
 use super::memory::MAX_BUCKET_BYTES;
+use super::persist::{Change, Done};
 use super::{BrokerError, KeyPage};
+use record::{decode, encode};
 use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError, TableDefinition,
     WriteTransaction,
 };
 use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
@@ -67,6 +77,16 @@ pub enum StoreError {
         /// What is wrong, on one line.
         reason: String,
     },
+    /// Other users can write to the state folder.
+    #[error(
+        "{}: the state folder is writable by other users; make it private (chmod 700 {})",
+        path.display(),
+        path.display()
+    )]
+    NotPrivate {
+        /// The state folder.
+        path: PathBuf,
+    },
     /// The file or its folder cannot be read or written.
     #[error("{}: cannot open the queue store: {reason}", path.display())]
     Io {
@@ -79,10 +99,11 @@ pub enum StoreError {
 
 /// One unit of work for the writer thread.
 enum Job {
-    /// Book changes; `done` (if any) hears once they are on disk.
+    /// Book changes; `done` (if any) is called once they are on disk, or
+    /// failed to get there, after every earlier job's.
     Changes {
         changes: Vec<Change>,
-        done: Option<oneshot::Sender<Result<(), BrokerError>>>,
+        done: Option<Done>,
     },
     /// A key-value write (`value: None` deletes).
     Kv {
@@ -123,8 +144,9 @@ impl Store {
             reason,
         };
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io(e.to_string()))?;
+            prepare_folder(parent)?;
         }
+        create_private(path).map_err(|e| io(e.to_string()))?;
         // redb checks every page's checksum here; its debug builds panic on
         // some damage instead of returning an error, which is caught too.
         let opened = std::panic::catch_unwind(|| {
@@ -180,27 +202,26 @@ impl Store {
         }
     }
 
+    /// Queues `changes` for the writer, after every earlier submission,
+    /// and calls `done` once they are written or failed. Never blocks.
+    pub(crate) fn submit_changes(
+        &self,
+        changes: Vec<Change>,
+        done: Option<Done>,
+    ) -> Result<(), BrokerError> {
+        self.submit(Job::Changes { changes, done })
+    }
+
     /// Writes `changes` and waits until they are on disk.
     pub(crate) async fn write(&self, changes: Vec<Change>) -> Result<(), BrokerError> {
         let (done, written) = oneshot::channel();
-        self.submit(Job::Changes {
-            changes,
-            done: Some(done),
-        })?;
+        let done: Done = Box::new(move |outcome| {
+            let _ = done.send(outcome);
+        });
+        self.submit_changes(changes, Some(done))?;
         written
             .await
             .map_err(|_| BrokerError::Unavailable("the queue store is closed".into()))?
-    }
-
-    /// Writes `changes` with the next commit, without waiting for it.
-    pub(crate) fn write_later(&self, changes: Vec<Change>) {
-        if changes.is_empty() {
-            return;
-        }
-        let _ = self.submit(Job::Changes {
-            changes,
-            done: None,
-        });
     }
 
     /// Stores (or, with `None`, removes) a key-value entry, on disk on return.
@@ -285,6 +306,50 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Creates the state folder (and any missing parent) `0700`, or checks that
+/// an existing one is not writable by other users.
+fn prepare_folder(folder: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(folder)
+        .map_err(|e| StoreError::Io {
+            path: folder.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mode = std::fs::metadata(folder)
+        .map_err(|e| StoreError::Io {
+            path: folder.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o022 != 0 {
+        return Err(StoreError::NotPrivate {
+            path: folder.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates the store file `0600` if it is missing (redb then sets up the
+/// empty file), and takes read access from others on one made before.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mut permissions = file.metadata()?.permissions();
+    if permissions.mode() & 0o077 != 0 {
+        permissions.set_mode(permissions.mode() & 0o700);
+        file.set_permissions(permissions)?;
+    }
+    Ok(())
 }
 
 /// Creates the tables of a new file, or checks an old file's format.
@@ -385,12 +450,14 @@ fn write_loop(db: &Database, jobs: &mpsc::Receiver<Job>, mut bucket_bytes: Bucke
 }
 
 fn answer(job: Job, outcome: Result<(), BrokerError>) {
-    let done = match job {
-        Job::Changes { done, .. } => done,
-        Job::Kv { done, .. } => Some(done),
-    };
-    if let Some(done) = done {
-        let _ = done.send(outcome);
+    match job {
+        Job::Changes {
+            done: Some(done), ..
+        } => done(outcome),
+        Job::Changes { done: None, .. } => {}
+        Job::Kv { done, .. } => {
+            let _ = done.send(outcome);
+        }
     }
 }
 
@@ -491,107 +558,4 @@ fn one_line(error: &impl std::fmt::Display) -> String {
         .next()
         .unwrap_or("unknown error")
         .to_owned()
-}
-
-/// The byte layout of a message, version 1: inserted-at, expires-at
-/// (`u64::MAX`: never) and visible-at as little-endian u64s, the dequeue
-/// count (u32), the id's length (u16) and bytes, the poison reason's length
-/// (u32, `u32::MAX`: none) and bytes, then the body.
-fn encode(message: &Message) -> Vec<u8> {
-    let reason = message.poison_reason.as_deref().unwrap_or("");
-    let mut out = Vec::with_capacity(
-        1 + 8 * 3 + 4 + 2 + message.id.len() + 4 + reason.len() + message.body.len(),
-    );
-    out.push(1);
-    out.extend_from_slice(&message.inserted_at_ms.to_le_bytes());
-    out.extend_from_slice(&message.expires_at_ms.unwrap_or(u64::MAX).to_le_bytes());
-    out.extend_from_slice(&message.visible_at_ms.to_le_bytes());
-    out.extend_from_slice(&message.dequeue_count.to_le_bytes());
-    // Ids are 32 hex digits, reasons one short line: both far inside their
-    // length fields.
-    let id_len = u16::try_from(message.id.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&id_len.to_le_bytes());
-    out.extend_from_slice(&message.id.as_bytes()[..usize::from(id_len)]);
-    match &message.poison_reason {
-        Some(reason) => {
-            let len = u32::try_from(reason.len()).unwrap_or(u32::MAX - 1);
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&reason.as_bytes()[..usize::try_from(len).unwrap_or(0)]);
-        }
-        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
-    }
-    out.extend_from_slice(&message.body);
-    out
-}
-
-/// Reads [`encode`]'s layout; `None` if the bytes do not follow it.
-fn decode(bytes: &[u8]) -> Option<Message> {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = bytes.split_at_checked(n)?;
-        *bytes = rest;
-        Some(head)
-    }
-    fn u64_le(bytes: &mut &[u8]) -> Option<u64> {
-        Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
-    }
-    let mut rest = bytes;
-    if take(&mut rest, 1)? != [1] {
-        return None;
-    }
-    let inserted_at_ms = u64_le(&mut rest)?;
-    let expires = u64_le(&mut rest)?;
-    let visible_at_ms = u64_le(&mut rest)?;
-    let dequeue_count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
-    let id_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
-    let id = std::str::from_utf8(take(&mut rest, usize::from(id_len))?).ok()?;
-    let reason_len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
-    let poison_reason = if reason_len == u32::MAX {
-        None
-    } else {
-        let len = usize::try_from(reason_len).ok()?;
-        Some(std::str::from_utf8(take(&mut rest, len)?).ok()?.to_owned())
-    };
-    Some(Message {
-        id: id.to_owned(),
-        body: rest.to_vec(),
-        inserted_at_ms,
-        expires_at_ms: (expires != u64::MAX).then_some(expires),
-        visible_at_ms,
-        dequeue_count,
-        poison_reason,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_round_trip_and_garbage_is_refused() {
-        let message = Message {
-            id: "0123456789abcdef0123456789abcdef".into(),
-            body: b"hello".to_vec(),
-            inserted_at_ms: 1_700_000_000_000,
-            expires_at_ms: Some(1_700_000_060_000),
-            visible_at_ms: 1_700_000_030_000,
-            dequeue_count: 4,
-            poison_reason: Some("delivered 5 times".into()),
-        };
-        assert_eq!(decode(&encode(&message)), Some(message.clone()));
-        let plain = Message {
-            expires_at_ms: None,
-            poison_reason: None,
-            body: Vec::new(),
-            ..message
-        };
-        assert_eq!(decode(&encode(&plain)), Some(plain.clone()));
-        let bytes = encode(&plain);
-        for cut in 0..bytes.len() {
-            // Truncated inside the fixed part: refused, never a panic.
-            if cut < bytes.len() - plain.body.len() {
-                assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
-            }
-        }
-        assert_eq!(decode(&[2, 0, 0]), None);
-    }
 }

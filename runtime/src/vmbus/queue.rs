@@ -9,12 +9,22 @@
 //! A web role's budget covers its whole request instead, so its `receive`
 //! refills nothing.
 //!
-//! Strings and byte lists arrive as [`WasmStr`] and [`WasmList`]: views into
-//! the guest's memory, whose lengths `wire` checks before anything is
-//! copied, so a guest naming a gigabyte-long queue or body costs the host
-//! nothing.
+//! Strings and byte lists arrive as [`wire::GuestStr`] and [`WasmList`]:
+//! views into the guest's memory. Every call goes the same way: lengths are
+//! checked first (they cost nothing to check: a gigabyte-long name or body
+//! is refused unread), then the role's rate limiter admits the call, and
+//! only then is anything decoded or copied, and the grant checked. So a
+//! guest flooding calls is held to its rate before the host does any work
+//! proportional to what it passes.
 
+mod leases;
+#[cfg(test)]
+mod lift_tests;
+#[cfg(test)]
+mod tests;
 mod wire;
+
+pub use leases::{Lease, Leases};
 
 use super::VmBusCtx;
 use super::bindings::weft::vmbus::queue::{Message, Peeked};
@@ -25,10 +35,8 @@ use crate::sandbox::GuestState;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, WasmList, WasmStr};
-#[cfg(test)]
-use wire::send_options;
-use wire::{WireSendOptions, read_queue, read_receipt, read_send};
+use wasmtime::component::{Linker, WasmList};
+use wire::{GuestStr, WireSendOptions, check_queue, read_queue, read_receipt, read_send};
 
 /// The longest a `receive` waits for a message, whatever the guest asks: a
 /// bounded long poll keeps an idle worker cheap without hiding it from the host.
@@ -52,67 +60,6 @@ pub struct BatchControl {
     pub deadline: Duration,
     /// The current batch's deadline; `None` while the worker waits for work.
     pub current: watch::Sender<Option<Instant>>,
-}
-
-/// Receipts this instance holds and has not yet completed or abandoned, so
-/// that if the instance fails they go back to their queue at once instead
-/// of after their visibility timeout.
-#[derive(Debug, Default)]
-pub struct Leases {
-    held: Vec<Lease>,
-}
-
-/// A message this instance holds by its receipt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The backend's (service-scoped) queue name.
-    pub queue: String,
-    /// The delivery's receipt.
-    pub receipt: String,
-    expires: Instant,
-}
-
-impl Leases {
-    fn hold(&mut self, queue: &str, receipt: String, expires: Instant) {
-        // Lapsed leases are worthless; dropping them bounds this list by
-        // what the guest can lease within one visibility timeout.
-        let now = Instant::now();
-        self.held.retain(|lease| lease.expires > now);
-        self.held.push(Lease {
-            queue: queue.to_owned(),
-            receipt,
-            expires,
-        });
-    }
-
-    /// Whether the instance holds any lease still in force.
-    fn holds_any(&mut self) -> bool {
-        let now = Instant::now();
-        self.held.retain(|lease| lease.expires > now);
-        !self.held.is_empty()
-    }
-
-    fn extend(&mut self, queue: &str, receipt: &str, expires: Instant) {
-        for lease in &mut self.held {
-            if lease.queue == queue && lease.receipt == receipt {
-                lease.expires = expires;
-            }
-        }
-    }
-
-    fn release(&mut self, queue: &str, receipt: &str) {
-        self.held
-            .retain(|lease| !(lease.queue == queue && lease.receipt == receipt));
-    }
-
-    /// Takes every lease still in force.
-    pub fn take_live(&mut self) -> Vec<Lease> {
-        let now = Instant::now();
-        std::mem::take(&mut self.held)
-            .into_iter()
-            .filter(|lease| lease.expires > now)
-            .collect()
-    }
 }
 
 fn echo(name: &str) -> &str {
@@ -173,25 +120,22 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     queue.func_wrap_async(
         "send",
         |store: StoreContextMut<'_, GuestState>,
-         (name, body, options): (WasmStr, WasmList<u8>, WireSendOptions)| {
+         (name, body, options): (GuestStr, WasmList<u8>, WireSendOptions)| {
             Box::new(async move { Ok((send_call(store, name, body, options).await,)) })
         },
     )?;
     queue.func_wrap_async(
         "receive",
         |store: StoreContextMut<'_, GuestState>,
-         (name, max, visibility_ms, wait_ms): (WasmStr, u32, u32, u32)| {
-            Box::new(async move {
-                Ok((match read_queue(&store, &name) {
-                    Ok(name) => receive(store, &name, max, visibility_ms, wait_ms).await,
-                    Err(e) => Err(e),
-                },))
-            })
+         (name, max, visibility_ms, wait_ms): (GuestStr, u32, u32, u32)| {
+            Box::new(
+                async move { Ok((receive_call(store, name, max, visibility_ms, wait_ms).await,)) },
+            )
         },
     )?;
     queue.func_wrap_async(
         "complete",
-        |store: StoreContextMut<'_, GuestState>, (name, receipt): (WasmStr, WasmStr)| {
+        |store: StoreContextMut<'_, GuestState>, (name, receipt): (GuestStr, GuestStr)| {
             Box::new(
                 async move { Ok((settle_call(store, name, receipt, Settle::Complete).await,)) },
             )
@@ -200,7 +144,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     queue.func_wrap_async(
         "abandon",
         |store: StoreContextMut<'_, GuestState>,
-         (name, receipt, delay_ms): (WasmStr, WasmStr, u32)| {
+         (name, receipt, delay_ms): (GuestStr, GuestStr, u32)| {
             Box::new(async move {
                 Ok((settle_call(store, name, receipt, Settle::Abandon { delay_ms }).await,))
             })
@@ -209,7 +153,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     queue.func_wrap_async(
         "extend",
         |store: StoreContextMut<'_, GuestState>,
-         (name, receipt, visibility_ms): (WasmStr, WasmStr, u32)| {
+         (name, receipt, visibility_ms): (GuestStr, GuestStr, u32)| {
             Box::new(async move {
                 let how = Settle::Extend { visibility_ms };
                 Ok((settle_call(store, name, receipt, how).await,))
@@ -218,9 +162,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     queue.func_wrap_async(
         "length",
-        |mut store: StoreContextMut<'_, GuestState>, (name,): (WasmStr,)| {
+        |mut store: StoreContextMut<'_, GuestState>, (name,): (GuestStr,)| {
             Box::new(async move {
-                Ok((match read_queue(&store, &name) {
+                Ok((match admit_named(&mut store, &name, 0).await {
                     Ok(name) => length(&mut store.data_mut().vmbus, &name).await,
                     Err(e) => Err(e),
                 },))
@@ -229,9 +173,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     queue.func_wrap_async(
         "peek",
-        |mut store: StoreContextMut<'_, GuestState>, (name, max): (WasmStr, u32)| {
+        |mut store: StoreContextMut<'_, GuestState>, (name, max): (GuestStr, u32)| {
             Box::new(async move {
-                Ok((match read_queue(&store, &name) {
+                Ok((match admit_named(&mut store, &name, 0).await {
                     Ok(name) => peek(&mut store.data_mut().vmbus, &name, max).await,
                     Err(e) => Err(e),
                 },))
@@ -241,28 +185,64 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     Ok(())
 }
 
+/// The start of every call naming a queue: the name's length checked
+/// unread, the call (carrying `bytes`) admitted by the role's rate limiter,
+/// then the name read.
+async fn admit_named(
+    store: &mut StoreContextMut<'_, GuestState>,
+    name: &GuestStr,
+    bytes: u64,
+) -> Result<String, WitError> {
+    let limiter = {
+        let ctx = &store.data().vmbus;
+        check_queue(&ctx.grants.role, name)?;
+        ctx.limiter.clone()
+    };
+    limiter.admit(Interface::Queue, bytes).await?;
+    read_queue(&*store, name)
+}
+
 async fn send_call(
     mut store: StoreContextMut<'_, GuestState>,
-    name: WasmStr,
+    name: GuestStr,
     body: WasmList<u8>,
     options: WireSendOptions,
 ) -> Result<String, WitError> {
-    let name = read_queue(&store, &name)?;
+    let bytes = wire::check_send(&body, &options)?;
+    let name = admit_named(&mut store, &name, bytes).await?;
     let (body, options) = read_send(&store, &body, &options)?;
     send(&mut store.data_mut().vmbus, &name, body, options).await
 }
 
+async fn receive_call(
+    mut store: StoreContextMut<'_, GuestState>,
+    name: GuestStr,
+    max_messages: u32,
+    visibility_ms: u32,
+    wait_ms: u32,
+) -> Result<Vec<Message>, WitError> {
+    let name = admit_named(&mut store, &name, 0).await?;
+    receive(store, &name, max_messages, visibility_ms, wait_ms).await
+}
+
 async fn settle_call(
     mut store: StoreContextMut<'_, GuestState>,
-    name: WasmStr,
-    receipt: WasmStr,
+    name: GuestStr,
+    receipt: GuestStr,
     how: Settle,
 ) -> Result<(), WitError> {
-    let name = read_queue(&store, &name)?;
+    if receipt.min_bytes() > wire::MAX_RECEIPT_BYTES {
+        return Err(WitError::NotFound(
+            "no current delivery has this receipt".into(),
+        ));
+    }
+    let bytes = byte_count(receipt.min_bytes());
+    let name = admit_named(&mut store, &name, bytes).await?;
     let receipt = read_receipt(&store, &receipt)?;
     settle(&mut store.data_mut().vmbus, &name, &receipt, how).await
 }
 
+/// Sends, once admitted: the grant checked, then the backend called.
 async fn send(
     ctx: &mut VmBusCtx,
     name: &str,
@@ -270,16 +250,11 @@ async fn send(
     options: SendOptions,
 ) -> Result<String, WitError> {
     let queue = ctx.granted_queue(name)?;
-    let dedupe_bytes = options.dedupe_id.as_ref().map_or(0, String::len);
-    ctx.limiter
-        .admit(Interface::Queue, byte_count(body.len() + dedupe_bytes))
-        .await?;
     Ok(ctx.queues.send(&queue, body, options).await?)
 }
 
 async fn length(ctx: &mut VmBusCtx, name: &str) -> Result<u64, WitError> {
     let queue = ctx.granted_queue(name)?;
-    ctx.limiter.admit(Interface::Queue, 0).await?;
     let len = ctx.queues.len(&queue).await?;
     Ok(u64::try_from(len).unwrap_or(u64::MAX))
 }
@@ -287,7 +262,6 @@ async fn length(ctx: &mut VmBusCtx, name: &str) -> Result<u64, WitError> {
 async fn peek(ctx: &mut VmBusCtx, name: &str, max: u32) -> Result<Vec<Peeked>, WitError> {
     let queue = ctx.granted_queue(name)?;
     check_batch(max)?;
-    ctx.limiter.admit(Interface::Queue, 0).await?;
     let peeked = ctx.queues.peek(&queue, max).await?;
     ctx.limiter.charge(
         Interface::Queue,
@@ -339,7 +313,6 @@ async fn receive(
     let queue = store.data().vmbus.granted_queue(name)?;
     let request = receive_request(max_messages, visibility_ms, wait_ms)?;
     let limiter = store.data().vmbus.limiter.clone();
-    limiter.admit(Interface::Queue, 0).await?;
     let visibility_timeout = request.visibility_timeout;
 
     // A worker's batch is settled once it holds no live lease: then no
@@ -424,9 +397,6 @@ async fn settle(
         }
         _ => {}
     }
-    ctx.limiter
-        .admit(Interface::Queue, byte_count(receipt.len()))
-        .await?;
     let ms = |n: u32| Duration::from_millis(u64::from(n));
     let result = match how {
         Settle::Complete => ctx.queues.complete(&queue, receipt).await,
@@ -447,143 +417,4 @@ async fn settle(
         ctx.leases.release(&queue, receipt);
     }
     Ok(result?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::broker::MemoryBroker;
-    use crate::config::Grants;
-    use std::sync::Arc;
-
-    fn ctx(queues: &[&str]) -> VmBusCtx {
-        let broker = Arc::new(MemoryBroker::default());
-        let grants = Grants {
-            service: "svc".into(),
-            role: "web".into(),
-            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
-            ..Grants::default()
-        };
-        let limiter = Arc::new(crate::rate_limit::RoleLimiter::new(
-            &crate::RateLimits::default(),
-        ));
-        VmBusCtx::new(Arc::new(grants), broker.clone(), broker, limiter)
-    }
-
-    #[tokio::test]
-    async fn send_is_denied_for_ungranted_queues_and_scoped_for_granted_ones() {
-        let mut ctx = ctx(&["jobs"]);
-        let denied = send(&mut ctx, "other", b"x".to_vec(), SendOptions::now()).await;
-        assert!(
-            matches!(denied, Err(WitError::Denied(ref why)) if why.contains("'other'")),
-            "{denied:?}"
-        );
-        send(&mut ctx, "jobs", b"x".to_vec(), SendOptions::now())
-            .await
-            .unwrap();
-        assert_eq!(ctx.queues.len("svc/jobs").await.unwrap(), 1);
-        assert_eq!(ctx.queues.len("jobs").await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn hostile_arguments_get_errors_not_traps() {
-        let mut ctx = ctx(&["jobs"]);
-        let huge_name = "q".repeat(10_000);
-        match send(&mut ctx, &huge_name, vec![], SendOptions::now()).await {
-            Err(WitError::Denied(why)) => assert!(why.len() < 200),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            send_options(u32::MAX, 0, None),
-            Err(WitError::Invalid(_))
-        ));
-        assert!(matches!(
-            send(&mut ctx, "jobs", vec![0; 64 * 1024 + 1], SendOptions::now()).await,
-            Err(WitError::TooLarge(_))
-        ));
-        assert!(matches!(
-            settle(&mut ctx, "jobs", "nonsense", Settle::Complete).await,
-            Err(WitError::NotFound(_))
-        ));
-        assert!(matches!(
-            settle(
-                &mut ctx,
-                "nope",
-                "nonsense",
-                Settle::Abandon { delay_ms: 0 }
-            )
-            .await,
-            Err(WitError::Denied(_))
-        ));
-        for how in [
-            Settle::Abandon { delay_ms: u32::MAX },
-            Settle::Extend { visibility_ms: 0 },
-            Settle::Extend {
-                visibility_ms: u32::MAX,
-            },
-        ] {
-            assert!(
-                matches!(
-                    settle(&mut ctx, "jobs", "r", how).await,
-                    Err(WitError::Invalid(_))
-                ),
-                "{how:?}"
-            );
-        }
-        for max in [0, 33, u32::MAX] {
-            assert!(matches!(
-                peek(&mut ctx, "jobs", max).await,
-                Err(WitError::Invalid(_))
-            ));
-        }
-        assert!(matches!(
-            length(&mut ctx, "nope").await,
-            Err(WitError::Denied(_))
-        ));
-        assert_eq!(length(&mut ctx, "jobs").await.unwrap(), 0);
-        let ttl = send_options(0, 5, Some("d".into())).unwrap();
-        assert_eq!(ttl.ttl, Some(Duration::from_millis(5)));
-        assert_eq!(send_options(0, 0, None).unwrap().ttl, None);
-    }
-
-    #[test]
-    fn receive_arguments_are_checked_and_the_wait_clamped() {
-        for (max, visibility) in [
-            (0, 1000),
-            (33, 1000),
-            (u32::MAX, 1000),
-            (1, 0),
-            (1, u32::MAX),
-        ] {
-            assert!(
-                matches!(
-                    receive_request(max, visibility, 0),
-                    Err(WitError::Invalid(_))
-                ),
-                "{max} {visibility}"
-            );
-        }
-        let ok = receive_request(32, MAX_VISIBILITY_MS, u32::MAX).unwrap();
-        assert_eq!(ok.max_messages, 32);
-        assert_eq!(ok.wait, MAX_WAIT);
-        assert_eq!(
-            receive_request(1, 1, 5).unwrap().wait,
-            Duration::from_millis(5)
-        );
-    }
-
-    #[test]
-    fn lapsed_leases_are_dropped_and_live_ones_returned() {
-        let mut leases = Leases::default();
-        let past = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
-        let later = Instant::now() + Duration::from_secs(60);
-        leases.hold("q", "old".into(), past);
-        leases.hold("q", "live".into(), later);
-        leases.hold("q", "settled".into(), later);
-        leases.release("q", "settled");
-        assert!(leases.holds_any());
-        let live: Vec<String> = leases.take_live().into_iter().map(|l| l.receipt).collect();
-        assert_eq!(live, vec!["live".to_owned()]);
-        assert!(!leases.holds_any());
-    }
 }

@@ -2,17 +2,24 @@
 //! several hosts share, so a web role on one host enqueues and worker
 //! instances on others drain.
 //!
-//! - A queue is a work-queue stream (`WEFT_<queue>`, subject `weft.q.<queue>`,
-//!   file storage) with one durable pull consumer (`weft`) that every host
-//!   shares. Limits are the stream's (`max_msgs`, `max_bytes`, discard new:
-//!   a full queue refuses sends); dedupe ids are JetStream's `Nats-Msg-Id`
-//!   within a 10-minute duplicate window.
+//! - A queue is a work-queue stream (`WEFT_<queue>`, file storage) with two
+//!   subjects: `weft.q.<queue>` for visible messages, taken by one durable
+//!   pull consumer (`weft`) that every host shares, and `weft.d.<queue>` for
+//!   delayed ones (consumer `weft-delayed`). Limits are the stream's
+//!   (`max_msgs`, discard new: a full queue refuses sends; delayed messages
+//!   count too); dedupe ids are JetStream's `Nats-Msg-Id` within a 10-minute
+//!   duplicate window, one window for the whole stream, so a delayed and an
+//!   immediate send with the same dedupe id store one message.
 //! - A receive is a pull: what is available at once, else a long poll for
 //!   one message. The server's delivery count is the dequeue count; a message
 //!   delivered `max-deliveries` times is copied to `<queue>-poison` (with its
 //!   reason, deduped by its id) and then acknowledged, on its next delivery:
 //!   the server's own `max_deliver` only stops delivering and leaves the
-//!   message stranded in a work-queue stream, so Weft counts instead.
+//!   message stranded in a work-queue stream, so Weft counts instead. A
+//!   poison queue's stream has the queue limits too; while it is full (or
+//!   the copy fails) the message is given back to its queue with a delay of
+//!   [`POISON_RETRY`](crate::broker::POISON_RETRY), and the rest of the
+//!   batch is handed out.
 //! - Leases: the consumer's ack wait (the `[queues] ack-wait-ms`) is how long
 //!   a message stays hidden when the host holding it vanishes. While the
 //!   host lives, [`leases`] keeps each lease to its own visibility timeout:
@@ -20,11 +27,11 @@
 //!   negative acknowledgement to let it go when the lease lapses. Receipts
 //!   are known only to the host that issued them, so a stale receipt, or one
 //!   from another host, is refused.
-//! - A delayed send goes to a second work-queue stream (`WEFTD_<queue>`); a
-//!   receive moves the messages that are due into the queue (at most every
-//!   250 ms per queue and host), so delays are honoured to about a second
-//!   while a receiver polls. A time to live is a header; an expired message
-//!   is acknowledged instead of delivered.
+//! - A delayed send goes to the delayed subject; a receive moves the
+//!   messages that are due to the visible one (at most every 250 ms per
+//!   queue and host), so delays are honoured to about a second while a
+//!   receiver polls. A time to live is a header; an expired message is
+//!   acknowledged instead of delivered.
 //! - A bucket is a JetStream key-value bucket (`weft_<bucket>`, history 1,
 //!   64 MiB, file storage); keys are escaped to NATS's key alphabet.
 //!

@@ -5,9 +5,9 @@
 use super::leases::Settle;
 use super::{NatsBroker, lock, token, unavailable};
 use crate::broker::{
-    BrokerError, DEDUPE_WINDOW, Delivery, MAX_BATCH, MAX_MESSAGE_BYTES, POISON_SUFFIX, Peeked,
-    QueueBroker, ReceiveRequest, SendOptions, check_batch, check_send, dedupe_message_id,
-    poison_reason, random_message_id, unix_millis,
+    BrokerError, DEDUPE_WINDOW, Delivery, MAX_BATCH, MAX_MESSAGE_BYTES, POISON_RETRY,
+    POISON_SUFFIX, Peeked, QueueBroker, ReceiveRequest, SendOptions, check_batch, check_send,
+    dedupe_message_id, poison_reason, random_message_id, unix_millis,
 };
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
@@ -24,21 +24,29 @@ const EXPIRES: &str = "Weft-Expires-Ms";
 const VISIBLE: &str = "Weft-Visible-Ms";
 const REASON: &str = "Weft-Poison-Reason";
 const MSG_ID: &str = "Nats-Msg-Id";
-/// The durable consumer every host shares.
+/// The durable consumer every host shares, of the queue's visible messages.
 const CONSUMER: &str = "weft";
+/// The durable consumer of the queue's delayed messages.
+const DELAYED_CONSUMER: &str = "weft-delayed";
+/// How long a due delayed message that could not be moved into its queue
+/// (the queue is full) waits before the next try.
+const PROMOTE_RETRY: Duration = Duration::from_secs(1);
 /// How often one host looks for due delayed messages of one queue.
 const PROMOTE_EVERY_MS: u64 = 250;
 /// The longest one long-poll request waits; a receive waiting longer makes
 /// several, looking for due delayed messages in between.
 const POLL_SLICE: Duration = Duration::from_secs(1);
 
-/// A queue's streams and consumers, made on first use.
+/// A queue's stream and consumers, made on first use.
 pub(crate) struct Handles {
+    /// Where visible messages are published.
     subject: String,
+    /// The queue's one stream: its duplicate window covers delayed and
+    /// immediate sends alike, so a dedupe id is recognised across both.
     stream: String,
     consumer: PullConsumer,
+    /// Where delayed messages wait, in the same stream.
     delayed_subject: String,
-    delayed_stream: String,
     delayed: PullConsumer,
     /// When this host last moved due delayed messages (ms since the epoch).
     promoted_at: AtomicU64,
@@ -62,11 +70,11 @@ fn parse_receipt(receipt: &str) -> Option<u64> {
 }
 
 impl NatsBroker {
-    fn stream_config(&self, name: String, subject: String) -> stream::Config {
+    fn stream_config(&self, name: String, subjects: Vec<String>) -> stream::Config {
         let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         stream::Config {
             name,
-            subjects: vec![subject],
+            subjects,
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
             max_messages: limit(self.settings.max_messages),
@@ -83,20 +91,23 @@ impl NatsBroker {
         }
     }
 
-    async fn consumer(&self, stream: &str, subject: String) -> Result<PullConsumer, BrokerError> {
-        let name = stream.to_owned();
-        let stream = self
-            .js
-            .get_or_create_stream(self.stream_config(name, subject))
-            .await
-            .map_err(|e| unavailable("open a queue", &e))?;
+    /// One of a queue's two consumers: each takes one subject of the
+    /// stream (a work-queue stream allows several consumers whose subjects
+    /// do not overlap).
+    async fn consumer(
+        stream: &stream::Stream,
+        name: &str,
+        subject: &str,
+        ack_wait: Duration,
+    ) -> Result<PullConsumer, BrokerError> {
         stream
             .get_or_create_consumer(
-                CONSUMER,
+                name,
                 pull::Config {
-                    durable_name: Some(CONSUMER.into()),
+                    durable_name: Some(name.into()),
+                    filter_subject: subject.into(),
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
+                    ack_wait,
                     // Weft counts deliveries itself (see the module docs).
                     max_deliver: -1,
                     max_ack_pending: 20_000,
@@ -114,18 +125,45 @@ impl NatsBroker {
             return Ok(handles.clone());
         }
         let name = token(queue);
-        let (subject, stream) = (format!("weft.q.{name}"), format!("WEFT_{name}"));
-        let (delayed_subject, delayed_stream) = (format!("weft.d.{name}"), format!("WEFTD_{name}"));
-        let consumer = self.consumer(&stream, subject.clone()).await?;
-        let delayed = self
-            .consumer(&delayed_stream, delayed_subject.clone())
-            .await?;
+        let (subject, delayed_subject) = (format!("weft.q.{name}"), format!("weft.d.{name}"));
+        let stream_name = format!("WEFT_{name}");
+        let config = self.stream_config(
+            stream_name.clone(),
+            vec![subject.clone(), delayed_subject.clone()],
+        );
+        let mut stream = self
+            .js
+            .get_or_create_stream(config.clone())
+            .await
+            .map_err(|e| unavailable("open a queue", &e))?;
+        if !stream
+            .cached_info()
+            .config
+            .subjects
+            .contains(&delayed_subject)
+        {
+            // A queue made by an earlier Weft, whose delayed messages had
+            // a stream of their own: give this one the delayed subject.
+            // The server refuses while that old stream (`WEFTD_<queue>`)
+            // still holds the subject: drain it and delete it first.
+            if let Err(e) = self.js.update_stream(&config).await {
+                tracing::warn!(queue, stream = %stream_name, old = %format!("WEFTD_{name}"), error = %e, "queues: NATS: a queue made by an earlier Weft needs its old delayed stream deleted");
+                return Err(unavailable("open a queue", &e));
+            }
+            stream = self
+                .js
+                .get_stream(&stream_name)
+                .await
+                .map_err(|e| unavailable("open a queue", &e))?;
+        }
+        let consumer = Self::consumer(&stream, CONSUMER, &subject, self.ack_wait).await?;
+        let delayed =
+            Self::consumer(&stream, DELAYED_CONSUMER, &delayed_subject, self.ack_wait).await?;
         let handles = Arc::new(Handles {
             subject,
-            stream,
+            stream: stream_name,
             consumer,
             delayed_subject,
-            delayed_stream,
             delayed,
             promoted_at: AtomicU64::new(0),
         });
@@ -189,11 +227,19 @@ impl NatsBroker {
             let mut moved = headers.cloned().unwrap_or_default();
             // Deduped by the delayed message's own sequence, so a move that
             // is retried (this host died before acknowledging it) is
-            // stored once.
+            // stored once. (Not by its dedupe id, which the stream has
+            // seen already: the delayed message itself used it.)
             moved.insert(MSG_ID, format!("delayed-{seq}").as_str());
-            self.publish(&handles.subject, moved, message.payload.to_vec())
-                .await?;
-            self.leases.ack(reply).await;
+            match self
+                .publish(&handles.subject, moved, message.payload.to_vec())
+                .await
+            {
+                Ok(_) => self.leases.ack(reply).await,
+                // The queue is full, or the server is struggling: this
+                // message waits a little and the receive goes on, so the
+                // receivers that would make room are not refused.
+                Err(_) => self.leases.nak(reply, PROMOTE_RETRY).await,
+            }
         }
         Ok(())
     }
@@ -235,14 +281,16 @@ impl NatsBroker {
         Ok(messages)
     }
 
-    /// Hands out, expires or poisons each pulled message.
+    /// Hands out, expires or poisons each pulled message. Never fails: a
+    /// message it cannot move is given back with a delay, and the others
+    /// are handed out, since they are leased already.
     async fn sort(
         &self,
         queue: &str,
         messages: Vec<async_nats::jetstream::Message>,
         visibility: Duration,
         deliveries: &mut Vec<Delivery>,
-    ) -> Result<(), BrokerError> {
+    ) {
         let now = unix_millis();
         let max_deliveries = self.settings.max_deliveries;
         for message in messages {
@@ -264,18 +312,22 @@ impl NatsBroker {
                 continue;
             }
             if delivered > max_deliveries && !queue.ends_with(POISON_SUFFIX) {
-                let poison = format!("{queue}{POISON_SUFFIX}");
-                let handles = self.handles(&poison).await?;
-                let reason = poison_reason(delivered - 1, max_deliveries);
-                let mut moved = HeaderMap::new();
-                moved.insert(ID, id.as_str());
-                moved.insert(SENT, header(headers, SENT).unwrap_or("0"));
-                moved.insert(REASON, reason.as_str());
-                moved.insert(MSG_ID, format!("poison-{id}").as_str());
-                self.publish(&handles.subject, moved, message.payload.to_vec())
-                    .await?;
-                tracing::warn!(queue, message = %id, deliveries = delivered - 1, "message moved to poison queue");
-                self.leases.ack(reply).await;
+                // Every delivery up to the maximum was handed out; later ones
+                // were tries to move it (see below), not deliveries.
+                let reason = poison_reason(max_deliveries, max_deliveries);
+                match self.poison(queue, &id, headers, &reason, &message).await {
+                    Ok(()) => {
+                        tracing::warn!(queue, message = %id, deliveries = max_deliveries, "message moved to poison queue");
+                        self.leases.ack(reply).await;
+                    }
+                    Err(e) => {
+                        // Its poison queue is full (its stream refuses past
+                        // the queue's message limit) or unreachable: the
+                        // message stays here, hidden, and tries again later.
+                        tracing::warn!(queue, message = %id, error = %e, retry_in_secs = POISON_RETRY.as_secs(), "cannot move a message to its poison queue; it stays hidden in its queue");
+                        self.leases.nak(reply, POISON_RETRY).await;
+                    }
+                }
                 continue;
             }
             let lease = self.leases.hold(queue, reply, visibility);
@@ -288,7 +340,28 @@ impl NatsBroker {
                 poison_reason: header(headers, REASON).map(str::to_owned),
             });
         }
-        Ok(())
+    }
+
+    /// Copies a message delivered too often to `<queue>-poison`, with its
+    /// reason, deduped by its id (a copy retried after this host died
+    /// before acknowledging the original is stored once).
+    async fn poison(
+        &self,
+        queue: &str,
+        id: &str,
+        headers: Option<&HeaderMap>,
+        reason: &str,
+        message: &async_nats::jetstream::Message,
+    ) -> Result<(), BrokerError> {
+        let handles = self.handles(&format!("{queue}{POISON_SUFFIX}")).await?;
+        let mut moved = HeaderMap::new();
+        moved.insert(ID, id);
+        moved.insert(SENT, header(headers, SENT).unwrap_or("0"));
+        moved.insert(REASON, reason);
+        moved.insert(MSG_ID, format!("poison-{id}").as_str());
+        self.publish(&handles.subject, moved, message.payload.to_vec())
+            .await
+            .map(|_| ())
     }
 
     async fn settle(&self, queue: &str, receipt: &str, how: Settle) -> Result<(), BrokerError> {
@@ -359,23 +432,25 @@ impl QueueBroker for NatsBroker {
         let handles = self.handles(queue).await?;
         let give_up = tokio::time::Instant::now() + request.wait;
         let mut deliveries = Vec::new();
+        let visibility = request.visibility_timeout;
         loop {
             self.promote_due(&handles).await?;
             let ready = self.pull(&handles, max, None).await?;
-            self.sort(queue, ready, request.visibility_timeout, &mut deliveries)
-                .await?;
+            self.sort(queue, ready, visibility, &mut deliveries).await;
             let left = give_up.saturating_duration_since(tokio::time::Instant::now());
             if !deliveries.is_empty() || left.is_zero() {
                 return Ok(deliveries);
             }
             let first = self.pull(&handles, 1, Some(left.min(POLL_SLICE))).await?;
             let came = !first.is_empty();
-            self.sort(queue, first, request.visibility_timeout, &mut deliveries)
-                .await?;
+            self.sort(queue, first, visibility, &mut deliveries).await;
             if came && deliveries.len() < max {
-                let more = self.pull(&handles, max - deliveries.len(), None).await?;
-                self.sort(queue, more, request.visibility_timeout, &mut deliveries)
-                    .await?;
+                // What is leased already is handed out even if this fails.
+                match self.pull(&handles, max - deliveries.len(), None).await {
+                    Ok(more) => self.sort(queue, more, visibility, &mut deliveries).await,
+                    Err(e) if deliveries.is_empty() => return Err(e),
+                    Err(_) => {}
+                }
             }
             if !deliveries.is_empty() {
                 return Ok(deliveries);
@@ -408,8 +483,7 @@ impl QueueBroker for NatsBroker {
 
     async fn len(&self, queue: &str) -> Result<usize, BrokerError> {
         let handles = self.handles(queue).await?;
-        let held = self.stream_len(&handles.stream).await?
-            + self.stream_len(&handles.delayed_stream).await?;
+        let held = self.stream_len(&handles.stream).await?;
         Ok(usize::try_from(held).unwrap_or(usize::MAX))
     }
 
@@ -444,6 +518,10 @@ impl QueueBroker for NatsBroker {
             let Ok(message) = stream.get_raw_message(seq).await else {
                 continue;
             };
+            // Delayed messages share the stream, and are not visible.
+            if message.subject.as_str() != handles.subject {
+                continue;
+            }
             let headers = Some(&message.headers);
             if header_ms(headers, EXPIRES).is_some_and(|at| at <= now) {
                 continue;
@@ -457,5 +535,40 @@ impl QueueBroker for NatsBroker {
             });
         }
         Ok(peeked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{BackendKind, QueuesConfig};
+
+    #[tokio::test]
+    async fn a_queue_made_by_the_earlier_layout_gains_its_delayed_subject() {
+        let config = QueuesConfig {
+            backend: BackendKind::Nats,
+            url: Some(super::super::test_url()),
+            connect_timeout_secs: 5,
+            ..QueuesConfig::default()
+        };
+        let broker = NatsBroker::connect(&config).await.unwrap();
+        let queue = format!("old{:012x}/q", rand::random::<u64>() >> 16);
+        let name = token(&queue);
+        // The stream an earlier Weft made: visible messages only.
+        let old = broker.stream_config(format!("WEFT_{name}"), vec![format!("weft.q.{name}")]);
+        broker.js.create_stream(old).await.unwrap();
+        let later = SendOptions {
+            delay: Duration::from_millis(300),
+            ..SendOptions::default()
+        };
+        let id = broker.send(&queue, b"later".to_vec(), later).await.unwrap();
+        let request = ReceiveRequest {
+            max_messages: 1,
+            visibility_timeout: Duration::from_secs(60),
+            wait: Duration::from_secs(10),
+        };
+        let got = broker.receive(&queue, request).await.unwrap();
+        assert_eq!(got[0].id, id);
+        broker.complete(&queue, &got[0].receipt).await.unwrap();
     }
 }
