@@ -16,13 +16,9 @@
 use super::persist::{Change, Done, Persist};
 use super::queues::Queues;
 use super::store::Store;
-use super::{
-    BrokerError, Delivery, KeyPage, KvStore, Peeked, QueueBroker, QueueSettings, ReceiveRequest,
-    SendOptions,
-};
+use super::{BrokerError, KeyPage, KvStore, QueueSettings};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub use super::store::StoreError;
 
@@ -93,55 +89,7 @@ impl EmbeddedBroker {
     }
 }
 
-#[async_trait]
-impl QueueBroker for EmbeddedBroker {
-    async fn send(
-        &self,
-        queue: &str,
-        body: Vec<u8>,
-        options: SendOptions,
-    ) -> Result<String, BrokerError> {
-        self.queues.send(queue, body, options).await
-    }
-
-    async fn receive(
-        &self,
-        queue: &str,
-        request: ReceiveRequest,
-    ) -> Result<Vec<Delivery>, BrokerError> {
-        self.queues.receive(queue, request).await
-    }
-
-    async fn complete(&self, queue: &str, receipt: &str) -> Result<(), BrokerError> {
-        self.queues.complete(queue, receipt)
-    }
-
-    async fn abandon(
-        &self,
-        queue: &str,
-        receipt: &str,
-        delay: Duration,
-    ) -> Result<(), BrokerError> {
-        self.queues.abandon(queue, receipt, delay)
-    }
-
-    async fn extend(
-        &self,
-        queue: &str,
-        receipt: &str,
-        visibility: Duration,
-    ) -> Result<(), BrokerError> {
-        self.queues.extend(queue, receipt, visibility)
-    }
-
-    async fn len(&self, queue: &str) -> Result<usize, BrokerError> {
-        Ok(self.queues.len(queue))
-    }
-
-    async fn peek(&self, queue: &str, max: u32) -> Result<Vec<Peeked>, BrokerError> {
-        self.queues.peek(queue, max)
-    }
-}
+super::queues::queue_broker_over_queues!(EmbeddedBroker);
 
 #[async_trait]
 impl KvStore for EmbeddedBroker {
@@ -186,8 +134,9 @@ mod conformance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::MAX_BATCH;
+    use crate::broker::{MAX_BATCH, QueueBroker, ReceiveRequest, SendOptions};
     use futures::FutureExt;
+    use std::time::Duration;
 
     fn request(max: u32, visibility_ms: u64) -> ReceiveRequest {
         ReceiveRequest {

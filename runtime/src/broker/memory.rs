@@ -7,14 +7,10 @@
 
 use super::persist::Volatile;
 use super::queues::Queues;
-use super::{
-    BrokerError, Delivery, KeyPage, KvStore, Peeked, QueueBroker, QueueSettings, ReceiveRequest,
-    SendOptions,
-};
+use super::{BrokerError, KeyPage, KvStore, QueueSettings};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 /// How many keys one `list_keys` page holds.
 pub(crate) const KEY_PAGE: usize = 1000;
@@ -64,55 +60,7 @@ impl MemoryBroker {
     }
 }
 
-#[async_trait]
-impl QueueBroker for MemoryBroker {
-    async fn send(
-        &self,
-        queue: &str,
-        body: Vec<u8>,
-        options: SendOptions,
-    ) -> Result<String, BrokerError> {
-        self.queues.send(queue, body, options).await
-    }
-
-    async fn receive(
-        &self,
-        queue: &str,
-        request: ReceiveRequest,
-    ) -> Result<Vec<Delivery>, BrokerError> {
-        self.queues.receive(queue, request).await
-    }
-
-    async fn complete(&self, queue: &str, receipt: &str) -> Result<(), BrokerError> {
-        self.queues.complete(queue, receipt)
-    }
-
-    async fn abandon(
-        &self,
-        queue: &str,
-        receipt: &str,
-        delay: Duration,
-    ) -> Result<(), BrokerError> {
-        self.queues.abandon(queue, receipt, delay)
-    }
-
-    async fn extend(
-        &self,
-        queue: &str,
-        receipt: &str,
-        visibility: Duration,
-    ) -> Result<(), BrokerError> {
-        self.queues.extend(queue, receipt, visibility)
-    }
-
-    async fn len(&self, queue: &str) -> Result<usize, BrokerError> {
-        Ok(self.queues.len(queue))
-    }
-
-    async fn peek(&self, queue: &str, max: u32) -> Result<Vec<Peeked>, BrokerError> {
-        self.queues.peek(queue, max)
-    }
-}
+super::queues::queue_broker_over_queues!(MemoryBroker);
 
 #[async_trait]
 impl KvStore for MemoryBroker {
@@ -194,7 +142,10 @@ mod conformance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{MAX_MESSAGE_BYTES, POISON_RETRY};
+    use crate::broker::{
+        MAX_MESSAGE_BYTES, POISON_RETRY, QueueBroker, ReceiveRequest, SendOptions,
+    };
+    use std::time::Duration;
     use tokio::time::Instant;
 
     fn request(max: u32, visibility_ms: u64, wait_ms: u64) -> ReceiveRequest {

@@ -285,6 +285,67 @@ impl<P: Persist> Queues<P> {
     }
 }
 
+/// Implements [`super::QueueBroker`] for a broker type whose `queues` field
+/// is a [`Queues`]: every backend built on the book answers the same way.
+macro_rules! queue_broker_over_queues {
+    ($broker:ty) => {
+        #[async_trait::async_trait]
+        impl super::QueueBroker for $broker {
+            async fn send(
+                &self,
+                queue: &str,
+                body: Vec<u8>,
+                options: super::SendOptions,
+            ) -> Result<String, super::BrokerError> {
+                self.queues.send(queue, body, options).await
+            }
+
+            async fn receive(
+                &self,
+                queue: &str,
+                request: super::ReceiveRequest,
+            ) -> Result<Vec<super::Delivery>, super::BrokerError> {
+                self.queues.receive(queue, request).await
+            }
+
+            async fn complete(&self, queue: &str, receipt: &str) -> Result<(), super::BrokerError> {
+                self.queues.complete(queue, receipt)
+            }
+
+            async fn abandon(
+                &self,
+                queue: &str,
+                receipt: &str,
+                delay: std::time::Duration,
+            ) -> Result<(), super::BrokerError> {
+                self.queues.abandon(queue, receipt, delay)
+            }
+
+            async fn extend(
+                &self,
+                queue: &str,
+                receipt: &str,
+                visibility: std::time::Duration,
+            ) -> Result<(), super::BrokerError> {
+                self.queues.extend(queue, receipt, visibility)
+            }
+
+            async fn len(&self, queue: &str) -> Result<usize, super::BrokerError> {
+                Ok(self.queues.len(queue))
+            }
+
+            async fn peek(
+                &self,
+                queue: &str,
+                max: u32,
+            ) -> Result<Vec<super::Peeked>, super::BrokerError> {
+                self.queues.peek(queue, max)
+            }
+        }
+    };
+}
+pub(crate) use queue_broker_over_queues;
+
 #[cfg(test)]
 mod tests {
     use super::*;
