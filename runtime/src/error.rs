@@ -74,6 +74,9 @@ pub enum GuestFailure {
     /// The guest could not be instantiated.
     #[error("cannot instantiate guest: {0}")]
     Instantiate(String),
+    /// The guest's `start` hook returned an error.
+    #[error("start hook failed: {0}")]
+    Start(String),
     /// The guest finished without producing what was asked of it (an HTTP
     /// response, say).
     #[error("{0}")]
@@ -82,8 +85,8 @@ pub enum GuestFailure {
 
 impl GuestFailure {
     /// A short name for the kind of failure, for metrics and headers:
-    /// `fuel`, `deadline`, `memory`, `trap`, `exit`, `instantiate` or
-    /// `protocol`.
+    /// `fuel`, `deadline`, `memory`, `trap`, `exit`, `instantiate`, `start`
+    /// or `protocol`.
     pub fn kind(&self) -> &'static str {
         match self {
             GuestFailure::OutOfFuel => "fuel",
@@ -92,6 +95,7 @@ impl GuestFailure {
             GuestFailure::Trap(_) => "trap",
             GuestFailure::Exit(_) => "exit",
             GuestFailure::Instantiate(_) => "instantiate",
+            GuestFailure::Start(_) => "start",
             GuestFailure::Protocol(_) => "protocol",
         }
     }
