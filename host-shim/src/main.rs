@@ -221,6 +221,10 @@ struct DeployArgs {
     /// Skip the roles' build commands and use the components as they are.
     #[arg(long)]
     no_build: bool,
+    /// Return once the host has accepted the deployment, without waiting
+    /// for instances to be ready (deploy) or for the rollout to end (upgrade).
+    #[arg(long)]
+    no_wait: bool,
     #[command(flatten)]
     client: ClientArgs,
 }

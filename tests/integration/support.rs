@@ -170,13 +170,19 @@ pub fn weft_command() -> Command {
 }
 
 impl Weft {
-    /// Starts `weft ARGS` and waits for its `ready` line. `up` and `serve`
-    /// get an admin address of `127.0.0.1:0` unless ARGS name one, so that
-    /// tests running at once never clash.
+    /// Starts `weft ARGS` and waits for its `ready` line. `up`, `serve` and
+    /// `host` get an admin address of `127.0.0.1:0` unless ARGS name one, so
+    /// that tests running at once never clash.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(args, &[])
+    }
+
+    /// [`Weft::start`] with these environment variables set.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut command = weft_command();
+        command.envs(env.iter().copied());
         command.args(args);
-        let runs = matches!(args.first(), Some(&"up" | &"serve"));
+        let runs = matches!(args.first(), Some(&"up" | &"serve" | &"host"));
         if runs && !args.contains(&"--admin-addr") {
             command.args(["--admin-addr", "127.0.0.1:0"]);
         }

@@ -93,6 +93,9 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             println!("  {} listening {url}", role.name);
         }
     }
+    if args.no_wait {
+        return Ok(());
+    }
     wait_ready(&client, &name).await
 }
 
@@ -145,12 +148,11 @@ pub async fn upgrade(args: DeployArgs) -> anyhow::Result<()> {
 /// Prints an operation's steps until it ends; an error if it was rolled back.
 async fn follow(client: &Client, name: &str, started: OperationStatus) -> anyhow::Result<()> {
     println!(
-        "{} of {name} to generation {}: {}",
-        started.kind, started.generation, started.step
+        "{} of {name} to generation {}",
+        started.kind, started.generation
     );
-    let mut last = started.step.clone();
+    let mut printed = 0;
     loop {
-        tokio::time::sleep(POLL).await;
         let status: ServiceStatus = client
             .json(Method::GET, &format!("/v1/services/{name}"), None::<&()>)
             .await?;
@@ -160,10 +162,10 @@ async fn follow(client: &Client, name: &str, started: OperationStatus) -> anyhow
         else {
             bail!("the operation is no longer reported: see `weft status {name}`");
         };
-        if operation.step != last {
-            println!("  {}", operation.step);
-            last = operation.step.clone();
+        for step in operation.steps.iter().skip(printed) {
+            println!("  {step}");
         }
+        printed = printed.max(operation.steps.len());
         match operation.state.as_str() {
             "done" => return Ok(()),
             "rolled-back" => bail!(
@@ -172,6 +174,7 @@ async fn follow(client: &Client, name: &str, started: OperationStatus) -> anyhow
             ),
             _ => {}
         }
+        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -174,6 +174,7 @@ mod tests {
                     kind: "upgrade".into(),
                     state: "rolled-back".into(),
                     step: "rolled back to generation 1".into(),
+                    steps: Vec::new(),
                     generation: 2,
                     domains_done: 1,
                     domains: 2,

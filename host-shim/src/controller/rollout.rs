@@ -112,6 +112,7 @@ impl Service {
             kind: "scale".into(),
             state: "done".into(),
             step: format!("role '{role}' scaled to {count} instances"),
+            steps: Vec::new(),
             generation: record.generation,
             domains_done: 0,
             domains: 0,
@@ -176,6 +177,7 @@ impl Service {
             kind: kind.into(),
             state: "running".into(),
             step: "starting".into(),
+            steps: vec!["starting".into()],
             generation: record.generation,
             domains_done: 0,
             domains: manifest.upgrade.domains,
@@ -200,7 +202,7 @@ impl Service {
     fn progress(&self, step: String, domains_done: u32) {
         if let Some(operation) = &mut lock(&self.state).operation {
             tracing::info!(service = %self.name, kind = %operation.kind, %step, "rollout");
-            operation.step = step;
+            operation.record(step);
             operation.domains_done = domains_done;
         }
     }
@@ -329,7 +331,7 @@ impl Service {
         let kept = self.record();
         if let Some(operation) = &mut lock(&self.state).operation {
             operation.state = "rolled-back".into();
-            operation.step = format!("rolled back to generation {}", kept.generation);
+            operation.record(format!("rolled back to generation {}", kept.generation));
             operation.reason = Some(reason);
         }
     }
@@ -361,7 +363,7 @@ impl Service {
         state.manifest = plan.manifest;
         if let Some(operation) = &mut state.operation {
             operation.state = "done".into();
-            operation.step = format!("{} to generation {generation} done", plan.kind);
+            operation.record(format!("{} to generation {generation} done", plan.kind));
             operation.domains_done = operation.domains;
         }
     }

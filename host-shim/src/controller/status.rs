@@ -31,6 +31,9 @@ pub struct ServiceStatus {
     pub roles: Vec<RoleStatus>,
 }
 
+/// The most steps an operation keeps.
+pub const MAX_STEPS: usize = 200;
+
 /// An operation that changes a running service step by step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OperationStatus {
@@ -40,6 +43,10 @@ pub struct OperationStatus {
     pub state: String,
     /// What it is doing, or how it ended, for people.
     pub step: String,
+    /// Every step so far, oldest first (at most [`MAX_STEPS`]), so a
+    /// client polling now and then misses none.
+    #[serde(default)]
+    pub steps: Vec<String>,
     /// The generation it moves to.
     pub generation: u64,
     /// Domains moved so far, of `domains`.
@@ -126,4 +133,14 @@ pub struct QueueStatus {
     pub length: Option<u64>,
     /// Messages in its poison queue.
     pub poison: Option<u64>,
+}
+
+impl OperationStatus {
+    /// Moves on to `step`, remembering it.
+    pub fn record(&mut self, step: String) {
+        if self.steps.len() < MAX_STEPS {
+            self.steps.push(step.clone());
+        }
+        self.step = step;
+    }
 }

@@ -7,8 +7,12 @@
 //! starting with `slow` sleeps 200 ms first, so drains happen mid-batch.
 //! It returns from `run` when the host asks it to stop.
 //!
-//! Settings: `version` (printed by the hooks), `start = "fail"` (the start
-//! hook refuses), `mode = "crash"` (it panics as soon as it runs).
+//! Its hooks print `rollout-worker: start|stop version={version}` and record
+//! themselves in the bucket as `hook/{start|stop}/{version}/{nanos}`.
+//! Settings: `version`, `start = "fail"` (the start hook refuses),
+//! `mode = "crash"` (it panics as soon as it runs), `mode = "ignore-stop"`
+//! (it polls the queue by hand and never returns, so the host must drop it
+//! once its stop grace period is over).
 
 use std::time::Duration;
 
@@ -24,8 +28,18 @@ fn version() -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if setting("mode").as_deref() == Some("crash") {
-        panic!("rollout-worker: crashing on purpose");
+    match setting("mode").as_deref() {
+        Some("crash") => panic!("rollout-worker: crashing on purpose"),
+        Some("ignore-stop") => loop {
+            // Never asks `lifecycle::stopping`, and settles nothing.
+            let options = weft_sdk::queue::ReceiveOptions {
+                wait: Duration::from_millis(100),
+                ..Default::default()
+            };
+            let _ = weft_sdk::queue::receive("jobs", &options);
+            std::thread::sleep(Duration::from_millis(10));
+        },
+        _ => {}
     }
     let ledger = Bucket::open("ledger")?;
     Worker::new("jobs")
@@ -44,6 +58,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Notes that hook `name` ran, in the bucket.
+fn record(name: &str) -> Result<(), String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let ledger = Bucket::open("ledger").map_err(|e| e.to_string())?;
+    ledger
+        .set(&format!("hook/{name}/{}/{nanos}", version()), "1")
+        .map_err(|e| e.to_string())
+}
+
 struct Hooks;
 
 impl weft_sdk::lifecycle::Hooks for Hooks {
@@ -51,12 +76,15 @@ impl weft_sdk::lifecycle::Hooks for Hooks {
         println!("rollout-worker: start version={}", version());
         match setting("start").as_deref() {
             Some("fail") => Err("asked to fail its start".into()),
-            _ => Ok(()),
+            _ => record("start"),
         }
     }
 
     fn stop() {
         println!("rollout-worker: stop version={}", version());
+        if let Err(e) = record("stop") {
+            eprintln!("rollout-worker: cannot record the stop: {e}");
+        }
     }
 }
 
