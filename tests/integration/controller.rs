@@ -146,6 +146,15 @@ async fn the_admin_api_needs_a_valid_token_and_refuses_crafted_names() {
         .api("PUT", "/v1/blobs/sha256:..%2F..%2Fadmin-token", "x")
         .await;
     assert_eq!(blob.status, 400, "{blob:?}");
+    // Bodies are bounded before they are read.
+    let huge = format!("{{\"manifest\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
+    let too_large = host.api("PUT", "/v1/services/escape", &huge).await;
+    assert_eq!(too_large.status, 413, "{too_large:?}");
+    // A blob whose bytes do not hash to its name.
+    let forged = host
+        .api("PUT", &format!("/v1/blobs/{digest}"), "not those bytes")
+        .await;
+    assert_eq!(forged.status, 400, "{forged:?}");
     // A manifest naming another service than the URL's.
     let mismatch = host.api("PUT", "/v1/services/escape", &body).await;
     assert_eq!(mismatch.status, 400, "{mismatch:?}");
@@ -184,6 +193,9 @@ async fn a_deployed_service_survives_a_host_restart() {
     let url = host.url("survivor", "web").await;
     assert_eq!(version_of(&url).await, "version=1");
     assert!(state.join("services/survivor/deployment.json").is_file());
+    // A scale is part of the record too.
+    let (ok, stdout, stderr) = host.cli(&["scale", "survivor/worker", "3"]);
+    assert!(ok, "{stdout}{stderr}");
 
     // A graceful stop runs every instance's stop hook.
     assert!(host.weft.terminate().unwrap().success());
@@ -191,20 +203,21 @@ async fn a_deployed_service_survives_a_host_restart() {
     assert!(log.contains("rollout-web: stop version=1"), "{log}");
     assert_eq!(
         log.matches("rollout-worker: stop version=1").count(),
-        2,
+        3,
         "{log}"
     );
 
     let host = Host::start(&state, &tokens);
     let status = host.ready("survivor").await;
     assert_eq!(status["generation"], 1);
+    assert_eq!(status["roles"][1]["declared"], 3, "{status}");
     let url = host.url("survivor", "web").await;
     assert_eq!(version_of(&url).await, "version=1");
     let (ok, table, stderr) = host.cli(&["status"]);
     assert!(ok, "{stderr}");
     assert!(table.contains("service survivor  generation 1"), "{table}");
     assert!(
-        table.contains("worker/1") && table.contains("ready"),
+        table.contains("worker/2") && table.contains("ready"),
         "{table}"
     );
 }

@@ -131,7 +131,7 @@ async fn answer(admin: &Admin, request: http::Request<Incoming>) -> Reply {
         Route::Metrics => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::render(&admin.runtime.usage()),
+            crate::metrics::render(&crate::metrics::merge_versions(admin.runtime.usage())),
         ),
         Route::Healthz => text(StatusCode::OK, "text/plain", "ok\n".into()),
         Route::OpenApi => text(StatusCode::OK, "application/json", OPENAPI.into()),
