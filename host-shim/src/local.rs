@@ -245,6 +245,7 @@ pub async fn up(args: UpArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
 /// records and taking deployments through its admin API.
 pub async fn host(args: HostModeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
     let mut signals = StopSignals::watch()?;
+    anyhow::ensure!(args.max_instances > 0, "--max-instances must be at least 1");
     let state_dir = match args.state_dir.clone() {
         Some(dir) => dir,
         None => {

@@ -124,6 +124,12 @@ async fn answer(admin: &Admin, request: http::Request<Incoming>) -> Reply {
             };
         }
     };
+    if !route.is_open() && admin.controller.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "weft serve has no admin API; run services with weft up or weft host",
+        );
+    }
     if !route.is_open() && !admitted() {
         return unauthorized();
     }
@@ -140,10 +146,7 @@ async fn answer(admin: &Admin, request: http::Request<Incoming>) -> Reply {
                 Ok(reply) => reply,
                 Err(e) => controller_error(&e),
             },
-            None => error(
-                StatusCode::NOT_FOUND,
-                "weft serve has no admin API; run services with weft up or weft host",
-            ),
+            None => error(StatusCode::NOT_FOUND, "no admin API here"),
         },
     }
 }

@@ -210,6 +210,11 @@ impl Service {
     async fn roll(self: Arc<Self>, plan: Plan) {
         let policy = plan.manifest.upgrade;
         let generation = plan.record.generation;
+        if plan.changes.is_empty() {
+            // Instance counts at most: nothing to move domain by domain.
+            self.progress("no role's version changed".into(), 0);
+            return self.commit(plan).await;
+        }
         // New web versions start (start hook, health) before taking traffic.
         for change in &plan.changes {
             if let Version::Web(new) = &change.new {

@@ -12,7 +12,8 @@
 //! path (if the role declares one) answered 2xx; only then does it take a
 //! share. Retired, it is *draining* until its requests in flight (and the
 //! sandboxes still streaming their bodies) are done, bounded by the grace
-//! period, then its `stop` hook runs and it is *stopped*.
+//! period, then its `stop` hook runs (if its `start` hook had returned Ok)
+//! and it is *stopped*.
 
 use super::VersionInfo;
 use super::status::InstanceStatus;
@@ -20,7 +21,7 @@ use super::workers::InstanceState;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 use weft_runtime::{WebResponse, WebRole};
@@ -43,6 +44,8 @@ pub struct WebVersion {
     health: Option<String>,
     in_flight: AtomicU64,
     state: Mutex<InstanceState>,
+    /// Whether its start hook returned Ok: only then does its stop hook run.
+    hook_started: AtomicBool,
 }
 
 /// Counts a request in flight until dropped (also when the client goes away).
@@ -63,6 +66,7 @@ impl WebVersion {
             health,
             in_flight: AtomicU64::new(0),
             state: Mutex::new(InstanceState::Starting),
+            hook_started: AtomicBool::new(false),
         }
     }
 
@@ -87,7 +91,7 @@ impl WebVersion {
         let give_up = Instant::now() + timeout;
         let started = tokio::time::timeout_at(give_up.into(), self.role.start_hook()).await;
         match started {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.hook_started.store(true, Ordering::Release),
             Ok(Err(failure)) => {
                 self.set_state(InstanceState::Failed);
                 return Err(format!("start hook: {failure}"));
@@ -155,7 +159,11 @@ impl WebVersion {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Err(failure) = self.role.stop_hook().await {
+        // A version whose start hook never returned Ok gets no stop hook,
+        // as the fabric called OnStop only after OnStart succeeded.
+        if self.hook_started.load(Ordering::Acquire)
+            && let Err(failure) = self.role.stop_hook().await
+        {
             tracing::warn!(
                 service = %self.role.usage().service,
                 role = %self.role.usage().role,

@@ -242,9 +242,10 @@ impl WorkerPool {
     pub fn status(&self) -> (Vec<InstanceStatus>, u32) {
         let domains = self.domains.load(Ordering::Relaxed);
         let now = Instant::now();
+        // Slots before retired ones, as `scale` takes them.
+        let slots = lock(&self.slots);
         let mut retired = lock(&self.retired);
         retired.retain(|slot| !slot.task.is_finished());
-        let slots = lock(&self.slots);
         let mut ready = 0;
         let instances = slots
             .iter()
