@@ -181,14 +181,25 @@ async fn a_rolling_upgrade_under_load_answers_only_2xx_and_completes_every_job()
             assert_eq!(instance["generation"], 2, "{status}");
         }
     }
-    // Every old instance ran its stop hook when it was moved.
+    // Every old instance ran its stop hook when it was moved; the old web
+    // version, once drained.
     let log = host.weft.log();
     assert_eq!(
         log.matches("rollout-worker: stop version=1").count(),
         2,
         "{log}"
     );
-    assert!(log.contains("rollout-web: stop version=1"), "{log}");
+    crate::support::eventually(
+        Duration::from_secs(30),
+        "the old web version to stop",
+        || async {
+            host.weft
+                .log()
+                .contains("rollout-web: stop version=1")
+                .then_some(())
+        },
+    )
+    .await;
 
     // Every job the web role accepted is done, once the queue drains.
     crate::support::eventually(Duration::from_secs(60), "the queue to drain", || async {
@@ -218,10 +229,14 @@ async fn an_upgrade_whose_new_version_fails_health_is_rolled_back() {
     let web = marked_copy(ROLLOUT_WEB, dir.path(), "sick");
     service_dir(&v2, "careful", web.to_str().unwrap(), ROLLOUT_WORKER, 1);
     let manifest = v2.join("weft.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap().replace(
-        "version = \"1\"\nhealthy = \"true\"",
-        "version = \"2\"\nhealthy = \"false\"",
-    );
+    // A short timeout: the new version never becomes healthy.
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace(
+            "version = \"1\"\nhealthy = \"true\"",
+            "version = \"2\"\nhealthy = \"false\"",
+        )
+        .replace("upgrade-timeout-secs = 30", "upgrade-timeout-secs = 3");
     std::fs::write(&manifest, text).unwrap();
     let (ok, stdout, stderr) = host.cli(&["upgrade", "--no-build", v2.to_str().unwrap()]);
     assert!(!ok, "{stdout}");

@@ -151,11 +151,19 @@ impl Service {
             listeners.insert(name.clone(), listener);
         }
         let policy = manifest.upgrade;
+        let mut started: Vec<&WebVersion> = Vec::new();
         for (name, version) in &versions {
             if let Version::Web(web) = version {
-                web.start(policy.timeout).await.map_err(|why| {
-                    ControllerError::Invalid(format!("role '{name}' did not start: {why}"))
-                })?;
+                if let Err(why) = web.start(policy.timeout).await {
+                    // Those that started took no request: they stop at once.
+                    for web in started {
+                        web.drain_and_stop(Duration::ZERO).await;
+                    }
+                    return Err(ControllerError::Invalid(format!(
+                        "role '{name}' did not start: {why}"
+                    )));
+                }
+                started.push(web);
             }
         }
         let mut roles = BTreeMap::new();
