@@ -2,10 +2,8 @@
 //! state folder and admin token, its admin API called directly or through
 //! the `weft` CLI, and service folders whose manifests name test guests.
 
-use crate::support::{Reply, Weft, cache_dir, eventually, weft_command};
+use crate::support::{Reply, Weft, cache_dir, eventually, http_as, weft_command};
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,29 +66,7 @@ impl Host {
         path: &str,
         body: &str,
     ) -> anyhow::Result<Reply> {
-        let authority = self.admin.trim_start_matches("http://").to_owned();
-        let stream = tokio::net::TcpStream::connect(&authority).await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &authority)
-            .header("content-type", "application/json");
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let response = sender
-            .send_request(request.body(Full::new(Bytes::from(body.to_owned())))?)
-            .await?;
-        let (parts, body) = response.into_parts();
-        let bytes = body.collect().await?.to_bytes();
-        Ok(Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        })
+        http_as(token, method, &format!("{}{path}", self.admin), body).await
     }
 
     /// The status of service `name`, as JSON.
