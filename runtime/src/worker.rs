@@ -177,6 +177,9 @@ impl WorkerRole {
         }
         phase(InstancePhase::Ready);
         if grace_ends.is_some() {
+            // Asked to stop while starting: its grace period runs from now,
+            // when it can first see the ask.
+            grace_ends = Some(Instant::now() + limits.stop_grace());
             phase(InstancePhase::Draining);
         }
 
