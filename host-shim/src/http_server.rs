@@ -1,7 +1,10 @@
 //! Serving a web role over hyper: HTTP/1.1 with keep-alive, a bound on how
 //! long a client may take to send its request head, and graceful shutdown
-//! that lets in-flight requests finish.
+//! that lets in-flight requests finish. Each request goes to the version of
+//! the role its share is routed to ([`WebFront`]); the listener stays open
+//! across upgrades.
 
+use crate::controller::web::{WebFront, not_ready};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -11,17 +14,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use weft_runtime::WebRole;
 
 /// How long a client may take to send a request head: slow-loris clients
 /// must not hold connections forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `role` on `listener` until `shutdown` completes, then waits up to
-/// `grace` for in-flight requests to finish.
+/// Serves the role behind `front` on `listener` until `shutdown` completes,
+/// then waits up to `grace` for in-flight requests to finish.
 pub async fn serve(
     listener: TcpListener,
-    role: Arc<WebRole>,
+    front: Arc<WebFront>,
     role_name: String,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -41,10 +43,15 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let role = role.clone();
+                let front = front.clone();
                 let service = service_fn(move |request| {
-                    let role = role.clone();
-                    async move { Ok::<_, Infallible>(role.handle(request).await) }
+                    let version = front.pick();
+                    async move {
+                        Ok::<_, Infallible>(match version {
+                            Some(version) => version.serve(request).await,
+                            None => not_ready(),
+                        })
+                    }
                 });
                 let connection = http1::Builder::new()
                     .keep_alive(true)

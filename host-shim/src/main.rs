@@ -1,26 +1,41 @@
-//! `weft`: the host process. Serves a single wasi:http component
-//! (`weft serve`), or runs a whole service from its manifest (`weft up`).
+//! `weft`: the host process, and the client of its admin API.
+//!
+//! - `weft serve COMPONENT` serves one wasi:http component.
+//! - `weft up DIR` starts a host and deploys the service in DIR into it.
+//! - `weft host` runs a long-lived host that redeploys the services in its
+//!   state folder and takes new ones through its admin API.
+//! - `weft deploy`, `upgrade`, `status`, `scale`, `settings`, `logs` and
+//!   `remove` drive a host through that API ([`client`]).
+//! - `weft check DIR` and `weft queues DIR` work offline.
+//!
+//! Modules: [`manifest`] and [`environment`] (the service model),
+//! [`controller`] (deploy, scale, upgrade, heal), [`admin`] (the API),
+//! [`http_server`] (web roles' listeners), [`supervisor`] (restart policy),
+//! [`logbook`] (guest output for `weft logs`), [`metrics`], [`service`]
+//! (backends and role specs), [`builder`] (build commands), [`local`] (the
+//! commands that run a host) and [`client`].
 
 mod admin;
 mod builder;
+mod client;
+mod controller;
+mod environment;
 mod http_server;
+mod local;
+mod logbook;
 mod manifest;
 mod metrics;
 mod service;
 mod supervisor;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use manifest::Manifest;
-use service::{Backends, HostPaths, LoadedRole};
-use std::io::Write as _;
+use logbook::{LogBook, LogLayer};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_runtime::broker::{MAX_BATCH, POISON_SUFFIX};
-use weft_runtime::{CpuShare, Grants, RateLimits, RoleSpec, Runtime, SandboxLimits};
+use weft_runtime::SandboxLimits;
 
 #[derive(Parser)]
 #[command(
@@ -46,14 +61,33 @@ enum LogFormat {
 enum Command {
     /// Serve one wasi:http component over HTTP, a fresh sandbox per request.
     Serve(ServeArgs),
-    /// Build and run a service from its manifest (a weft.toml, or a folder holding one).
+    /// Build a service from its manifest and run it on a host of its own
+    /// (the admin API serves it too) until SIGINT or SIGTERM.
     Up(UpArgs),
-    /// Check a manifest and compile its components, without running anything.
+    /// Run a long-lived host: it redeploys the services its state folder
+    /// records and takes deployments through its admin API.
+    Host(HostModeArgs),
+    /// Check a manifest (and overlay) and compile its components, without running anything.
     Check(UpArgs),
     /// Show the length of each queue the manifest grants (and of its poison
     /// queue), and with --peek N its next messages. The embedded store can
     /// be read only while the service is stopped; NATS at any time.
     Queues(QueuesArgs),
+    /// Build a service, upload its components and deploy it to a host.
+    Deploy(DeployArgs),
+    /// Build a service, upload its components and upgrade it on a host, one
+    /// upgrade domain at a time (rolled back if a domain is not healthy).
+    Upgrade(DeployArgs),
+    /// Show a host's services, roles and instances.
+    Status(StatusArgs),
+    /// Set a worker role's instance count.
+    Scale(ScaleArgs),
+    /// Change settings a role declares (a rolling change).
+    Settings(SettingsArgs),
+    /// Show a role's recent guest output; -f follows it.
+    Logs(LogsArgs),
+    /// Stop and remove a service (its data folder stays).
+    Remove(RemoveArgs),
 }
 
 #[derive(Args)]
@@ -104,6 +138,9 @@ struct UpArgs {
     /// The manifest, or the folder holding its weft.toml.
     #[arg(default_value = ".")]
     manifest: PathBuf,
+    /// Apply the environment overlay weft.ENV.toml beside the manifest.
+    #[arg(long, value_name = "ENV")]
+    env: Option<String>,
     /// Skip the roles' build commands and use the components as they are.
     #[arg(long)]
     no_build: bool,
@@ -116,6 +153,31 @@ struct UpArgs {
     /// sharing a NATS server each run some of a service's roles.
     #[arg(long = "role", value_name = "NAME")]
     roles: Vec<String>,
+    /// The admin API's token file [default: WEFT_ADMIN_TOKEN, else
+    /// admin-token in the state folder, made on first start].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Args)]
+struct HostModeArgs {
+    /// The host's state folder: component blobs, each service's record,
+    /// queues and scratch folders
+    /// [default: $XDG_STATE_HOME/weft/_host or ~/.local/state/weft/_host].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The admin API's token file [default: WEFT_ADMIN_TOKEN, else
+    /// admin-token in the state folder, made on first start].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Sandboxes alive at once across every service (pooling slots).
+    #[arg(long, default_value_t = 1000)]
+    max_instances: u32,
+    /// The largest component the admin API accepts, in MiB.
+    #[arg(long, default_value_t = local::DEFAULT_MAX_COMPONENT_MIB)]
+    max_component_mib: u64,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -126,18 +188,105 @@ struct HostArgs {
     /// [default: $XDG_CACHE_HOME/weft/components or ~/.cache/weft/components].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// How long in-flight requests may take to finish at shutdown, in seconds.
+    /// How long in-flight requests may take to finish at shutdown, and a
+    /// retired version to drain, in seconds.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
-    /// The admin address: `/metrics` (Prometheus) and `/healthz`. Keep it
-    /// on loopback or a private network.
+    /// The admin address: the admin API under /v1 (bearer token), and
+    /// `/metrics` (Prometheus) and `/healthz`. Keep it on loopback or a
+    /// private network.
     #[arg(long, default_value = "127.0.0.1:9070")]
     admin_addr: SocketAddr,
 }
 
+#[derive(Args)]
+struct ClientArgs {
+    /// The host's admin address [default: $WEFT_ADMIN, else http://127.0.0.1:9070].
+    #[arg(long, value_name = "URL")]
+    admin: Option<String>,
+    /// The admin token's file [default: $WEFT_ADMIN_TOKEN, else the default
+    /// host state folder's admin-token].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DeployArgs {
+    /// The manifest, or the folder holding its weft.toml.
+    #[arg(default_value = ".")]
+    manifest: PathBuf,
+    /// Apply the environment overlay weft.ENV.toml beside the manifest.
+    #[arg(long, value_name = "ENV")]
+    env: Option<String>,
+    /// Skip the roles' build commands and use the components as they are.
+    #[arg(long)]
+    no_build: bool,
+    /// Return once the host has accepted the deployment, without waiting
+    /// for instances to be ready (deploy) or for the rollout to end (upgrade).
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Only this service.
+    service: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct ScaleArgs {
+    /// The worker role: SERVICE/ROLE, or ROLE when one service has it.
+    role: String,
+    /// Its new instance count.
+    count: u32,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct SettingsArgs {
+    /// The role: SERVICE/ROLE, or ROLE when one service has it.
+    role: String,
+    /// KEY=VALUE pairs; each key must be a setting the role declares.
+    #[arg(required = true)]
+    settings: Vec<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct LogsArgs {
+    /// The role: SERVICE/ROLE, or ROLE when one service has it.
+    role: String,
+    /// Keep printing new lines as they come.
+    #[arg(short, long)]
+    follow: bool,
+    /// How many of the latest lines to show first.
+    #[arg(long, default_value_t = 100)]
+    lines: usize,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct RemoveArgs {
+    /// The service.
+    service: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let logs = Arc::new(LogBook::default());
+    init_logging(cli.log_format, logs.clone());
     // One executor thread more than the CPU scheduler has slots: however
     // many guests are CPU-bound, a thread is free for I/O and short
     // requests, and the OS scheduler preempts a hog for it (see
@@ -154,7 +303,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(run(cli.command));
+    let outcome = runtime.block_on(run(cli.command, logs));
     // Tasks still running after the graceful shutdown (a guest past the
     // grace period) are abandoned rather than waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -168,192 +317,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// Host logs go to stderr, filtered by `WEFT_LOG` (default `info`); guest
+/// output is also kept, whatever the filter, for `weft logs`.
+fn init_logging(format: LogFormat, logs: Arc<LogBook>) {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, fmt};
     let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let printed = match format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let kept = LogLayer(logs)
+        .with_filter(Targets::new().with_target(logbook::GUEST_TARGET, LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(printed)
+        .with(kept)
+        .init();
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, logs: Arc<LogBook>) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve(args).await,
-        Command::Up(args) => up(args, false).await,
-        Command::Check(args) => up(args, true).await,
-        Command::Queues(args) => queues(args).await,
+        Command::Serve(args) => local::serve(args, logs).await,
+        Command::Up(args) => local::up(args, logs).await,
+        Command::Host(args) => local::host(args, logs).await,
+        Command::Check(args) => local::check(args).await,
+        Command::Queues(args) => local::queues(args).await,
+        Command::Deploy(args) => client::deploy(args).await,
+        Command::Upgrade(args) => client::upgrade(args).await,
+        Command::Status(args) => client::status(args).await,
+        Command::Scale(args) => client::scale(args).await,
+        Command::Settings(args) => client::settings(args).await,
+        Command::Logs(args) => client::logs(args).await,
+        Command::Remove(args) => client::remove(args).await,
     }
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let limits = SandboxLimits {
-        memory_mib: args.memory_mib,
-        fuel: args.fuel,
-        deadline_ms: args.deadline_ms,
-        max_request_body_kib: args.max_request_body_kib,
-        max_in_flight: args.max_in_flight,
-        max_queued: args.max_queued,
-        role_memory_mib: None,
-    };
-    let cache_dir = args.host.cache_dir.clone().or_else(default_cache_dir);
-    let runtime = Arc::new(Runtime::new(service::engine_config(
-        std::iter::once((limits, service::SandboxCount::PerRequest)),
-        cache_dir,
-    ))?);
-    let backends = Backends::memory();
-    let spec = RoleSpec {
-        grants: Grants {
-            service: "serve".into(),
-            role: "web".into(),
-            ..Grants::default()
-        },
-        limits,
-        rate_limits: RateLimits::default(),
-        cpu: CpuShare::default(),
-        queues: backends.queues.clone(),
-        kv: backends.kv.clone(),
-    };
-    let role = runtime.web_role(&args.component, spec)?;
-    let roles = vec![("web".to_owned(), LoadedRole::Web(Arc::new(role), args.addr))];
-    let grace = Duration::from_secs(args.host.grace_secs);
-    service::run(roles, runtime, args.host.admin_addr, grace).await?;
-    backends.close().await;
-    Ok(())
-}
-
-async fn up(args: UpArgs, check_only: bool) -> anyhow::Result<()> {
-    let manifest = Manifest::load(&args.manifest)?;
-    if let Some(unknown) = args.roles.iter().find(|r| !manifest.roles.contains_key(*r)) {
-        anyhow::bail!(
-            "{}: --role {unknown}: no such role (the manifest has {})",
-            manifest.path.display(),
-            manifest
-                .roles
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    if !args.no_build {
-        builder::build_roles(&manifest)?;
-    }
-    let state_dir = match args.state_dir.clone() {
-        Some(dir) => dir,
-        None => default_state_dir(&manifest.service)
-            .context("no home folder to keep state in: pass --state-dir")?,
-    };
-    let cache_dir = args.host.cache_dir.clone().or_else(default_cache_dir);
-    let paths = HostPaths {
-        state_dir,
-        cache_dir,
-    };
-    let engine = service::engine_config(
-        manifest.roles.values().map(|r| {
-            let count = match r.kind {
-                manifest::RoleKind::Web => service::SandboxCount::PerRequest,
-                manifest::RoleKind::Worker => service::SandboxCount::Instances(r.instances),
-            };
-            (r.limits, count)
-        }),
-        paths.cache_dir.clone(),
-    );
-    let runtime = Arc::new(Runtime::new(engine)?);
-    if check_only {
-        // A check must not take the store a running service holds.
-        let roles = service::load_roles(
-            &manifest,
-            &runtime,
-            &paths,
-            &Backends::memory(),
-            &args.roles,
-        )?;
-        println!(
-            "ok: service '{}' with {} roles",
-            manifest.service,
-            roles.len()
-        );
-        return Ok(());
-    }
-    let backends = Backends::open(&manifest.queues, &paths.state_dir).await?;
-    let roles = service::load_roles(&manifest, &runtime, &paths, &backends, &args.roles)?;
-    tracing::info!(service = %manifest.service, manifest = %manifest.path.display(), "starting");
-    let grace = Duration::from_secs(args.host.grace_secs);
-    let outcome = service::run(roles, runtime, args.host.admin_addr, grace).await;
-    backends.close().await;
-    outcome
-}
-
-/// `weft queues DIR`: each queue the manifest grants, and its poison queue,
-/// with its length and, with `--peek N`, its next N visible messages.
-async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
-    let manifest = Manifest::load(&args.manifest)?;
-    let state_dir = match args.state_dir.clone() {
-        Some(dir) => dir,
-        None => default_state_dir(&manifest.service)
-            .context("no home folder to keep state in: pass --state-dir")?,
-    };
-    let backends = Backends::open(&manifest.queues, &state_dir).await?;
-    // Each granted queue and its poison queue, once (a poison queue has none).
-    let mut names = std::collections::BTreeSet::new();
-    for name in manifest.roles.values().flat_map(|r| &r.queues) {
-        names.insert(name.clone());
-        if !name.ends_with(POISON_SUFFIX) {
-            names.insert(format!("{name}{POISON_SUFFIX}"));
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    for queue in names {
-        let scoped = format!("{}/{queue}", manifest.service);
-        let length = backends.queues.len(&scoped).await?;
-        writeln!(out, "{queue} length={length}")?;
-        if args.peek == 0 || length == 0 {
-            continue;
-        }
-        for message in backends
-            .queues
-            .peek(&scoped, args.peek.min(MAX_BATCH))
-            .await?
-        {
-            let body = String::from_utf8_lossy(&message.body);
-            let body: String = body.chars().take(80).collect();
-            write!(
-                out,
-                "  id={} dequeue-count={} sent-ms={}",
-                message.id, message.dequeue_count, message.inserted_at_ms
-            )?;
-            if let Some(reason) = &message.poison_reason {
-                write!(out, " reason={reason:?}")?;
-            }
-            writeln!(out, " body={body:?}")?;
-        }
-    }
-    drop(out);
-    backends.close().await;
-    Ok(())
-}
-
-/// A per-user folder: `$XDG_VAR/weft` or `~/FALLBACK/weft`. Never the
-/// manifest's folder: a repository could ship "cached" native code there.
-fn user_dir(xdg_var: &str, fallback: &str) -> Option<PathBuf> {
-    let base = std::env::var_os(xdg_var)
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(fallback)))?;
-    Some(base.join("weft"))
-}
-
-/// Where compiled components are cached unless `--cache-dir` says otherwise.
-fn default_cache_dir() -> Option<PathBuf> {
-    user_dir("XDG_CACHE_HOME", ".cache").map(|dir| dir.join("components"))
-}
-
-/// Where a service keeps its state unless `--state-dir` says otherwise.
-fn default_state_dir(service: &str) -> Option<PathBuf> {
-    user_dir("XDG_STATE_HOME", ".local/state").map(|dir| dir.join(service))
 }

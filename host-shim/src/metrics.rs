@@ -46,6 +46,24 @@ fn float(n: u64) -> f64 {
     n as f64
 }
 
+/// Adds up the versions of each role: during a rolling upgrade (and while
+/// a retired version drains) a role runs as two versions, each with its own
+/// accounts, and Prometheus wants one series per label set. When the old
+/// version is gone its counts leave the sums, which Prometheus reads as a
+/// counter reset.
+pub fn merge_versions(snapshots: Vec<UsageSnapshot>) -> Vec<UsageSnapshot> {
+    let mut merged: Vec<UsageSnapshot> = Vec::new();
+    for snapshot in snapshots {
+        match merged.iter_mut().find(|m| {
+            m.service == snapshot.service && m.role == snapshot.role && m.kind == snapshot.kind
+        }) {
+            Some(role) => role.absorb(&snapshot),
+            None => merged.push(snapshot),
+        }
+    }
+    merged
+}
+
 /// The text for `/metrics`.
 pub fn render(roles: &[UsageSnapshot]) -> String {
     let mut out = String::new();
@@ -254,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn renders_families_with_labels() {
+    fn renders_families_with_labels_one_series_per_role() {
         let text = render(&[role("web"), role("a\"b")]);
         assert!(text.contains("# TYPE weft_role_fuel_used_total counter\n"));
         assert!(text.contains(
@@ -272,6 +290,16 @@ mod tests {
         assert!(
             !text.contains("weft_role_memory_cap_bytes{"),
             "no cap, no sample"
+        );
+        // Two versions of a role are one series.
+        let merged = merge_versions(vec![role("web"), role("web"), role("api")]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].counters.fuel_used, 2468);
+        let text = render(&merged);
+        assert_eq!(
+            text.matches("weft_role_fuel_used_total{service=\"svc\",role=\"web\"")
+                .count(),
+            1
         );
         // Every sample line is NAME{LABELS} VALUE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

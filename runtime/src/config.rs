@@ -110,6 +110,13 @@ pub struct SandboxLimits {
     /// instance whose growth would pass it sees `memory.grow` fail; one
     /// that cannot even start gets a 503 (web) or is restarted later (worker).
     pub role_memory_mib: Option<u64>,
+    /// How long an instance asked to stop (an upgrade, a scale-down, a
+    /// settings change, shutdown) may take to wind down, in milliseconds: a
+    /// worker between batches to return from `run`, and any instance's
+    /// `stop` hook to return. A worker in the middle of a batch first
+    /// finishes it (bounded by `deadline-ms`). Default 10,000: time to
+    /// flush and say goodbye, short enough that an upgrade keeps moving.
+    pub stop_grace_ms: u64,
 }
 
 impl Default for SandboxLimits {
@@ -122,6 +129,7 @@ impl Default for SandboxLimits {
             max_in_flight: 256,
             max_queued: 256,
             role_memory_mib: None,
+            stop_grace_ms: 10_000,
         }
     }
 }
@@ -135,6 +143,11 @@ impl SandboxLimits {
     /// The deadline as a duration.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
+    }
+
+    /// The stop grace period as a duration.
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_millis(self.stop_grace_ms)
     }
 
     /// The role-wide memory cap in bytes, if any.
@@ -167,6 +180,9 @@ impl SandboxLimits {
         }
         if self.max_in_flight == 0 {
             return Err(InvalidSetting("max-in-flight must be at least 1".into()));
+        }
+        if self.stop_grace_ms == 0 {
+            return Err(InvalidSetting("stop-grace-ms must be at least 1".into()));
         }
         if let Some(role_mib) = self.role_memory_mib
             && role_mib < self.memory_mib

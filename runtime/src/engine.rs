@@ -6,13 +6,15 @@
 //! [`Linker`] per role kind, and a weak reference to every role it made, to
 //! report their usage. Web roles get WASI (granting nothing), `wasi:http`
 //! (outgoing requests only to their allowlist) and the VMBus; worker roles
-//! get WASI and the VMBus only.
+//! get WASI and the VMBus only. Either kind may export lifecycle hooks
+//! ([`crate::hooks`]), found when the role is prepared.
 
 use crate::broker::{KvStore, QueueBroker};
 use crate::cache::{CacheStats, ComponentCache, compile};
 use crate::config::{CpuShare, EngineConfig, Grants, SandboxLimits};
 use crate::cpu::CpuScheduler;
 use crate::error::{RuntimeError, one_line};
+use crate::hooks::Hooks;
 use crate::rate_limit::RateLimits;
 use crate::sandbox::GuestState;
 use crate::tenant::Tenant;
@@ -119,9 +121,14 @@ impl Runtime {
             .web_linker
             .instantiate_pre(&component)
             .map_err(|e| incompatible(path, "web", &e))?;
+        let hooks = Hooks::find(&pre).map_err(|reason| RuntimeError::Incompatible {
+            path: path.into(),
+            kind: "web",
+            reason,
+        })?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
             .map_err(|e| incompatible(path, "web", &e))?;
-        Ok(WebRole::new(pre, self.tenant(spec, "web")))
+        Ok(WebRole::new(pre, self.tenant(spec, "web"), hooks))
     }
 
     /// Prepares a worker role from the component at `path`.
@@ -132,9 +139,15 @@ impl Runtime {
             .worker_linker
             .instantiate_pre(&component)
             .map_err(|e| incompatible(path, "worker", &e))?;
+        let hooks = Hooks::find(&pre).map_err(|reason| RuntimeError::Incompatible {
+            path: path.into(),
+            kind: "worker",
+            reason,
+        })?;
         let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre)
             .map_err(|e| incompatible(path, "worker", &e))?;
-        Ok(WorkerRole::new(pre, self.tenant(spec, "worker")))
+        WorkerRole::new(pre, self.tenant(spec, "worker"), hooks)
+            .map_err(|e| incompatible(path, "worker", &e))
     }
 
     /// How often the compiled-component cache saved a compilation (all

@@ -79,6 +79,9 @@ pub enum GuestFailure {
     /// It passes as other invocations end.
     #[error("no room to start the guest: {0}")]
     Capacity(String),
+    /// The guest's `start` hook returned an error.
+    #[error("start hook failed: {0}")]
+    Start(String),
     /// The guest finished without producing what was asked of it (an HTTP
     /// response, say).
     #[error("{0}")]
@@ -88,7 +91,7 @@ pub enum GuestFailure {
 impl GuestFailure {
     /// A short name for the kind of failure, for metrics and headers:
     /// `fuel`, `deadline`, `memory`, `trap`, `exit`, `instantiate`,
-    /// `capacity` or `protocol`.
+    /// `capacity`, `start` or `protocol`.
     pub fn kind(&self) -> &'static str {
         match self {
             GuestFailure::OutOfFuel => "fuel",
@@ -98,6 +101,7 @@ impl GuestFailure {
             GuestFailure::Exit(_) => "exit",
             GuestFailure::Instantiate(_) => "instantiate",
             GuestFailure::Capacity(_) => "capacity",
+            GuestFailure::Start(_) => "start",
             GuestFailure::Protocol(_) => "protocol",
         }
     }

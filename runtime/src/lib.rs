@@ -35,6 +35,11 @@
 //! 3. [`WebRole::handle`] serves a hyper request; [`WorkerRole::run_instance`]
 //!    runs a worker instance until it returns, fails or is stopped. A
 //!    failure ([`GuestFailure`]) ends only that request or instance.
+//! 4. A role may export lifecycle hooks (`weft:vmbus/hooks`: `start`,
+//!    `stop`; see `wit/lifecycle.wit`). A worker instance runs them around
+//!    `run` and is asked to stop through `weft:vmbus/lifecycle`
+//!    ([`WorkerRole::run_instance_with`]); a web role runs them once per
+//!    version ([`WebRole::start_hook`], [`WebRole::stop_hook`]).
 
 mod body;
 pub mod broker;
@@ -45,6 +50,7 @@ pub mod egress;
 mod engine;
 mod error;
 pub mod guest_log;
+mod hooks;
 mod memory;
 pub mod rate_limit;
 mod sandbox;
@@ -65,4 +71,4 @@ pub use rate_limit::RateLimits;
 pub use sandbox::SCRATCH_GUEST_PATH;
 pub use usage::UsageSnapshot;
 pub use web::{WebResponse, WebRole};
-pub use worker::{WorkerExit, WorkerRole};
+pub use worker::{InstancePhase, WorkerExit, WorkerRole};

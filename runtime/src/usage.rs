@@ -36,7 +36,7 @@ pub enum Flow {
 }
 
 /// The kinds of failure counted per role, as [`GuestFailure::kind`] names them.
-const FAILURE_KINDS: [&str; 8] = [
+const FAILURE_KINDS: [&str; 9] = [
     "fuel",
     "deadline",
     "memory",
@@ -44,6 +44,7 @@ const FAILURE_KINDS: [&str; 8] = [
     "exit",
     "instantiate",
     "capacity",
+    "start",
     "protocol",
 ];
 
@@ -159,7 +160,7 @@ pub struct Counters {
     /// Requests (web) or received batches (worker).
     pub invocations: u64,
     /// Failures by kind (`fuel`, `deadline`, `memory`, `trap`, `exit`,
-    /// `instantiate`, `capacity`, `protocol`).
+    /// `instantiate`, `capacity`, `start`, `protocol`).
     pub failures: Vec<(&'static str, u64)>,
     /// Instances alive now (web: requests in flight).
     pub instances_live: u64,
@@ -221,6 +222,55 @@ pub struct UsageSnapshot {
     pub memory: MemoryUsage,
 }
 
+impl UsageSnapshot {
+    /// Adds the figures of another version of the same role (two versions
+    /// run side by side during a rolling upgrade, each with its own
+    /// accounts): counters, waits, calls, bytes and live memory add up; high
+    /// waters and caps take the larger.
+    pub fn absorb(&mut self, other: &UsageSnapshot) {
+        let (mine, theirs) = (&mut self.counters, &other.counters);
+        mine.fuel_used = mine.fuel_used.saturating_add(theirs.fuel_used);
+        mine.cpu_share_ppm = mine.cpu_share_ppm.saturating_add(theirs.cpu_share_ppm);
+        mine.parked = mine.parked.saturating_add(theirs.parked);
+        mine.throttled = mine.throttled.saturating_add(theirs.throttled);
+        mine.invocations = mine.invocations.saturating_add(theirs.invocations);
+        mine.instances_live = mine.instances_live.saturating_add(theirs.instances_live);
+        for (kind, count) in &theirs.failures {
+            match mine.failures.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, mine)) => *mine = mine.saturating_add(*count),
+                None => mine.failures.push((kind, *count)),
+            }
+        }
+        let (a, b) = (&mut mine.bytes, &theirs.bytes);
+        a.http_in = a.http_in.saturating_add(b.http_in);
+        a.http_out = a.http_out.saturating_add(b.http_out);
+        a.egress_out = a.egress_out.saturating_add(b.egress_out);
+        a.egress_in = a.egress_in.saturating_add(b.egress_in);
+        for call in &other.calls {
+            match self
+                .calls
+                .iter_mut()
+                .find(|c| c.interface == call.interface)
+            {
+                Some(mine) => {
+                    mine.admitted = mine.admitted.saturating_add(call.admitted);
+                    mine.limited = mine.limited.saturating_add(call.limited);
+                    mine.waited = mine.waited.saturating_add(call.waited);
+                    mine.bytes = mine.bytes.saturating_add(call.bytes);
+                }
+                None => self.calls.push(*call),
+            }
+        }
+        let (a, b) = (&mut self.memory, &other.memory);
+        a.bytes = a.bytes.saturating_add(b.bytes);
+        a.high_water = a.high_water.max(b.high_water);
+        a.instance_high_water = a.instance_high_water.max(b.instance_high_water);
+        a.instance_cap = a.instance_cap.max(b.instance_cap);
+        a.role_cap = a.role_cap.max(b.role_cap);
+        self.weight = self.weight.max(other.weight);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +298,39 @@ mod tests {
         assert_eq!(counters.instances_live, 1);
         drop(live);
         assert_eq!(usage.counters().instances_live, 0);
+    }
+
+    #[test]
+    fn two_versions_of_a_role_add_up() {
+        let (one, two) = (
+            Arc::new(RoleUsage::default()),
+            Arc::new(RoleUsage::default()),
+        );
+        one.add_fuel(5);
+        two.add_fuel(7);
+        one.add_failure(&GuestFailure::OutOfFuel);
+        two.add_failure(&GuestFailure::OutOfFuel);
+        two.add_invocation();
+        let snapshot = |usage: &RoleUsage, bytes| UsageSnapshot {
+            service: "s".into(),
+            role: "r".into(),
+            kind: "web",
+            weight: 100,
+            counters: usage.counters(),
+            calls: Vec::new(),
+            memory: MemoryUsage {
+                bytes,
+                high_water: bytes,
+                instance_high_water: bytes,
+                instance_cap: 10,
+                role_cap: None,
+            },
+        };
+        let mut total = snapshot(&one, 3);
+        total.absorb(&snapshot(&two, 4));
+        assert_eq!(total.counters.fuel_used, 12);
+        assert_eq!(total.counters.invocations, 1);
+        assert_eq!(total.counters.failures[0], ("fuel", 2));
+        assert_eq!((total.memory.bytes, total.memory.high_water), (7, 4));
     }
 }

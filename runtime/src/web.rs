@@ -38,8 +38,10 @@ pub type WebResponse = hyper::Response<HyperOutgoingBody>;
 
 /// A web role ready to serve requests.
 pub struct WebRole {
-    pre: ProxyPre<GuestState>,
-    tenant: Arc<Tenant>,
+    pub(crate) pre: ProxyPre<GuestState>,
+    pub(crate) tenant: Arc<Tenant>,
+    /// The component's lifecycle hooks, if it exports them ([`crate::hooks`]).
+    pub(crate) hooks: Option<crate::hooks::Hooks>,
     requests: AtomicU64,
     /// Slots for requests in flight.
     in_flight: Arc<Semaphore>,
@@ -48,13 +50,18 @@ pub struct WebRole {
 }
 
 impl WebRole {
-    pub(crate) fn new(pre: ProxyPre<GuestState>, tenant: Arc<Tenant>) -> Self {
+    pub(crate) fn new(
+        pre: ProxyPre<GuestState>,
+        tenant: Arc<Tenant>,
+        hooks: Option<crate::hooks::Hooks>,
+    ) -> Self {
         let slots = usize::try_from(tenant.limits().max_in_flight).unwrap_or(usize::MAX);
         let in_flight = Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS)));
         Self {
             in_flight,
             pre,
             tenant,
+            hooks,
             requests: AtomicU64::new(0),
             queued: AtomicU32::new(0),
         }

@@ -10,3 +10,15 @@ wit_bindgen::generate!({
     world: "weft:vmbus/imports",
     generate_all,
 });
+
+/// Bindings for the optional lifecycle hooks export (world
+/// `weft:vmbus/role-hooks`), which [`role_hooks!`](crate::role_hooks) fills in.
+pub mod hooks {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "weft:vmbus/role-hooks",
+        pub_export_macro: true,
+        export_macro_name: "__export_role_hooks",
+        default_bindings_module: "weft_sdk::bindings::hooks",
+    });
+}

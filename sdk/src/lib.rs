@@ -12,7 +12,8 @@
 //!   types and export it with [`web_role!`] (see [`web`]).
 //! * a **worker role** has no outside contact. It is a Rust binary whose
 //!   `fn main` pulls messages from a queue; [`Worker`](worker::Worker) runs
-//!   that loop (see [`worker`]). The host restarts a worker that exits.
+//!   that loop (see [`worker`]). The host restarts a worker that exits,
+//!   unless it exits because the host asked it to stop.
 //!
 //! Both reach the rest of the service only through the *VMBus*, the imports
 //! described in `wit/vmbus.wit`:
@@ -22,7 +23,9 @@
 //! * [`kv`]: key-value buckets (the standard `wasi:keyvalue/store`);
 //! * [`config`]: the role's settings (the standard `wasi:config/store`);
 //! * [`usage`]: what the host has measured of the role (fuel, CPU share,
-//!   waits, rate-limited calls, memory, deadline), read-only.
+//!   waits, rate-limited calls, memory, deadline), read-only;
+//! * [`lifecycle`]: whether the host has asked the instance to stop, and
+//!   optional `start` and `stop` hooks ([`role_hooks!`]).
 //!
 //! A role may use only the queues and buckets its manifest lists; anything
 //! else fails with a *denied* error rather than trapping. Every VMBus call is
@@ -71,6 +74,7 @@ pub mod bindings;
 pub mod config;
 mod error;
 pub mod kv;
+pub mod lifecycle;
 pub mod queue;
 pub mod usage;
 pub mod web;

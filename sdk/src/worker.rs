@@ -11,6 +11,10 @@
 //!    [`abandon`](crate::queue::abandon) it (and log the error to stderr) if it returned `Err`,
 //!    so it is delivered again (after [`Worker::retry_delay`], if set).
 //!
+//! When the host asks the instance to stop (an upgrade, a scale-down,
+//! shutdown), `receive` returns nothing and [`crate::lifecycle::stopping`]
+//! says so: the loop, having finished the batch it held, returns `Ok(())`.
+//!
 //! When the host answers [`RateLimited`](Error::RateLimited) or
 //! [`Unavailable`](Error::Unavailable), the worker sleeps (50 ms, doubling
 //! up to 2 s) and retries. Any other error from `receive`, or from settling
@@ -22,7 +26,6 @@
 //! A handler that panics or loops forever is the host's business: it traps
 //! or interrupts the instance, the lease lapses and the message comes back.
 
-use std::convert::Infallible;
 use std::fmt::Display;
 use std::time::Duration;
 
@@ -100,21 +103,22 @@ impl Worker {
         &self.queue
     }
 
-    /// Runs the pull loop forever, calling `handler` on each message. Returns
-    /// only with an error the worker cannot retry (a queue the manifest does
-    /// not grant, an invalid option...).
-    pub fn run<F, E>(self, handler: F) -> Result<Infallible>
+    /// Runs the pull loop, calling `handler` on each message, until the host
+    /// asks the instance to stop (then it returns `Ok(())` once the batch it
+    /// held is settled), or an error the worker cannot retry (a queue the
+    /// manifest does not grant, an invalid option...).
+    pub fn run<F, E>(self, handler: F) -> Result<()>
     where
         F: FnMut(&Message) -> Result<(), E>,
         E: Display,
     {
-        Err(pull(
+        pull(
             &mut VmBus,
             &self.queue,
             &self.options,
             self.retry_delay,
             handler,
-        ))
+        )
     }
 }
 
@@ -124,6 +128,7 @@ pub(crate) trait Bus {
     fn complete(&mut self, queue: &str, message: &Message) -> Result<()>;
     fn abandon(&mut self, queue: &str, message: &Message, delay: Duration) -> Result<()>;
     fn sleep(&mut self, delay: Duration);
+    fn stopping(&mut self) -> bool;
 }
 
 /// The real VMBus.
@@ -142,16 +147,20 @@ impl Bus for VmBus {
     fn sleep(&mut self, delay: Duration) {
         std::thread::sleep(delay);
     }
+    fn stopping(&mut self) -> bool {
+        crate::lifecycle::stopping()
+    }
 }
 
-/// The pull loop; returns the error that ended it.
+/// The pull loop; returns when the host asks the instance to stop, or with
+/// the error that ended it.
 pub(crate) fn pull<B, F, E>(
     bus: &mut B,
     queue: &str,
     options: &ReceiveOptions,
     retry_delay: Duration,
     mut handler: F,
-) -> Error
+) -> Result<()>
 where
     B: Bus,
     F: FnMut(&Message) -> Result<(), E>,
@@ -165,9 +174,13 @@ where
                 bus.sleep(backoff.next_delay());
                 continue;
             }
-            Err(e) => return e,
+            Err(e) => return Err(e),
         };
         if batch.is_empty() {
+            // A host asking the instance to stop hands out nothing more.
+            if bus.stopping() {
+                return Ok(());
+            }
             // The host waited `options.wait` for nothing; with no wait at
             // all, pace the polling instead of spinning.
             if options.wait.is_zero() {
@@ -188,9 +201,7 @@ where
                     settle(bus, queue, message, Settle::Abandon(retry_delay))
                 }
             };
-            if let Err(e) = settled {
-                return e;
-            }
+            settled?;
         }
     }
 }
@@ -240,6 +251,8 @@ mod tests {
         abandoned: Vec<String>,
         abandon_delays: Vec<Duration>,
         slept: Vec<Duration>,
+        /// Whether the host asks the loop to stop once the batches run out.
+        stop_at_end: bool,
     }
 
     impl FakeBus {
@@ -250,9 +263,11 @@ mod tests {
 
     impl Bus for FakeBus {
         fn receive(&mut self, _: &str, _: &ReceiveOptions) -> Result<Vec<Message>> {
-            self.batches
-                .pop_front()
-                .unwrap_or_else(|| Err(Error::Denied("script over".into())))
+            match self.batches.pop_front() {
+                Some(batch) => batch,
+                None if self.stop_at_end => Ok(Vec::new()),
+                None => Err(Error::Denied("script over".into())),
+            }
         }
         fn complete(&mut self, _: &str, message: &Message) -> Result<()> {
             let result = self.next_settle();
@@ -271,6 +286,9 @@ mod tests {
         }
         fn sleep(&mut self, delay: Duration) {
             self.slept.push(delay);
+        }
+        fn stopping(&mut self) -> bool {
+            self.stop_at_end && self.batches.is_empty()
         }
     }
 
@@ -309,7 +327,7 @@ mod tests {
             Duration::ZERO,
             ok_unless_fail,
         );
-        assert_eq!(end, Error::Denied("script over".into()));
+        assert_eq!(end, Err(Error::Denied("script over".into())));
         assert_eq!(bus.completed, ["a", "c"]);
         assert_eq!(bus.abandoned, ["b"]);
         assert_eq!(bus.abandon_delays, [Duration::ZERO]);
@@ -332,7 +350,7 @@ mod tests {
             Duration::ZERO,
             ok_unless_fail,
         );
-        assert_eq!(end, Error::Denied("script over".into()));
+        assert_eq!(end, Err(Error::Denied("script over".into())));
         assert_eq!(
             bus.slept,
             [
@@ -366,7 +384,7 @@ mod tests {
                 Duration::ZERO,
                 ok_unless_fail,
             );
-            assert_eq!(end, fatal);
+            assert_eq!(end, Err(fatal));
             assert!(bus.completed.is_empty());
         }
     }
@@ -375,7 +393,7 @@ mod tests {
     fn empty_batches_are_paced_only_without_a_wait() {
         let mut bus = FakeBus::default();
         bus.batches.push_back(Ok(vec![]));
-        pull(
+        let _ = pull(
             &mut bus,
             "q",
             &ReceiveOptions::default(),
@@ -391,7 +409,7 @@ mod tests {
             wait: Duration::ZERO,
             ..ReceiveOptions::default()
         };
-        pull(&mut bus, "q", &no_wait, Duration::ZERO, ok_unless_fail);
+        let _ = pull(&mut bus, "q", &no_wait, Duration::ZERO, ok_unless_fail);
         assert_eq!(bus.slept, [ms(50), ms(100)]);
     }
 
@@ -412,7 +430,7 @@ mod tests {
             Duration::ZERO,
             ok_unless_fail,
         );
-        assert_eq!(end, Error::Denied("script over".into()));
+        assert_eq!(end, Err(Error::Denied("script over".into())));
         assert_eq!(bus.completed, ["a"]);
         assert_eq!(bus.slept, [ms(50), ms(100)]);
     }
@@ -430,7 +448,7 @@ mod tests {
             Duration::ZERO,
             ok_unless_fail,
         );
-        assert_eq!(end, Error::Denied("revoked".into()));
+        assert_eq!(end, Err(Error::Denied("revoked".into())));
         assert!(bus.completed.is_empty() && bus.abandoned.is_empty());
     }
 
@@ -439,7 +457,7 @@ mod tests {
         let mut bus = FakeBus::default();
         bus.batches.push_back(Ok(vec![message("a", "fail")]));
         let options = ReceiveOptions::default();
-        pull(&mut bus, "q", &options, ms(1500), ok_unless_fail);
+        let _ = pull(&mut bus, "q", &options, ms(1500), ok_unless_fail);
         assert_eq!(bus.abandon_delays, [ms(1500)]);
     }
 
@@ -460,5 +478,25 @@ mod tests {
                 wait: Duration::from_secs(1),
             }
         );
+    }
+
+    #[test]
+    fn a_stop_ends_the_loop_once_the_batch_is_settled() {
+        let mut bus = FakeBus {
+            stop_at_end: true,
+            ..FakeBus::default()
+        };
+        bus.batches
+            .push_back(Ok(vec![message("a", "ok"), message("b", "fail")]));
+        let end = pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            ok_unless_fail,
+        );
+        assert_eq!(end, Ok(()));
+        assert_eq!(bus.completed, ["a"]);
+        assert_eq!(bus.abandoned, ["b"]);
     }
 }

@@ -1,7 +1,7 @@
 //! The real `weft` binary: serving components, running the pipeline
 //! example end to end, shutting down gracefully, and one-line errors.
 
-use crate::support::{Weft, cache_dir, eventually, http, up, weft_command};
+use crate::support::{Weft, cache_dir, eventually, http, http_as, up, weft_command};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use weft_test_artifacts::{
@@ -114,6 +114,23 @@ buckets = ["jobs"]
     assert_eq!(result["top_words"][0]["word"], "the");
     assert_eq!(result["top_words"][0]["count"], 3);
     assert_eq!(result["unique_words"], 9);
+
+    // `weft up` is a host with the service deployed: its admin API reports
+    // it, with the token it made in the state folder.
+    let token = std::fs::read_to_string(path.with_file_name("state").join("admin-token")).unwrap();
+    let admin = weft.admin.clone().unwrap();
+    let status = http_as(
+        Some(token.trim()),
+        "GET",
+        &format!("{admin}/v1/services/pipeline"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.status, 200, "{status:?}");
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(status["roles"][1]["ready"], 2, "{status}");
+    assert_eq!(status["roles"][1]["queues"][0]["length"], 0, "{status}");
 
     let missing = http("GET", &format!("{base}/jobs/nope"), "").await.unwrap();
     assert_eq!(missing.status, 404);

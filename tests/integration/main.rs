@@ -5,13 +5,17 @@
 
 mod cache;
 mod cli;
+mod controller;
 mod durable;
 mod egress;
 mod fairness;
+mod hosting;
 mod ledger;
+mod lifecycle;
 mod nats;
 mod operators;
 mod rate;
+mod rollout;
 mod sandbox;
 mod support;
 mod usage;

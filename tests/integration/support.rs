@@ -116,17 +116,30 @@ pub async fn call(role: &WebRole, method: &str, path: &str, body: &str) -> Reply
 
 /// Sends one HTTP/1.1 request over TCP (a new connection each time).
 pub async fn http(method: &str, url: &str, body: &str) -> anyhow::Result<Reply> {
+    http_as(None, method, url, body).await
+}
+
+/// [`http`], with `Authorization: Bearer TOKEN` when a token is given.
+pub async fn http_as(
+    token: Option<&str>,
+    method: &str,
+    url: &str,
+    body: &str,
+) -> anyhow::Result<Reply> {
     let uri: http::Uri = url.parse()?;
     let authority = uri.authority().context("url without host")?.clone();
     let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method(method)
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header("host", authority.as_str())
-        .body(Full::new(Bytes::from(body.to_owned())))?;
+        .header("host", authority.as_str());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(Bytes::from(body.to_owned())))?;
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await?.to_bytes();
@@ -170,13 +183,19 @@ pub fn weft_command() -> Command {
 }
 
 impl Weft {
-    /// Starts `weft ARGS` and waits for its `ready` line. `up` and `serve`
-    /// get an admin address of `127.0.0.1:0` unless ARGS name one, so that
-    /// tests running at once never clash.
+    /// Starts `weft ARGS` and waits for its `ready` line. `up`, `serve` and
+    /// `host` get an admin address of `127.0.0.1:0` unless ARGS name one, so
+    /// that tests running at once never clash.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(args, &[])
+    }
+
+    /// [`Weft::start`] with these environment variables set.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut command = weft_command();
+        command.envs(env.iter().copied());
         command.args(args);
-        let runs = matches!(args.first(), Some(&"up" | &"serve"));
+        let runs = matches!(args.first(), Some(&"up" | &"serve" | &"host"));
         if runs && !args.contains(&"--admin-addr") {
             command.args(["--admin-addr", "127.0.0.1:0"]);
         }

@@ -11,9 +11,12 @@
 //! - [`keyvalue`]: the standard `wasi:keyvalue/store`.
 //! - [`config`]: the standard `wasi:config/store`.
 //! - [`usage`]: Weft's own read-only `weft:vmbus/usage`.
+//! - [`lifecycle`]: Weft's own `weft:vmbus/lifecycle`, whether the host has
+//!   asked the instance to stop.
 
 pub mod config;
 pub mod keyvalue;
+pub mod lifecycle;
 pub mod queue;
 pub mod usage;
 
@@ -22,6 +25,7 @@ use crate::config::Grants;
 use crate::rate_limit::RoleLimiter;
 use crate::sandbox::GuestState;
 use std::sync::Arc;
+use tokio::sync::watch;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
 /// Bindings generated from `wit/`, for the VMBus imports.
@@ -45,6 +49,9 @@ pub struct VmBusCtx {
     pub(crate) batch: Option<queue::BatchControl>,
     pub(crate) open_buckets: usize,
     pub(crate) limiter: Arc<RoleLimiter>,
+    /// Whether the host has asked this instance to stop; `None` for a
+    /// sandbox that is never asked (a web request).
+    pub(crate) stopping: Option<watch::Receiver<bool>>,
 }
 
 impl VmBusCtx {
@@ -64,7 +71,13 @@ impl VmBusCtx {
             batch: None,
             open_buckets: 0,
             limiter,
+            stopping: None,
         }
+    }
+
+    /// Whether the host has asked this instance to stop.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.as_ref().is_some_and(|flag| *flag.borrow())
     }
 
     /// The backend's name for a guest's queue or bucket: scoped by service,
@@ -94,5 +107,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     usage::add_to_linker(linker)?;
     bindings::wasi::keyvalue::store::add_to_linker::<GuestState, VmBus>(linker, GuestState::vmbus)?;
     bindings::wasi::config::store::add_to_linker::<GuestState, VmBus>(linker, GuestState::vmbus)?;
+    bindings::weft::vmbus::lifecycle::add_to_linker::<GuestState, VmBus>(
+        linker,
+        GuestState::vmbus,
+    )?;
     Ok(())
 }

@@ -7,7 +7,8 @@
 //! `receive`). That is why this interface is linked by hand with
 //! `func_wrap_async`: `receive` needs the store, not only the store's data.
 //! A web role's budget covers its whole request instead, so its `receive`
-//! refills nothing.
+//! refills nothing. Once the host asks a worker instance to stop, `receive`
+//! returns nothing, at once (see [`super::lifecycle`]).
 //!
 //! Strings and byte lists arrive as [`wire::GuestStr`] and [`WasmList`]:
 //! views into the guest's memory. Every call goes the same way: lengths are
@@ -312,6 +313,12 @@ async fn receive(
 ) -> Result<Vec<Message>, WitError> {
     let queue = store.data().vmbus.granted_queue(name)?;
     let request = receive_request(max_messages, visibility_ms, wait_ms)?;
+    // An instance asked to stop takes no new work: it settles what it
+    // holds and returns from `run`. A wait under way ends when the ask comes.
+    let stopping = store.data().vmbus.stopping.clone();
+    if stopping.as_ref().is_some_and(|flag| *flag.borrow()) {
+        return Ok(Vec::new());
+    }
     let limiter = store.data().vmbus.limiter.clone();
     let visibility_timeout = request.visibility_timeout;
 
@@ -330,7 +337,13 @@ async fn receive(
     }
 
     let broker = store.data().vmbus.queues.clone();
-    let deliveries = broker.receive(&queue, request).await?;
+    let deliveries = match stopping {
+        Some(mut flag) => tokio::select! {
+            deliveries = broker.receive(&queue, request) => deliveries?,
+            _ = flag.wait_for(|stopping| *stopping) => return Ok(Vec::new()),
+        },
+        None => broker.receive(&queue, request).await?,
+    };
     // The bodies are handed over already: charge them, to be waited out by
     // the role's next calls.
     limiter.charge(

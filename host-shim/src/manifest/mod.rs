@@ -3,12 +3,20 @@
 //!
 //! Parsing refuses unknown keys, and every error is one line naming the file
 //! and, where the TOML parser knows it, the line and column; semantic errors
-//! name the field (`roles.web.listen`).
+//! name the line of the role's table and the field (`line 9:
+//! roles.web.listen: ...`). A role's `settings` table declares the settings
+//! it reads, with their default values; an environment overlay
+//! ([`crate::environment`]) may change their values and the instance counts.
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+mod checks;
+pub use checks::{check_health_path, check_name, check_setting_name, describe_toml_error, line_of};
 use weft_runtime::broker::QueuesConfig;
 use weft_runtime::config::MIB;
 use weft_runtime::{CpuShare, EgressAllowlist, EngineConfig, RateLimits, SandboxLimits};
@@ -37,7 +45,38 @@ pub struct Manifest {
     pub roles: BTreeMap<String, Role>,
     /// Where the service's queues and buckets live (`[queues]`).
     pub queues: QueuesConfig,
+    /// How the service is upgraded.
+    pub upgrade: UpgradePolicy,
 }
+
+/// How a rolling upgrade moves (`[service]` keys `upgrade-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpgradePolicy {
+    /// Upgrade domains: a role's instances (worker) or its share of
+    /// requests (web) are split into this many, upgraded one at a time.
+    /// Default 2: half the capacity keeps serving while the other half
+    /// moves.
+    pub domains: u32,
+    /// How long a domain's new instances must stay ready (and a web role's
+    /// health path answer 2xx) before the next domain moves. Default 2 s.
+    pub settle: Duration,
+    /// How long one domain may take to become healthy before the upgrade is
+    /// rolled back. Default 120 s.
+    pub timeout: Duration,
+}
+
+impl Default for UpgradePolicy {
+    fn default() -> Self {
+        Self {
+            domains: 2,
+            settle: Duration::from_secs(2),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Most upgrade domains a service may have.
+pub const MAX_UPGRADE_DOMAINS: u32 = 20;
 
 /// A role's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -75,10 +114,14 @@ pub struct Role {
     pub cpu: CpuShare,
     /// Origins a web role may send HTTP requests to.
     pub egress: EgressAllowlist,
-    /// Settings, read through `wasi:config/store`.
+    /// Settings, read through `wasi:config/store`: the declared settings
+    /// with their values (defaults, or the environment's).
     pub settings: BTreeMap<String, String>,
     /// Whether the role gets a private scratch folder.
     pub scratch: bool,
+    /// A web role's health path, probed before a version takes traffic and
+    /// while an upgrade waits for health.
+    pub health: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -86,7 +129,7 @@ pub struct Role {
 struct RawManifest {
     service: RawService,
     #[serde(default)]
-    roles: BTreeMap<String, RawRole>,
+    roles: BTreeMap<Spanned<String>, RawRole>,
     #[serde(default)]
     queues: QueuesConfig,
 }
@@ -95,6 +138,34 @@ struct RawManifest {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawService {
     name: String,
+    upgrade_domains: Option<u32>,
+    upgrade_settle_ms: Option<u64>,
+    upgrade_timeout_secs: Option<u64>,
+}
+
+impl RawService {
+    fn upgrade(&self) -> Result<UpgradePolicy, String> {
+        let default = UpgradePolicy::default();
+        let domains = self.upgrade_domains.unwrap_or(default.domains);
+        if !(1..=MAX_UPGRADE_DOMAINS).contains(&domains) {
+            return Err(format!(
+                "upgrade-domains must be 1 to {MAX_UPGRADE_DOMAINS}, not {domains}"
+            ));
+        }
+        let settle = self
+            .upgrade_settle_ms
+            .map_or(default.settle, Duration::from_millis);
+        let timeout = match self.upgrade_timeout_secs {
+            Some(0) => return Err("upgrade-timeout-secs must be at least 1".into()),
+            Some(secs) => Duration::from_secs(secs),
+            None => default.timeout,
+        };
+        Ok(UpgradePolicy {
+            domains,
+            settle,
+            timeout,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -121,6 +192,7 @@ struct RawRole {
     settings: BTreeMap<String, String>,
     #[serde(default)]
     scratch: bool,
+    health: Option<String>,
 }
 
 /// The largest memory cap a role may ask for, in MiB (4 GiB: all a 32-bit
@@ -158,6 +230,10 @@ impl Manifest {
         let raw: RawManifest =
             toml::from_str(text).map_err(|e| fail(describe_toml_error(text, &e)))?;
         check_name(&raw.service.name).map_err(|why| fail(format!("service.name: {why}")))?;
+        let upgrade = raw
+            .service
+            .upgrade()
+            .map_err(|why| fail(format!("service.{why}")))?;
         raw.queues
             .validate()
             .map_err(|why| fail(format!("queues.{why}")))?;
@@ -167,9 +243,12 @@ impl Manifest {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut roles = BTreeMap::new();
         let mut listens = BTreeMap::new();
-        for (name, raw_role) in raw.roles {
-            let at = |field: &str| format!("roles.{name}.{field}");
-            check_name(&name).map_err(|why| fail(format!("roles.{name}: role name {why}")))?;
+        for (key, raw_role) in raw.roles {
+            let line = line_of(text, key.span().start);
+            let name = key.into_inner();
+            let at = |field: &str| format!("line {line}: roles.{name}.{field}");
+            check_name(&name)
+                .map_err(|why| fail(format!("line {line}: roles.{name}: role name {why}")))?;
             let role = raw_role
                 .resolve(&base, engine)
                 .map_err(|(field, why)| fail(format!("{}: {why}", at(field))))?;
@@ -191,6 +270,7 @@ impl Manifest {
             service: raw.service.name,
             roles,
             queues: raw.queues,
+            upgrade,
         })
     }
 
@@ -263,6 +343,19 @@ impl RawRole {
         }
         let egress =
             EgressAllowlist::parse(&self.egress).map_err(|why| ("egress", why.to_string()))?;
+        let health = match (self.kind, self.health) {
+            (RoleKind::Worker, Some(_)) => {
+                return Err((
+                    "health",
+                    "applies to web roles; a worker is healthy while it runs".into(),
+                ));
+            }
+            (RoleKind::Web, Some(path)) => Some(check_health_path(path)?),
+            (_, None) => None,
+        };
+        for key in self.settings.keys() {
+            check_setting_name(key).map_err(|why| ("settings", format!("'{key}' {why}")))?;
+        }
         Ok(Role {
             kind: self.kind,
             component: base.join(self.component),
@@ -277,6 +370,7 @@ impl RawRole {
             egress,
             settings: self.settings,
             scratch: self.scratch,
+            health,
         })
     }
 }
@@ -290,38 +384,6 @@ fn names(list: Vec<String>) -> Result<BTreeSet<String>, String> {
         }
     }
     Ok(set)
-}
-
-/// Service, role, queue and bucket names: short, and safe in paths, URLs
-/// and backend keys.
-fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 {
-        return Err("must be 1 to 64 characters".into());
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err("may hold only a-z, 0-9, '-' and '_'".into());
-    }
-    if !name.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err("must start with a letter or digit".into());
-    }
-    Ok(())
-}
-
-/// One line: `line L, column C: message`.
-fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim().replace('\n', " ");
-    match error.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message,
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,349 @@
+//! The host's admin address (loopback by default), kept off the roles' own
+//! listeners: HTTP with JSON bodies, the routes in [`routes::ROUTES`],
+//! described by an OpenAPI document served at `/v1/openapi.json`.
+//!
+//! - `GET /metrics` (every role's usage as Prometheus text, [`crate::metrics`]),
+//!   `GET /healthz` and `GET /v1/openapi.json` are open: they reveal and
+//!   change nothing of the deployments.
+//! - Everything else under `/v1` needs `Authorization: Bearer TOKEN`
+//!   ([`auth`]); without a valid token the answer is 401 and nothing is
+//!   read or changed. Path parameters are checked next (400), then the
+//!   body, whose size is bounded before it is read (413): JSON bodies at 1
+//!   MiB, component blobs at `--max-component-mib`.
+//! - Controller errors map to 400 (invalid), 404, 409 (exists, or an
+//!   operation is under way), 503 (shutting down) and 500, each with a JSON
+//!   body `{"error": "..."}` on one line.
+
+pub mod auth;
+pub mod routes;
+
+use crate::controller::store::DeploymentSource;
+use crate::controller::{Controller, ControllerError};
+use crate::logbook::LogBook;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use routes::{Miss, Route};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use weft_runtime::Runtime;
+
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest JSON body accepted.
+pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+/// The longest a log read waits for a new line.
+const MAX_LOG_WAIT: Duration = Duration::from_secs(30);
+/// The most log lines one read returns.
+const MAX_LOG_LINES: usize = 1000;
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the admin address serves from.
+pub struct Admin {
+    /// The engine, for `/metrics`.
+    pub runtime: Arc<Runtime>,
+    /// The controller; `None` under `weft serve`, which has no API.
+    pub controller: Option<Arc<Controller>>,
+    /// The token `/v1` requests must carry.
+    pub token: Option<auth::Token>,
+    /// Guest output, for `logs`.
+    pub logs: Arc<LogBook>,
+    /// The largest component accepted, in bytes.
+    pub max_blob_bytes: usize,
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let admin = admin.clone();
+                let service = service_fn(move |request: http::Request<Incoming>| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(answer(&admin, request).await) }
+                });
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+async fn answer(admin: &Admin, request: http::Request<Incoming>) -> Reply {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let admitted = || {
+        admin
+            .token
+            .as_ref()
+            .is_some_and(|token| token.admits(request.headers().get(header::AUTHORIZATION)))
+    };
+    let route = match routes::route(&method, &path) {
+        Ok(route) => route,
+        Err(Miss::NotFound) => {
+            return error(StatusCode::NOT_FOUND, "no such route; see /v1/openapi.json");
+        }
+        Err(Miss::Method(allowed)) => {
+            let mut reply = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("use {}", allowed.join(", ")),
+            );
+            if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+                reply.headers_mut().insert(header::ALLOW, value);
+            }
+            return reply;
+        }
+        Err(Miss::BadParameter(why)) => {
+            return if admitted() {
+                error(StatusCode::BAD_REQUEST, &why)
+            } else {
+                unauthorized()
+            };
+        }
+    };
+    if !route.is_open() && admin.controller.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "weft serve has no admin API; run services with weft up or weft host",
+        );
+    }
+    if !route.is_open() && !admitted() {
+        return unauthorized();
+    }
+    match route {
+        Route::Metrics => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::render(&crate::metrics::merge_versions(admin.runtime.usage())),
+        ),
+        Route::Healthz => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        Route::OpenApi => text(StatusCode::OK, "application/json", OPENAPI.into()),
+        route => match &admin.controller {
+            Some(controller) => match operate(admin, controller, route, request).await {
+                Ok(reply) => reply,
+                Err(e) => controller_error(&e),
+            },
+            None => error(StatusCode::NOT_FOUND, "no admin API here"),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleRequest {
+    count: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsRequest {
+    settings: BTreeMap<String, String>,
+}
+
+async fn operate(
+    admin: &Admin,
+    controller: &Controller,
+    route: Route,
+    request: http::Request<Incoming>,
+) -> Result<Reply, ControllerError> {
+    let query = request.uri().query().unwrap_or("").to_owned();
+    Ok(match route {
+        Route::ListServices => json(StatusCode::OK, &controller.status(None).await?),
+        Route::GetService(name) => {
+            let mut status = controller.status(Some(&name)).await?;
+            match status.services.pop() {
+                Some(service) => json(StatusCode::OK, &service),
+                None => return Err(ControllerError::NotFound(format!("no service '{name}'"))),
+            }
+        }
+        Route::Deploy(name) => {
+            let source: DeploymentSource = read_json(request).await?;
+            json(
+                StatusCode::CREATED,
+                &controller.deploy(&name, source).await?,
+            )
+        }
+        Route::Upgrade(name) => {
+            let source: DeploymentSource = read_json(request).await?;
+            json(
+                StatusCode::ACCEPTED,
+                &controller.upgrade(&name, source).await?,
+            )
+        }
+        Route::Remove(name) => {
+            controller.remove(&name).await?;
+            admin.logs.forget(&name);
+            json(StatusCode::OK, &serde_json::json!({ "removed": name }))
+        }
+        Route::Scale(name, role) => {
+            let scale: ScaleRequest = read_json(request).await?;
+            json(
+                StatusCode::OK,
+                &controller.scale(&name, &role, scale.count)?,
+            )
+        }
+        Route::Settings(name, role) => {
+            let change: SettingsRequest = read_json(request).await?;
+            let operation = controller
+                .set_settings(&name, &role, change.settings)
+                .await?;
+            json(StatusCode::ACCEPTED, &operation)
+        }
+        Route::Logs(name, role) => {
+            controller.role_exists(&name, &role)?;
+            let number = |key: &str| -> Result<u64, ControllerError> {
+                query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(k, _)| *k == key)
+                    .map_or(Ok(0), |(_, v)| {
+                        v.parse().map_err(|_| {
+                            ControllerError::Invalid(format!("query {key}: not a number"))
+                        })
+                    })
+            };
+            let after = number("after")?;
+            let limit = usize::try_from(number("limit")?)
+                .unwrap_or(MAX_LOG_LINES)
+                .clamp(1, MAX_LOG_LINES);
+            let wait = Duration::from_millis(number("wait_ms")?).min(MAX_LOG_WAIT);
+            let (lines, next) = admin.logs.wait(&name, &role, after, limit, wait).await;
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "lines": lines, "next": next }),
+            )
+        }
+        Route::HasBlob(digest) => {
+            let status = if controller.has_blob(&digest) {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            text(status, "text/plain", String::new())
+        }
+        Route::PutBlob(digest) => {
+            let bytes = read_body(request, admin.max_blob_bytes).await?;
+            controller.put_blob(&digest, &bytes)?;
+            json(
+                StatusCode::CREATED,
+                &serde_json::json!({ "digest": digest }),
+            )
+        }
+        Route::Metrics | Route::Healthz | Route::OpenApi => {
+            return Err(ControllerError::Internal(
+                "an open route reached the API".into(),
+            ));
+        }
+    })
+}
+
+/// A body too large: the request is refused before it is read.
+struct TooLarge(usize);
+
+impl From<TooLarge> for ControllerError {
+    fn from(TooLarge(limit): TooLarge) -> Self {
+        ControllerError::Invalid(format!("{TOO_LARGE}{limit} bytes"))
+    }
+}
+
+const TOO_LARGE: &str = "the body is over the limit of ";
+
+async fn read_body(
+    request: http::Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, ControllerError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| u64::try_from(limit).is_ok_and(|limit| len > limit)) {
+        return Err(TooLarge(limit).into());
+    }
+    Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .map_err(|_| TooLarge(limit).into())
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: http::Request<Incoming>,
+) -> Result<T, ControllerError> {
+    let bytes = read_body(request, MAX_JSON_BYTES).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ControllerError::Invalid(format!("the JSON body: {e}")))
+}
+
+fn controller_error(e: &ControllerError) -> Reply {
+    let status = match e {
+        ControllerError::NotFound(_) => StatusCode::NOT_FOUND,
+        ControllerError::Conflict(_) => StatusCode::CONFLICT,
+        ControllerError::Invalid(why) if why.starts_with(TOO_LARGE) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        ControllerError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ControllerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string())
+}
+
+fn unauthorized() -> Reply {
+    let mut reply = error(
+        StatusCode::UNAUTHORIZED,
+        "a valid admin token is required (Authorization: Bearer TOKEN)",
+    );
+    reply
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    reply
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
+    match serde_json::to_string(value) {
+        Ok(body) => text(status, "application/json", body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    let one_line = message.replace('\n', " ");
+    json_text(status, serde_json::json!({ "error": one_line }).to_string())
+}
+
+fn json_text(status: StatusCode, body: String) -> Reply {
+    text(status, "application/json", body)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

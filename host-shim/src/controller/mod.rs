@@ -1,0 +1,340 @@
+//! The fabric controller of one host: it deploys services into the host,
+//! keeps each role's declared instances running, scales, reconfigures and
+//! upgrades them one upgrade domain at a time, and removes them, as the
+//! classic cloud fabric's controller did for the guests on each of its
+//! hosts. The admin API ([`crate::admin`]) and `weft up` drive it.
+//!
+//! - [`store`]: the state folder: component blobs by SHA-256, and each
+//!   service's deployment record, from which a restarted host redeploys.
+//! - [`service`]: a deployed service: its queue store and its roles.
+//! - [`web`]: a web role's versions and the share of requests each serves.
+//! - [`workers`]: a worker role's instance slots, their lifecycle and restarts.
+//! - [`rollout`]: upgrades, settings changes and scaling.
+//! - [`status`]: what the API reports.
+//!
+//! One operation changes a service at a time (another gets 409 Conflict);
+//! status is read at any time. Blobs no committed record uses are deleted
+//! an hour after they were written, at the next change (so an upload has
+//! time to be deployed, and a rolled-back version's component goes away).
+
+pub mod rollout;
+pub mod service;
+pub mod status;
+pub mod store;
+pub mod web;
+pub mod workers;
+
+pub use crate::environment::Overrides;
+use service::Service;
+use status::{HostStatus, OperationStatus, ServiceStatus};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use store::{DeploymentRecord, DeploymentSource, Digest, StateDir};
+use weft_runtime::Runtime;
+
+/// How long an unreferenced blob is kept after it was written.
+const BLOB_GRACE: Duration = Duration::from_secs(60 * 60);
+
+/// Why the controller refused or failed an operation; the admin API maps
+/// each kind to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControllerError {
+    /// No such service or role (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The service exists already, or is changing (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request, manifest or component is not valid (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The host is shutting down (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed on the host (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What a version of a role was built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The deployment generation that made it.
+    pub generation: u64,
+    /// Its component.
+    pub digest: Digest,
+    /// Its settings' values.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// What every service on the host shares.
+#[derive(Clone)]
+pub struct HostContext {
+    /// The engine.
+    pub runtime: Arc<Runtime>,
+    /// The state folder.
+    pub state: StateDir,
+    /// How long in-flight requests, draining versions and stop hooks may take.
+    pub grace: Duration,
+    /// Run only these roles (`weft up --role`); empty: all.
+    pub only_roles: Vec<String>,
+}
+
+impl HostContext {
+    /// Whether this host runs role `name`.
+    pub fn runs(&self, name: &str) -> bool {
+        self.only_roles.is_empty() || self.only_roles.iter().any(|r| r == name)
+    }
+}
+
+/// The controller.
+pub struct Controller {
+    host: HostContext,
+    services: Mutex<BTreeMap<String, Arc<Service>>>,
+    /// Serializes deploys and removals (the set of services changing).
+    changing: tokio::sync::Mutex<()>,
+    stopping: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Controller {
+    /// A controller with no services yet.
+    pub fn new(host: HostContext) -> Arc<Self> {
+        Arc::new(Self {
+            host,
+            services: Mutex::new(BTreeMap::new()),
+            changing: tokio::sync::Mutex::new(()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    fn service(&self, name: &str) -> Result<Arc<Service>, ControllerError> {
+        lock(&self.services)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ControllerError::NotFound(format!("no service '{name}' on this host")))
+    }
+
+    fn open_for_changes(&self) -> Result<(), ControllerError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(ControllerError::Unavailable(
+                "the host is shutting down".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Redeploys every service the state folder has a record of; returns
+    /// each one's name and outcome.
+    pub async fn restore(&self) -> Vec<(String, Result<(), ControllerError>)> {
+        let mut outcomes = Vec::new();
+        for (name, record) in self.host.state.records() {
+            let outcome = match record {
+                Ok(record) => self.start(&name, record).await.map(|_| ()),
+                Err(why) => Err(ControllerError::Internal(why)),
+            };
+            if let Err(e) = &outcome {
+                tracing::error!(service = %name, error = %e, "cannot redeploy the service");
+            } else {
+                tracing::info!(service = %name, "redeployed from the state folder");
+            }
+            outcomes.push((name, outcome));
+        }
+        outcomes
+    }
+
+    /// Deploys a new service `name` from `source`.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        source: DeploymentSource,
+    ) -> Result<ServiceStatus, ControllerError> {
+        self.open_for_changes()?;
+        let record = DeploymentRecord {
+            source,
+            overrides: Overrides::default(),
+            generation: 1,
+        };
+        let service = self.start(name, record).await?;
+        self.sweep_blobs();
+        Ok(service.status(&self.host.runtime.usage()).await)
+    }
+
+    async fn start(
+        &self,
+        name: &str,
+        record: DeploymentRecord,
+    ) -> Result<Arc<Service>, ControllerError> {
+        let _changing = self.changing.lock().await;
+        if lock(&self.services).contains_key(name) {
+            return Err(ControllerError::Conflict(format!(
+                "service '{name}' is already deployed: upgrade it, or remove it first"
+            )));
+        }
+        let service = Service::start(&self.host, name, record.clone()).await?;
+        if let Err(e) = self.host.state.save_record(name, &record) {
+            service.stop().await;
+            return Err(ControllerError::Internal(format!(
+                "cannot save the deployment record: {e}"
+            )));
+        }
+        lock(&self.services).insert(name.to_owned(), service.clone());
+        tracing::info!(service = %name, generation = record.generation, "deployed");
+        Ok(service)
+    }
+
+    /// Starts a rolling upgrade of service `name` to `source`.
+    pub async fn upgrade(
+        &self,
+        name: &str,
+        source: DeploymentSource,
+    ) -> Result<OperationStatus, ControllerError> {
+        self.open_for_changes()?;
+        self.sweep_blobs();
+        self.service(name)?.upgrade(source).await
+    }
+
+    /// Starts a rolling change of role `role`'s settings.
+    pub async fn set_settings(
+        &self,
+        name: &str,
+        role: &str,
+        settings: BTreeMap<String, String>,
+    ) -> Result<OperationStatus, ControllerError> {
+        self.open_for_changes()?;
+        self.service(name)?.set_settings(role, settings).await
+    }
+
+    /// Sets worker role `role`'s instance count.
+    pub fn scale(
+        &self,
+        name: &str,
+        role: &str,
+        count: u32,
+    ) -> Result<OperationStatus, ControllerError> {
+        self.open_for_changes()?;
+        self.service(name)?.scale(role, count)
+    }
+
+    /// Drains, stops and forgets service `name` (its data folder stays).
+    pub async fn remove(&self, name: &str) -> Result<(), ControllerError> {
+        self.open_for_changes()?;
+        let _changing = self.changing.lock().await;
+        let service = self.service(name)?;
+        // Wait for (or refuse during) an operation in progress.
+        let _busy = service.busy.clone().try_lock_owned().map_err(|_| {
+            ControllerError::Conflict(format!(
+                "service '{name}' is changing (see `weft status`); remove it when it is done"
+            ))
+        })?;
+        lock(&self.services).remove(name);
+        service.stop().await;
+        self.host
+            .state
+            .remove_record(name)
+            .map_err(|e| ControllerError::Internal(format!("cannot remove the record: {e}")))?;
+        tracing::info!(service = %name, "removed");
+        self.sweep_blobs();
+        Ok(())
+    }
+
+    /// The status of service `name`, or of every service.
+    pub async fn status(&self, name: Option<&str>) -> Result<HostStatus, ControllerError> {
+        let services: Vec<Arc<Service>> = match name {
+            Some(name) => vec![self.service(name)?],
+            None => lock(&self.services).values().cloned().collect(),
+        };
+        let usage = self.host.runtime.usage();
+        let mut statuses = Vec::new();
+        for service in services {
+            statuses.push(service.status(&usage).await);
+        }
+        Ok(HostStatus { services: statuses })
+    }
+
+    /// Ok if service `name` runs role `role` on this host.
+    pub fn role_exists(&self, name: &str, role: &str) -> Result<(), ControllerError> {
+        if self.service(name)?.has_role(role) {
+            Ok(())
+        } else {
+            Err(ControllerError::NotFound(format!(
+                "service '{name}' has no role '{role}' on this host"
+            )))
+        }
+    }
+
+    /// Whether blob `digest` is stored.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.host.state.has_blob(digest)
+    }
+
+    /// Stores `bytes`, which must hash to `digest`.
+    pub fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), ControllerError> {
+        let actual = Digest::of(bytes);
+        if &actual != digest {
+            return Err(ControllerError::Invalid(format!(
+                "the body's digest is {actual}, not {digest}"
+            )));
+        }
+        self.host
+            .state
+            .put_blob(bytes)
+            .map(|_| ())
+            .map_err(|e| ControllerError::Internal(format!("cannot store the blob: {e}")))
+    }
+
+    /// Drains and stops every service (shutdown); changes are refused from now.
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _changing = self.changing.lock().await;
+        let services: Vec<Arc<Service>> = lock(&self.services).values().cloned().collect();
+        // Concurrently: each service's drain is bounded on its own.
+        let stops: Vec<_> = services
+            .into_iter()
+            .map(|service| tokio::spawn(async move { service.stop().await }))
+            .collect();
+        for stop in stops {
+            let _ = stop.await;
+        }
+    }
+
+    /// Deletes blobs no service's record uses, once they are old enough
+    /// that no deploy could be about to use them.
+    fn sweep_blobs(&self) {
+        let used: BTreeSet<Digest> = lock(&self.services)
+            .values()
+            .flat_map(|service| service.record().source.components.into_values())
+            .collect();
+        let folder = self.host.state.root().join("blobs").join("sha256");
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for entry in entries.flatten() {
+            let Some(digest) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| Digest::parse(name).ok())
+            else {
+                continue;
+            };
+            let old_enough = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| now.duration_since(at).ok())
+                .is_some_and(|age| age >= BLOB_GRACE);
+            if old_enough && !used.contains(&digest) {
+                self.host.state.remove_blob(&digest);
+            }
+        }
+    }
+}

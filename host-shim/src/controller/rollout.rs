@@ -1,0 +1,420 @@
+//! Changing a running service: rolling upgrades (a new manifest, overlay or
+//! component), settings changes, and scaling.
+//!
+//! An upgrade or a settings change builds the new version of every role it
+//! changes before anything moves (a malformed component or manifest is
+//! refused with nothing disturbed), then rolls it out by upgrade domain:
+//!
+//! 1. Each changed web role's new version is started (its start hook, then
+//!    its health path) while the old one serves every request.
+//! 2. For each domain in turn: the domain's share of each changed web
+//!    role's requests, and the domain's worker instances (each drained
+//!    first: it finishes its batch, returns, runs its stop hook), move to
+//!    the new version. The rollout then waits until the domain is healthy
+//!    for the settle time: each moved worker instance ready, none failed,
+//!    and each changed web role's health path answering 2xx.
+//! 3. If a domain is not healthy within the timeout, or fails, every moved
+//!    domain moves back to the old version, and the new one is drained and
+//!    dropped: the upgrade is *rolled back*, and the record is unchanged.
+//! 4. Otherwise the old web versions drain (in-flight requests finish) and
+//!    stop, worker pools take their new instance counts, and the new record
+//!    is saved: the upgrade is *done*.
+//!
+//! A settings change is an upgrade of one role to a version with the same
+//! component and new setting values: web requests read them from the next
+//! request on, worker instances are recycled domain by domain. Roles an
+//! upgrade does not change keep running untouched. Scaling starts new
+//! worker instances at once, or drains the highest-numbered ones.
+
+use super::ControllerError;
+use super::service::{RoleRunner, Service, Version, build_version, lock};
+use super::status::OperationStatus;
+use super::store::{DeploymentRecord, DeploymentSource};
+use super::workers::DomainHealth;
+use crate::manifest::{Manifest, Role};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedMutexGuard;
+
+/// How often a moving domain's health is checked.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What an operation does to one role.
+struct RoleChange {
+    name: String,
+    old: Version,
+    new: Version,
+}
+
+/// An operation ready to roll out.
+struct Plan {
+    kind: &'static str,
+    record: DeploymentRecord,
+    manifest: Manifest,
+    changes: Vec<RoleChange>,
+}
+
+impl Service {
+    /// Starts a rolling upgrade to `source` (overrides made through the API
+    /// are dropped: the new manifest and overlay are the whole truth).
+    pub async fn upgrade(
+        self: &Arc<Self>,
+        source: DeploymentSource,
+    ) -> Result<OperationStatus, ControllerError> {
+        let busy = self.claim()?;
+        let generation = self.record().generation + 1;
+        let record = DeploymentRecord {
+            source,
+            overrides: super::Overrides::default(),
+            generation,
+        };
+        self.roll_out("upgrade", record, busy).await
+    }
+
+    /// Starts a rolling change of role `role`'s settings.
+    pub async fn set_settings(
+        self: &Arc<Self>,
+        role: &str,
+        settings: BTreeMap<String, String>,
+    ) -> Result<OperationStatus, ControllerError> {
+        let busy = self.claim()?;
+        self.role_runner(role)?;
+        let mut record = self.record();
+        record.generation += 1;
+        record
+            .overrides
+            .settings
+            .entry(role.to_owned())
+            .or_default()
+            .extend(settings);
+        self.roll_out("settings", record, busy).await
+    }
+
+    /// Sets worker role `role`'s instance count.
+    pub fn scale(&self, role: &str, count: u32) -> Result<OperationStatus, ControllerError> {
+        let _busy = self.claim()?;
+        let RoleRunner::Worker(pool) = self.role_runner(role)? else {
+            return Err(ControllerError::Invalid(format!(
+                "roles.{role}: a web role gets a fresh instance per request; only worker roles scale"
+            )));
+        };
+        let mut record = self.record();
+        record.overrides.instances.insert(role.to_owned(), count);
+        let manifest = record.manifest().map_err(ControllerError::Invalid)?;
+        pool.scale(count);
+        self.host
+            .state
+            .save_record(&self.name, &record)
+            .map_err(|e| ControllerError::Internal(format!("cannot save the record: {e}")))?;
+        let operation = OperationStatus {
+            kind: "scale".into(),
+            state: "done".into(),
+            step: format!("role '{role}' scaled to {count} instances"),
+            steps: Vec::new(),
+            generation: record.generation,
+            domains_done: 0,
+            domains: 0,
+            reason: None,
+        };
+        let mut state = lock(&self.state);
+        state.record = record;
+        state.manifest = manifest;
+        state.operation = Some(operation.clone());
+        Ok(operation)
+    }
+
+    fn claim(&self) -> Result<OwnedMutexGuard<()>, ControllerError> {
+        self.busy.clone().try_lock_owned().map_err(|_| {
+            ControllerError::Conflict(format!(
+                "service '{}' is changing (see `weft status`); try again when it is done",
+                self.name
+            ))
+        })
+    }
+
+    fn role_runner(&self, role: &str) -> Result<&RoleRunner, ControllerError> {
+        self.roles.get(role).ok_or_else(|| {
+            ControllerError::NotFound(format!("service '{}' has no role '{role}' here", self.name))
+        })
+    }
+
+    /// Validates `record` against the running service, builds the versions
+    /// it changes, and spawns the rollout.
+    async fn roll_out(
+        self: &Arc<Self>,
+        kind: &'static str,
+        record: DeploymentRecord,
+        busy: OwnedMutexGuard<()>,
+    ) -> Result<OperationStatus, ControllerError> {
+        let manifest = record.manifest().map_err(ControllerError::Invalid)?;
+        let (old_record, old_manifest) = {
+            let state = lock(&self.state);
+            (state.record.clone(), state.manifest.clone())
+        };
+        check_compatible(&self.name, &old_manifest, &manifest)?;
+        let mut changes = Vec::new();
+        for (name, runner) in &self.roles {
+            let changed = old_record.source.components.get(name)
+                != record.source.components.get(name)
+                || definition(&old_manifest.roles[name]) != definition(&manifest.roles[name]);
+            if !changed {
+                continue;
+            }
+            let new = build_version(&self.host, &manifest, name, &record, &self.backends).await?;
+            let old = match runner {
+                RoleRunner::Web(web) => Version::Web(lock(&web.current).clone()),
+                RoleRunner::Worker(pool) => Version::Worker(pool.current()),
+            };
+            changes.push(RoleChange {
+                name: name.clone(),
+                old,
+                new,
+            });
+        }
+        let operation = OperationStatus {
+            kind: kind.into(),
+            state: "running".into(),
+            step: "starting".into(),
+            steps: vec!["starting".into()],
+            generation: record.generation,
+            domains_done: 0,
+            domains: manifest.upgrade.domains,
+            reason: None,
+        };
+        lock(&self.state).operation = Some(operation.clone());
+        let plan = Plan {
+            kind,
+            record,
+            manifest,
+            changes,
+        };
+        let service = self.clone();
+        let task = tokio::spawn(async move {
+            let _busy = busy;
+            service.roll(plan).await;
+        });
+        *lock(&self.rollout) = Some(task);
+        Ok(operation)
+    }
+
+    fn progress(&self, step: String, domains_done: u32) {
+        if let Some(operation) = &mut lock(&self.state).operation {
+            tracing::info!(service = %self.name, kind = %operation.kind, %step, "rollout");
+            operation.record(step);
+            operation.domains_done = domains_done;
+        }
+    }
+
+    async fn roll(self: Arc<Self>, plan: Plan) {
+        let policy = plan.manifest.upgrade;
+        let generation = plan.record.generation;
+        if plan.changes.is_empty() {
+            // Instance counts at most: nothing to move domain by domain.
+            self.progress("no role's version changed".into(), 0);
+            return self.commit(plan).await;
+        }
+        // New web versions start (start hook, health) before taking traffic.
+        for change in &plan.changes {
+            if let Version::Web(new) = &change.new {
+                self.progress(
+                    format!("starting role '{}' generation {generation}", change.name),
+                    0,
+                );
+                if let Err(why) = new.start(policy.timeout).await {
+                    let reason = format!("role '{}': {why}", change.name);
+                    return self.roll_back(&plan, 0, reason).await;
+                }
+            }
+        }
+        for change in &plan.changes {
+            match (&self.roles[&change.name], &change.old) {
+                (RoleRunner::Web(web), Version::Web(old)) => {
+                    web.front.route_all(old, policy.domains)
+                }
+                (RoleRunner::Worker(pool), _) => pool.set_domains(policy.domains),
+                _ => {}
+            }
+        }
+        for domain in 0..policy.domains {
+            let of = policy.domains;
+            self.progress(format!("domain {} of {of}: moving", domain + 1), domain);
+            let moved_at = Instant::now();
+            for change in &plan.changes {
+                self.route(&change.name, domain, &change.new);
+            }
+            self.progress(
+                format!("domain {} of {of}: waiting for health", domain + 1),
+                domain,
+            );
+            if let Err(why) = self.wait_healthy(&plan, domain, moved_at).await {
+                let reason = format!("domain {} of {of}: {why}", domain + 1);
+                return self.roll_back(&plan, domain + 1, reason).await;
+            }
+        }
+        self.commit(plan).await;
+    }
+
+    /// Sends domain `domain` of role `name` to `version`.
+    fn route(&self, name: &str, domain: u32, version: &Version) {
+        match (&self.roles[name], version) {
+            (RoleRunner::Web(web), Version::Web(version)) => web.front.move_domain(domain, version),
+            (RoleRunner::Worker(pool), Version::Worker(version)) => {
+                pool.move_domain(domain, version);
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits until domain `domain` of every changed role is healthy at the
+    /// new generation for the settle time, or says why not.
+    async fn wait_healthy(
+        &self,
+        plan: &Plan,
+        domain: u32,
+        moved_at: Instant,
+    ) -> Result<(), String> {
+        let policy = plan.manifest.upgrade;
+        let give_up = moved_at + policy.timeout;
+        let mut healthy_since: Option<Instant> = None;
+        loop {
+            let mut all_healthy = true;
+            for change in &plan.changes {
+                match (&self.roles[&change.name], &change.new) {
+                    (RoleRunner::Web(_), Version::Web(new)) => {
+                        if let Err(why) = new.probe().await {
+                            return Err(format!("role '{}': {why}", change.name));
+                        }
+                    }
+                    (RoleRunner::Worker(pool), Version::Worker(new)) => {
+                        match pool.domain_health(
+                            domain,
+                            new.info.generation,
+                            moved_at,
+                            Duration::ZERO,
+                        ) {
+                            DomainHealth::Healthy => {}
+                            DomainHealth::Waiting => all_healthy = false,
+                            DomainHealth::Failed(why) => {
+                                return Err(format!("role '{}': {why}", change.name));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            if all_healthy {
+                let since = *healthy_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= policy.settle {
+                    return Ok(());
+                }
+            } else {
+                healthy_since = None;
+            }
+            if now >= give_up {
+                return Err(format!("not healthy within {} s", policy.timeout.as_secs()));
+            }
+            tokio::time::sleep(HEALTH_INTERVAL).await;
+        }
+    }
+
+    async fn roll_back(&self, plan: &Plan, moved: u32, reason: String) {
+        tracing::warn!(service = %self.name, %reason, "rolling back");
+        self.progress(format!("rolling back: {reason}"), moved);
+        for change in &plan.changes {
+            for domain in 0..moved {
+                self.route(&change.name, domain, &change.old);
+            }
+            if let (RoleRunner::Web(web), Version::Web(new)) =
+                (&self.roles[&change.name], &change.new)
+            {
+                web.front.retire(new.clone(), self.host.grace);
+            }
+        }
+        let kept = self.record();
+        if let Some(operation) = &mut lock(&self.state).operation {
+            operation.state = "rolled-back".into();
+            operation.record(format!("rolled back to generation {}", kept.generation));
+            operation.reason = Some(reason);
+        }
+    }
+
+    async fn commit(&self, plan: Plan) {
+        for change in &plan.changes {
+            match (&self.roles[&change.name], &change.old, &change.new) {
+                (RoleRunner::Web(web), Version::Web(old), Version::Web(new)) => {
+                    *lock(&web.current) = new.clone();
+                    web.front.retire(old.clone(), self.host.grace);
+                }
+                (RoleRunner::Worker(pool), _, Version::Worker(new)) => {
+                    pool.set_current(new.clone())
+                }
+                _ => {}
+            }
+        }
+        for (name, runner) in &self.roles {
+            if let RoleRunner::Worker(pool) = runner {
+                pool.scale(plan.manifest.roles[name].instances);
+            }
+        }
+        if let Err(e) = self.host.state.save_record(&self.name, &plan.record) {
+            tracing::error!(service = %self.name, error = %e, "cannot save the deployment record");
+        }
+        let generation = plan.record.generation;
+        let mut state = lock(&self.state);
+        state.record = plan.record;
+        state.manifest = plan.manifest;
+        if let Some(operation) = &mut state.operation {
+            operation.state = "done".into();
+            operation.record(format!("{} to generation {generation} done", plan.kind));
+            operation.domains_done = operation.domains;
+        }
+    }
+}
+
+/// What makes two versions of a role differ, beyond its component: every
+/// field but the instance count and where the component came from.
+fn definition(role: &Role) -> Role {
+    Role {
+        component: PathBuf::new(),
+        build: None,
+        instances: 0,
+        ..role.clone()
+    }
+}
+
+/// An upgrade keeps the service's shape: the same roles, of the same kinds,
+/// on the same addresses, with the same queue backend.
+fn check_compatible(name: &str, old: &Manifest, new: &Manifest) -> Result<(), ControllerError> {
+    let refuse = |what: String| {
+        Err(ControllerError::Invalid(format!(
+            "{}: {what} cannot change in an upgrade; remove service '{name}' and deploy it again",
+            new.path.display()
+        )))
+    };
+    if new.service != name {
+        return Err(ControllerError::Invalid(format!(
+            "{}: service.name is '{}', not '{name}'",
+            new.path.display(),
+            new.service
+        )));
+    }
+    if old.roles.keys().ne(new.roles.keys()) {
+        return refuse("the set of roles".into());
+    }
+    for (role, before) in &old.roles {
+        let after = &new.roles[role];
+        if before.kind != after.kind {
+            return refuse(format!("roles.{role}.kind"));
+        }
+        if before.listen != after.listen {
+            return refuse(format!("roles.{role}.listen"));
+        }
+    }
+    if old.queues != new.queues {
+        return refuse("the [queues] table".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! What the admin API reports, as JSON: services, their roles, each role's
+//! instances with their lifecycle state, usage and queue depths, and the
+//! operation (upgrade, settings change, scale) under way or last finished.
+//!
+//! The same types are the server's answers and the CLI's reading of them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Every service on the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// The services, by name.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One deployed service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The service's name.
+    pub name: String,
+    /// Counts deployments, upgrades and settings changes of the service.
+    pub generation: u64,
+    /// The environment overlay it was deployed with, if any.
+    pub environment: Option<String>,
+    /// Upgrade domains.
+    pub upgrade_domains: u32,
+    /// The operation under way, or the last one.
+    pub operation: Option<OperationStatus>,
+    /// Its roles, by name.
+    pub roles: Vec<RoleStatus>,
+}
+
+/// The most steps an operation keeps.
+pub const MAX_STEPS: usize = 200;
+
+/// An operation that changes a running service step by step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OperationStatus {
+    /// `upgrade`, `settings` or `scale`.
+    pub kind: String,
+    /// `running`, `done` or `rolled-back`.
+    pub state: String,
+    /// What it is doing, or how it ended, for people.
+    pub step: String,
+    /// Every step so far, oldest first (at most [`MAX_STEPS`]), so a
+    /// client polling now and then misses none.
+    #[serde(default)]
+    pub steps: Vec<String>,
+    /// The generation it moves to.
+    pub generation: u64,
+    /// Domains moved so far, of `domains`.
+    pub domains_done: u32,
+    /// Upgrade domains in this operation.
+    pub domains: u32,
+    /// Why it was rolled back.
+    pub reason: Option<String>,
+}
+
+/// One role of a service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoleStatus {
+    /// The role's name.
+    pub name: String,
+    /// `web` or `worker`.
+    pub kind: String,
+    /// Where a web role listens.
+    pub url: Option<String>,
+    /// The SHA-256 of the component its current version runs.
+    pub component: String,
+    /// The generation of its current version.
+    pub generation: u64,
+    /// Worker instances declared (web: its upgrade domains).
+    pub declared: u32,
+    /// Instances ready now.
+    pub ready: u32,
+    /// Its settings' values.
+    pub settings: BTreeMap<String, String>,
+    /// A web role's health path.
+    pub health: Option<String>,
+    /// Its instances (a worker's instances; a web role's versions by
+    /// upgrade domain, and versions still draining).
+    pub instances: Vec<InstanceStatus>,
+    /// What it has used of the host (every version of it on this host).
+    pub usage: UsageStatus,
+    /// The queues it may use, with their depths.
+    pub queues: Vec<QueueStatus>,
+}
+
+/// One instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// `0`, `1`... for a worker; `d0`, `d1`... (the domain's share) or
+    /// `draining-g3` for a web role.
+    pub id: String,
+    /// Its upgrade domain.
+    pub domain: Option<u32>,
+    /// The generation of the version it runs.
+    pub generation: u64,
+    /// `starting`, `ready`, `draining`, `stopped` or `failed`.
+    pub state: String,
+    /// Times it was restarted after returning or failing.
+    pub restarts: u64,
+    /// Whether it failed repeatedly within the crash-loop window.
+    pub crash_looping: bool,
+    /// Why it last failed.
+    pub last_failure: Option<String>,
+    /// A web version's requests in flight.
+    pub in_flight: Option<u64>,
+}
+
+/// What a role has used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageStatus {
+    /// Fuel burnt.
+    pub fuel_used: u64,
+    /// Linear memory held now, in bytes.
+    pub memory_bytes: u64,
+    /// The most held at once, in bytes.
+    pub memory_high_water: u64,
+    /// Requests (web) or received batches (worker).
+    pub invocations: u64,
+    /// Failures of every kind.
+    pub failures: u64,
+}
+
+/// A queue a role may use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// Its name.
+    pub name: String,
+    /// Messages it holds (visible, delayed or leased), if the backend answered.
+    pub length: Option<u64>,
+    /// Messages in its poison queue.
+    pub poison: Option<u64>,
+}
+
+impl OperationStatus {
+    /// Moves on to `step`, remembering it.
+    pub fn record(&mut self, step: String) {
+        if self.steps.len() < MAX_STEPS {
+            self.steps.push(step.clone());
+        }
+        self.step = step;
+    }
+}
