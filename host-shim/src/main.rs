@@ -95,6 +95,11 @@ struct ServeArgs {
     /// Requests that may wait for a free slot before getting a 503.
     #[arg(long, default_value_t = SandboxLimits::default().max_queued)]
     max_queued: u32,
+    /// Requests one instance may serve in sequence; 1 is a fresh instance
+    /// per request. Above 1, what one request leaves in the guest's memory
+    /// is visible to the next.
+    #[arg(long, default_value_t = SandboxLimits::default().requests_per_instance)]
+    requests_per_instance: u32,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -199,6 +204,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
         role_memory_mib: None,
+        requests_per_instance: args.requests_per_instance,
     };
     let cache_dir = args.host.cache_dir.clone().or_else(default_cache_dir);
     let runtime = Arc::new(Runtime::new(service::engine_config(

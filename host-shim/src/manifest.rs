@@ -253,6 +253,15 @@ impl RawRole {
             .validate(engine)
             .map_err(|why| ("limits", why))?;
         self.cpu.validate().map_err(|why| ("cpu", why))?;
+        if self.kind == RoleKind::Worker
+            && self.limits.requests_per_instance != SandboxLimits::default().requests_per_instance
+        {
+            return Err((
+                "limits",
+                "requests-per-instance applies to web roles; a worker instance runs until it returns"
+                    .into(),
+            ));
+        }
         if self.kind == RoleKind::Worker && !self.egress.is_empty() {
             return Err((
                 "egress",

@@ -105,6 +105,16 @@ pub struct SandboxLimits {
     /// instance whose growth would pass it sees `memory.grow` fail; one
     /// that cannot even start gets a 503 (web) or is restarted later (worker).
     pub role_memory_mib: Option<u64>,
+    /// Web roles: requests one instance may serve, one after another.
+    /// Default 1: a fresh instance per request, so no request ever sees what
+    /// an earlier one left in the guest's memory. Above 1, an instance that
+    /// answered successfully is kept for a later request of the same role
+    /// (never another role's), which saves instantiating it; whatever the
+    /// guest kept in memory is then visible to that request. Fuel, the
+    /// deadline and the memory refusal are reset per request; the memory cap
+    /// holds over the instance's life. An instance whose request failed is
+    /// dropped. At most [`Self::MAX_REQUESTS_PER_INSTANCE`].
+    pub requests_per_instance: u32,
 }
 
 impl Default for SandboxLimits {
@@ -117,11 +127,16 @@ impl Default for SandboxLimits {
             max_in_flight: 256,
             max_queued: 256,
             role_memory_mib: None,
+            requests_per_instance: 1,
         }
     }
 }
 
 impl SandboxLimits {
+    /// The most requests one web instance may serve: past a million, an
+    /// instance has lived long enough to be replaced.
+    pub const MAX_REQUESTS_PER_INSTANCE: u32 = 1_000_000;
+
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> u64 {
         self.memory_mib.saturating_mul(MIB)
@@ -162,6 +177,13 @@ impl SandboxLimits {
         }
         if self.max_in_flight == 0 {
             return Err("max-in-flight must be at least 1".into());
+        }
+        if !(1..=Self::MAX_REQUESTS_PER_INSTANCE).contains(&self.requests_per_instance) {
+            return Err(format!(
+                "requests-per-instance must be 1 to {}, not {}",
+                Self::MAX_REQUESTS_PER_INSTANCE,
+                self.requests_per_instance
+            ));
         }
         if let Some(role_mib) = self.role_memory_mib
             && role_mib < self.memory_mib

@@ -12,6 +12,7 @@ mod ledger;
 mod nats;
 mod operators;
 mod rate;
+mod reuse;
 mod sandbox;
 mod support;
 mod usage;
