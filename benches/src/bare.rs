@@ -67,9 +67,8 @@ pub struct Bare {
 }
 
 impl Bare {
-    /// Loads `component` on a bare engine with wasmtime's pooling allocator
-    /// at its defaults. Imports the host does not have (Weft's VMBus, for
-    /// the probe) trap if called; the routes benchmarked never call them.
+    /// Loads `component` (a plain `wasi:http` component) on a bare engine
+    /// with wasmtime's pooling allocator at its defaults.
     pub fn new(component: &str, metering: Metering) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config
@@ -83,7 +82,6 @@ impl Bare {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).or_anyhow()?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).or_anyhow()?;
-        linker.define_unknown_imports_as_traps(&component).or_anyhow()?;
         let pre = ProxyPre::new(linker.instantiate_pre(&component).or_anyhow()?).or_anyhow()?;
         Ok(Self {
             engine,

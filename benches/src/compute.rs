@@ -1,7 +1,8 @@
 //! CPU-bound work natively, in wasm unmetered, in wasm with fuel alone, and
 //! in Weft (fuel-metered, yielding every 2 million units, under the fair
-//! CPU scheduler): the same loop (`probe`'s `/burn`, whose source the native
-//! run compiles too), one request at a time, alone on the host.
+//! CPU scheduler): the same loop (`burn-web`'s `/burn`, the `probe` guest's
+//! source file, which the native run compiles too), one request at a time,
+//! alone on the host.
 
 #[path = "../../tests/guests/probe/src/burn.rs"]
 mod burn;
@@ -17,7 +18,7 @@ use weft_runtime::{
     CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
     WebRole,
 };
-use weft_test_artifacts::PROBE;
+use weft_test_artifacts::BURN_WEB;
 
 /// Millions of rounds each run burns: about a fifth of a second natively.
 const MILLIONS: u64 = 150;
@@ -79,15 +80,15 @@ impl Way {
 /// Runs the figure; returns its Markdown section and the median ratio of
 /// Weft to unmetered wasm (for the aims table).
 pub async fn run(repeats: usize) -> anyhow::Result<(String, f64)> {
-    let unmetered = Bare::new(PROBE, Metering::None)?;
-    let fuel_only = Bare::new(PROBE, Metering::Fuel)?;
+    let unmetered = Bare::new(BURN_WEB, Metering::None)?;
+    let fuel_only = Bare::new(BURN_WEB, Metering::Fuel)?;
     let runtime = Runtime::new(EngineConfig {
         max_instances: 64,
         ..EngineConfig::default()
     })?;
     let weft = bench_role(
         &runtime,
-        PROBE,
+        BURN_WEB,
         SandboxLimits {
             fuel: u64::MAX / 2,
             deadline_ms: 600_000,
@@ -120,7 +121,7 @@ pub async fn run(repeats: usize) -> anyhow::Result<(String, f64)> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "One CPU-bound request, `GET /burn/{MILLIONS}` on the `probe` guest ({MILLIONS} million rounds of a multiply-add hash; the native row runs the same source, `tests/guests/probe/src/burn.rs`, in this process), alone on the host. The bare rows run the component on a wasmtime engine with the pooling allocator at its defaults and nothing else; the Weft row through `WebRole::handle` with the engine's defaults. Seconds, median (min–max) of {repeats} interleaved runs.\n"
+        "One CPU-bound request, `GET /burn/{MILLIONS}` on the `burn-web` guest ({MILLIONS} million rounds of a multiply-add hash; the native row runs the same source, `tests/guests/probe/src/burn.rs`, in this process), alone on the host. The bare rows run the component on a wasmtime engine with the pooling allocator at its defaults and nothing else; the Weft row through `WebRole::handle` with the engine's defaults. Seconds, median (min–max) of {repeats} interleaved runs.\n"
     );
     let _ = writeln!(out, "| how | seconds | ÷ unmetered wasm |\n|---|---:|---:|");
     let mut weft_ratio = f64::NAN;

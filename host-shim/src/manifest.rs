@@ -251,8 +251,10 @@ impl RawRole {
         let buckets = names(self.buckets).map_err(|why| ("buckets", why))?;
         self.limits
             .validate(engine)
-            .map_err(|why| ("limits", why))?;
-        self.cpu.validate().map_err(|why| ("cpu", why))?;
+            .map_err(|why| ("limits", why.to_string()))?;
+        self.cpu
+            .validate()
+            .map_err(|why| ("cpu", why.to_string()))?;
         if self.kind == RoleKind::Worker
             && self.limits.requests_per_instance != SandboxLimits::default().requests_per_instance
         {
@@ -268,7 +270,8 @@ impl RawRole {
                 "worker roles have no outside contact; give egress to a web role".into(),
             ));
         }
-        let egress = EgressAllowlist::parse(&self.egress).map_err(|why| ("egress", why))?;
+        let egress =
+            EgressAllowlist::parse(&self.egress).map_err(|why| ("egress", why.to_string()))?;
         Ok(Role {
             kind: self.kind,
             component: base.join(self.component),

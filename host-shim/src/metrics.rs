@@ -140,7 +140,7 @@ pub fn render(roles: &[UsageSnapshot]) -> String {
         &mut out,
         "weft_role_failures_total",
         "counter",
-        "Invocations that failed, by kind (fuel, deadline, memory, trap, exit, instantiate, protocol).",
+        "Invocations that failed, by kind (fuel, deadline, memory, trap, exit, instantiate, capacity, protocol).",
         roles.iter().flat_map(|role| {
             role.counters.failures.iter().map(move |(kind, count)| {
                 (

@@ -14,6 +14,11 @@ use std::time::Duration;
 /// One mebibyte.
 pub const MIB: u64 = 1024 * 1024;
 
+/// A setting out of range: the message names the setting and its bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSetting(pub String);
+
 /// Settings of the one wasmtime engine a host runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -158,40 +163,40 @@ impl SandboxLimits {
     }
 
     /// Checks the limits make sense on their own and against the engine.
-    pub fn validate(&self, engine: &EngineConfig) -> Result<(), String> {
+    pub fn validate(&self, engine: &EngineConfig) -> Result<(), InvalidSetting> {
         if self.memory_mib == 0 {
-            return Err("memory-mib must be at least 1".into());
+            return Err(InvalidSetting("memory-mib must be at least 1".into()));
         }
         if self.memory_bytes() > engine.max_memory_bytes {
-            return Err(format!(
+            return Err(InvalidSetting(format!(
                 "memory-mib {} is over the host's maximum of {} MiB",
                 self.memory_mib,
                 engine.max_memory_bytes / MIB
-            ));
+            )));
         }
         if self.fuel == 0 {
-            return Err("fuel must be at least 1".into());
+            return Err(InvalidSetting("fuel must be at least 1".into()));
         }
         if self.deadline_ms == 0 {
-            return Err("deadline-ms must be at least 1".into());
+            return Err(InvalidSetting("deadline-ms must be at least 1".into()));
         }
         if self.max_in_flight == 0 {
-            return Err("max-in-flight must be at least 1".into());
+            return Err(InvalidSetting("max-in-flight must be at least 1".into()));
         }
         if !(1..=Self::MAX_REQUESTS_PER_INSTANCE).contains(&self.requests_per_instance) {
-            return Err(format!(
+            return Err(InvalidSetting(format!(
                 "requests-per-instance must be 1 to {}, not {}",
                 Self::MAX_REQUESTS_PER_INSTANCE,
                 self.requests_per_instance
-            ));
+            )));
         }
         if let Some(role_mib) = self.role_memory_mib
             && role_mib < self.memory_mib
         {
-            return Err(format!(
+            return Err(InvalidSetting(format!(
                 "role-memory-mib {role_mib} is below memory-mib {}: not one instance would fit",
                 self.memory_mib
-            ));
+            )));
         }
         Ok(())
     }
@@ -249,16 +254,18 @@ impl CpuShare {
     pub const MAX_WEIGHT: u32 = 10_000;
 
     /// Checks the weight and the quota are in range.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.weight == 0 || self.weight > Self::MAX_WEIGHT {
-            return Err(format!(
+            return Err(InvalidSetting(format!(
                 "weight must be 1 to {}, not {}",
                 Self::MAX_WEIGHT,
                 self.weight
-            ));
+            )));
         }
         if self.max_fuel_per_sec == Some(0) {
-            return Err("max-fuel-per-sec must be at least 1 (leave it out for no quota)".into());
+            return Err(InvalidSetting(
+                "max-fuel-per-sec must be at least 1 (leave it out for no quota)".into(),
+            ));
         }
         Ok(())
     }

@@ -20,6 +20,11 @@ use std::fmt;
 use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+/// An allowlist entry that does not name an origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidOrigin(String);
+
 /// An origin a role may send HTTP requests to: scheme, host and port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Origin {
@@ -33,28 +38,31 @@ impl Origin {
     /// Parses `http://host[:port]` or `https://host[:port]`; a missing port
     /// is the scheme's default. Paths, queries and credentials are refused:
     /// an allowlist entry names a whole origin.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let uri: http::Uri = text
-            .parse()
-            .map_err(|_| format!("'{text}' is not a URL like https://api.example.com"))?;
+    pub fn parse(text: &str) -> Result<Self, InvalidOrigin> {
+        let bad = |why: String| InvalidOrigin(why);
+        let uri: http::Uri = text.parse().map_err(|_| {
+            bad(format!(
+                "'{text}' is not a URL like https://api.example.com"
+            ))
+        })?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(format!("'{text}' must start with http:// or https://")),
+            _ => return Err(bad(format!("'{text}' must start with http:// or https://"))),
         };
         let authority = uri
             .authority()
-            .ok_or_else(|| format!("'{text}' names no host"))?;
+            .ok_or_else(|| bad(format!("'{text}' names no host")))?;
         if authority.as_str().contains('@') {
-            return Err(format!("'{text}' must not carry credentials"));
+            return Err(bad(format!("'{text}' must not carry credentials")));
         }
         if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-            return Err(format!(
+            return Err(bad(format!(
                 "'{text}' must name an origin only, without a path or query"
-            ));
+            )));
         }
         Self::of(https, authority.host(), authority.port_u16())
-            .ok_or_else(|| format!("'{text}' names no host"))
+            .ok_or_else(|| bad(format!("'{text}' names no host")))
     }
 
     fn of(https: bool, host: &str, port: Option<u16>) -> Option<Self> {
@@ -106,7 +114,7 @@ impl EgressAllowlist {
     }
 
     /// Parses every entry, naming the first bad one.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, InvalidOrigin> {
         entries
             .iter()
             .map(|entry| Origin::parse(entry.as_ref()))

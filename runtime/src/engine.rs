@@ -172,12 +172,16 @@ impl Runtime {
     }
 
     fn check_limits(&self, limits: &SandboxLimits) -> Result<(), RuntimeError> {
-        limits.validate(&self.config).map_err(RuntimeError::Limits)
+        limits
+            .validate(&self.config)
+            .map_err(|e| RuntimeError::Limits(e.to_string()))
     }
 
     fn check_spec(&self, spec: &RoleSpec) -> Result<(), RuntimeError> {
         self.check_limits(&spec.limits)?;
-        spec.cpu.validate().map_err(RuntimeError::Limits)
+        spec.cpu
+            .validate()
+            .map_err(|e| RuntimeError::Limits(e.to_string()))
     }
 
     /// Stops the epoch ticker. Running guests stop yielding; call this only
@@ -198,6 +202,12 @@ fn incompatible(path: &Path, kind: &'static str, error: &wasmtime::Error) -> Run
 /// Dirty bytes of each memory and table reset in place when an instance
 /// ends, instead of being unmapped: a small role's whole working set.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+/// Core instances one component may create (and each pool slot reserves).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+/// Linear memories one component may have.
+const MEMORIES_PER_COMPONENT: u32 = 2;
+/// Tables one component may have.
+const TABLES_PER_COMPONENT: u32 = 8;
 
 fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
     let max_memory = usize::try_from(config.max_memory_bytes).map_err(|_| {
@@ -205,20 +215,22 @@ fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
     })?;
     let instances = config.max_instances;
     let mut pool = PoolingAllocationConfig::default();
-    // A Rust component has a few core instances, tables and memories (its
-    // own module plus small shims); these multiples leave headroom.
+    // Every component instance slot carries its own share of core
+    // instances, memories and tables, and one component may use no more
+    // than its share: so a hand-made component with many modules cannot
+    // drain the pool that other roles' sandboxes draw on, and each role's
+    // own limits (`max-in-flight`, instance counts) bite first. A Rust
+    // component needs a handful of core instances (its module plus small
+    // shims), one memory (two with a preview-1 adapter) and a few tables.
     pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(8))
-        .total_memories(instances.saturating_mul(2))
-        .total_tables(instances.saturating_mul(4))
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
         .total_stacks(instances)
         .max_memory_size(max_memory)
-        // Bounded per component, so one hand-made component with many
-        // modules cannot take the whole pool (its memories together are
-        // also bounded by the sandbox's memory cap).
-        .max_memories_per_component(4)
-        .max_tables_per_component(16)
-        .max_core_instances_per_component(64)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
         // When an instance ends, reset the pages its memories and tables
         // dirtied by copying them back (found with Linux's PAGEMAP_SCAN
         // where the kernel has it, 6.7 and later), rather than unmapping them

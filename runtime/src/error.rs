@@ -71,9 +71,14 @@ pub enum GuestFailure {
     /// The guest called `exit` with a non-zero status.
     #[error("guest exited with status {0}")]
     Exit(i32),
-    /// The guest could not be instantiated.
+    /// The guest could not be instantiated (its start function trapped, say).
     #[error("cannot instantiate guest: {0}")]
     Instantiate(String),
+    /// The host had no room to start the guest: the instance pool was
+    /// full, or the role's memory cap left too little for a new instance.
+    /// It passes as other invocations end.
+    #[error("no room to start the guest: {0}")]
+    Capacity(String),
     /// The guest finished without producing what was asked of it (an HTTP
     /// response, say).
     #[error("{0}")]
@@ -82,8 +87,8 @@ pub enum GuestFailure {
 
 impl GuestFailure {
     /// A short name for the kind of failure, for metrics and headers:
-    /// `fuel`, `deadline`, `memory`, `trap`, `exit`, `instantiate` or
-    /// `protocol`.
+    /// `fuel`, `deadline`, `memory`, `trap`, `exit`, `instantiate`,
+    /// `capacity` or `protocol`.
     pub fn kind(&self) -> &'static str {
         match self {
             GuestFailure::OutOfFuel => "fuel",
@@ -92,6 +97,7 @@ impl GuestFailure {
             GuestFailure::Trap(_) => "trap",
             GuestFailure::Exit(_) => "exit",
             GuestFailure::Instantiate(_) => "instantiate",
+            GuestFailure::Capacity(_) => "capacity",
             GuestFailure::Protocol(_) => "protocol",
         }
     }

@@ -56,9 +56,9 @@ mod worker;
 
 pub use broker::{KvStore, MemoryBroker, QueueBroker};
 pub use cache::CacheStats;
-pub use config::{CpuShare, EngineConfig, Grants, SandboxLimits};
+pub use config::{CpuShare, EngineConfig, Grants, InvalidSetting, SandboxLimits};
 pub use cpu::CpuScheduler;
-pub use egress::{EgressAllowlist, Origin};
+pub use egress::{EgressAllowlist, InvalidOrigin, Origin};
 pub use engine::{RoleSpec, Runtime};
 pub use error::{GuestFailure, RuntimeError};
 pub use rate_limit::RateLimits;

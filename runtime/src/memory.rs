@@ -119,8 +119,16 @@ impl ResourceLimiter for MemoryLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // wasmtime asks the limiter before it checks the memory's declared
+        // maximum, and tells no limiter when it then refuses: refuse such a
+        // growth here, so it is never counted. (Past this point only the
+        // OS can fail a growth; those bytes stay counted until the store
+        // ends, which errs on the safe side.)
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         let total = self
             .used_bytes
             .saturating_sub(current)
@@ -201,5 +209,15 @@ mod tests {
         let usage = pool.usage();
         assert_eq!(usage.high_water, as_u64(10 * MIB));
         assert_eq!(usage.instance_high_water, as_u64(6 * MIB));
+    }
+
+    #[test]
+    fn a_growth_past_the_declared_maximum_is_refused_and_not_counted() {
+        let pool = role(Some(10));
+        let mut limiter = MemoryLimiter::new(8 * MIB, pool.clone());
+        assert!(limiter.memory_growing(0, MIB, Some(2 * MIB)).unwrap());
+        assert!(!limiter.memory_growing(MIB, 3 * MIB, Some(2 * MIB)).unwrap());
+        assert_eq!(limiter.used_bytes(), MIB);
+        assert_eq!(pool.usage().bytes, as_u64(MIB));
     }
 }

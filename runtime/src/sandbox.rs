@@ -13,8 +13,9 @@
 //! has passed.
 //!
 //! Host memory held on a guest's behalf is bounded too: at most
-//! [`MAX_RESOURCE_HANDLES`] resource handles (streams, header maps, buckets)
-//! and header maps of at most [`MAX_HEADER_BYTES`].
+//! [`MAX_RESOURCE_HANDLES`] resource handles (streams, header maps, buckets),
+//! header maps of at most [`MAX_HEADER_BYTES`], and at most
+//! [`MAX_HOSTCALL_BYTES`] of strings and lists passed in one host call.
 
 use crate::config::{MIB, SandboxLimits};
 use crate::cpu::GuestCpu;
@@ -41,6 +42,11 @@ pub const SCRATCH_GUEST_PATH: &str = "/scratch";
 pub const MAX_RESOURCE_HANDLES: usize = 4096;
 /// The largest header map (names and values) a guest may build, in bytes.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The most bytes of strings and lists a guest may pass in one host call
+/// (wasmtime's "hostcall fuel", 128 MiB by default). The largest legitimate
+/// argument is a 1 MiB key-value value or body write; past this the call
+/// traps before the host copies or decodes anything.
+pub const MAX_HOSTCALL_BYTES: usize = 4 * 1024 * 1024;
 
 /// The data of one guest's store.
 pub struct GuestState {
@@ -161,6 +167,7 @@ pub(crate) fn new_store(
 ) -> Result<Store<GuestState>, RuntimeError> {
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
+    store.set_hostcall_fuel(MAX_HOSTCALL_BYTES);
     let engine_error = |e: wasmtime::Error| RuntimeError::Engine(one_line(&e));
     store.set_fuel(fuel).map_err(engine_error)?;
     store
@@ -219,6 +226,11 @@ impl Failed {
     /// Explains the failure in terms an operator can act on.
     pub(crate) fn explain(&self, state: &GuestState, limits: &SandboxLimits) -> GuestFailure {
         match self {
+            Failed::Instantiating(error)
+                if error.is::<wasmtime::PoolConcurrencyLimitError>() || state.memory_refused() =>
+            {
+                GuestFailure::Capacity(root_cause(error))
+            }
             Failed::Instantiating(error) => GuestFailure::Instantiate(root_cause(error)),
             Failed::Running(error) => classify(error, state, limits),
         }

@@ -36,13 +36,14 @@ pub enum Flow {
 }
 
 /// The kinds of failure counted per role, as [`GuestFailure::kind`] names them.
-const FAILURE_KINDS: [&str; 7] = [
+const FAILURE_KINDS: [&str; 8] = [
     "fuel",
     "deadline",
     "memory",
     "trap",
     "exit",
     "instantiate",
+    "capacity",
     "protocol",
 ];
 
@@ -158,7 +159,7 @@ pub struct Counters {
     /// Requests (web) or received batches (worker).
     pub invocations: u64,
     /// Failures by kind (`fuel`, `deadline`, `memory`, `trap`, `exit`,
-    /// `instantiate`, `protocol`).
+    /// `instantiate`, `capacity`, `protocol`).
     pub failures: Vec<(&'static str, u64)>,
     /// Instances alive now (web: requests in flight, plus idle instances
     /// kept for reuse).

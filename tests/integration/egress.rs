@@ -169,7 +169,7 @@ async fn outgoing_requests_are_held_to_the_egress_rate() {
         "every admitted request went out"
     );
     // 3 tokens to start with, and one more per 333 ms the loop took.
-    let refilled = (started.elapsed().as_millis() / 333) as usize;
+    let refilled = usize::try_from(started.elapsed().as_millis() / 333).unwrap_or(usize::MAX);
     assert!(
         ok >= 3 && ok <= 3 + refilled + 1 && limited > 0,
         "{ok} ok after {refilled} refills"

@@ -91,13 +91,18 @@ async fn a_flooding_role_is_held_to_its_rate_while_a_neighbour_is_not_slowed() {
 async fn calls_past_the_wait_bound_get_rate_limited_not_a_trap() {
     let broker = Arc::new(MemoryBroker::default());
     let role = probe(&broker, queue_ops(10, 5, 0));
+    let started = Instant::now();
     let reply = call(&role, "POST", "/flood/tasks?n=50", "x").await;
+    let earned = u32::try_from(started.elapsed().as_millis() / 100).unwrap_or(u32::MAX);
     assert_eq!(reply.status, 200, "{reply:?}");
     let (sent, limited, other) = counts(&reply.body);
     assert_eq!(other, 0, "{reply:?}");
     assert_eq!(sent + limited, 50);
-    // The bucket's 5, and at most a few earned while the guest looped.
-    assert!((5..=8).contains(&sent), "{reply:?}");
+    // The bucket's 5, and one more per 100 ms the request took.
+    assert!(
+        sent >= 5 && sent <= 5 + earned + 1 && limited > 0,
+        "{reply:?} after {earned} refills"
+    );
     use weft_runtime::QueueBroker;
     assert_eq!(
         broker.len("test/tasks").await.unwrap(),
@@ -167,7 +172,7 @@ async fn requests_over_the_roles_request_rate_get_429_with_retry_after() {
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(ok + refused, 10, "{statuses:?}");
     // 5 tokens to start with, and one more per 200 ms the loop took.
-    let refilled = (started.elapsed().as_millis() / 200) as usize;
+    let refilled = usize::try_from(started.elapsed().as_millis() / 200).unwrap_or(usize::MAX);
     assert!(
         ok >= 5 && ok <= 5 + refilled + 1 && refused > 0,
         "{statuses:?} after {refilled} refills"

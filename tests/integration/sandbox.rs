@@ -267,15 +267,19 @@ async fn a_role_memory_cap_spans_its_instances_and_frees_on_exit() {
     let second = call(&role, "GET", "/hold/10?ms=0", "").await;
     assert_eq!(second.body, "refused", "{second:?}");
     assert_eq!(holder.await.unwrap().body, "granted");
-    // The first one's memory went back to the role when it ended.
+    // The first one's memory goes back to the role when its sandbox is
+    // dropped, just after its response is out.
+    let all_back = || async {
+        crate::support::eventually(Duration::from_secs(10), "all memory back", || {
+            let memory = role.usage().memory;
+            async move { (memory.bytes == 0).then_some(memory) }
+        })
+        .await
+    };
+    all_back().await;
     let third = call(&role, "GET", "/hold/10?ms=0", "").await;
     assert_eq!(third.body, "granted", "{third:?}");
-    // The sandbox is dropped just after its response is out.
-    let memory = crate::support::eventually(Duration::from_secs(10), "all memory back", || {
-        let memory = role.usage().memory;
-        async move { (memory.bytes == 0).then_some(memory) }
-    })
-    .await;
+    let memory = all_back().await;
     assert!(memory.high_water <= 20 << 20, "{memory:?}");
     assert!(memory.instance_high_water >= 10 << 20, "{memory:?}");
 }
@@ -289,4 +293,54 @@ async fn a_flood_of_resource_handles_is_stopped_and_the_next_request_served() {
     assert_eq!(flood.status, 500, "{flood:?}");
     assert_eq!(flood.headers["x-weft-failure"], "trap");
     assert_eq!(call(&role, "GET", "/ok", "").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_guest_passing_more_than_a_host_call_allows_is_stopped_before_the_host_copies_it() {
+    let role = web_role(
+        PROBE,
+        SandboxLimits {
+            max_request_body_kib: 16 * 1024,
+            ..limits()
+        },
+    );
+    // A 1 MiB value, the largest the key-value interface takes, passes.
+    let value = "v".repeat(1 << 20);
+    let stored = call(&role, "PUT", "/kv/results/big", &value).await;
+    assert_eq!(stored.status, 204, "{stored:?}");
+    // 8 MiB in one call is refused while wasmtime lifts it: the guest traps.
+    let flood = call(&role, "PUT", "/kv/results/huge", &"v".repeat(8 << 20)).await;
+    assert_eq!(flood.status, 500, "{flood:?}");
+    assert_eq!(flood.headers["x-weft-failure"], "trap");
+    assert_eq!(call(&role, "GET", "/kv/results/huge", "").await.status, 404);
+    assert_eq!(call(&role, "GET", "/ok", "").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_queued_gives_its_place_back() {
+    let limits = SandboxLimits {
+        max_in_flight: 1,
+        max_queued: 1,
+        ..limits()
+    };
+    let role = std::sync::Arc::new(web_role(PROBE, limits));
+    let busy = {
+        let role = role.clone();
+        tokio::spawn(async move { call(&role, "GET", "/sleep/1000", "").await })
+    };
+    crate::support::eventually(Duration::from_secs(20), "the slot to be taken", || {
+        let role = role.clone();
+        async move { (role.usage().counters.instances_live == 1).then_some(()) }
+    })
+    .await;
+    // Three clients queue behind it in turn and give up before their turn.
+    for _ in 0..3 {
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(100), call(&role, "GET", "/ok", "")).await;
+        assert!(gave_up.is_err(), "it queued: {gave_up:?}");
+    }
+    // The queue's one place is free again: this one waits and is served.
+    let served = call(&role, "GET", "/ok", "").await;
+    assert_eq!(served.status, 200, "{served:?}");
+    assert_eq!(busy.await.unwrap().status, 200);
 }

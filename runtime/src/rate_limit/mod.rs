@@ -294,17 +294,27 @@ impl Buckets {
     }
 
     /// Takes one operation and `bytes` bytes, from both buckets or neither.
+    /// A call carrying no bytes still waits while the bytes bucket is in
+    /// debt, so bytes handed over by one call (a received batch's bodies)
+    /// are paid for before the next call of any size.
     fn reduce(&mut self, bytes: u64, now: Instant) -> Result<(), Duration> {
         let before = self.ops.clone();
         if let Some(ops) = &mut self.ops {
             ops.reduce(1, now)?;
         }
-        if let Some(bucket) = &mut self.bytes
-            && bytes > 0
-            && let Err(wait) = bucket.reduce(bytes, now)
-        {
-            self.ops = before;
-            return Err(wait);
+        if let Some(bucket) = &mut self.bytes {
+            let outcome = if bytes > 0 {
+                bucket.reduce(bytes, now)
+            } else {
+                match bucket.time_to_clear(now) {
+                    wait if wait.is_zero() => Ok(()),
+                    wait => Err(wait),
+                }
+            };
+            if let Err(wait) = outcome {
+                self.ops = before;
+                return Err(wait);
+            }
         }
         Ok(())
     }
@@ -597,5 +607,27 @@ mod tests {
         let http = limiter.stats()[Interface::Http.index()];
         assert_eq!(http.bytes, 10_000);
         assert!(http.waited >= Duration::from_millis(8900));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_handed_over_are_paid_for_before_the_next_call_of_any_size() {
+        let limiter = RoleLimiter::new(&RateLimits {
+            queue: InterfaceLimits {
+                ops: None,
+                bytes: Some(BucketConfig::per_second(1000)),
+            },
+            max_wait_ms: 100,
+            ..RateLimits::default()
+        });
+        // A receive handed over 3,000 bytes of bodies: 2,000 owed, 2 s.
+        limiter.admit(Interface::Queue, 0).await.unwrap();
+        limiter.charge(Interface::Queue, 3000);
+        // The next receive (no bytes of its own) cannot wait that long.
+        assert_eq!(limiter.admit(Interface::Queue, 0).await, Err(RateLimited));
+        tokio::time::advance(Duration::from_millis(1950)).await;
+        // 50 ms of debt left: within the wait.
+        let started = tokio::time::Instant::now();
+        limiter.admit(Interface::Queue, 0).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(49));
     }
 }

@@ -175,7 +175,7 @@ impl WebRole {
                     GuestFailure::MemoryCap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "memory"),
                     // No pool slot or no room in the role's memory: it
                     // passes as other requests end.
-                    GuestFailure::Instantiate(_) => {
+                    GuestFailure::Capacity(_) => {
                         return busy(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "capacity",
@@ -211,17 +211,16 @@ impl WebRole {
         if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
             return Some(permit);
         }
-        let waiting = self.queued.fetch_add(1, Ordering::AcqRel);
-        let permit = if waiting < limits.max_queued {
-            tokio::time::timeout(limits.deadline(), self.in_flight.clone().acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
-        };
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        permit
+        // Counted while waiting, and uncounted however the wait ends: hyper
+        // drops this future when the client goes away.
+        let place = QueuePlace::take(&self.queued);
+        if place.ahead >= limits.max_queued {
+            return None;
+        }
+        tokio::time::timeout(limits.deadline(), self.in_flight.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     async fn serve<B>(
@@ -311,6 +310,26 @@ impl WebRole {
                 ))),
             },
         }
+    }
+}
+
+/// A request's place among those waiting for a slot, given up on drop.
+struct QueuePlace<'a> {
+    queued: &'a AtomicU32,
+    /// Requests already waiting when this one arrived.
+    ahead: u32,
+}
+
+impl<'a> QueuePlace<'a> {
+    fn take(queued: &'a AtomicU32) -> Self {
+        let ahead = queued.fetch_add(1, Ordering::AcqRel);
+        Self { queued, ahead }
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The CPU-bound loop of `GET /burn/{n}`, in a file of its own so the
-//! benchmarks compile the very same loop natively (`benches/src/compute.rs`
-//! includes it) and compare it with the guest's.
+//! `burn-web` benchmark guest runs the very same loop, and the benchmarks
+//! compile it natively (`benches/src/compute.rs` includes it) to compare.
 
 /// `millions` million rounds of integer hashing (a linear congruential
 /// step each); returns the hash so the loop cannot be optimised away.
