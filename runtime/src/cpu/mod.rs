@@ -32,10 +32,11 @@
 //!
 //! A parked guest is suspended in wasmtime's `YieldCustom` future: it holds
 //! no thread. A slot whose holder stopped reporting (it finished, or it is
-//! blocked on I/O in a host call) is taken back at the next tick, so the
-//! scheduler wastes at most a tick of a slot. A role that starts running
-//! after idling starts from the least virtual time among busy roles, so
-//! idling banks no credit (as CFS's `min_vruntime`).
+//! blocked on I/O in a host call) is taken back within two ticks, so the
+//! scheduler wastes little of a slot. A role that starts running after
+//! idling (100 ms without a guest reporting or asking) starts from the least
+//! virtual time among busy roles, so idling banks no credit (as CFS's
+//! `min_vruntime`); a role only briefly absent keeps what it is owed.
 //!
 //! Short invocations that end within a tick never meet the scheduler: they
 //! run as soon as the async executor polls them, and a CPU-bound neighbour
@@ -49,7 +50,6 @@ mod state;
 use crate::config::CpuShare;
 use crate::usage::{RoleUsage, WaitKind};
 use state::{RoleState, State, Turn, quota_bucket};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -115,15 +115,7 @@ impl CpuScheduler {
         let unsettled = Arc::new(AtomicU64::new(0));
         self.state().roles.insert(
             id,
-            RoleState {
-                weight: u128::from(share.weight.max(1)),
-                vtime: 0,
-                quota,
-                waiting: VecDeque::new(),
-                window_fuel: 0,
-                unsettled: unsettled.clone(),
-                usage: usage.clone(),
-            },
+            RoleState::new(share.weight, quota, unsettled.clone(), usage.clone()),
         );
         RoleCpu {
             id,

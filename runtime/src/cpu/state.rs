@@ -10,6 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Ticks without any guest reporting or asking after which a role counts
+/// as idle, and starts again level with the busy roles (100 ms).
+const IDLE_TICKS: u64 = 10;
+
 /// What a guest does after a tick.
 #[derive(Debug)]
 pub(super) enum Turn {
@@ -39,10 +43,30 @@ pub(super) struct RoleState {
     pub(super) window_fuel: u64,
     /// Fuel settled without the lock (already in `usage`), to fold in.
     pub(super) unsettled: Arc<AtomicU64>,
+    /// The tick a guest of the role last reported or asked for a slot.
+    pub(super) active_at: u64,
     pub(super) usage: Arc<RoleUsage>,
 }
 
 impl RoleState {
+    pub(super) fn new(
+        weight: u32,
+        quota: Option<TokenBucket>,
+        unsettled: Arc<AtomicU64>,
+        usage: Arc<RoleUsage>,
+    ) -> Self {
+        Self {
+            weight: u128::from(weight.max(1)),
+            vtime: 0,
+            quota,
+            waiting: VecDeque::new(),
+            window_fuel: 0,
+            unsettled,
+            active_at: 0,
+            usage,
+        }
+    }
+
     /// Adds fuel (already counted in the usage) to the virtual time.
     fn add_vtime(&mut self, burnt: u64) {
         self.vtime = self
@@ -105,6 +129,12 @@ impl State {
         fair: bool,
     ) -> Turn {
         self.charge(role, burnt, now);
+        let turn = self.decide(guest, role, now, fair);
+        self.mark_active(role);
+        turn
+    }
+
+    fn decide(&mut self, guest: GuestId, role: RoleId, now: Instant, fair: bool) -> Turn {
         if let Some(wait) = self.quota_wait(role, now) {
             self.release(guest);
             return Turn::Throttle(wait);
@@ -129,15 +159,29 @@ impl State {
                 None => Turn::Run,
             };
         }
-        match self.acquire(guest, role) {
+        match self.take_or_queue(guest, role) {
             Some(waiter) => Turn::Wait(waiter),
             None => Turn::Run,
+        }
+    }
+
+    /// Notes that a guest of `role` acts now.
+    fn mark_active(&mut self, role: RoleId) {
+        let tick = self.tick;
+        if let Some(state) = self.roles.get_mut(&role) {
+            state.active_at = tick;
         }
     }
 
     /// Takes a free slot for `guest`, or queues it: `None` when it holds a
     /// slot now, else the ticket to wait on.
     pub(super) fn acquire(&mut self, guest: GuestId, role: RoleId) -> Option<Arc<Waiter>> {
+        let outcome = self.take_or_queue(guest, role);
+        self.mark_active(role);
+        outcome
+    }
+
+    fn take_or_queue(&mut self, guest: GuestId, role: RoleId) -> Option<Arc<Waiter>> {
         if self.holders.iter().any(|h| h.guest == guest) {
             return None;
         }
@@ -164,8 +208,11 @@ impl State {
         Some(waiter)
     }
 
-    /// A role that had no guest running or waiting starts from the least
-    /// virtual time of the busy roles: idling banks no credit.
+    /// A role that had no guest running or waiting for a while starts
+    /// again from the least virtual time of the busy roles: idling banks no
+    /// credit. A role only briefly absent (its guests between a lost slot
+    /// and their next report, on a host whose threads the OS keeps waiting)
+    /// keeps what it is owed.
     fn catch_up(&mut self, role: RoleId) {
         let busy = |id: &RoleId, r: &RoleState| {
             !r.waiting.is_empty() || self.holders.iter().any(|h| h.role == *id)
@@ -173,7 +220,8 @@ impl State {
         let Some(state) = self.roles.get(&role) else {
             return;
         };
-        if busy(&role, state) {
+        let recently_active = self.tick.saturating_sub(state.active_at) <= IDLE_TICKS;
+        if busy(&role, state) || recently_active {
             return;
         }
         let floor = self
@@ -299,18 +347,9 @@ mod tests {
             let usage = Arc::new(RoleUsage::default());
             self.usage.push(usage.clone());
             let quota = quota.and_then(|rate| quota_bucket(rate, self.now));
-            self.state.roles.insert(
-                role,
-                RoleState {
-                    weight: u128::from(weight),
-                    vtime: 0,
-                    quota,
-                    waiting: VecDeque::new(),
-                    window_fuel: 0,
-                    unsettled: Arc::default(),
-                    usage,
-                },
-            );
+            self.state
+                .roles
+                .insert(role, role_state(weight, quota, usage));
             for _ in 0..guests {
                 let id = u64::try_from(self.guests.len()).unwrap() + 1000;
                 self.guests.push((id, role, None));
@@ -369,6 +408,10 @@ mod tests {
         fn fuel(&self, role: RoleId) -> u64 {
             self.usage[usize::try_from(role - 1).unwrap()].snapshot_fuel()
         }
+    }
+
+    fn role_state(weight: u32, quota: Option<TokenBucket>, usage: Arc<RoleUsage>) -> RoleState {
+        RoleState::new(weight, quota, Arc::default(), usage)
     }
 
     fn ratio(a: u64, b: u64) -> f64 {
@@ -467,18 +510,7 @@ mod tests {
     fn a_slot_whose_holder_stops_reporting_is_taken_back() {
         let mut state = State::new(1);
         let usage = Arc::new(RoleUsage::default());
-        state.roles.insert(
-            1,
-            RoleState {
-                weight: 100,
-                vtime: 0,
-                quota: None,
-                waiting: VecDeque::new(),
-                window_fuel: 0,
-                unsettled: Arc::default(),
-                usage,
-            },
-        );
+        state.roles.insert(1, role_state(100, None, usage));
         let now = Instant::now();
         assert!(matches!(state.on_tick(10, 1, 5, now, true), Turn::Run));
         let Turn::Wait(waiter) = state.on_tick(11, 1, 5, now, true) else {
@@ -504,15 +536,7 @@ mod tests {
         let now = Instant::now();
         state.roles.insert(
             1,
-            RoleState {
-                weight: 100,
-                vtime: 0,
-                quota: TokenBucket::new(100, QUOTA_PERIOD, 0, now),
-                waiting: VecDeque::new(),
-                window_fuel: 0,
-                unsettled: Arc::default(),
-                usage,
-            },
+            role_state(100, TokenBucket::new(100, QUOTA_PERIOD, 0, now), usage),
         );
         for guest in 0..5 {
             assert!(matches!(state.on_tick(guest, 1, 10, now, false), Turn::Run));
@@ -521,5 +545,38 @@ mod tests {
             state.on_tick(9, 1, 100, now, false),
             Turn::Throttle(_)
         ));
+    }
+
+    #[test]
+    fn a_role_briefly_absent_keeps_what_it_is_owed_and_a_long_idle_one_does_not() {
+        let mut state = State::new(1);
+        for role in [1, 2] {
+            state
+                .roles
+                .insert(role, role_state(100, None, Arc::new(RoleUsage::default())));
+        }
+        let now = Instant::now();
+        // Role 1 runs and is far ahead; role 2's guest asks, then vanishes
+        // (its thread kept waiting by the OS), then asks again 3 ticks on.
+        assert!(matches!(
+            state.on_tick(10, 1, 1_000_000, now, true),
+            Turn::Run
+        ));
+        assert!(state.acquire(20, 2).is_some());
+        state.leave(20, 2);
+        for _ in 0..3 {
+            state.tick();
+            let _ = state.on_tick(10, 1, 0, now, true);
+        }
+        let _ = state.acquire(20, 2);
+        assert_eq!(state.roles[&2].vtime, 0, "still owed its share");
+        // Gone for longer than IDLE_TICKS, it starts level with role 1.
+        state.leave(20, 2);
+        for _ in 0..=IDLE_TICKS + 1 {
+            state.tick();
+            let _ = state.on_tick(10, 1, 0, now, true);
+        }
+        let _ = state.acquire(20, 2);
+        assert_eq!(state.roles[&2].vtime, state.roles[&1].vtime);
     }
 }
