@@ -120,9 +120,17 @@ impl Bare {
             .method(method)
             .uri(format!("http://bench{path}"))
             .body(Full::new(body))?;
-        let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request).or_anyhow()?;
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .or_anyhow()?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let outparam = store.data_mut().http().new_response_outparam(sender).or_anyhow()?;
+        let outparam = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .or_anyhow()?;
         proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, incoming, outparam)

@@ -25,7 +25,11 @@ const MILLIONS: u64 = 150;
 
 /// A web role on `runtime` serving `component`, with fuel and a deadline
 /// far beyond any run.
-pub fn bench_role(runtime: &Runtime, component: &str, limits: SandboxLimits) -> anyhow::Result<WebRole> {
+pub fn bench_role(
+    runtime: &Runtime,
+    component: &str,
+    limits: SandboxLimits,
+) -> anyhow::Result<WebRole> {
     let broker = std::sync::Arc::new(MemoryBroker::default());
     let spec = RoleSpec {
         grants: Grants {
@@ -131,7 +135,12 @@ pub async fn run(repeats: usize) -> anyhow::Result<(String, f64)> {
         if matches!(way, Way::Weft) {
             weft_ratio = ratio;
         }
-        let _ = writeln!(out, "| {} | {} | {ratio:.3} |", way.label(), spread(&seconds[i], 3));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {ratio:.3} |",
+            way.label(),
+            spread(&seconds[i], 3)
+        );
     }
     Ok((out, weft_ratio))
 }

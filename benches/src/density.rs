@@ -92,32 +92,32 @@ pub async fn one(kind: Kind, count: u32) -> anyhow::Result<()> {
                 });
             }
             wait_until(count, || role.usage().counters.instances_live).await?;
-            (before, Box::new(move || role.usage().counters.instances_live))
+            (
+                before,
+                Box::new(move || role.usage().counters.instances_live),
+            )
         }
         Kind::Worker => {
             let role = Arc::new(runtime.worker_role(Path::new(DRAIN_WORKER), spec)?);
             let before = rss_bytes("self")?;
             for instance in 0..count {
                 let role = role.clone();
-                tokio::spawn(async move {
-                    role.run_instance(instance, std::future::pending()).await
-                });
+                tokio::spawn(
+                    async move { role.run_instance(instance, std::future::pending()).await },
+                );
             }
             // Alive, and each has made its first receive (so it is
             // instantiated and in its loop).
             let calls = {
                 let role = role.clone();
-                move || {
-                    role.usage()
-                        .calls
-                        .iter()
-                        .map(|c| c.admitted)
-                        .sum::<u64>()
-                }
+                move || role.usage().calls.iter().map(|c| c.admitted).sum::<u64>()
             };
             wait_until(count, || role.usage().counters.instances_live).await?;
             wait_until(count, &calls).await?;
-            (before, Box::new(move || role.usage().counters.instances_live))
+            (
+                before,
+                Box::new(move || role.usage().counters.instances_live),
+            )
         }
     };
     let seconds_to_start = started.elapsed().as_secs_f64();
@@ -133,7 +133,11 @@ pub async fn one(kind: Kind, count: u32) -> anyhow::Result<()> {
 async fn wait_until(count: u32, value: impl Fn() -> u64) -> anyhow::Result<()> {
     let give_up = Instant::now() + Duration::from_secs(300);
     while value() < u64::from(count) {
-        anyhow::ensure!(Instant::now() < give_up, "{} of {count} after 300 s", value());
+        anyhow::ensure!(
+            Instant::now() < give_up,
+            "{} of {count} after 300 s",
+            value()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
@@ -145,7 +149,13 @@ fn child(me: &PathBuf, kind: Kind, count: u32) -> anyhow::Result<Sample> {
         Kind::Worker => "worker",
     };
     let output = Command::new(me)
-        .args(["density-one", "--kind", kind_arg, "--count", &count.to_string()])
+        .args([
+            "density-one",
+            "--kind",
+            kind_arg,
+            "--count",
+            &count.to_string(),
+        ])
         .output()
         .context("cannot run the density child")?;
     anyhow::ensure!(
@@ -170,7 +180,12 @@ fn child(me: &PathBuf, kind: Kind, count: u32) -> anyhow::Result<Sample> {
 
 /// Runs the figure; returns its Markdown, writes `density.svg` into
 /// `charts`, and returns the RSS at the largest count (bytes).
-pub fn run(me: &PathBuf, counts: &[u32], repeats: usize, charts: &Path) -> anyhow::Result<(String, f64)> {
+pub fn run(
+    me: &PathBuf,
+    counts: &[u32],
+    repeats: usize,
+    charts: &Path,
+) -> anyhow::Result<(String, f64)> {
     let kinds = [Kind::Web, Kind::Worker];
     let mut samples = vec![vec![Vec::<Sample>::new(); counts.len()]; kinds.len()];
     for _ in 0..repeats {
@@ -214,7 +229,10 @@ pub fn run(me: &PathBuf, counts: &[u32], repeats: usize, charts: &Path) -> anyho
                 spread(&pick(&|s| s.seconds_to_start), 1),
                 spread(&pick(&|s| s.before / 1048576.0), 0),
                 spread(&after, 0),
-                spread(&pick(&|s| (s.after - s.before) / 1024.0 / f64::from(*count)), 0),
+                spread(
+                    &pick(&|s| (s.after - s.before) / 1024.0 / f64::from(*count)),
+                    0
+                ),
             );
         }
     }
@@ -232,7 +250,11 @@ pub fn run(me: &PathBuf, counts: &[u32], repeats: usize, charts: &Path) -> anyho
                 },
                 values: samples[k]
                     .iter()
-                    .map(|runs| min_median_max(&runs.iter().map(|s| s.after / 1048576.0).collect::<Vec<_>>()))
+                    .map(|runs| {
+                        min_median_max(
+                            &runs.iter().map(|s| s.after / 1048576.0).collect::<Vec<_>>(),
+                        )
+                    })
                     .collect(),
             })
             .collect(),

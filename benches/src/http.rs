@@ -103,7 +103,12 @@ impl Setup {
         ]
     }
 
-    fn command(&self, who: Contender, workload: Workload, addr: SocketAddr) -> anyhow::Result<Command> {
+    fn command(
+        &self,
+        who: Contender,
+        workload: Workload,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Command> {
         let component = workload.component();
         Ok(match who {
             Contender::Native => {
@@ -172,7 +177,13 @@ struct Run {
     errors: u64,
 }
 
-fn wrk(addr: SocketAddr, workload: Workload, connections: u32, seconds: u64, script: &Path) -> anyhow::Result<(String, String)> {
+fn wrk(
+    addr: SocketAddr,
+    workload: Workload,
+    connections: u32,
+    seconds: u64,
+    script: &Path,
+) -> anyhow::Result<(String, String)> {
     let threads = connections.min(2);
     let mut command = Command::new("wrk");
     command
@@ -188,10 +199,16 @@ fn wrk(addr: SocketAddr, workload: Workload, connections: u32, seconds: u64, scr
     command.arg(&url);
     let line = format!(
         "wrk -t {threads} -c {connections} -d {seconds}s --latency{} {}",
-        if workload == Workload::Json { " -s order.lua" } else { "" },
+        if workload == Workload::Json {
+            " -s order.lua"
+        } else {
+            ""
+        },
         url.replace(&addr.to_string(), "ADDR")
     );
-    let output = command.output().context("cannot run wrk (apt-get install wrk)")?;
+    let output = command
+        .output()
+        .context("cannot run wrk (apt-get install wrk)")?;
     if !output.status.success() {
         bail!("wrk failed: {}", String::from_utf8_lossy(&output.stderr));
     }
@@ -208,7 +225,10 @@ fn parse_wrk(text: &str) -> anyhow::Result<(f64, f64, f64, f64, u64)> {
         if let Some(v) = line.strip_prefix("Requests/sec:") {
             rate = v.trim().parse::<f64>().ok();
         } else if line.contains(" requests in ") {
-            total = line.split_whitespace().next().and_then(|v| v.parse::<f64>().ok());
+            total = line
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok());
         } else if let Some(v) = line.strip_prefix("50%") {
             p50 = duration_ms(v.trim());
         } else if let Some(v) = line.strip_prefix("99%") {
@@ -268,7 +288,10 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
         setup.repeats,
         order.len()
     );
-    let _ = writeln!(out, "Servers (ADDR a free loopback port, COMPONENT the workload's `.wasm`):\n");
+    let _ = writeln!(
+        out,
+        "Servers (ADDR a free loopback port, COMPONENT the workload's `.wasm`):\n"
+    );
     for who in setup.contenders() {
         let _ = writeln!(out, "- {}: `{}`", who.label(), setup.describe(who));
     }
@@ -281,7 +304,9 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
             for (c, &who) in contenders.iter().enumerate() {
                 let port = free_port()?;
                 let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-                let log = setup.work.join(format!("{}-{c}-{round}.log", workload.slug()));
+                let log = setup
+                    .work
+                    .join(format!("{}-{c}-{round}.log", workload.slug()));
                 let server = Server::start(
                     setup.command(who, workload, addr)?,
                     addr,
@@ -329,7 +354,9 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
         let native = contenders.iter().position(|c| *c == Contender::Native);
         let wasmtime = contenders.iter().position(|c| *c == Contender::Wasmtime(1));
         let fresh = contenders.iter().position(|c| *c == Contender::Weft(1));
-        let reusing = contenders.iter().position(|c| *c == Contender::Weft(setup.reuse));
+        let reusing = contenders
+            .iter()
+            .position(|c| *c == Contender::Weft(setup.reuse));
         if workload == Workload::Hello
             && let (Some(native), Some(wasmtime), Some(fresh), Some(reusing)) =
                 (native, wasmtime, fresh, reusing)
@@ -347,7 +374,9 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
                 let runs = &results[c][k];
                 let pick = |f: fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<_>>();
                 let ratio = |base: Option<usize>| {
-                    base.map_or("—".into(), |b| format!("{:.2}", median_rate(c, k) / median_rate(b, k)))
+                    base.map_or("—".into(), |b| {
+                        format!("{:.2}", median_rate(c, k) / median_rate(b, k))
+                    })
                 };
                 let _ = writeln!(
                     out,
@@ -377,7 +406,11 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
                 .map(|(c, who)| Series {
                     name: who.label(),
                     values: (0..setup.connections.len())
-                        .map(|k| min_median_max(&results[c][k].iter().map(|r| r.rate).collect::<Vec<_>>()))
+                        .map(|k| {
+                            min_median_max(
+                                &results[c][k].iter().map(|r| r.rate).collect::<Vec<_>>(),
+                            )
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -387,7 +420,10 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
             chart.render(),
         )?;
     }
-    let _ = writeln!(out, "\nwrk commands (order.lua posts the order as JSON):\n\n```sh");
+    let _ = writeln!(
+        out,
+        "\nwrk commands (order.lua posts the order as JSON):\n\n```sh"
+    );
     for line in wrk_lines {
         let _ = writeln!(out, "{line}");
     }

@@ -35,7 +35,9 @@ impl Op {
 
     fn label(self) -> &'static str {
         match self {
-            Op::BareInstantiate => "instantiate: bare wasmtime (Store + `ProxyPre::instantiate_async`, pooling)",
+            Op::BareInstantiate => {
+                "instantiate: bare wasmtime (Store + `ProxyPre::instantiate_async`, pooling)"
+            }
             Op::WeftInstantiate => "instantiate: Weft's sandbox (`WebRole::instantiate_once`)",
             Op::BareRequest => "request in process: bare wasmtime, fresh instance",
             Op::WeftRequest => "request in process: Weft (`WebRole::handle`), fresh instance",
@@ -97,7 +99,13 @@ pub async fn run(repeats: usize) -> anyhow::Result<(String, f64)> {
             Op::BareInstantiate | Op::WeftInstantiate => median(0),
             _ => median(2),
         };
-        let _ = writeln!(out, "| {} | {} | {:.2} |", op.label(), spread(&micros[i], 1), median(i) / base);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} |",
+            op.label(),
+            spread(&micros[i], 1),
+            median(i) / base
+        );
     }
     Ok((out, median(1)))
 }

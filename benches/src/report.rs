@@ -22,7 +22,10 @@ impl Aims {
 
     /// One aim: what it says, what was measured, whether it was met.
     pub fn add(&mut self, aim: &str, measured: String, met: bool) -> anyhow::Result<()> {
-        eprintln!("aim: {aim}: {measured} ({})", if met { "met" } else { "not met" });
+        eprintln!(
+            "aim: {aim}: {measured} ({})",
+            if met { "met" } else { "not met" }
+        );
         let Some(path) = &self.0 else {
             return Ok(());
         };
@@ -32,7 +35,13 @@ impl Aims {
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         let clean = |s: &str| s.replace(['\t', '\n'], " ");
-        writeln!(file, "{}\t{}\t{}", clean(aim), clean(&measured), if met { "met" } else { "not met" })?;
+        writeln!(
+            file,
+            "{}\t{}\t{}",
+            clean(aim),
+            clean(&measured),
+            if met { "met" } else { "not met" }
+        )?;
         Ok(())
     }
 }
@@ -114,12 +123,18 @@ fn split_numbers(line: &str) -> (Vec<String>, Vec<String>) {
 fn merge_line(lines: &[&str]) -> Option<String> {
     let split: Vec<_> = lines.iter().map(|l| split_numbers(l)).collect();
     let (text, first_numbers) = &split[0];
-    if split.iter().any(|(t, n)| t != text || n.len() != first_numbers.len()) {
+    if split
+        .iter()
+        .any(|(t, n)| t != text || n.len() != first_numbers.len())
+    {
         return None;
     }
     let mut out = text[0].clone();
     for (k, number) in first_numbers.iter().enumerate() {
-        let values: Vec<f64> = split.iter().filter_map(|(_, n)| n[k].parse().ok()).collect();
+        let values: Vec<f64> = split
+            .iter()
+            .filter_map(|(_, n)| n[k].parse().ok())
+            .collect();
         let digits = number.split_once('.').map_or(0, |(_, d)| d.len());
         let (min, median, max) = crate::stats::min_median_max(&values);
         if (max - min).abs() < f64::EPSILON {
@@ -133,13 +148,17 @@ fn merge_line(lines: &[&str]) -> Option<String> {
 }
 
 fn aims_table(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("no aims in {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("no aims in {}", path.display()))?;
     let mut table = String::from("| aim | measured | |\n|---|---|---|\n");
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
         if let [aim, measured, verdict] = fields[..] {
-            let verdict = if verdict == "met" { "met" } else { "**not met**" };
+            let verdict = if verdict == "met" {
+                "met"
+            } else {
+                "**not met**"
+            };
             let _ = writeln!(table, "| {aim} | {measured} | {verdict} |");
         }
     }

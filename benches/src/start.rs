@@ -61,11 +61,21 @@ impl Config {
     fn command_line(self) -> &'static str {
         match self {
             Config::Native => "weft-bench native-server --addr ADDR",
-            Config::WeftCold => "weft serve --addr ADDR --admin-addr 127.0.0.1:0 --cache-dir EMPTY_DIR wstd-hello.wasm",
-            Config::WeftWarm => "weft serve --addr ADDR --admin-addr 127.0.0.1:0 --cache-dir WARM_DIR wstd-hello.wasm",
-            Config::WasmtimeCold => "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y -C cache=n wstd-hello.wasm",
-            Config::WasmtimeWarm => "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y -C cache-config=WARM.toml wstd-hello.wasm",
-            Config::WasmtimePrecompiled => "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y --allow-precompiled wstd-hello.cwasm",
+            Config::WeftCold => {
+                "weft serve --addr ADDR --admin-addr 127.0.0.1:0 --cache-dir EMPTY_DIR wstd-hello.wasm"
+            }
+            Config::WeftWarm => {
+                "weft serve --addr ADDR --admin-addr 127.0.0.1:0 --cache-dir WARM_DIR wstd-hello.wasm"
+            }
+            Config::WasmtimeCold => {
+                "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y -C cache=n wstd-hello.wasm"
+            }
+            Config::WasmtimeWarm => {
+                "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y -C cache-config=WARM.toml wstd-hello.wasm"
+            }
+            Config::WasmtimePrecompiled => {
+                "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y --allow-precompiled wstd-hello.cwasm"
+            }
         }
     }
 }
@@ -86,7 +96,15 @@ impl Setup {
         let wasmtime = |extra: &[&str], component: &Path| {
             let mut command = Command::new(&self.wasmtime);
             command
-                .args(["serve", "--addr", &addr, "-O", "pooling-allocator=y", "-S", "cli=y"])
+                .args([
+                    "serve",
+                    "--addr",
+                    &addr,
+                    "-O",
+                    "pooling-allocator=y",
+                    "-S",
+                    "cli=y",
+                ])
                 .args(extra)
                 .arg(component);
             command
@@ -109,9 +127,10 @@ impl Setup {
                 let config = format!("cache-config={}", config.to_string_lossy());
                 wasmtime(&["-C", "cache=y", "-C", &config], Path::new(WSTD_HELLO))
             }
-            Config::WasmtimePrecompiled => {
-                wasmtime(&["--allow-precompiled"], &self.work.join("wstd-hello.cwasm"))
-            }
+            Config::WasmtimePrecompiled => wasmtime(
+                &["--allow-precompiled"],
+                &self.work.join("wstd-hello.cwasm"),
+            ),
         })
     }
 
@@ -190,7 +209,10 @@ pub fn run(setup: &Setup) -> anyhow::Result<(String, f64)> {
         "From spawning the server process to its first `200` for `GET /` (polled over TCP every 0.2 ms by the harness, a new connection per try), the `wstd-hello` component; ms, median (min–max) of {} interleaved runs. *Cold* starts with an empty cache folder each run; *warm* with one an earlier start filled. `weft serve` runs the component as `weft up` runs a web role, without a manifest or a queue store.\n",
         setup.repeats
     );
-    let _ = writeln!(out, "| server | command | ms to first response | ÷ native |\n|---|---|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| server | command | ms to first response | ÷ native |\n|---|---|---:|---:|"
+    );
     for (i, config) in Config::ALL.iter().enumerate() {
         let _ = writeln!(
             out,

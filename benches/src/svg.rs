@@ -150,12 +150,12 @@ impl BarChart {
     }
 }
 
-/// An axis top at or above `max` and a round step, about five ticks.
+/// An axis top at or above `max` and a round step, at most about six ticks.
 fn nice_axis(max: f64) -> (f64, f64) {
     if max <= 0.0 || !max.is_finite() {
         return (1.0, 0.2);
     }
-    let raw_step = max / 5.0;
+    let raw_step = max / 6.0;
     let magnitude = 10f64.powf(raw_step.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
         .iter()
@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn axes_are_round_and_cover_the_data() {
-        assert_eq!(nice_axis(130_000.0), (140_000.0, 20_000.0));
+        assert_eq!(nice_axis(130_000.0), (150_000.0, 25_000.0));
         assert_eq!(nice_axis(7.3), (8.0, 2.0));
         let (top, _) = nice_axis(0.0);
         assert!(top > 0.0);

@@ -467,14 +467,14 @@ queues = ["jobs"]
                 "roles.web.limits: role-memory-mib 32 is below",
             ),
             (
-                GOOD.replace("memory-mib = 64", "memory-mib = 64\nrequests-per-instance = 0"),
+                GOOD.replace(
+                    "memory-mib = 64",
+                    "memory-mib = 64\nrequests-per-instance = 0",
+                ),
                 "roles.web.limits: requests-per-instance must be 1 to 1000000, not 0",
             ),
             (
-                GOOD.replace(
-                    "instances = 3",
-                    "instances = 3\n[roles.worker.limits]\nrequests-per-instance = 5",
-                ),
+                format!("{GOOD}[roles.worker.limits]\nrequests-per-instance = 5\n"),
                 "roles.worker.limits: requests-per-instance applies to web roles",
             ),
         ];

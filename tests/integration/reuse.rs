@@ -177,7 +177,10 @@ async fn a_reused_instance_keeps_its_memory_and_its_cap() {
         },
     );
     for _ in 0..2 {
-        assert_eq!(call(&fresh, "GET", "/grow/40", "").await.body.trim(), "granted");
+        assert_eq!(
+            call(&fresh, "GET", "/grow/40", "").await.body.trim(),
+            "granted"
+        );
     }
 }
 
@@ -229,7 +232,10 @@ async fn reused_instances_share_the_cpu_fairly_with_fresh_ones() {
     #[allow(clippy::cast_precision_loss)]
     let ratio = (end.0 - start.0) as f64 / (end.1 - start.1).max(1) as f64;
     eprintln!("reusing : fresh fuel = {ratio:.3}");
-    assert!((0.85..=1.15).contains(&ratio), "fuel ratio {ratio:.3}, want 1 ± 15%");
+    assert!(
+        (0.85..=1.15).contains(&ratio),
+        "fuel ratio {ratio:.3}, want 1 ± 15%"
+    );
     assert!(a.usage().counters.invocations > 6, "A's loops ran requests");
 }
 

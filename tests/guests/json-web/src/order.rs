@@ -74,10 +74,14 @@ pub fn summarize(body: &[u8]) -> Result<Vec<u8>, String> {
     let mut subtotal: u64 = 0;
     for line in &order.lines {
         if line.sku.is_empty() || line.quantity == 0 {
-            return Err(format!("line {:?}: needs an article and a quantity", line.sku));
+            return Err(format!(
+                "line {:?}: needs an article and a quantity",
+                line.sku
+            ));
         }
         items = items.saturating_add(u64::from(line.quantity));
-        subtotal = subtotal.saturating_add(line.unit_cents.saturating_mul(u64::from(line.quantity)));
+        subtotal =
+            subtotal.saturating_add(line.unit_cents.saturating_mul(u64::from(line.quantity)));
     }
     let discount_percent = match order.coupon.as_deref() {
         Some("TENOFF") => 10,
@@ -107,7 +111,13 @@ pub fn summarize(body: &[u8]) -> Result<Vec<u8>, String> {
 #[allow(dead_code, reason = "the benchmark's native copy of this file uses it")]
 pub fn sample(lines: usize) -> String {
     let lines: Vec<String> = (0..lines)
-        .map(|i| format!(r#"{{"sku":"SKU-{i:05}-BLUE-M","quantity":{},"unit_cents":{}}}"#, i % 7 + 1, 499 + i * 13))
+        .map(|i| {
+            format!(
+                r#"{{"sku":"SKU-{i:05}-BLUE-M","quantity":{},"unit_cents":{}}}"#,
+                i % 7 + 1,
+                499 + i * 13
+            )
+        })
         .collect();
     format!(
         r#"{{"id":"order-20250101-000042","customer":{{"name":"Ada Lovelace","email":"ada@example.com","country":"DE"}},"lines":[{}],"coupon":"TENOFF"}}"#,

@@ -235,7 +235,11 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
             let mut visits = VISITS.lock().unwrap_or_else(|p| p.into_inner());
             visits.0 += 1;
             let last = std::mem::replace(&mut visits.1, decode(&token));
-            let last = if last.is_empty() { "-".to_owned() } else { last };
+            let last = if last.is_empty() {
+                "-".to_owned()
+            } else {
+                last
+            };
             text(StatusCode::OK, format!("visits={} last={last}", visits.0))
         }
         (Method::GET, "print", Some(words)) => {
