@@ -31,6 +31,8 @@ pub enum Metering {
     None,
     /// Fuel consumed (a budget it never reaches), no yields.
     Fuel,
+    /// Fuel, and epoch checks (a deadline never reached), no yields.
+    FuelAndEpochs,
 }
 
 /// A bare store's data: WASI granting nothing, and `wasi:http`.
@@ -73,7 +75,8 @@ impl Bare {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
-            .consume_fuel(metering == Metering::Fuel)
+            .consume_fuel(metering != Metering::None)
+            .epoch_interruption(metering == Metering::FuelAndEpochs)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(
                 PoolingAllocationConfig::default(),
             ));
@@ -99,8 +102,11 @@ impl Bare {
                 table: ResourceTable::new(),
             },
         );
-        if self.metering == Metering::Fuel {
+        if self.metering != Metering::None {
             store.set_fuel(u64::MAX / 2).or_anyhow()?;
+        }
+        if self.metering == Metering::FuelAndEpochs {
+            store.set_epoch_deadline(u64::MAX / 2);
         }
         Ok(store)
     }

@@ -65,17 +65,25 @@ enum Way {
     Native,
     Unmetered,
     FuelOnly,
+    FuelAndEpochs,
     Weft,
 }
 
 impl Way {
-    const ALL: [Way; 4] = [Way::Native, Way::Unmetered, Way::FuelOnly, Way::Weft];
+    const ALL: [Way; 5] = [
+        Way::Native,
+        Way::Unmetered,
+        Way::FuelOnly,
+        Way::FuelAndEpochs,
+        Way::Weft,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Way::Native => "native (the same Rust, compiled for the host)",
             Way::Unmetered => "wasm, bare wasmtime, unmetered",
             Way::FuelOnly => "wasm, bare wasmtime, fuel only (no yields)",
+            Way::FuelAndEpochs => "wasm, bare wasmtime, fuel and epoch checks (no yields)",
             Way::Weft => "wasm in Weft: fuel, yields every 2M, fair scheduler",
         }
     }
@@ -86,6 +94,7 @@ impl Way {
 pub async fn run(repeats: usize) -> anyhow::Result<(String, f64)> {
     let unmetered = Bare::new(BURN_WEB, Metering::None)?;
     let fuel_only = Bare::new(BURN_WEB, Metering::Fuel)?;
+    let fuel_and_epochs = Bare::new(BURN_WEB, Metering::FuelAndEpochs)?;
     let runtime = Runtime::new(EngineConfig {
         max_instances: 64,
         ..EngineConfig::default()
@@ -103,6 +112,7 @@ pub async fn run(repeats: usize) -> anyhow::Result<(String, f64)> {
     // Warm each once: compiled code paged in, pool slots touched.
     unmetered.request("GET", "/ok", Bytes::new()).await?;
     fuel_only.request("GET", "/ok", Bytes::new()).await?;
+    fuel_and_epochs.request("GET", "/ok", Bytes::new()).await?;
     call(&weft, "GET", "/ok", Bytes::new()).await?;
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); Way::ALL.len()];
     for _ in 0..repeats {
@@ -115,6 +125,7 @@ pub async fn run(repeats: usize) -> anyhow::Result<(String, f64)> {
                 }
                 Way::Unmetered => unmetered.request("GET", &path, Bytes::new()).await?,
                 Way::FuelOnly => fuel_only.request("GET", &path, Bytes::new()).await?,
+                Way::FuelAndEpochs => fuel_and_epochs.request("GET", &path, Bytes::new()).await?,
                 Way::Weft => call(&weft, "GET", &path, Bytes::new()).await?,
             };
             anyhow::ensure!(status == 200, "{} answered {status}", way.label());
