@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let nats_url = std::env::var("WEFT_BENCH_NATS_URL").ok();
-    println!("## Machine\n");
+    println!("Machine and load of this run:\n");
     println!(
         "- cores (`nproc`): {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())

@@ -43,6 +43,12 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Responses are written as the guest produces them, often a
+                // head and then a body: without this, Nagle's algorithm holds
+                // the second write until the client acknowledges the first.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(role = %role_name, %peer, error = %e, "cannot set TCP_NODELAY");
+                }
                 let front = front.clone();
                 let service = service_fn(move |request| {
                     let version = front.pick();

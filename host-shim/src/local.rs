@@ -38,6 +38,7 @@ pub async fn serve(args: ServeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
         max_request_body_kib: args.max_request_body_kib,
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
+        requests_per_instance: args.requests_per_instance,
         ..SandboxLimits::default()
     };
     let cache_dir = args.host.cache_dir.clone().or_else(default_cache_dir);

@@ -129,6 +129,11 @@ struct ServeArgs {
     /// Requests that may wait for a free slot before getting a 503.
     #[arg(long, default_value_t = SandboxLimits::default().max_queued)]
     max_queued: u32,
+    /// Requests one instance may serve in sequence; 1 is a fresh instance
+    /// per request. Above 1, what one request leaves in the guest's memory
+    /// is visible to the next.
+    #[arg(long, default_value_t = SandboxLimits::default().requests_per_instance)]
+    requests_per_instance: u32,
     #[command(flatten)]
     host: HostArgs,
 }

@@ -113,7 +113,7 @@ pub fn render(roles: &[UsageSnapshot]) -> String {
         (
             "weft_role_instances",
             "gauge",
-            "Sandboxes of the role alive now (web: requests in flight).",
+            "Sandboxes of the role alive now (web: requests in flight, plus idle instances kept for reuse).",
             |r| float(r.counters.instances_live),
         ),
         (

@@ -117,6 +117,16 @@ pub struct SandboxLimits {
     /// finishes it (bounded by `deadline-ms`). Default 10,000: time to
     /// flush and say goodbye, short enough that an upgrade keeps moving.
     pub stop_grace_ms: u64,
+    /// Web roles: requests one instance may serve, one after another.
+    /// Default 1: a fresh instance per request, so no request ever sees what
+    /// an earlier one left in the guest's memory. Above 1, an instance that
+    /// answered successfully is kept for a later request of the same role
+    /// (never another role's), which saves instantiating it; whatever the
+    /// guest kept in memory is then visible to that request. Fuel, the
+    /// deadline and the memory refusal are reset per request; the memory cap
+    /// holds over the instance's life. An instance whose request failed is
+    /// dropped. At most [`Self::MAX_REQUESTS_PER_INSTANCE`].
+    pub requests_per_instance: u32,
 }
 
 impl Default for SandboxLimits {
@@ -130,11 +140,16 @@ impl Default for SandboxLimits {
             max_queued: 256,
             role_memory_mib: None,
             stop_grace_ms: 10_000,
+            requests_per_instance: 1,
         }
     }
 }
 
 impl SandboxLimits {
+    /// The most requests one web instance may serve: past a million, an
+    /// instance has lived long enough to be replaced.
+    pub const MAX_REQUESTS_PER_INSTANCE: u32 = 1_000_000;
+
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> u64 {
         self.memory_mib.saturating_mul(MIB)
@@ -183,6 +198,13 @@ impl SandboxLimits {
         }
         if self.stop_grace_ms == 0 {
             return Err(InvalidSetting("stop-grace-ms must be at least 1".into()));
+        }
+        if !(1..=Self::MAX_REQUESTS_PER_INSTANCE).contains(&self.requests_per_instance) {
+            return Err(InvalidSetting(format!(
+                "requests-per-instance must be 1 to {}, not {}",
+                Self::MAX_REQUESTS_PER_INSTANCE,
+                self.requests_per_instance
+            )));
         }
         if let Some(role_mib) = self.role_memory_mib
             && role_mib < self.memory_mib

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// What a role is given: its grants, limits, and the backends behind its
 /// queues and buckets.
@@ -212,6 +212,9 @@ fn incompatible(path: &Path, kind: &'static str, error: &wasmtime::Error) -> Run
     }
 }
 
+/// Dirty bytes of each memory and table reset in place when an instance
+/// ends, instead of being unmapped: a small role's whole working set.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 /// Core instances one component may create (and each pool slot reserves).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 /// Linear memories one component may have.
@@ -240,7 +243,20 @@ fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
         .max_memory_size(max_memory)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
-        .max_tables_per_component(TABLES_PER_COMPONENT);
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        // When an instance ends, reset the pages its memories and tables
+        // dirtied by copying them back (found with Linux's PAGEMAP_SCAN
+        // where the kernel has it, 6.7 and later), rather than unmapping them
+        // with madvise: every unmap of a multi-threaded process's pages
+        // shoots down the other cores' TLBs, and the next instance in the
+        // slot would fault them all in again. Measured on the request path
+        // of a small web role, madvise and its faults were the largest cost
+        // after the guest itself (see docs/benchmarks.md). Memory is still
+        // reset to its initial image; past this many dirty bytes the rest is
+        // unmapped as before.
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_BYTES)
+        .pagemap_scan(Enabled::Auto);
 
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)

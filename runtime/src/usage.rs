@@ -162,7 +162,8 @@ pub struct Counters {
     /// Failures by kind (`fuel`, `deadline`, `memory`, `trap`, `exit`,
     /// `instantiate`, `capacity`, `start`, `protocol`).
     pub failures: Vec<(&'static str, u64)>,
-    /// Instances alive now (web: requests in flight).
+    /// Instances alive now (web: requests in flight, plus idle instances
+    /// kept for reuse).
     pub instances_live: u64,
     /// HTTP body bytes in and out.
     pub bytes: BodyBytes,

@@ -15,6 +15,7 @@ mod lifecycle;
 mod nats;
 mod operators;
 mod rate;
+mod reuse;
 mod rollout;
 mod sandbox;
 mod support;

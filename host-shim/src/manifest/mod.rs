@@ -335,6 +335,15 @@ impl RawRole {
         self.cpu
             .validate()
             .map_err(|why| ("cpu", why.to_string()))?;
+        if self.kind == RoleKind::Worker
+            && self.limits.requests_per_instance != SandboxLimits::default().requests_per_instance
+        {
+            return Err((
+                "limits",
+                "requests-per-instance applies to web roles; a worker instance runs until it returns"
+                    .into(),
+            ));
+        }
         if self.kind == RoleKind::Worker && !self.egress.is_empty() {
             return Err((
                 "egress",
@@ -426,6 +435,7 @@ queues = ["jobs"]
         assert_eq!(m.service, "pipeline");
         let web = &m.roles["web"];
         assert_eq!(web.component, Path::new("dir/web.wasm"));
+        assert_eq!(web.limits.requests_per_instance, 1, "fresh per request");
         assert_eq!(web.limits.memory_mib, 64);
         assert_eq!(web.limits.deadline_ms, SandboxLimits::default().deadline_ms);
         assert_eq!(web.settings["greeting"], "hi");
@@ -517,6 +527,17 @@ queues = ["jobs"]
             (
                 GOOD.replace("memory-mib = 64", "memory-mib = 64\nrole-memory-mib = 32"),
                 "roles.web.limits: role-memory-mib 32 is below",
+            ),
+            (
+                GOOD.replace(
+                    "memory-mib = 64",
+                    "memory-mib = 64\nrequests-per-instance = 0",
+                ),
+                "roles.web.limits: requests-per-instance must be 1 to 1000000, not 0",
+            ),
+            (
+                format!("{GOOD}[roles.worker.limits]\nrequests-per-instance = 5\n"),
+                "roles.worker.limits: requests-per-instance applies to web roles",
             ),
         ];
         for (text, expected) in cases {

@@ -154,6 +154,7 @@ impl RoleCpu {
             id: self.scheduler.next_id.fetch_add(1, Ordering::Relaxed),
             role: self.clone(),
             fuel_mark: fuel,
+            met_scheduler: false,
         }
     }
 
@@ -185,6 +186,10 @@ pub(crate) struct GuestCpu {
     id: GuestId,
     role: Arc<RoleCpu>,
     fuel_mark: u64,
+    /// Whether the guest has reported a tick since it last gave up its
+    /// place: only then may it hold a slot or wait for one. A guest done
+    /// within a tick never takes the scheduler's lock.
+    met_scheduler: bool,
 }
 
 impl GuestCpu {
@@ -222,6 +227,7 @@ impl GuestCpu {
     /// (until the quota refills, or a slot is granted), which ends at the
     /// deadline at the latest.
     pub(crate) fn on_tick(&mut self, fuel_left: u64, deadline: Option<Instant>) -> Option<Parked> {
+        self.met_scheduler = true;
         let burnt = self.take_burnt(fuel_left);
         let scheduler = &self.role.scheduler;
         let turn =
@@ -256,11 +262,20 @@ impl GuestCpu {
             }
         }
     }
+
+    /// Gives up the guest's slot, or its place in the queue for one: its
+    /// invocation ended, and it will not execute until the next starts (a
+    /// reused web instance between requests).
+    pub(crate) fn pause(&mut self) {
+        if std::mem::take(&mut self.met_scheduler) {
+            self.role.scheduler.state().leave(self.id, self.role.id);
+        }
+    }
 }
 
 impl Drop for GuestCpu {
     fn drop(&mut self) {
-        self.role.scheduler.state().leave(self.id, self.role.id);
+        self.pause();
     }
 }
 

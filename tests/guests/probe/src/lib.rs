@@ -27,9 +27,15 @@
 //! | `GET /hold/{mib}?ms=N` | `memory.grow` by that many MiB, prints `probe: holding`, sleeps | `granted` or `refused` |
 //! | `GET /burn/{n}` | `n` million rounds of integer hashing | the result |
 //! | `GET /handles/{n}` | creates `n` `wasi:http` header maps and keeps them | `created {n}` (or traps) |
+//! | `GET /visit/{token}` | counts the visits this instance has had and keeps `token` | `visits={n} last={the previous visit's token, or -}` |
 //!
-//! Path segments and query values are `%XX`-decoded.
+//! Path segments and query values are `%XX`-decoded. `/visit` keeps its
+//! state in the instance's memory: a fresh instance answers `visits=1
+//! last=-`, so tests can tell whether an instance served an earlier request.
 
+mod burn;
+
+use std::sync::Mutex;
 use std::time::Duration;
 
 use weft_sdk::kv::{self, Bucket};
@@ -214,13 +220,7 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
             text(StatusCode::OK, if granted { "granted" } else { "refused" })
         }
         (Method::GET, "burn", Some(n)) => match n.parse::<u64>() {
-            Ok(n) => {
-                let mut x: u64 = 1;
-                for i in 0..n.saturating_mul(1_000_000) {
-                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
-                }
-                text(StatusCode::OK, format!("burnt {x}"))
-            }
+            Ok(n) => text(StatusCode::OK, format!("burnt {}", burn::burn(n))),
             Err(_) => bad_number(),
         },
         (Method::GET, "handles", Some(n)) => match n.parse::<usize>() {
@@ -231,6 +231,17 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
             }
             Err(_) => bad_number(),
         },
+        (Method::GET, "visit", Some(token)) => {
+            let mut visits = VISITS.lock().unwrap_or_else(|p| p.into_inner());
+            visits.0 += 1;
+            let last = std::mem::replace(&mut visits.1, decode(&token));
+            let last = if last.is_empty() {
+                "-".to_owned()
+            } else {
+                last
+            };
+            text(StatusCode::OK, format!("visits={} last={last}", visits.0))
+        }
         (Method::GET, "print", Some(words)) => {
             let words = decode(&words);
             println!("{words}");
@@ -240,6 +251,9 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
         _ => text(StatusCode::NOT_FOUND, "no such probe"),
     }
 }
+
+/// This instance's visits so far, and the token the last one left.
+static VISITS: Mutex<(u64, String)> = Mutex::new((0, String::new()));
 
 /// Grows linear memory 0 by `mib` MiB; whether the host allowed it.
 #[cfg(target_arch = "wasm32")]

@@ -1,29 +1,32 @@
 //! Web roles: a `wasi:http/incoming-handler` component, a fresh sandbox per
-//! request.
+//! request unless the role reuses its instances.
 //!
 //! [`WebRole::handle`] takes a hyper request and returns a hyper response.
 //! Each request passes the role's admission checks (body size, `Host`, the
 //! `http` request rate, a slot among `max-in-flight`, the CPU quota), then
-//! gets a new store from the pre-instantiated component, with the role's
-//! fuel budget, memory caps and deadline; the deadline covers the whole
+//! gets a sandbox ([`instance`]): a new store from the pre-instantiated
+//! component or, with `requests-per-instance` above 1, one of the role's
+//! idle instances; either way with the role's full fuel budget, its memory
+//! caps and a new deadline; the deadline covers the whole
 //! request, including time blocked in host calls and streaming the response
 //! body. Request and response bodies pass the role's `http` bytes bucket. A
 //! failure ends only this request, with a 5xx and a short reason (and an
 //! `x-weft-failure` header naming the kind of failure).
 
+mod instance;
+
 use crate::body::MeteredBody;
 use crate::config::SandboxLimits;
 use crate::error::GuestFailure;
-use crate::guest_log::GuestTags;
 use crate::rate_limit::Interface;
-use crate::sandbox::{Failed, GuestState, new_store, settle_cpu};
+use crate::sandbox::GuestState;
 use crate::tenant::Tenant;
 use crate::usage::Flow;
-use crate::vmbus::VmBusCtx;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
+use instance::{IdleInstances, WebInstance};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
@@ -47,6 +50,9 @@ pub struct WebRole {
     in_flight: Arc<Semaphore>,
     /// Requests waiting for a slot.
     queued: AtomicU32,
+    /// Instances waiting to serve another request (none unless the role
+    /// reuses instances).
+    idle: Arc<IdleInstances>,
 }
 
 impl WebRole {
@@ -56,9 +62,12 @@ impl WebRole {
         hooks: Option<crate::hooks::Hooks>,
     ) -> Self {
         let slots = usize::try_from(tenant.limits().max_in_flight).unwrap_or(usize::MAX);
-        let in_flight = Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS)));
+        let slots = slots.min(Semaphore::MAX_PERMITS);
+        let in_flight = Arc::new(Semaphore::new(slots));
+        let idle = IdleInstances::new(tenant.limits().requests_per_instance, slots);
         Self {
             in_flight,
+            idle: Arc::new(idle),
             pre,
             tenant,
             hooks,
@@ -77,7 +86,8 @@ impl WebRole {
         self.tenant.snapshot()
     }
 
-    /// Serves one request in a fresh sandbox.
+    /// Serves one request in a fresh sandbox, or in one of the role's idle
+    /// instances when it reuses them.
     pub async fn handle<B>(&self, request: hyper::Request<B>) -> WebResponse
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -186,6 +196,21 @@ impl WebRole {
         }
     }
 
+    /// Creates a sandbox exactly as a request finding no idle instance
+    /// does (its store, WASI and HTTP contexts, VMBus state, limits and CPU
+    /// account), instantiates the component in it, and drops it: what a
+    /// fresh instance costs, apart from any request. Benchmarks measure it;
+    /// it takes no slot and counts no request.
+    pub async fn instantiate_once(&self) -> Result<(), GuestFailure> {
+        let number = self.requests.load(Ordering::Relaxed);
+        let mut instance = WebInstance::new(&self.pre, &self.tenant, number)?;
+        let limits = *self.tenant.limits();
+        instance.prepare(&limits, Instant::now() + limits.deadline())?;
+        let outcome = instance.instantiate(&self.pre).await;
+        instance.finish();
+        outcome.map_err(|failed| failed.explain(instance.state(), &limits))
+    }
+
     /// A slot to run in: at once if one is free, else after waiting in a
     /// bounded queue (no longer than the request's deadline); `None` when
     /// the queue is full or the wait too long.
@@ -220,29 +245,14 @@ impl WebRole {
         let deadline = Instant::now() + limits.deadline();
         // A role over its CPU quota waits here, before it takes a sandbox.
         tenant.cpu.wait_for_quota(Some(deadline.into())).await;
-        let tags = Arc::new(GuestTags {
-            service: tenant.grants.service.clone(),
-            role: tenant.grants.role.clone(),
-            instance: format!("req-{number}"),
-        });
-        let vmbus = VmBusCtx::new(
-            tenant.grants.clone(),
-            tenant.spec.queues.clone(),
-            tenant.spec.kv.clone(),
-            tenant.limiter.clone(),
-        );
-        let state = GuestState::new(tenant, tags, vmbus, limits.fuel)
-            .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
-        let mut store = new_store(
-            self.pre.engine(),
-            state,
-            limits.fuel,
-            tenant.fuel_yield_interval,
-        )
-        .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
-        store.data_mut().deadline = Some(deadline);
+        let mut instance = match self.idle.take() {
+            Some(instance) => instance,
+            None => WebInstance::new(&self.pre, tenant, number)?,
+        };
+        instance.prepare(&limits, deadline)?;
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
+        let store = instance.store_mut();
         let incoming = store
             .data_mut()
             .http()
@@ -257,26 +267,23 @@ impl WebRole {
         // The guest runs in its own task so it can keep streaming the body
         // after the response head is sent; the deadline bounds all of it.
         let pre = self.pre.clone();
+        let idle = self.idle.clone();
         let task = tokio::spawn(async move {
-            // The slot is held until the guest is done, body included.
-            let _slot = slot;
-            let run = async {
-                let proxy = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(Failed::Instantiating)?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
-                    .await
-                    .map_err(Failed::Running)
-            };
+            let run = instance.run(&pre, incoming, outparam);
             let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(failed)) => Err(failed.explain(store.data(), &limits)),
+                Ok(Err(failed)) => Err(failed.explain(instance.state(), &limits)),
                 Err(_elapsed) => Err(GuestFailure::Deadline(limits.deadline())),
             };
-            settle_cpu(&mut store);
+            instance.finish();
+            if outcome.is_ok() {
+                idle.put(instance);
+            } else {
+                drop(instance);
+            }
+            // The slot is held until the guest is done, body included, and
+            // its instance is back among the idle ones or gone.
+            drop(slot);
             outcome
         });
 

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Weft's benchmarks, on demand (never in CI): installs what Weft is compared
+# against (wrk and nats-server from Debian's packages, wasmtime-cli of
+# Weft's wasmtime version with cargo install, cached), builds release once,
+# runs every figure, each beside its baseline in interleaved rounds, and
+# writes docs/benchmarks.md with its charts in docs/benchmarks/.
+#
+#   benches/run.sh           # every figure: about 45 minutes on 2 cores
+#   QUICK=1 benches/run.sh   # one short round of each: checks the harness
+#
+# Run it on an otherwise idle machine: the load generator shares it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+wasmtime_version=48.0.8
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/weft-bench"
+wasmtime_root="$cache/wasmtime-cli-$wasmtime_version"
+wasmtime="$wasmtime_root/bin/wasmtime"
+target="${CARGO_TARGET_DIR:-$root/target}"
+results="$target/bench-results"
+charts="$root/docs/benchmarks"
+
+if [ -n "${QUICK:-}" ]; then
+    http_args=(--seconds 2 --repeats 1)
+    start_args=(--repeats 2)
+    rounds=(--repeats 1)
+    density_args=(--counts 1000 --repeats 1)
+    cpu_args=(--window 1 --repeats 1)
+    queue_runs=1
+else
+    http_args=(--seconds 5 --repeats 3)
+    start_args=(--repeats 10)
+    rounds=(--repeats 5)
+    density_args=(--counts 1000,5000,10000 --repeats 2)
+    cpu_args=(--window 4 --repeats 3)
+    queue_runs=3
+fi
+
+echo "--- tools"
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nats-server >/dev/null || missing+=(nats-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq "${missing[@]}"
+fi
+if [ ! -x "$wasmtime" ]; then
+    echo "installing wasmtime-cli $wasmtime_version into $wasmtime_root (once)"
+    cargo install --locked --root "$wasmtime_root" wasmtime-cli --version "$wasmtime_version"
+fi
+rustup target add wasm32-wasip2 >/dev/null
+
+echo "--- build (release, once)"
+cargo build --release --workspace
+cargo bench --workspace --bench queues --no-run
+
+nats_dir=$(mktemp -d)
+nats_pid=
+cleanup() {
+    if [ -n "$nats_pid" ]; then
+        kill "$nats_pid" 2>/dev/null || true
+        wait "$nats_pid" 2>/dev/null || true
+    fi
+    rm -rf "$nats_dir"
+}
+trap cleanup EXIT
+
+bench="$target/release/weft-bench"
+weft="$target/release/weft"
+rm -rf "$results"
+mkdir -p "$results" "$charts"
+aims="$results/aims.tsv"
+
+commit=$(git rev-parse --short HEAD)
+git diff --quiet HEAD -- . ':!docs/benchmarks.md' ':!docs/benchmarks' || commit="$commit (with uncommitted changes)"
+{
+    echo "- commit: \`$commit\`, release build"
+    echo "- machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB, Linux $(uname -r)"
+    echo "- $(rustc -V), wasmtime $wasmtime_version (Weft's and \`$("$wasmtime" --version)\`)"
+    echo "- $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nats-server --version)"
+    echo "- load average before the run (\`/proc/loadavg\`): $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$results/machine.md"
+cat "$results/machine.md"
+
+echo "--- http (wrk: weft up, wasmtime serve, native hyper)"
+"$bench" http --weft "$weft" --wasmtime "$wasmtime" --work "$target/bench-http" \
+    --charts "$charts" --aims "$aims" "${http_args[@]}" >"$results/http.md"
+
+echo "--- start (process start to first response)"
+"$bench" start --weft "$weft" --wasmtime "$wasmtime" --work "$target/bench-start" \
+    --aims "$aims" "${start_args[@]}" >"$results/start.md"
+
+echo "--- instantiate (in process)"
+"$bench" instantiate --aims "$aims" "${rounds[@]}" >"$results/instantiate.md"
+
+echo "--- density (live guests, host RSS)"
+"$bench" density --charts "$charts" --aims "$aims" "${density_args[@]}" >"$results/density.md"
+
+echo "--- compute (CPU-bound: native, wasm, metered)"
+"$bench" compute --aims "$aims" "${rounds[@]}" >"$results/compute.md"
+
+echo "--- fair CPU"
+"$bench" cpu "${cpu_args[@]}" >"$results/cpu.md"
+
+echo "--- queues (embedded and NATS)"
+nats_port=14223
+nats-server --jetstream --addr 127.0.0.1 --port "$nats_port" \
+    --store_dir "$nats_dir/store" >"$nats_dir/log" 2>&1 &
+nats_pid=$!
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
+    sleep 0.1
+done
+queue_reports=()
+for run in $(seq 1 "$queue_runs"); do
+    # A run can fail on a machine whose disk is swamped (requests pass their
+    # deadline waiting for fsyncs): say so and keep the runs that finished.
+    if WEFT_BENCH_NATS_URL="nats://127.0.0.1:$nats_port" \
+        cargo bench --workspace --bench queues >"$results/queues-$run.md"; then
+        queue_reports+=("$results/queues-$run.md")
+    else
+        echo "queue run $run failed; left out" >&2
+    fi
+done
+if [ ${#queue_reports[@]} -gt 0 ]; then
+    "$bench" merge "${queue_reports[@]}" >"$results/queues.md"
+    echo "($((queue_runs - ${#queue_reports[@]})) of $queue_runs runs failed and are left out.)" >>"$results/queues.md"
+else
+    echo "Every run failed: see the harness's output." >"$results/queues.md"
+fi
+
+echo "--- docs/benchmarks.md"
+"$bench" report --template benches/report.md --results "$results" --out docs/benchmarks.md
+cat "$aims"
