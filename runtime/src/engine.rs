@@ -82,7 +82,11 @@ impl Runtime {
             .map_err(link_error)?;
         vmbus::add_to_linker(&mut web_linker).map_err(link_error)?;
 
-        let scheduler = CpuScheduler::new(config.cpu_slots, config.fair_cpu);
+        let scheduler = CpuScheduler::new(
+            config.cpu_slots,
+            config.fair_cpu,
+            config.fuel_yield_interval.unwrap_or(0),
+        );
         let ticker = EpochTicker::start(engine.clone(), scheduler.clone(), config.epoch_tick)?;
         Ok(Self {
             engine,

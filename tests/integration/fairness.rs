@@ -218,3 +218,41 @@ async fn a_role_over_its_quota_is_parked_not_killed() {
         "the work is more than a second of quota, so the cap mattered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_mostly_waits_is_never_parked_beside_hogs() {
+    // Requests that outlast several ticks while waiting (here on a timer; in
+    // life on fsynced queue sends or outgoing HTTP) meet the scheduler when
+    // they wake, having computed almost nothing: they must run on at once,
+    // not queue for a slot behind the hogs. Queued, they would hold a slot
+    // while blocked and take turns two ticks apart.
+    let runtime = runtime(true);
+    let hogs = role(&runtime, "hogs", hog_limits(6000), CpuShare::default());
+    let waiters = role(
+        &runtime,
+        "waiters",
+        SandboxLimits {
+            deadline_ms: 5000,
+            ..SandboxLimits::default()
+        },
+        CpuShare::default(),
+    );
+    let spinning = spawn_requests(&hogs, 8, "/spin");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..2 {
+        let answers = statuses(spawn_requests(&waiters, 16, "/sleep/50")).await;
+        assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    }
+    assert_eq!(
+        hogs.usage().counters.instances_live,
+        8,
+        "hogs spun throughout"
+    );
+    let parked = waiters.usage().counters.parked;
+    assert_eq!(parked, Duration::ZERO, "waiting requests were parked");
+    assert!(statuses(spinning).await.iter().all(|s| *s == 504));
+    assert!(
+        hogs.usage().counters.parked > Duration::ZERO,
+        "hogs took turns"
+    );
+}

@@ -134,6 +134,26 @@ impl State {
         turn
     }
 
+    /// A tick at which the guest reports so little fuel that it mostly
+    /// waited: it is charged and held to its quota, then runs on without a
+    /// slot, handing over any it holds.
+    pub(super) fn on_light_tick(
+        &mut self,
+        guest: GuestId,
+        role: RoleId,
+        burnt: u64,
+        now: Instant,
+    ) -> Turn {
+        self.charge(role, burnt, now);
+        let turn = match self.quota_wait(role, now) {
+            Some(wait) => Turn::Throttle(wait),
+            None => Turn::Run,
+        };
+        self.release(guest);
+        self.mark_active(role);
+        turn
+    }
+
     fn decide(&mut self, guest: GuestId, role: RoleId, now: Instant, fair: bool) -> Turn {
         if let Some(wait) = self.quota_wait(role, now) {
             self.release(guest);
@@ -527,6 +547,27 @@ mod tests {
         };
         state.leave(11, 1);
         assert!(third.granted.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_guest_that_mostly_waited_runs_without_a_slot_and_hands_its_own_over() {
+        let mut state = State::new(1);
+        let usage = Arc::new(RoleUsage::default());
+        state.roles.insert(1, role_state(100, None, usage));
+        let now = Instant::now();
+        assert!(matches!(state.on_tick(10, 1, 5, now, true), Turn::Run));
+        let Turn::Wait(waiter) = state.on_tick(11, 1, 5, now, true) else {
+            panic!("a computing guest must wait for the only slot");
+        };
+        // A third guest that mostly waited neither queues nor takes the slot.
+        assert!(matches!(state.on_light_tick(12, 1, 5, now), Turn::Run));
+        assert!(!waiter.granted.load(Ordering::Acquire));
+        assert!(state.holders.iter().all(|h| h.guest != 12));
+        // The holder waiting on a host call gives its slot over at once.
+        assert!(matches!(state.on_light_tick(10, 1, 5, now), Turn::Run));
+        assert!(waiter.granted.load(Ordering::Acquire));
+        // Its fuel is charged all the same.
+        assert_eq!(state.roles.get(&1).map(|r| r.vtime > 0), Some(true));
     }
 
     #[test]

@@ -162,7 +162,12 @@ impl Guest {
             queues: broker.clone(),
             kv: broker.clone(),
         };
-        let tenant = Arc::new(Tenant::new(spec, "web", &CpuScheduler::new(1, false), None));
+        let tenant = Arc::new(Tenant::new(
+            spec,
+            "web",
+            &CpuScheduler::new(1, false, 0),
+            None,
+        ));
         let vmbus = VmBusCtx::new(
             tenant.grants.clone(),
             broker.clone(),
