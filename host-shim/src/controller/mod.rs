@@ -13,9 +13,12 @@
 //! - [`status`]: what the API reports.
 //!
 //! One operation changes a service at a time (another gets 409 Conflict);
-//! status is read at any time. Blobs no committed record uses are deleted
-//! an hour after they were written, at the next change (so an upload has
-//! time to be deployed, and a rolled-back version's component goes away).
+//! status is read at any time. Blobs that no record in the state folder
+//! (deployed or not: a service that failed to redeploy keeps its record),
+//! no running service and no deploy or upgrade under way names are deleted
+//! an hour after they were last stored or asked about, after the next
+//! deploy, upgrade or removal (so an upload has time to be deployed, and a
+//! rolled-back version's component goes away).
 
 pub mod rollout;
 pub mod service;
@@ -30,7 +33,7 @@ use status::{HostStatus, OperationStatus, ServiceStatus};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use store::{DeploymentRecord, DeploymentSource, Digest, StateDir};
 use weft_runtime::Runtime;
 
@@ -97,6 +100,43 @@ pub struct Controller {
     /// Serializes deploys and removals (the set of services changing).
     changing: tokio::sync::Mutex<()>,
     stopping: AtomicBool,
+    /// The components of deploys and upgrades being built, counted: the
+    /// sweep keeps them though no record names them yet.
+    incoming: Mutex<BTreeMap<Digest, usize>>,
+    /// Held while blobs are swept, and while one is checked or stored, so
+    /// a blob a client was just told is there is not deleted under it.
+    blobs: Mutex<()>,
+}
+
+/// Keeps the components of a deploy or upgrade from the sweep until dropped.
+struct Incoming<'a> {
+    counts: &'a Mutex<BTreeMap<Digest, usize>>,
+    digests: Vec<Digest>,
+}
+
+impl<'a> Incoming<'a> {
+    fn new(counts: &'a Mutex<BTreeMap<Digest, usize>>, source: &DeploymentSource) -> Self {
+        let digests: Vec<Digest> = source.components.values().cloned().collect();
+        let mut held = lock(counts);
+        for digest in &digests {
+            *held.entry(digest.clone()).or_default() += 1;
+        }
+        Self { counts, digests }
+    }
+}
+
+impl Drop for Incoming<'_> {
+    fn drop(&mut self) {
+        let mut held = lock(self.counts);
+        for digest in &self.digests {
+            if let Some(count) = held.get_mut(digest) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    held.remove(digest);
+                }
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +153,8 @@ impl Controller {
             services: Mutex::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
+            incoming: Mutex::new(BTreeMap::new()),
+            blobs: Mutex::new(()),
         })
     }
 
@@ -158,14 +200,16 @@ impl Controller {
         source: DeploymentSource,
     ) -> Result<ServiceStatus, ControllerError> {
         self.open_for_changes()?;
+        let incoming = Incoming::new(&self.incoming, &source);
         let record = DeploymentRecord {
             source,
             overrides: Overrides::default(),
             generation: 1,
         };
-        let service = self.start(name, record).await?;
+        let started = self.start(name, record).await;
+        drop(incoming);
         self.sweep_blobs();
-        Ok(service.status(&self.host.runtime.usage()).await)
+        Ok(started?.status(&self.host.runtime.usage()).await)
     }
 
     async fn start(
@@ -198,8 +242,14 @@ impl Controller {
         source: DeploymentSource,
     ) -> Result<OperationStatus, ControllerError> {
         self.open_for_changes()?;
+        let service = self.service(name)?;
+        let incoming = Incoming::new(&self.incoming, &source);
+        // Once the rollout is under way the service keeps its components
+        // from the sweep itself.
+        let started = service.upgrade(source).await;
+        drop(incoming);
         self.sweep_blobs();
-        self.service(name)?.upgrade(source).await
+        started
     }
 
     /// Starts a rolling change of role `role`'s settings.
@@ -271,8 +321,9 @@ impl Controller {
         }
     }
 
-    /// Whether blob `digest` is stored.
+    /// Whether blob `digest` is stored (which gives it a fresh grace period).
     pub fn has_blob(&self, digest: &Digest) -> bool {
+        let _blobs = lock(&self.blobs);
         self.host.state.has_blob(digest)
     }
 
@@ -284,6 +335,7 @@ impl Controller {
                 "the body's digest is {actual}, not {digest}"
             )));
         }
+        let _blobs = lock(&self.blobs);
         self.host
             .state
             .put_blob(bytes)
@@ -306,31 +358,33 @@ impl Controller {
         }
     }
 
-    /// Deletes blobs no service's record uses, once they are old enough
-    /// that no deploy could be about to use them.
+    /// Deletes the blobs nothing needs: neither a record in the state
+    /// folder (a service that failed to redeploy keeps its record, and may
+    /// be redeployed or removed), nor a running service or its rollout, nor
+    /// a deploy or upgrade being built, once they are old enough that no
+    /// client could be about to name them.
     fn sweep_blobs(&self) {
-        let used: BTreeSet<Digest> = lock(&self.services)
-            .values()
-            .flat_map(|service| service.record().source.components.into_values())
-            .collect();
-        let folder = self.host.state.root().join("blobs").join("sha256");
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            return;
-        };
-        let now = SystemTime::now();
-        for entry in entries.flatten() {
-            let Some(digest) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| Digest::parse(name).ok())
-            else {
-                continue;
-            };
-            let old_enough = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|at| now.duration_since(at).ok())
+        let mut used: BTreeSet<Digest> = lock(&self.incoming).keys().cloned().collect();
+        for (name, record) in self.host.state.records() {
+            match record {
+                Ok(record) => used.extend(record.source.components.into_values()),
+                Err(why) => {
+                    // Its blobs are unknown: keep every blob.
+                    tracing::warn!(service = %name, error = %why, "cannot read a record; no blob is swept");
+                    return;
+                }
+            }
+        }
+        let services: Vec<Arc<Service>> = lock(&self.services).values().cloned().collect();
+        for service in services {
+            used.extend(service.components());
+        }
+        let _blobs = lock(&self.blobs);
+        for digest in self.host.state.blobs() {
+            let old_enough = self
+                .host
+                .state
+                .blob_age(&digest)
                 .is_some_and(|age| age >= BLOB_GRACE);
             if old_enough && !used.contains(&digest) {
                 self.host.state.remove_blob(&digest);

@@ -183,7 +183,11 @@ impl Service {
             domains: manifest.upgrade.domains,
             reason: None,
         };
-        lock(&self.state).operation = Some(operation.clone());
+        {
+            let mut state = lock(&self.state);
+            state.operation = Some(operation.clone());
+            state.incoming = record.source.components.values().cloned().collect();
+        }
         let plan = Plan {
             kind,
             record,
@@ -333,10 +337,12 @@ impl Service {
                 web.front.retire(new.clone(), self.host.grace);
             }
         }
-        let kept = self.record();
-        if let Some(operation) = &mut lock(&self.state).operation {
+        let mut state = lock(&self.state);
+        state.incoming.clear();
+        let kept = state.record.generation;
+        if let Some(operation) = &mut state.operation {
             operation.state = "rolled-back".into();
-            operation.record(format!("rolled back to generation {}", kept.generation));
+            operation.record(format!("rolled back to generation {kept}"));
             operation.reason = Some(reason);
         }
     }
@@ -366,6 +372,7 @@ impl Service {
         let mut state = lock(&self.state);
         state.record = plan.record;
         state.manifest = plan.manifest;
+        state.incoming.clear();
         if let Some(operation) = &mut state.operation {
             operation.state = "done".into();
             operation.record(format!("{} to generation {generation} done", plan.kind));

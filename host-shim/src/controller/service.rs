@@ -68,6 +68,9 @@ pub(super) struct ServiceState {
     pub(super) record: DeploymentRecord,
     pub(super) manifest: Manifest,
     pub(super) operation: Option<super::status::OperationStatus>,
+    /// The components of the rollout under way, kept from the blob sweep
+    /// until it is committed (then the record names them) or rolled back.
+    pub(super) incoming: Vec<Digest>,
 }
 
 /// A service running on this host.
@@ -111,6 +114,7 @@ impl Service {
                     record,
                     manifest,
                     operation: None,
+                    incoming: Vec::new(),
                 }),
                 busy: Arc::new(tokio::sync::Mutex::new(())),
                 rollout: Mutex::new(None),
@@ -221,6 +225,19 @@ impl Service {
     /// The record in force.
     pub fn record(&self) -> DeploymentRecord {
         lock(&self.state).record.clone()
+    }
+
+    /// Every component the service runs, or is rolling out.
+    pub fn components(&self) -> Vec<Digest> {
+        let state = lock(&self.state);
+        state
+            .record
+            .source
+            .components
+            .values()
+            .chain(&state.incoming)
+            .cloned()
+            .collect()
     }
 
     /// Drains and stops every role, then closes the queue store.
