@@ -165,7 +165,7 @@ struct SettingsRequest {
 
 async fn operate(
     admin: &Admin,
-    controller: &Controller,
+    controller: &Arc<Controller>,
     route: Route,
     request: http::Request<Incoming>,
 ) -> Result<Reply, ControllerError> {
@@ -194,8 +194,16 @@ async fn operate(
             )
         }
         Route::Remove(name) => {
-            controller.remove(&name).await?;
-            admin.logs.forget(&name);
+            // In a task of its own, so the log is forgotten with the
+            // service even if the client goes away meanwhile.
+            let (controller, logs, removing) = (controller.clone(), admin.logs.clone(), name.clone());
+            tokio::spawn(async move {
+                controller.remove(&removing).await?;
+                logs.forget(&removing);
+                Ok::<_, ControllerError>(())
+            })
+            .await
+            .map_err(|e| ControllerError::Internal(format!("the removal failed: {e}")))??;
             json(StatusCode::OK, &serde_json::json!({ "removed": name }))
         }
         Route::Scale(name, role) => {

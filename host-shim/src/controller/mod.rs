@@ -93,6 +93,17 @@ impl HostContext {
     }
 }
 
+/// Runs `operation` to its end in a task of its own, so that a caller that
+/// stops waiting (hyper drops the handler of a client that disconnected)
+/// cannot cancel it halfway, between its steps.
+async fn detached<T: Send + 'static>(
+    operation: impl Future<Output = Result<T, ControllerError>> + Send + 'static,
+) -> Result<T, ControllerError> {
+    tokio::spawn(operation)
+        .await
+        .unwrap_or_else(|e| Err(ControllerError::Internal(format!("the operation failed: {e}"))))
+}
+
 /// The controller.
 pub struct Controller {
     host: HostContext,
@@ -193,8 +204,19 @@ impl Controller {
         outcomes
     }
 
-    /// Deploys a new service `name` from `source`.
+    /// Deploys a new service `name` from `source`. Like every change, it
+    /// runs to its end in a task of its own, even if the caller stops
+    /// waiting (an admin client that disconnects).
     pub async fn deploy(
+        self: &Arc<Self>,
+        name: &str,
+        source: DeploymentSource,
+    ) -> Result<ServiceStatus, ControllerError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        detached(async move { this.deploy_now(&name, source).await }).await
+    }
+
+    async fn deploy_now(
         &self,
         name: &str,
         source: DeploymentSource,
@@ -218,6 +240,8 @@ impl Controller {
         record: DeploymentRecord,
     ) -> Result<Arc<Service>, ControllerError> {
         let _changing = self.changing.lock().await;
+        // Shutdown may have begun while this waited its turn.
+        self.open_for_changes()?;
         if lock(&self.services).contains_key(name) {
             return Err(ControllerError::Conflict(format!(
                 "service '{name}' is already deployed: upgrade it, or remove it first"
@@ -237,6 +261,15 @@ impl Controller {
 
     /// Starts a rolling upgrade of service `name` to `source`.
     pub async fn upgrade(
+        self: &Arc<Self>,
+        name: &str,
+        source: DeploymentSource,
+    ) -> Result<OperationStatus, ControllerError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        detached(async move { this.upgrade_now(&name, source).await }).await
+    }
+
+    async fn upgrade_now(
         &self,
         name: &str,
         source: DeploymentSource,
@@ -254,13 +287,14 @@ impl Controller {
 
     /// Starts a rolling change of role `role`'s settings.
     pub async fn set_settings(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         role: &str,
         settings: BTreeMap<String, String>,
     ) -> Result<OperationStatus, ControllerError> {
         self.open_for_changes()?;
-        self.service(name)?.set_settings(role, settings).await
+        let (service, role) = (self.service(name)?, role.to_owned());
+        detached(async move { service.set_settings(&role, settings).await }).await
     }
 
     /// Sets worker role `role`'s instance count.
@@ -275,10 +309,31 @@ impl Controller {
     }
 
     /// Drains, stops and forgets service `name` (its data folder stays).
-    pub async fn remove(&self, name: &str) -> Result<(), ControllerError> {
+    /// A service that has a record but does not run (its redeploy failed
+    /// when the host started) has its record forgotten.
+    pub async fn remove(self: &Arc<Self>, name: &str) -> Result<(), ControllerError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        detached(async move { this.remove_now(&name).await }).await
+    }
+
+    async fn remove_now(&self, name: &str) -> Result<(), ControllerError> {
         self.open_for_changes()?;
         let _changing = self.changing.lock().await;
-        let service = self.service(name)?;
+        self.open_for_changes()?;
+        let running = lock(&self.services).get(name).cloned();
+        let Some(service) = running else {
+            if !self.host.state.has_record(name) {
+                return Err(ControllerError::NotFound(format!(
+                    "no service '{name}' on this host"
+                )));
+            }
+            self.host.state.remove_record(name).map_err(|e| {
+                ControllerError::Internal(format!("cannot remove the record: {e}"))
+            })?;
+            tracing::info!(service = %name, "removed the record of a service that was not running");
+            self.sweep_blobs();
+            return Ok(());
+        };
         // Wait for (or refuse during) an operation in progress.
         let _busy = service.busy.clone().try_lock_owned().map_err(|_| {
             ControllerError::Conflict(format!(
