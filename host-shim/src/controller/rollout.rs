@@ -95,6 +95,7 @@ impl Service {
     /// Sets worker role `role`'s instance count.
     pub fn scale(&self, role: &str, count: u32) -> Result<OperationStatus, ControllerError> {
         let _busy = self.claim()?;
+        self.still_running()?;
         let RoleRunner::Worker(pool) = self.role_runner(role)? else {
             return Err(ControllerError::Invalid(format!(
                 "roles.{role}: a web role gets a fresh instance per request; only worker roles scale"
@@ -123,6 +124,18 @@ impl Service {
         state.manifest = manifest;
         state.operation = Some(operation.clone());
         Ok(operation)
+    }
+
+    /// Unavailable once the service is stopping (the host shuts down, or
+    /// the service is being removed).
+    fn still_running(&self) -> Result<(), ControllerError> {
+        if self.is_stopped() {
+            return Err(ControllerError::Unavailable(format!(
+                "service '{}' is stopping",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     fn claim(&self) -> Result<OwnedMutexGuard<()>, ControllerError> {
@@ -183,23 +196,27 @@ impl Service {
             domains: manifest.upgrade.domains,
             reason: None,
         };
-        {
-            let mut state = lock(&self.state);
-            state.operation = Some(operation.clone());
-            state.incoming = record.source.components.values().cloned().collect();
-        }
         let plan = Plan {
             kind,
             record,
             manifest,
             changes,
         };
+        // Building took a while: the service may have been stopped since.
+        // Checked under the lock `stop` sets the flag under, so the
+        // rollout is either spawned before `stop` aborts it, or never.
+        let mut rollout = lock(&self.rollout);
+        self.still_running()?;
+        {
+            let mut state = lock(&self.state);
+            state.operation = Some(operation.clone());
+            state.incoming = plan.record.source.components.values().cloned().collect();
+        }
         let service = self.clone();
-        let task = tokio::spawn(async move {
+        *rollout = Some(tokio::spawn(async move {
             let _busy = busy;
             service.roll(plan).await;
-        });
-        *lock(&self.rollout) = Some(task);
+        }));
         Ok(operation)
     }
 
@@ -348,6 +365,11 @@ impl Service {
     }
 
     async fn commit(&self, plan: Plan) {
+        // Stopping aborts the rollout; should it have got this far, the
+        // stopped pools and the closing store are left alone.
+        if self.is_stopped() {
+            return;
+        }
         for change in &plan.changes {
             match (&self.roles[&change.name], &change.old, &change.new) {
                 (RoleRunner::Web(web), Version::Web(old), Version::Web(new)) => {

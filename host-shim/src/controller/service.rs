@@ -20,6 +20,7 @@ use crate::service::{Backends, role_spec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -82,7 +83,12 @@ pub struct Service {
     pub(super) state: Mutex<ServiceState>,
     /// Held by the operation changing the service.
     pub(super) busy: Arc<tokio::sync::Mutex<()>>,
+    /// The rollout under way; `stopped` is set under the same lock, so a
+    /// rollout is either aborted by [`Service::stop`] or never spawned.
     pub(super) rollout: Mutex<Option<JoinHandle<()>>>,
+    /// Set once [`Service::stop`] began: no operation may change the
+    /// service from then on (its pools are stopped, its store closing).
+    pub(super) stopped: AtomicBool,
 }
 
 impl Service {
@@ -118,6 +124,7 @@ impl Service {
                 }),
                 busy: Arc::new(tokio::sync::Mutex::new(())),
                 rollout: Mutex::new(None),
+                stopped: AtomicBool::new(false),
             })),
             Err(e) => {
                 backends.close().await;
@@ -240,9 +247,19 @@ impl Service {
             .collect()
     }
 
+    /// Whether [`Service::stop`] began.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// Drains and stops every role, then closes the queue store.
     pub async fn stop(&self) {
-        if let Some(rollout) = lock(&self.rollout).take() {
+        let rollout = {
+            let mut rollout = lock(&self.rollout);
+            self.stopped.store(true, Ordering::Release);
+            rollout.take()
+        };
+        if let Some(rollout) = rollout {
             rollout.abort();
         }
         let grace = self.host.grace;
