@@ -10,6 +10,7 @@
 //! - [`web`]: a web role's versions and the share of requests each serves.
 //! - [`workers`]: a worker role's instance slots, their lifecycle and restarts.
 //! - [`rollout`]: upgrades, settings changes and scaling.
+//! - [`slots`]: the engine's instance pool, and what each service reserved.
 //! - [`status`]: what the API reports.
 //!
 //! One operation changes a service at a time (another gets 409 Conflict);
@@ -22,6 +23,7 @@
 
 pub mod rollout;
 pub mod service;
+pub mod slots;
 pub mod status;
 pub mod store;
 pub mod web;
@@ -84,6 +86,8 @@ pub struct HostContext {
     pub grace: Duration,
     /// Run only these roles (`weft up --role`); empty: all.
     pub only_roles: Vec<String>,
+    /// The engine's instance slots, and what each service reserved.
+    pub slots: Arc<slots::SlotBook>,
 }
 
 impl HostContext {
@@ -247,9 +251,19 @@ impl Controller {
                 "service '{name}' is already deployed: upgrade it, or remove it first"
             )));
         }
-        let service = Service::start(&self.host, name, record.clone()).await?;
+        let manifest = record.manifest().map_err(ControllerError::Invalid)?;
+        let need = slots::slots_needed(&manifest, |role| self.host.runs(role));
+        self.host.slots.reserve(name, need)?;
+        let service = match Service::start(&self.host, name, record.clone()).await {
+            Ok(service) => service,
+            Err(e) => {
+                self.host.slots.release(name);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.host.state.save_record(name, &record) {
             service.stop().await;
+            self.host.slots.release(name);
             return Err(ControllerError::Internal(format!(
                 "cannot save the deployment record: {e}"
             )));
@@ -342,6 +356,7 @@ impl Controller {
         })?;
         lock(&self.services).remove(name);
         service.stop().await;
+        self.host.slots.release(name);
         self.host
             .state
             .remove_record(name)

@@ -28,6 +28,7 @@
 
 use super::ControllerError;
 use super::service::{RoleRunner, Service, Version, build_version, lock};
+use super::slots::slots_needed;
 use super::status::OperationStatus;
 use super::store::{DeploymentRecord, DeploymentSource};
 use super::workers::DomainHealth;
@@ -53,6 +54,11 @@ struct Plan {
     kind: &'static str,
     record: DeploymentRecord,
     manifest: Manifest,
+    /// The upgrade domains before it (restored if it is rolled back).
+    old_domains: u32,
+    /// The slots the service reserved before it, and will need after it.
+    old_slots: u32,
+    new_slots: u32,
     changes: Vec<RoleChange>,
 }
 
@@ -104,6 +110,8 @@ impl Service {
         let mut record = self.record();
         record.overrides.instances.insert(role.to_owned(), count);
         let manifest = record.manifest().map_err(ControllerError::Invalid)?;
+        let need = slots_needed(&manifest, |name| self.host.runs(name));
+        self.host.slots.reserve(&self.name, need)?;
         pool.scale(count);
         self.host
             .state
@@ -167,25 +175,19 @@ impl Service {
             (state.record.clone(), state.manifest.clone())
         };
         check_compatible(&self.name, &old_manifest, &manifest)?;
-        let mut changes = Vec::new();
-        for (name, runner) in &self.roles {
-            let changed = old_record.source.components.get(name)
-                != record.source.components.get(name)
-                || definition(&old_manifest.roles[name]) != definition(&manifest.roles[name]);
-            if !changed {
-                continue;
+        // While it rolls out, the service may hold what either version needs.
+        let old_slots = self.host.slots.held(&self.name);
+        let new_slots = slots_needed(&manifest, |name| self.host.runs(name));
+        self.host
+            .slots
+            .reserve(&self.name, old_slots.max(new_slots))?;
+        let changes = match self.build_changes(&old_record, &old_manifest, &record, &manifest).await {
+            Ok(changes) => changes,
+            Err(e) => {
+                self.host.slots.set(&self.name, old_slots);
+                return Err(e);
             }
-            let new = build_version(&self.host, &manifest, name, &record, &self.backends).await?;
-            let old = match runner {
-                RoleRunner::Web(web) => Version::Web(lock(&web.current).clone()),
-                RoleRunner::Worker(pool) => Version::Worker(pool.current()),
-            };
-            changes.push(RoleChange {
-                name: name.clone(),
-                old,
-                new,
-            });
-        }
+        };
         let operation = OperationStatus {
             kind: kind.into(),
             state: "running".into(),
@@ -200,13 +202,19 @@ impl Service {
             kind,
             record,
             manifest,
+            old_domains: old_manifest.upgrade.domains,
+            old_slots,
+            new_slots,
             changes,
         };
         // Building took a while: the service may have been stopped since.
         // Checked under the lock `stop` sets the flag under, so the
         // rollout is either spawned before `stop` aborts it, or never.
         let mut rollout = lock(&self.rollout);
-        self.still_running()?;
+        if let Err(e) = self.still_running() {
+            self.host.slots.set(&self.name, old_slots);
+            return Err(e);
+        }
         {
             let mut state = lock(&self.state);
             state.operation = Some(operation.clone());
@@ -218,6 +226,36 @@ impl Service {
             service.roll(plan).await;
         }));
         Ok(operation)
+    }
+
+    /// Builds the new version of every role `record` changes.
+    async fn build_changes(
+        &self,
+        old_record: &DeploymentRecord,
+        old_manifest: &Manifest,
+        record: &DeploymentRecord,
+        manifest: &Manifest,
+    ) -> Result<Vec<RoleChange>, ControllerError> {
+        let mut changes = Vec::new();
+        for (name, runner) in &self.roles {
+            let changed = old_record.source.components.get(name)
+                != record.source.components.get(name)
+                || definition(&old_manifest.roles[name]) != definition(&manifest.roles[name]);
+            if !changed {
+                continue;
+            }
+            let new = build_version(&self.host, manifest, name, record, &self.backends).await?;
+            let old = match runner {
+                RoleRunner::Web(web) => Version::Web(lock(&web.current).clone()),
+                RoleRunner::Worker(pool) => Version::Worker(pool.current()),
+            };
+            changes.push(RoleChange {
+                name: name.clone(),
+                old,
+                new,
+            });
+        }
+        Ok(changes)
     }
 
     fn progress(&self, step: String, domains_done: u32) {
@@ -354,6 +392,7 @@ impl Service {
                 web.front.retire(new.clone(), self.host.grace);
             }
         }
+        self.host.slots.set(&self.name, plan.old_slots);
         let mut state = lock(&self.state);
         state.incoming.clear();
         let kept = state.record.generation;
@@ -390,6 +429,7 @@ impl Service {
         if let Err(e) = self.host.state.save_record(&self.name, &plan.record) {
             tracing::error!(service = %self.name, error = %e, "cannot save the deployment record");
         }
+        self.host.slots.set(&self.name, plan.new_slots);
         let generation = plan.record.generation;
         let mut state = lock(&self.state);
         state.record = plan.record;
