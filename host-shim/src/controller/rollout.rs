@@ -386,10 +386,15 @@ impl Service {
             for domain in 0..moved {
                 self.route(&change.name, domain, &change.old);
             }
-            if let (RoleRunner::Web(web), Version::Web(new)) =
-                (&self.roles[&change.name], &change.new)
-            {
-                web.front.retire(new.clone(), self.host.grace);
+            // The roles it changed split again into as many domains as
+            // before (the others were never re-split).
+            match (&self.roles[&change.name], &change.old, &change.new) {
+                (RoleRunner::Web(web), Version::Web(old), Version::Web(new)) => {
+                    web.front.route_all(old, plan.old_domains);
+                    web.front.retire(new.clone(), self.host.grace);
+                }
+                (RoleRunner::Worker(pool), _, _) => pool.set_domains(plan.old_domains),
+                _ => {}
             }
         }
         self.host.slots.set(&self.name, plan.old_slots);
@@ -421,9 +426,19 @@ impl Service {
                 _ => {}
             }
         }
+        // Every role, changed or not, now splits into the new number of
+        // upgrade domains; worker pools take their new instance counts.
+        let domains = plan.manifest.upgrade.domains;
         for (name, runner) in &self.roles {
-            if let RoleRunner::Worker(pool) = runner {
-                pool.scale(plan.manifest.roles[name].instances);
+            match runner {
+                RoleRunner::Web(web) => {
+                    let current = lock(&web.current).clone();
+                    web.front.route_all(&current, domains);
+                }
+                RoleRunner::Worker(pool) => {
+                    pool.set_domains(domains);
+                    pool.scale(plan.manifest.roles[name].instances);
+                }
             }
         }
         if let Err(e) = self.host.state.save_record(&self.name, &plan.record) {
