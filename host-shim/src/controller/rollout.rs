@@ -16,15 +16,21 @@
 //! 3. If a domain is not healthy within the timeout, or fails, every moved
 //!    domain moves back to the old version, and the new one is drained and
 //!    dropped: the upgrade is *rolled back*, and the record is unchanged.
-//! 4. Otherwise the old web versions drain (in-flight requests finish) and
-//!    stop, worker pools take their new instance counts, and the new record
-//!    is saved: the upgrade is *done*.
+//! 4. Otherwise the new record is saved (if it cannot be, the upgrade is
+//!    rolled back as in 3), the old web versions drain (in-flight requests
+//!    finish) and stop, every role splits into the new number of upgrade
+//!    domains, and worker pools take their new instance counts: the
+//!    upgrade is *done*.
 //!
 //! A settings change is an upgrade of one role to a version with the same
 //! component and new setting values: web requests read them from the next
 //! request on, worker instances are recycled domain by domain. Roles an
 //! upgrade does not change keep running untouched. Scaling starts new
-//! worker instances at once, or drains the highest-numbered ones.
+//! worker instances at once, or drains the highest-numbered ones, once the
+//! record saying so is saved.
+//!
+//! Every operation first reserves the sandbox slots the service will need
+//! ([`super::slots`]); one that does not fit the engine's pool is refused.
 
 use super::ControllerError;
 use super::service::{RoleRunner, Service, Version, build_version, lock};
@@ -110,13 +116,17 @@ impl Service {
         let mut record = self.record();
         record.overrides.instances.insert(role.to_owned(), count);
         let manifest = record.manifest().map_err(ControllerError::Invalid)?;
+        let held = self.host.slots.held(&self.name);
         let need = slots_needed(&manifest, |name| self.host.runs(name));
         self.host.slots.reserve(&self.name, need)?;
+        // The record first: if it cannot be saved, nothing changes.
+        if let Err(e) = self.host.state.save_record(&self.name, &record) {
+            self.host.slots.set(&self.name, held);
+            return Err(ControllerError::Internal(format!(
+                "cannot save the deployment record: {e}"
+            )));
+        }
         pool.scale(count);
-        self.host
-            .state
-            .save_record(&self.name, &record)
-            .map_err(|e| ControllerError::Internal(format!("cannot save the record: {e}")))?;
         let operation = OperationStatus {
             kind: "scale".into(),
             state: "done".into(),
@@ -414,6 +424,15 @@ impl Service {
         if self.is_stopped() {
             return;
         }
+        // The record first: if it cannot be saved, the operation fails and
+        // the service goes back to what the record on disk says, rather
+        // than running a version a restart would not bring back.
+        if let Err(e) = self.host.state.save_record(&self.name, &plan.record) {
+            tracing::error!(service = %self.name, error = %e, "cannot save the deployment record");
+            let moved = plan.manifest.upgrade.domains;
+            let reason = format!("cannot save the deployment record: {e}");
+            return self.roll_back(&plan, moved, reason).await;
+        }
         for change in &plan.changes {
             match (&self.roles[&change.name], &change.old, &change.new) {
                 (RoleRunner::Web(web), Version::Web(old), Version::Web(new)) => {
@@ -440,9 +459,6 @@ impl Service {
                     pool.scale(plan.manifest.roles[name].instances);
                 }
             }
-        }
-        if let Err(e) = self.host.state.save_record(&self.name, &plan.record) {
-            tracing::error!(service = %self.name, error = %e, "cannot save the deployment record");
         }
         self.host.slots.set(&self.name, plan.new_slots);
         let generation = plan.record.generation;
