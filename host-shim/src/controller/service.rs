@@ -284,11 +284,15 @@ impl Service {
         for server in servers {
             let _ = server.await;
         }
-        // Requests are answered; the versions' stop hooks run.
+        // Requests are answered; the versions' stop hooks run, those of
+        // versions an upgrade retired too (their drains are under way).
         for runner in self.roles.values() {
             if let RoleRunner::Web(web) = runner {
                 for version in web.front.close() {
                     version.drain_and_stop(grace).await;
+                }
+                for retiring in web.front.retiring() {
+                    let _ = retiring.await;
                 }
             }
         }

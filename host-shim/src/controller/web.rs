@@ -13,7 +13,7 @@
 //! share. Retired, it is *draining* until its requests in flight (and the
 //! sandboxes still streaming their bodies) are done, bounded by the grace
 //! period, then its `stop` hook runs (if its `start` hook had returned Ok)
-//! and it is *stopped*.
+//! and it is *stopped*. A service that stops waits for those drains too.
 
 use super::VersionInfo;
 use super::status::InstanceStatus;
@@ -24,6 +24,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use weft_runtime::{WebResponse, WebRole};
 
 /// How often a starting version's health path is probed.
@@ -182,6 +183,8 @@ pub struct WebFront {
     domains: RwLock<Vec<Arc<WebVersion>>>,
     next: AtomicUsize,
     draining: Mutex<Vec<Arc<WebVersion>>>,
+    /// The tasks draining retired versions, for shutdown to wait for.
+    retiring: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl WebFront {
@@ -241,10 +244,20 @@ impl WebFront {
     pub fn retire(self: &Arc<Self>, version: Arc<WebVersion>, grace: Duration) {
         lock(&self.draining).push(version.clone());
         let front = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             version.drain_and_stop(grace).await;
             lock(&front.draining).retain(|v| !Arc::ptr_eq(v, &version));
         });
+        let mut retiring = lock(&self.retiring);
+        retiring.retain(|task| !task.is_finished());
+        retiring.push(task);
+    }
+
+    /// The drains of retired versions still under way (each bounded by
+    /// the grace period it was given), for a stop to wait for before it
+    /// closes the backends they may still use and their stop hooks run.
+    pub fn retiring(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut *lock(&self.retiring))
     }
 
     /// Stops taking requests and returns every version it had, to drain.
