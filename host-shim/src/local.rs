@@ -5,8 +5,8 @@
 //! `weft check` and `weft queues`.
 
 use crate::admin::{self, Admin, auth};
-use crate::controller::status::ServiceStatus;
 use crate::controller::slots::SlotBook;
+use crate::controller::status::ServiceStatus;
 use crate::controller::store::{DeploymentSource, Digest, Layout, StateDir};
 use crate::controller::web::{WebFront, WebVersion};
 use crate::controller::{Controller, HostContext, VersionInfo};

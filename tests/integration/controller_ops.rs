@@ -1,7 +1,8 @@
 //! The controller's operations where they meet the rest of the host: the
 //! blob sweep keeps every component a record or an operation under way
 //! needs, a removal finishes when its client goes away, the instance pool
-//! bounds what services may declare, and a record that cannot be saved
+//! bounds what services may declare (and an upgrade's manifest replaces
+//! the counts set through the API), and a record that cannot be saved
 //! leaves the service as it was.
 
 use crate::controller::service_dir;
@@ -33,10 +34,7 @@ fn age_blobs(state: &Path) {
 }
 
 fn record(state: &Path, service: &str) -> PathBuf {
-    state
-        .join("services")
-        .join(service)
-        .join("deployment.json")
+    state.join("services").join(service).join("deployment.json")
 }
 
 fn read_record(state: &Path, service: &str) -> serde_json::Value {
@@ -170,7 +168,10 @@ async fn a_removal_finishes_when_its_client_goes_away() {
         || async { (!record(&state, "leaving").exists()).then_some(()) },
     )
     .await;
-    assert_eq!(host.api("GET", "/v1/services/leaving", "").await.status, 404);
+    assert_eq!(
+        host.api("GET", "/v1/services/leaving", "").await.status,
+        404
+    );
     eventually(
         Duration::from_secs(30),
         "the worker's stop hook",
@@ -232,6 +233,13 @@ async fn services_may_not_declare_more_instances_than_the_pool_has_slots() {
     let status = host.service("first").await;
     assert_eq!(status["generation"], 1, "{status}");
     assert_eq!(status["roles"][1]["declared"], 3, "{status}");
+    // An upgrade to the manifest as deployed: its one instance replaces
+    // the three the API asked for.
+    let (ok, stdout, stderr) = host.cli(&["upgrade", "--no-build", first.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    let status = host.service("first").await;
+    assert_eq!(status["generation"], 2, "{status}");
+    assert_eq!(status["roles"][1]["declared"], 1, "{status}");
 
     // Removing the first gives its slots back.
     let (ok, stdout, stderr) = host.cli(&["remove", "first"]);

@@ -196,10 +196,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("state").join(TOKEN_FILE);
         let secret = create_token_file(&file).unwrap();
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{secret}\n"));
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            format!("{secret}\n")
+        );
         // Another one made meanwhile is kept, not overwritten.
         assert!(create_token_file(&file).is_err());
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{secret}\n"));
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            format!("{secret}\n")
+        );
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
             .unwrap()

@@ -199,7 +199,8 @@ async fn operate(
         Route::Remove(name) => {
             // In a task of its own, so the log is forgotten with the
             // service even if the client goes away meanwhile.
-            let (controller, logs, removing) = (controller.clone(), admin.logs.clone(), name.clone());
+            let (controller, logs, removing) =
+                (controller.clone(), admin.logs.clone(), name.clone());
             tokio::spawn(async move {
                 controller.remove(&removing).await?;
                 logs.forget(&removing);
@@ -275,9 +276,8 @@ impl LogQuery {
                 .filter_map(|pair| pair.split_once('='))
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| {
-                    v.parse().map_err(|_| {
-                        ControllerError::Invalid(format!("query {key}: not a number"))
-                    })
+                    v.parse()
+                        .map_err(|_| ControllerError::Invalid(format!("query {key}: not a number")))
                 })
                 .transpose()
         };

@@ -103,9 +103,11 @@ impl HostContext {
 async fn detached<T: Send + 'static>(
     operation: impl Future<Output = Result<T, ControllerError>> + Send + 'static,
 ) -> Result<T, ControllerError> {
-    tokio::spawn(operation)
-        .await
-        .unwrap_or_else(|e| Err(ControllerError::Internal(format!("the operation failed: {e}"))))
+    tokio::spawn(operation).await.unwrap_or_else(|e| {
+        Err(ControllerError::Internal(format!(
+            "the operation failed: {e}"
+        )))
+    })
 }
 
 /// The controller.
@@ -341,14 +343,15 @@ impl Controller {
                     "no service '{name}' on this host"
                 )));
             }
-            self.host.state.remove_record(name).map_err(|e| {
-                ControllerError::Internal(format!("cannot remove the record: {e}"))
-            })?;
+            self.host
+                .state
+                .remove_record(name)
+                .map_err(|e| ControllerError::Internal(format!("cannot remove the record: {e}")))?;
             tracing::info!(service = %name, "removed the record of a service that was not running");
             self.sweep_blobs();
             return Ok(());
         };
-        // Wait for (or refuse during) an operation in progress.
+        // Refused while an operation changes it (its rollout holds `busy`).
         let _busy = service.busy.clone().try_lock_owned().map_err(|_| {
             ControllerError::Conflict(format!(
                 "service '{name}' is changing (see `weft status`); remove it when it is done"

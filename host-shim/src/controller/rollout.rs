@@ -191,7 +191,10 @@ impl Service {
         self.host
             .slots
             .reserve(&self.name, old_slots.max(new_slots))?;
-        let changes = match self.build_changes(&old_record, &old_manifest, &record, &manifest).await {
+        let changes = match self
+            .build_changes(&old_record, &old_manifest, &record, &manifest)
+            .await
+        {
             Ok(changes) => changes,
             Err(e) => {
                 self.host.slots.set(&self.name, old_slots);
@@ -390,6 +393,11 @@ impl Service {
     }
 
     async fn roll_back(&self, plan: &Plan, moved: u32, reason: String) {
+        // A stopping service's fronts are closed and its pools stopped:
+        // re-routing them would only reopen what the stop closed.
+        if self.is_stopped() {
+            return;
+        }
         tracing::warn!(service = %self.name, %reason, "rolling back");
         self.progress(format!("rolling back: {reason}"), moved);
         for change in &plan.changes {

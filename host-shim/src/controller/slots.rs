@@ -131,8 +131,7 @@ instances = 3
         book.reserve("a", 60).unwrap();
         let refused = book.reserve("b", 41).unwrap_err().to_string();
         assert!(
-            refused.contains("'b' would need 41")
-                && refused.contains("hold 60 of the host's 100"),
+            refused.contains("'b' would need 41") && refused.contains("hold 60 of the host's 100"),
             "{refused}"
         );
         assert_eq!(book.held("b"), 0);

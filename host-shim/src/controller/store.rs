@@ -167,11 +167,6 @@ impl StateDir {
         })
     }
 
-    /// The folder itself.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Whether records are kept (host mode).
     pub fn keeps_records(&self) -> bool {
         self.layout == Layout::Host

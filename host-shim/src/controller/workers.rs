@@ -388,8 +388,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::Path;
     use weft_runtime::{
-        CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime,
-        SandboxLimits,
+        CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
     };
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
