@@ -328,3 +328,53 @@ pub fn not_ready() -> WebResponse {
     headers.insert("x-weft-failure", HeaderValue::from_static("starting"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::store::Digest;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use weft_runtime::{
+        CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
+    };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retired_version_can_be_waited_for_until_its_stop_hook_ran() {
+        let runtime = Runtime::new(EngineConfig::default()).unwrap();
+        let broker = Arc::new(MemoryBroker::default());
+        let spec = RoleSpec {
+            grants: Grants {
+                service: "test".into(),
+                role: "web".into(),
+                ..Grants::default()
+            },
+            limits: SandboxLimits::default(),
+            rate_limits: RateLimits::default(),
+            cpu: CpuShare::default(),
+            queues: broker.clone(),
+            kv: broker,
+        };
+        let role = runtime
+            .web_role(Path::new(weft_test_artifacts::ROLLOUT_WEB), spec)
+            .unwrap();
+        let info = VersionInfo {
+            generation: 1,
+            digest: Digest::of(b"rollout-web"),
+            settings: BTreeMap::new(),
+        };
+        let version = Arc::new(WebVersion::new(info, role, Some("/health".into())));
+        version.start(Duration::from_secs(30)).await.unwrap();
+        let front = Arc::new(WebFront::default());
+        front.route_all(&version, 2);
+        front.retire(version.clone(), Duration::from_secs(5));
+        // What a stopping service waits for before it closes the backends.
+        let drains = front.retiring();
+        assert_eq!(drains.len(), 1);
+        for drain in drains {
+            drain.await.unwrap();
+        }
+        assert_eq!(version.state(), InstanceState::Stopped);
+        assert!(front.retiring().is_empty());
+    }
+}
