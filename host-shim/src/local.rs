@@ -5,6 +5,7 @@
 //! `weft check` and `weft queues`.
 
 use crate::admin::{self, Admin, auth};
+use crate::controller::slots::SlotBook;
 use crate::controller::status::ServiceStatus;
 use crate::controller::store::{DeploymentSource, Digest, Layout, StateDir};
 use crate::controller::web::{WebFront, WebVersion};
@@ -205,6 +206,7 @@ pub async fn up(args: UpArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
         components,
     };
     let controller = Controller::new(HostContext {
+        slots: Arc::new(SlotBook::new(runtime.config().max_instances)),
         runtime: runtime.clone(),
         state,
         grace: Duration::from_secs(args.host.grace_secs),
@@ -261,6 +263,7 @@ pub async fn host(args: HostModeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> 
     })?);
     let state = StateDir::open(&state_dir, Layout::Host)?;
     let controller = Controller::new(HostContext {
+        slots: Arc::new(SlotBook::new(runtime.config().max_instances)),
         runtime: runtime.clone(),
         state,
         grace: Duration::from_secs(args.host.grace_secs),

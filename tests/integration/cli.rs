@@ -45,6 +45,31 @@ async fn hello_web_answers_200() {
 }
 
 #[tokio::test]
+async fn weft_serve_answers_404_to_every_admin_api_path() {
+    let weft = serve(HELLO_WEB, &[]);
+    let admin = weft.admin.clone().unwrap();
+    // Whatever the method, the parameters or the token: serve has no API,
+    // and publishes no document of one.
+    for (method, path) in [
+        ("GET", "/v1/openapi.json"),
+        ("GET", "/v1/services"),
+        ("PUT", "/v1/services/Not-A-Name"),
+        ("POST", "/v1/services/shop"),
+        ("GET", "/v1/services/shop/roles/web/logs?limit=x"),
+        ("HEAD", "/v1/blobs/sha256:00"),
+    ] {
+        for token in [None, Some("any-token-0123456789")] {
+            let reply = http_as(token, method, &format!("{admin}{path}"), "")
+                .await
+                .unwrap();
+            assert_eq!(reply.status, 404, "{method} {path}: {reply:?}");
+        }
+    }
+    let metrics = http("GET", &format!("{admin}/metrics"), "").await.unwrap();
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+}
+
+#[tokio::test]
 async fn a_wasi_http_component_built_without_the_sdk_is_served_unchanged() {
     let weft = serve(WSTD_HELLO, &[]);
     let reply = http("GET", &format!("{}/", weft.url("web")), "")

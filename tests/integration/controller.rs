@@ -31,6 +31,9 @@ component = "{web}"
 listen = "127.0.0.1:0"
 queues = ["jobs"]
 health = "/health"
+# Small enough that several services fit a test host's instance slots.
+[roles.web.limits]
+max-in-flight = 64
 [roles.web.settings]
 version = "1"
 healthy = "true"
@@ -264,7 +267,7 @@ async fn a_malformed_deploy_is_refused_and_the_running_version_is_undisturbed() 
     std::fs::write(&manifest, &text).unwrap();
     let (ok, _, stderr) = host.cli(&["upgrade", "--no-build", typo.to_str().unwrap()]);
     assert!(
-        !ok && stderr.contains("weft.toml: line 23, column 1") && stderr.contains("colour"),
+        !ok && stderr.contains("weft.toml: line 26, column 1") && stderr.contains("colour"),
         "{stderr}"
     );
     let source = serde_json::json!({
@@ -277,7 +280,7 @@ async fn a_malformed_deploy_is_refused_and_the_running_version_is_undisturbed() 
         .await;
     assert_eq!(reply.status, 400, "{reply:?}");
     assert!(
-        reply.body.contains("typo/weft.toml: line 23, column 1"),
+        reply.body.contains("typo/weft.toml: line 26, column 1"),
         "{reply:?}"
     );
     // An overlay setting a setting the role does not declare.

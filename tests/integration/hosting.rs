@@ -2,7 +2,7 @@
 //! state folder and admin token, its admin API called directly or through
 //! the `weft` CLI, and service folders whose manifests name test guests.
 
-use crate::support::{Reply, Weft, cache_dir, eventually, http_as, weft_command};
+use crate::support::{Reply, Weft, cache_dir, eventually, http_as, http_bytes, weft_command};
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -29,8 +29,13 @@ pub fn token_file(dir: &Path) -> PathBuf {
 impl Host {
     /// Starts `weft host` on `state` (a restart when it was used before).
     pub fn start(state: &Path, token_file: &Path) -> Self {
+        Self::start_with(state, token_file, &[])
+    }
+
+    /// [`Host::start`] with more arguments for `weft host`.
+    pub fn start_with(state: &Path, token_file: &Path, extra: &[&str]) -> Self {
         let cache = cache_dir().display().to_string();
-        let weft = Weft::start(&[
+        let mut args = vec![
             "host",
             "--state-dir",
             state.to_str().unwrap(),
@@ -40,8 +45,9 @@ impl Host {
             &cache,
             "--grace-secs",
             "10",
-        ])
-        .unwrap();
+        ];
+        args.extend_from_slice(extra);
+        let weft = Weft::start(&args).unwrap();
         let admin = weft
             .admin
             .clone()
@@ -67,6 +73,21 @@ impl Host {
         body: &str,
     ) -> anyhow::Result<Reply> {
         http_as(token, method, &format!("{}{path}", self.admin), body).await
+    }
+
+    /// Uploads the component at `path`; returns its digest (`sha256:HEX`).
+    pub async fn put_blob(&self, path: &Path) -> String {
+        use sha2::Digest as _;
+        let bytes = std::fs::read(path).unwrap();
+        let hex: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let digest = format!("sha256:{hex}");
+        let url = format!("{}/v1/blobs/{digest}", self.admin);
+        let reply = http_bytes(Some(TOKEN), "PUT", &url, bytes).await.unwrap();
+        assert_eq!(reply.status, 201, "{reply:?}");
+        digest
     }
 
     /// The status of service `name`, as JSON.

@@ -6,6 +6,7 @@
 mod cache;
 mod cli;
 mod controller;
+mod controller_ops;
 mod durable;
 mod egress;
 mod fairness;

@@ -320,3 +320,59 @@ async fn an_upgrade_whose_workers_crash_is_rolled_back_and_no_job_is_lost() {
     let sent = std::mem::take(&mut *sent.lock().unwrap());
     assert_every_job_done(&state, "guarded", &sent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_changes_the_domains_splits_every_role_and_a_rollback_restores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(&dir.path().join("state"), &token_file(dir.path()));
+    let v1 = dir.path().join("v1");
+    service_dir(&v1, "split", ROLLOUT_WEB, ROLLOUT_WORKER, 3);
+    let (ok, stdout, stderr) = host.cli(&["deploy", "--no-build", v1.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    // The web role's shares and the worker slots' domains.
+    let domains = |status: &serde_json::Value, role: usize| -> Vec<u64> {
+        status["roles"][role]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|instance| instance["domain"].as_u64())
+            .collect()
+    };
+
+    // Three domains instead of two, and workers that crash: rolled back,
+    // and the worker slots split in two again.
+    let v2 = dir.path().join("v2");
+    service_dir(&v2, "split", ROLLOUT_WEB, ROLLOUT_WORKER, 3);
+    let manifest = v2.join("weft.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("upgrade-domains = 2", "upgrade-domains = 3");
+    std::fs::write(&manifest, &text).unwrap();
+    let (ok, stdout, stderr) = host.cli(&[
+        "upgrade",
+        "--no-build",
+        "--env",
+        "crash",
+        v2.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("rolled back"), "{stdout}{stderr}");
+    let status = host.ready("split").await;
+    assert_eq!(status["upgrade_domains"], 2, "{status}");
+    assert_eq!(domains(&status, 0), [0, 1], "{status}");
+    assert_eq!(domains(&status, 1), [0, 1, 0], "{status}");
+
+    // Three domains, and only the worker's settings change: the web role,
+    // untouched, serves in three shares too.
+    std::fs::write(
+        &manifest,
+        text.replacen("version = \"1\"\nmode", "version = \"2\"\nmode", 1),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = host.cli(&["upgrade", "--no-build", v2.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    let status = host.ready("split").await;
+    assert_eq!(status["upgrade_domains"], 3, "{status}");
+    assert_eq!(status["roles"][0]["generation"], 1, "{status}");
+    assert_eq!(domains(&status, 0), [0, 1, 2], "{status}");
+    assert_eq!(domains(&status, 1), [0, 1, 2], "{status}");
+}

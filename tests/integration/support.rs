@@ -126,6 +126,16 @@ pub async fn http_as(
     url: &str,
     body: &str,
 ) -> anyhow::Result<Reply> {
+    http_bytes(token, method, url, body.as_bytes().to_vec()).await
+}
+
+/// [`http_as`] with a body of any bytes.
+pub async fn http_bytes(
+    token: Option<&str>,
+    method: &str,
+    url: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Reply> {
     let uri: http::Uri = url.parse()?;
     let authority = uri.authority().context("url without host")?.clone();
     let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
@@ -139,7 +149,7 @@ pub async fn http_as(
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let request = request.body(Full::new(Bytes::from(body.to_owned())))?;
+    let request = request.body(Full::new(Bytes::from(body)))?;
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await?.to_bytes();

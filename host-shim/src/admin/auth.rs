@@ -120,24 +120,30 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
     Ok(secret.trim().to_owned())
 }
 
-/// Creates a token file with a fresh random token, readable by its owner only.
+/// Creates a token file with a fresh random token, readable by its owner
+/// only. It is written whole to a temporary file (mode 0600), fsynced, and
+/// linked into place only if no file is there yet, so a crash never leaves
+/// an empty or half-written token, and a token made meanwhile by another
+/// process is never replaced.
 fn create_token_file(path: &Path) -> anyhow::Result<String> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(folder) = path.parent() {
-        std::fs::create_dir_all(folder)
-            .with_context(|| format!("cannot create {}", folder.display()))?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    let cannot = || format!("{}: cannot create the admin token", path.display());
+    // tempfile makes its files readable by their owner only.
+    let mut temp = tempfile::NamedTempFile::new_in(folder).with_context(cannot)?;
+    writeln!(temp, "{secret}").with_context(cannot)?;
+    temp.as_file().sync_all().with_context(cannot)?;
+    temp.persist_noclobber(path)
+        .map_err(|e| e.error)
+        .with_context(cannot)?;
+    // The new name is durable once the folder is synced.
+    if let Ok(dir) = std::fs::File::open(folder) {
+        let _ = dir.sync_all();
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("{}: cannot create the admin token", path.display()))?;
-    writeln!(file, "{secret}")?;
-    file.sync_all()?;
     Ok(secret)
 }
 
@@ -183,5 +189,28 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("other users can read"), "{err}");
+    }
+
+    #[test]
+    fn a_token_file_is_made_whole_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state").join(TOKEN_FILE);
+        let secret = create_token_file(&file).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            format!("{secret}\n")
+        );
+        // Another one made meanwhile is kept, not overwritten.
+        assert!(create_token_file(&file).is_err());
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            format!("{secret}\n")
+        );
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(TOKEN_FILE)]);
     }
 }

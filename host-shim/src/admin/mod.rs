@@ -5,6 +5,8 @@
 //! - `GET /metrics` (every role's usage as Prometheus text, [`crate::metrics`]),
 //!   `GET /healthz` and `GET /v1/openapi.json` are open: they reveal and
 //!   change nothing of the deployments.
+//! - `weft serve` has no controller, so no API: every path under `/v1`
+//!   (the document too) is 404 there, before anything else is checked.
 //! - Everything else under `/v1` needs `Authorization: Bearer TOKEN`
 //!   ([`auth`]); without a valid token the answer is 401 and nothing is
 //!   read or changed. Path parameters are checked next (400), then the
@@ -92,9 +94,16 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Futu
 
 type Reply = Response<Full<Bytes>>;
 
+/// The answer to every `/v1` request under `weft serve`, whatever its
+/// method, parameters or token: it has no admin API (not even its document).
+const NO_API: &str = "weft serve has no admin API; run services with weft up or weft host";
+
 async fn answer(admin: &Admin, request: http::Request<Incoming>) -> Reply {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    if admin.controller.is_none() && (path == "/v1" || path.starts_with("/v1/")) {
+        return error(StatusCode::NOT_FOUND, NO_API);
+    }
     let admitted = || {
         admin
             .token
@@ -124,12 +133,6 @@ async fn answer(admin: &Admin, request: http::Request<Incoming>) -> Reply {
             };
         }
     };
-    if !route.is_open() && admin.controller.is_none() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "weft serve has no admin API; run services with weft up or weft host",
-        );
-    }
     if !route.is_open() && !admitted() {
         return unauthorized();
     }
@@ -146,7 +149,7 @@ async fn answer(admin: &Admin, request: http::Request<Incoming>) -> Reply {
                 Ok(reply) => reply,
                 Err(e) => controller_error(&e),
             },
-            None => error(StatusCode::NOT_FOUND, "no admin API here"),
+            None => error(StatusCode::NOT_FOUND, NO_API),
         },
     }
 }
@@ -165,7 +168,7 @@ struct SettingsRequest {
 
 async fn operate(
     admin: &Admin,
-    controller: &Controller,
+    controller: &Arc<Controller>,
     route: Route,
     request: http::Request<Incoming>,
 ) -> Result<Reply, ControllerError> {
@@ -194,8 +197,17 @@ async fn operate(
             )
         }
         Route::Remove(name) => {
-            controller.remove(&name).await?;
-            admin.logs.forget(&name);
+            // In a task of its own, so the log is forgotten with the
+            // service even if the client goes away meanwhile.
+            let (controller, logs, removing) =
+                (controller.clone(), admin.logs.clone(), name.clone());
+            tokio::spawn(async move {
+                controller.remove(&removing).await?;
+                logs.forget(&removing);
+                Ok::<_, ControllerError>(())
+            })
+            .await
+            .map_err(|e| ControllerError::Internal(format!("the removal failed: {e}")))??;
             json(StatusCode::OK, &serde_json::json!({ "removed": name }))
         }
         Route::Scale(name, role) => {
@@ -214,22 +226,7 @@ async fn operate(
         }
         Route::Logs(name, role) => {
             controller.role_exists(&name, &role)?;
-            let number = |key: &str| -> Result<u64, ControllerError> {
-                query
-                    .split('&')
-                    .filter_map(|pair| pair.split_once('='))
-                    .find(|(k, _)| *k == key)
-                    .map_or(Ok(0), |(_, v)| {
-                        v.parse().map_err(|_| {
-                            ControllerError::Invalid(format!("query {key}: not a number"))
-                        })
-                    })
-            };
-            let after = number("after")?;
-            let limit = usize::try_from(number("limit")?)
-                .unwrap_or(MAX_LOG_LINES)
-                .clamp(1, MAX_LOG_LINES);
-            let wait = Duration::from_millis(number("wait_ms")?).min(MAX_LOG_WAIT);
+            let LogQuery { after, limit, wait } = LogQuery::parse(&query)?;
             let (lines, next) = admin.logs.wait(&name, &role, after, limit, wait).await;
             json(
                 StatusCode::OK,
@@ -258,6 +255,43 @@ async fn operate(
             ));
         }
     })
+}
+
+/// What a log read asks for.
+#[derive(Debug, PartialEq, Eq)]
+struct LogQuery {
+    /// Lines after this sequence number (default 0: the oldest kept).
+    after: u64,
+    /// At most this many lines (default, and at most, [`MAX_LOG_LINES`]).
+    limit: usize,
+    /// How long to wait for a line (default none, at most [`MAX_LOG_WAIT`]).
+    wait: Duration,
+}
+
+impl LogQuery {
+    fn parse(query: &str) -> Result<Self, ControllerError> {
+        let number = |key: &str| -> Result<Option<u64>, ControllerError> {
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| {
+                    v.parse()
+                        .map_err(|_| ControllerError::Invalid(format!("query {key}: not a number")))
+                })
+                .transpose()
+        };
+        let limit = number("limit")?.map_or(MAX_LOG_LINES, |n| {
+            usize::try_from(n)
+                .unwrap_or(MAX_LOG_LINES)
+                .clamp(1, MAX_LOG_LINES)
+        });
+        Ok(Self {
+            after: number("after")?.unwrap_or(0),
+            limit,
+            wait: Duration::from_millis(number("wait_ms")?.unwrap_or(0)).min(MAX_LOG_WAIT),
+        })
+    }
 }
 
 /// A body too large: the request is refused before it is read.
@@ -346,4 +380,36 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_read_without_a_limit_gets_the_most_lines() {
+        assert_eq!(
+            LogQuery::parse("").unwrap(),
+            LogQuery {
+                after: 0,
+                limit: MAX_LOG_LINES,
+                wait: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            LogQuery::parse("after=7&wait_ms=500").unwrap().limit,
+            MAX_LOG_LINES
+        );
+        assert_eq!(LogQuery::parse("limit=0").unwrap().limit, 1);
+        assert_eq!(LogQuery::parse("limit=5000").unwrap().limit, MAX_LOG_LINES);
+        assert_eq!(
+            LogQuery::parse("limit=5&after=3&wait_ms=99999").unwrap(),
+            LogQuery {
+                after: 3,
+                limit: 5,
+                wait: MAX_LOG_WAIT
+            }
+        );
+        assert!(LogQuery::parse("limit=many").is_err());
+    }
 }

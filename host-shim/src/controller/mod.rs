@@ -10,15 +10,20 @@
 //! - [`web`]: a web role's versions and the share of requests each serves.
 //! - [`workers`]: a worker role's instance slots, their lifecycle and restarts.
 //! - [`rollout`]: upgrades, settings changes and scaling.
+//! - [`slots`]: the engine's instance pool, and what each service reserved.
 //! - [`status`]: what the API reports.
 //!
 //! One operation changes a service at a time (another gets 409 Conflict);
-//! status is read at any time. Blobs no committed record uses are deleted
-//! an hour after they were written, at the next change (so an upload has
-//! time to be deployed, and a rolled-back version's component goes away).
+//! status is read at any time. Blobs that no record in the state folder
+//! (deployed or not: a service that failed to redeploy keeps its record),
+//! no running service and no deploy or upgrade under way names are deleted
+//! an hour after they were last stored or asked about, after the next
+//! deploy, upgrade or removal (so an upload has time to be deployed, and a
+//! rolled-back version's component goes away).
 
 pub mod rollout;
 pub mod service;
+pub mod slots;
 pub mod status;
 pub mod store;
 pub mod web;
@@ -30,7 +35,7 @@ use status::{HostStatus, OperationStatus, ServiceStatus};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use store::{DeploymentRecord, DeploymentSource, Digest, StateDir};
 use weft_runtime::Runtime;
 
@@ -81,6 +86,8 @@ pub struct HostContext {
     pub grace: Duration,
     /// Run only these roles (`weft up --role`); empty: all.
     pub only_roles: Vec<String>,
+    /// The engine's instance slots, and what each service reserved.
+    pub slots: Arc<slots::SlotBook>,
 }
 
 impl HostContext {
@@ -90,6 +97,19 @@ impl HostContext {
     }
 }
 
+/// Runs `operation` to its end in a task of its own, so that a caller that
+/// stops waiting (hyper drops the handler of a client that disconnected)
+/// cannot cancel it halfway, between its steps.
+async fn detached<T: Send + 'static>(
+    operation: impl Future<Output = Result<T, ControllerError>> + Send + 'static,
+) -> Result<T, ControllerError> {
+    tokio::spawn(operation).await.unwrap_or_else(|e| {
+        Err(ControllerError::Internal(format!(
+            "the operation failed: {e}"
+        )))
+    })
+}
+
 /// The controller.
 pub struct Controller {
     host: HostContext,
@@ -97,6 +117,43 @@ pub struct Controller {
     /// Serializes deploys and removals (the set of services changing).
     changing: tokio::sync::Mutex<()>,
     stopping: AtomicBool,
+    /// The components of deploys and upgrades being built, counted: the
+    /// sweep keeps them though no record names them yet.
+    incoming: Mutex<BTreeMap<Digest, usize>>,
+    /// Held while blobs are swept, and while one is checked or stored, so
+    /// a blob a client was just told is there is not deleted under it.
+    blobs: Mutex<()>,
+}
+
+/// Keeps the components of a deploy or upgrade from the sweep until dropped.
+struct Incoming<'a> {
+    counts: &'a Mutex<BTreeMap<Digest, usize>>,
+    digests: Vec<Digest>,
+}
+
+impl<'a> Incoming<'a> {
+    fn new(counts: &'a Mutex<BTreeMap<Digest, usize>>, source: &DeploymentSource) -> Self {
+        let digests: Vec<Digest> = source.components.values().cloned().collect();
+        let mut held = lock(counts);
+        for digest in &digests {
+            *held.entry(digest.clone()).or_default() += 1;
+        }
+        Self { counts, digests }
+    }
+}
+
+impl Drop for Incoming<'_> {
+    fn drop(&mut self) {
+        let mut held = lock(self.counts);
+        for digest in &self.digests {
+            if let Some(count) = held.get_mut(digest) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    held.remove(digest);
+                }
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +170,8 @@ impl Controller {
             services: Mutex::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
+            incoming: Mutex::new(BTreeMap::new()),
+            blobs: Mutex::new(()),
         })
     }
 
@@ -151,21 +210,34 @@ impl Controller {
         outcomes
     }
 
-    /// Deploys a new service `name` from `source`.
+    /// Deploys a new service `name` from `source`. Like every change, it
+    /// runs to its end in a task of its own, even if the caller stops
+    /// waiting (an admin client that disconnects).
     pub async fn deploy(
+        self: &Arc<Self>,
+        name: &str,
+        source: DeploymentSource,
+    ) -> Result<ServiceStatus, ControllerError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        detached(async move { this.deploy_now(&name, source).await }).await
+    }
+
+    async fn deploy_now(
         &self,
         name: &str,
         source: DeploymentSource,
     ) -> Result<ServiceStatus, ControllerError> {
         self.open_for_changes()?;
+        let incoming = Incoming::new(&self.incoming, &source);
         let record = DeploymentRecord {
             source,
             overrides: Overrides::default(),
             generation: 1,
         };
-        let service = self.start(name, record).await?;
+        let started = self.start(name, record).await;
+        drop(incoming);
         self.sweep_blobs();
-        Ok(service.status(&self.host.runtime.usage()).await)
+        Ok(started?.status(&self.host.runtime.usage()).await)
     }
 
     async fn start(
@@ -174,14 +246,26 @@ impl Controller {
         record: DeploymentRecord,
     ) -> Result<Arc<Service>, ControllerError> {
         let _changing = self.changing.lock().await;
+        // Shutdown may have begun while this waited its turn.
+        self.open_for_changes()?;
         if lock(&self.services).contains_key(name) {
             return Err(ControllerError::Conflict(format!(
                 "service '{name}' is already deployed: upgrade it, or remove it first"
             )));
         }
-        let service = Service::start(&self.host, name, record.clone()).await?;
+        let manifest = record.manifest().map_err(ControllerError::Invalid)?;
+        let need = slots::slots_needed(&manifest, |role| self.host.runs(role));
+        self.host.slots.reserve(name, need)?;
+        let service = match Service::start(&self.host, name, record.clone()).await {
+            Ok(service) => service,
+            Err(e) => {
+                self.host.slots.release(name);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.host.state.save_record(name, &record) {
             service.stop().await;
+            self.host.slots.release(name);
             return Err(ControllerError::Internal(format!(
                 "cannot save the deployment record: {e}"
             )));
@@ -193,24 +277,40 @@ impl Controller {
 
     /// Starts a rolling upgrade of service `name` to `source`.
     pub async fn upgrade(
+        self: &Arc<Self>,
+        name: &str,
+        source: DeploymentSource,
+    ) -> Result<OperationStatus, ControllerError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        detached(async move { this.upgrade_now(&name, source).await }).await
+    }
+
+    async fn upgrade_now(
         &self,
         name: &str,
         source: DeploymentSource,
     ) -> Result<OperationStatus, ControllerError> {
         self.open_for_changes()?;
+        let service = self.service(name)?;
+        let incoming = Incoming::new(&self.incoming, &source);
+        // Once the rollout is under way the service keeps its components
+        // from the sweep itself.
+        let started = service.upgrade(source).await;
+        drop(incoming);
         self.sweep_blobs();
-        self.service(name)?.upgrade(source).await
+        started
     }
 
     /// Starts a rolling change of role `role`'s settings.
     pub async fn set_settings(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         role: &str,
         settings: BTreeMap<String, String>,
     ) -> Result<OperationStatus, ControllerError> {
         self.open_for_changes()?;
-        self.service(name)?.set_settings(role, settings).await
+        let (service, role) = (self.service(name)?, role.to_owned());
+        detached(async move { service.set_settings(&role, settings).await }).await
     }
 
     /// Sets worker role `role`'s instance count.
@@ -225,11 +325,33 @@ impl Controller {
     }
 
     /// Drains, stops and forgets service `name` (its data folder stays).
-    pub async fn remove(&self, name: &str) -> Result<(), ControllerError> {
+    /// A service that has a record but does not run (its redeploy failed
+    /// when the host started) has its record forgotten.
+    pub async fn remove(self: &Arc<Self>, name: &str) -> Result<(), ControllerError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        detached(async move { this.remove_now(&name).await }).await
+    }
+
+    async fn remove_now(&self, name: &str) -> Result<(), ControllerError> {
         self.open_for_changes()?;
         let _changing = self.changing.lock().await;
-        let service = self.service(name)?;
-        // Wait for (or refuse during) an operation in progress.
+        self.open_for_changes()?;
+        let running = lock(&self.services).get(name).cloned();
+        let Some(service) = running else {
+            if !self.host.state.has_record(name) {
+                return Err(ControllerError::NotFound(format!(
+                    "no service '{name}' on this host"
+                )));
+            }
+            self.host
+                .state
+                .remove_record(name)
+                .map_err(|e| ControllerError::Internal(format!("cannot remove the record: {e}")))?;
+            tracing::info!(service = %name, "removed the record of a service that was not running");
+            self.sweep_blobs();
+            return Ok(());
+        };
+        // Refused while an operation changes it (its rollout holds `busy`).
         let _busy = service.busy.clone().try_lock_owned().map_err(|_| {
             ControllerError::Conflict(format!(
                 "service '{name}' is changing (see `weft status`); remove it when it is done"
@@ -237,6 +359,7 @@ impl Controller {
         })?;
         lock(&self.services).remove(name);
         service.stop().await;
+        self.host.slots.release(name);
         self.host
             .state
             .remove_record(name)
@@ -271,8 +394,9 @@ impl Controller {
         }
     }
 
-    /// Whether blob `digest` is stored.
+    /// Whether blob `digest` is stored (which gives it a fresh grace period).
     pub fn has_blob(&self, digest: &Digest) -> bool {
+        let _blobs = lock(&self.blobs);
         self.host.state.has_blob(digest)
     }
 
@@ -284,6 +408,7 @@ impl Controller {
                 "the body's digest is {actual}, not {digest}"
             )));
         }
+        let _blobs = lock(&self.blobs);
         self.host
             .state
             .put_blob(bytes)
@@ -306,31 +431,33 @@ impl Controller {
         }
     }
 
-    /// Deletes blobs no service's record uses, once they are old enough
-    /// that no deploy could be about to use them.
+    /// Deletes the blobs nothing needs: neither a record in the state
+    /// folder (a service that failed to redeploy keeps its record, and may
+    /// be redeployed or removed), nor a running service or its rollout, nor
+    /// a deploy or upgrade being built, once they are old enough that no
+    /// client could be about to name them.
     fn sweep_blobs(&self) {
-        let used: BTreeSet<Digest> = lock(&self.services)
-            .values()
-            .flat_map(|service| service.record().source.components.into_values())
-            .collect();
-        let folder = self.host.state.root().join("blobs").join("sha256");
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            return;
-        };
-        let now = SystemTime::now();
-        for entry in entries.flatten() {
-            let Some(digest) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| Digest::parse(name).ok())
-            else {
-                continue;
-            };
-            let old_enough = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|at| now.duration_since(at).ok())
+        let mut used: BTreeSet<Digest> = lock(&self.incoming).keys().cloned().collect();
+        for (name, record) in self.host.state.records() {
+            match record {
+                Ok(record) => used.extend(record.source.components.into_values()),
+                Err(why) => {
+                    // Its blobs are unknown: keep every blob.
+                    tracing::warn!(service = %name, error = %why, "cannot read a record; no blob is swept");
+                    return;
+                }
+            }
+        }
+        let services: Vec<Arc<Service>> = lock(&self.services).values().cloned().collect();
+        for service in services {
+            used.extend(service.components());
+        }
+        let _blobs = lock(&self.blobs);
+        for digest in self.host.state.blobs() {
+            let old_enough = self
+                .host
+                .state
+                .blob_age(&digest)
                 .is_some_and(|age| age >= BLOB_GRACE);
             if old_enough && !used.contains(&digest) {
                 self.host.state.remove_blob(&digest);

@@ -16,18 +16,25 @@
 //! 3. If a domain is not healthy within the timeout, or fails, every moved
 //!    domain moves back to the old version, and the new one is drained and
 //!    dropped: the upgrade is *rolled back*, and the record is unchanged.
-//! 4. Otherwise the old web versions drain (in-flight requests finish) and
-//!    stop, worker pools take their new instance counts, and the new record
-//!    is saved: the upgrade is *done*.
+//! 4. Otherwise the new record is saved (if it cannot be, the upgrade is
+//!    rolled back as in 3), the old web versions drain (in-flight requests
+//!    finish) and stop, every role splits into the new number of upgrade
+//!    domains, and worker pools take their new instance counts: the
+//!    upgrade is *done*.
 //!
 //! A settings change is an upgrade of one role to a version with the same
 //! component and new setting values: web requests read them from the next
 //! request on, worker instances are recycled domain by domain. Roles an
 //! upgrade does not change keep running untouched. Scaling starts new
-//! worker instances at once, or drains the highest-numbered ones.
+//! worker instances at once, or drains the highest-numbered ones, once the
+//! record saying so is saved.
+//!
+//! Every operation first reserves the sandbox slots the service will need
+//! ([`super::slots`]); one that does not fit the engine's pool is refused.
 
 use super::ControllerError;
 use super::service::{RoleRunner, Service, Version, build_version, lock};
+use super::slots::slots_needed;
 use super::status::OperationStatus;
 use super::store::{DeploymentRecord, DeploymentSource};
 use super::workers::DomainHealth;
@@ -53,6 +60,11 @@ struct Plan {
     kind: &'static str,
     record: DeploymentRecord,
     manifest: Manifest,
+    /// The upgrade domains before it (restored if it is rolled back).
+    old_domains: u32,
+    /// The slots the service reserved before it, and will need after it.
+    old_slots: u32,
+    new_slots: u32,
     changes: Vec<RoleChange>,
 }
 
@@ -95,6 +107,7 @@ impl Service {
     /// Sets worker role `role`'s instance count.
     pub fn scale(&self, role: &str, count: u32) -> Result<OperationStatus, ControllerError> {
         let _busy = self.claim()?;
+        self.still_running()?;
         let RoleRunner::Worker(pool) = self.role_runner(role)? else {
             return Err(ControllerError::Invalid(format!(
                 "roles.{role}: a web role gets a fresh instance per request; only worker roles scale"
@@ -103,11 +116,17 @@ impl Service {
         let mut record = self.record();
         record.overrides.instances.insert(role.to_owned(), count);
         let manifest = record.manifest().map_err(ControllerError::Invalid)?;
+        let held = self.host.slots.held(&self.name);
+        let need = slots_needed(&manifest, |name| self.host.runs(name));
+        self.host.slots.reserve(&self.name, need)?;
+        // The record first: if it cannot be saved, nothing changes.
+        if let Err(e) = self.host.state.save_record(&self.name, &record) {
+            self.host.slots.set(&self.name, held);
+            return Err(ControllerError::Internal(format!(
+                "cannot save the deployment record: {e}"
+            )));
+        }
         pool.scale(count);
-        self.host
-            .state
-            .save_record(&self.name, &record)
-            .map_err(|e| ControllerError::Internal(format!("cannot save the record: {e}")))?;
         let operation = OperationStatus {
             kind: "scale".into(),
             state: "done".into(),
@@ -123,6 +142,18 @@ impl Service {
         state.manifest = manifest;
         state.operation = Some(operation.clone());
         Ok(operation)
+    }
+
+    /// Unavailable once the service is stopping (the host shuts down, or
+    /// the service is being removed).
+    fn still_running(&self) -> Result<(), ControllerError> {
+        if self.is_stopped() {
+            return Err(ControllerError::Unavailable(format!(
+                "service '{}' is stopping",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     fn claim(&self) -> Result<OwnedMutexGuard<()>, ControllerError> {
@@ -154,25 +185,22 @@ impl Service {
             (state.record.clone(), state.manifest.clone())
         };
         check_compatible(&self.name, &old_manifest, &manifest)?;
-        let mut changes = Vec::new();
-        for (name, runner) in &self.roles {
-            let changed = old_record.source.components.get(name)
-                != record.source.components.get(name)
-                || definition(&old_manifest.roles[name]) != definition(&manifest.roles[name]);
-            if !changed {
-                continue;
+        // While it rolls out, the service may hold what either version needs.
+        let old_slots = self.host.slots.held(&self.name);
+        let new_slots = slots_needed(&manifest, |name| self.host.runs(name));
+        self.host
+            .slots
+            .reserve(&self.name, old_slots.max(new_slots))?;
+        let changes = match self
+            .build_changes(&old_record, &old_manifest, &record, &manifest)
+            .await
+        {
+            Ok(changes) => changes,
+            Err(e) => {
+                self.host.slots.set(&self.name, old_slots);
+                return Err(e);
             }
-            let new = build_version(&self.host, &manifest, name, &record, &self.backends).await?;
-            let old = match runner {
-                RoleRunner::Web(web) => Version::Web(lock(&web.current).clone()),
-                RoleRunner::Worker(pool) => Version::Worker(pool.current()),
-            };
-            changes.push(RoleChange {
-                name: name.clone(),
-                old,
-                new,
-            });
-        }
+        };
         let operation = OperationStatus {
             kind: kind.into(),
             state: "running".into(),
@@ -183,20 +211,64 @@ impl Service {
             domains: manifest.upgrade.domains,
             reason: None,
         };
-        lock(&self.state).operation = Some(operation.clone());
         let plan = Plan {
             kind,
             record,
             manifest,
+            old_domains: old_manifest.upgrade.domains,
+            old_slots,
+            new_slots,
             changes,
         };
+        // Building took a while: the service may have been stopped since.
+        // Checked under the lock `stop` sets the flag under, so the
+        // rollout is either spawned before `stop` aborts it, or never.
+        let mut rollout = lock(&self.rollout);
+        if let Err(e) = self.still_running() {
+            self.host.slots.set(&self.name, old_slots);
+            return Err(e);
+        }
+        {
+            let mut state = lock(&self.state);
+            state.operation = Some(operation.clone());
+            state.incoming = plan.record.source.components.values().cloned().collect();
+        }
         let service = self.clone();
-        let task = tokio::spawn(async move {
+        *rollout = Some(tokio::spawn(async move {
             let _busy = busy;
             service.roll(plan).await;
-        });
-        *lock(&self.rollout) = Some(task);
+        }));
         Ok(operation)
+    }
+
+    /// Builds the new version of every role `record` changes.
+    async fn build_changes(
+        &self,
+        old_record: &DeploymentRecord,
+        old_manifest: &Manifest,
+        record: &DeploymentRecord,
+        manifest: &Manifest,
+    ) -> Result<Vec<RoleChange>, ControllerError> {
+        let mut changes = Vec::new();
+        for (name, runner) in &self.roles {
+            let changed = old_record.source.components.get(name)
+                != record.source.components.get(name)
+                || definition(&old_manifest.roles[name]) != definition(&manifest.roles[name]);
+            if !changed {
+                continue;
+            }
+            let new = build_version(&self.host, manifest, name, record, &self.backends).await?;
+            let old = match runner {
+                RoleRunner::Web(web) => Version::Web(lock(&web.current).clone()),
+                RoleRunner::Worker(pool) => Version::Worker(pool.current()),
+            };
+            changes.push(RoleChange {
+                name: name.clone(),
+                old,
+                new,
+            });
+        }
+        Ok(changes)
     }
 
     fn progress(&self, step: String, domains_done: u32) {
@@ -321,27 +393,54 @@ impl Service {
     }
 
     async fn roll_back(&self, plan: &Plan, moved: u32, reason: String) {
+        // A stopping service's fronts are closed and its pools stopped:
+        // re-routing them would only reopen what the stop closed.
+        if self.is_stopped() {
+            return;
+        }
         tracing::warn!(service = %self.name, %reason, "rolling back");
         self.progress(format!("rolling back: {reason}"), moved);
         for change in &plan.changes {
             for domain in 0..moved {
                 self.route(&change.name, domain, &change.old);
             }
-            if let (RoleRunner::Web(web), Version::Web(new)) =
-                (&self.roles[&change.name], &change.new)
-            {
-                web.front.retire(new.clone(), self.host.grace);
+            // The roles it changed split again into as many domains as
+            // before (the others were never re-split).
+            match (&self.roles[&change.name], &change.old, &change.new) {
+                (RoleRunner::Web(web), Version::Web(old), Version::Web(new)) => {
+                    web.front.route_all(old, plan.old_domains);
+                    web.front.retire(new.clone(), self.host.grace);
+                }
+                (RoleRunner::Worker(pool), _, _) => pool.set_domains(plan.old_domains),
+                _ => {}
             }
         }
-        let kept = self.record();
-        if let Some(operation) = &mut lock(&self.state).operation {
+        self.host.slots.set(&self.name, plan.old_slots);
+        let mut state = lock(&self.state);
+        state.incoming.clear();
+        let kept = state.record.generation;
+        if let Some(operation) = &mut state.operation {
             operation.state = "rolled-back".into();
-            operation.record(format!("rolled back to generation {}", kept.generation));
+            operation.record(format!("rolled back to generation {kept}"));
             operation.reason = Some(reason);
         }
     }
 
     async fn commit(&self, plan: Plan) {
+        // Stopping aborts the rollout; should it have got this far, the
+        // stopped pools and the closing store are left alone.
+        if self.is_stopped() {
+            return;
+        }
+        // The record first: if it cannot be saved, the operation fails and
+        // the service goes back to what the record on disk says, rather
+        // than running a version a restart would not bring back.
+        if let Err(e) = self.host.state.save_record(&self.name, &plan.record) {
+            tracing::error!(service = %self.name, error = %e, "cannot save the deployment record");
+            let moved = plan.manifest.upgrade.domains;
+            let reason = format!("cannot save the deployment record: {e}");
+            return self.roll_back(&plan, moved, reason).await;
+        }
         for change in &plan.changes {
             match (&self.roles[&change.name], &change.old, &change.new) {
                 (RoleRunner::Web(web), Version::Web(old), Version::Web(new)) => {
@@ -354,18 +453,27 @@ impl Service {
                 _ => {}
             }
         }
+        // Every role, changed or not, now splits into the new number of
+        // upgrade domains; worker pools take their new instance counts.
+        let domains = plan.manifest.upgrade.domains;
         for (name, runner) in &self.roles {
-            if let RoleRunner::Worker(pool) = runner {
-                pool.scale(plan.manifest.roles[name].instances);
+            match runner {
+                RoleRunner::Web(web) => {
+                    let current = lock(&web.current).clone();
+                    web.front.route_all(&current, domains);
+                }
+                RoleRunner::Worker(pool) => {
+                    pool.set_domains(domains);
+                    pool.scale(plan.manifest.roles[name].instances);
+                }
             }
         }
-        if let Err(e) = self.host.state.save_record(&self.name, &plan.record) {
-            tracing::error!(service = %self.name, error = %e, "cannot save the deployment record");
-        }
+        self.host.slots.set(&self.name, plan.new_slots);
         let generation = plan.record.generation;
         let mut state = lock(&self.state);
         state.record = plan.record;
         state.manifest = plan.manifest;
+        state.incoming.clear();
         if let Some(operation) = &mut state.operation {
             operation.state = "done".into();
             operation.record(format!("{} to generation {generation} done", plan.kind));

@@ -20,6 +20,7 @@ use crate::service::{Backends, role_spec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -68,6 +69,9 @@ pub(super) struct ServiceState {
     pub(super) record: DeploymentRecord,
     pub(super) manifest: Manifest,
     pub(super) operation: Option<super::status::OperationStatus>,
+    /// The components of the rollout under way, kept from the blob sweep
+    /// until it is committed (then the record names them) or rolled back.
+    pub(super) incoming: Vec<Digest>,
 }
 
 /// A service running on this host.
@@ -79,7 +83,12 @@ pub struct Service {
     pub(super) state: Mutex<ServiceState>,
     /// Held by the operation changing the service.
     pub(super) busy: Arc<tokio::sync::Mutex<()>>,
+    /// The rollout under way; `stopped` is set under the same lock, so a
+    /// rollout is either aborted by [`Service::stop`] or never spawned.
     pub(super) rollout: Mutex<Option<JoinHandle<()>>>,
+    /// Set once [`Service::stop`] began: no operation may change the
+    /// service from then on (its pools are stopped, its store closing).
+    pub(super) stopped: AtomicBool,
 }
 
 impl Service {
@@ -111,9 +120,11 @@ impl Service {
                     record,
                     manifest,
                     operation: None,
+                    incoming: Vec::new(),
                 }),
                 busy: Arc::new(tokio::sync::Mutex::new(())),
                 rollout: Mutex::new(None),
+                stopped: AtomicBool::new(false),
             })),
             Err(e) => {
                 backends.close().await;
@@ -223,9 +234,32 @@ impl Service {
         lock(&self.state).record.clone()
     }
 
+    /// Every component the service runs, or is rolling out.
+    pub fn components(&self) -> Vec<Digest> {
+        let state = lock(&self.state);
+        state
+            .record
+            .source
+            .components
+            .values()
+            .chain(&state.incoming)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether [`Service::stop`] began.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// Drains and stops every role, then closes the queue store.
     pub async fn stop(&self) {
-        if let Some(rollout) = lock(&self.rollout).take() {
+        let rollout = {
+            let mut rollout = lock(&self.rollout);
+            self.stopped.store(true, Ordering::Release);
+            rollout.take()
+        };
+        if let Some(rollout) = rollout {
             rollout.abort();
         }
         let grace = self.host.grace;
@@ -250,11 +284,15 @@ impl Service {
         for server in servers {
             let _ = server.await;
         }
-        // Requests are answered; the versions' stop hooks run.
+        // Requests are answered; the versions' stop hooks run, those of
+        // versions an upgrade retired too (their drains are under way).
         for runner in self.roles.values() {
             if let RoleRunner::Web(web) = runner {
                 for version in web.front.close() {
                     version.drain_and_stop(grace).await;
+                }
+                for retiring in web.front.retiring() {
+                    let _ = retiring.await;
                 }
             }
         }

@@ -167,11 +167,6 @@ impl StateDir {
         })
     }
 
-    /// The folder itself.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Whether records are kept (host mode).
     pub fn keeps_records(&self) -> bool {
         self.layout == Layout::Host
@@ -190,18 +185,51 @@ impl StateDir {
         self.root.join("blobs").join("sha256").join(&digest.0)
     }
 
-    /// Whether blob `digest` is stored.
+    /// Whether blob `digest` is stored. A stored blob's modification time
+    /// is set to now: a client that asks is about to name it in a deploy
+    /// instead of uploading it, so it gets a fresh grace period before an
+    /// unused blob may be swept.
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        let path = self.blob_path(digest);
+        if !path.is_file() {
+            return false;
+        }
+        touch(&path);
+        true
     }
 
-    /// Stores `bytes` under their digest and returns it.
+    /// Stores `bytes` under their digest and returns it (refreshing the
+    /// modification time of a blob already stored, as [`Self::has_blob`]).
     pub fn put_blob(&self, bytes: &[u8]) -> std::io::Result<Digest> {
         let digest = Digest::of(bytes);
         if !self.has_blob(&digest) {
             write_atomically(&self.blob_path(&digest), bytes)?;
         }
         Ok(digest)
+    }
+
+    /// How long ago blob `digest` was stored or last asked about.
+    pub fn blob_age(&self, digest: &Digest) -> Option<std::time::Duration> {
+        let modified = std::fs::metadata(self.blob_path(digest))
+            .and_then(|m| m.modified())
+            .ok()?;
+        std::time::SystemTime::now().duration_since(modified).ok()
+    }
+
+    /// Every stored blob's digest.
+    pub fn blobs(&self) -> Vec<Digest> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("blobs").join("sha256")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| Digest::parse(name).ok())
+            })
+            .collect()
     }
 
     /// Removes blob `digest`, if stored.
@@ -216,6 +244,11 @@ impl StateDir {
         }
         let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
         write_atomically(&self.service_dir(name).join(RECORD_FILE), &json)
+    }
+
+    /// Whether service `name` has a record (host mode).
+    pub fn has_record(&self, name: &str) -> bool {
+        self.keeps_records() && self.service_dir(name).join(RECORD_FILE).is_file()
     }
 
     /// Forgets service `name`'s record; its data folder (queues, scratch)
@@ -252,6 +285,13 @@ impl StateDir {
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         found
+    }
+}
+
+/// Sets `path`'s modification time to now, if it can.
+fn touch(path: &Path) {
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -314,7 +354,35 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].0, "x");
         assert_eq!(records[0].1.as_ref().unwrap(), &record);
+        assert!(state.has_record("x"));
         state.remove_record("x").unwrap();
         assert!(state.records().is_empty());
+        assert!(!state.has_record("x"));
+    }
+
+    #[test]
+    fn asking_for_a_blob_or_storing_it_again_refreshes_its_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Layout::Host).unwrap();
+        let digest = state.put_blob(b"component bytes").unwrap();
+        let age_it = || {
+            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+            std::fs::File::options()
+                .write(true)
+                .open(state.blob_path(&digest))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        };
+        let fresh = std::time::Duration::from_secs(60);
+        age_it();
+        assert!(state.blob_age(&digest).unwrap() > fresh);
+        assert!(state.has_blob(&digest));
+        assert!(state.blob_age(&digest).unwrap() < fresh);
+        age_it();
+        state.put_blob(b"component bytes").unwrap();
+        assert!(state.blob_age(&digest).unwrap() < fresh);
+        assert_eq!(state.blobs(), vec![digest.clone()]);
+        assert!(!state.has_blob(&Digest::of(b"other bytes")));
     }
 }

@@ -13,7 +13,7 @@
 //! share. Retired, it is *draining* until its requests in flight (and the
 //! sandboxes still streaming their bodies) are done, bounded by the grace
 //! period, then its `stop` hook runs (if its `start` hook had returned Ok)
-//! and it is *stopped*.
+//! and it is *stopped*. A service that stops waits for those drains too.
 
 use super::VersionInfo;
 use super::status::InstanceStatus;
@@ -24,6 +24,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use weft_runtime::{WebResponse, WebRole};
 
 /// How often a starting version's health path is probed.
@@ -182,6 +183,8 @@ pub struct WebFront {
     domains: RwLock<Vec<Arc<WebVersion>>>,
     next: AtomicUsize,
     draining: Mutex<Vec<Arc<WebVersion>>>,
+    /// The tasks draining retired versions, for shutdown to wait for.
+    retiring: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl WebFront {
@@ -241,10 +244,20 @@ impl WebFront {
     pub fn retire(self: &Arc<Self>, version: Arc<WebVersion>, grace: Duration) {
         lock(&self.draining).push(version.clone());
         let front = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             version.drain_and_stop(grace).await;
             lock(&front.draining).retain(|v| !Arc::ptr_eq(v, &version));
         });
+        let mut retiring = lock(&self.retiring);
+        retiring.retain(|task| !task.is_finished());
+        retiring.push(task);
+    }
+
+    /// The drains of retired versions still under way (each bounded by
+    /// the grace period it was given), for a stop to wait for before it
+    /// closes the backends they may still use and their stop hooks run.
+    pub fn retiring(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut *lock(&self.retiring))
     }
 
     /// Stops taking requests and returns every version it had, to drain.
@@ -314,4 +327,54 @@ pub fn not_ready() -> WebResponse {
     headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     headers.insert("x-weft-failure", HeaderValue::from_static("starting"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::store::Digest;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use weft_runtime::{
+        CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
+    };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retired_version_can_be_waited_for_until_its_stop_hook_ran() {
+        let runtime = Runtime::new(EngineConfig::default()).unwrap();
+        let broker = Arc::new(MemoryBroker::default());
+        let spec = RoleSpec {
+            grants: Grants {
+                service: "test".into(),
+                role: "web".into(),
+                ..Grants::default()
+            },
+            limits: SandboxLimits::default(),
+            rate_limits: RateLimits::default(),
+            cpu: CpuShare::default(),
+            queues: broker.clone(),
+            kv: broker,
+        };
+        let role = runtime
+            .web_role(Path::new(weft_test_artifacts::ROLLOUT_WEB), spec)
+            .unwrap();
+        let info = VersionInfo {
+            generation: 1,
+            digest: Digest::of(b"rollout-web"),
+            settings: BTreeMap::new(),
+        };
+        let version = Arc::new(WebVersion::new(info, role, Some("/health".into())));
+        version.start(Duration::from_secs(30)).await.unwrap();
+        let front = Arc::new(WebFront::default());
+        front.route_all(&version, 2);
+        front.retire(version.clone(), Duration::from_secs(5));
+        // What a stopping service waits for before it closes the backends.
+        let drains = front.retiring();
+        assert_eq!(drains.len(), 1);
+        for drain in drains {
+            drain.await.unwrap();
+        }
+        assert_eq!(version.state(), InstanceState::Stopped);
+        assert!(front.retiring().is_empty());
+    }
 }

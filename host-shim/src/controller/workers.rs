@@ -11,7 +11,7 @@
 use super::VersionInfo;
 use super::status::InstanceStatus;
 use crate::supervisor::{FailureWindow, next_backoff};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -95,6 +95,9 @@ pub struct WorkerPool {
     retired: Mutex<Vec<Slot>>,
     current: Mutex<Arc<WorkerVersion>>,
     domains: AtomicU32,
+    /// Set (under the `slots` lock) by [`WorkerPool::stop`]: no slot
+    /// starts after it, whatever asks.
+    stopped: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -119,6 +122,7 @@ impl WorkerPool {
             retired: Mutex::new(Vec::new()),
             current: Mutex::new(version),
             domains: AtomicU32::new(domains.max(1)),
+            stopped: AtomicBool::new(false),
         });
         pool.scale(count);
         pool
@@ -146,8 +150,12 @@ impl WorkerPool {
     }
 
     /// Starts or retires slots until there are `count`; retired ones drain.
+    /// Does nothing once the pool is stopped.
     pub fn scale(&self, count: u32) {
         let mut slots = lock(&self.slots);
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
         let current = self.current();
         while u32::try_from(slots.len()).unwrap_or(u32::MAX) < count {
             let index = u32::try_from(slots.len()).unwrap_or(u32::MAX);
@@ -271,13 +279,13 @@ impl WorkerPool {
         (instances, ready)
     }
 
-    /// Asks every instance to stop; the returned tasks end when they have.
+    /// Asks every instance to stop, for good; the returned tasks end when
+    /// they have.
     pub fn stop(&self) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
-        for slot in lock(&self.slots)
-            .drain(..)
-            .chain(lock(&self.retired).drain(..))
-        {
+        let mut slots = lock(&self.slots);
+        self.stopped.store(true, Ordering::Release);
+        for slot in slots.drain(..).chain(lock(&self.retired).drain(..)) {
             slot.desired.send_replace(None);
             tasks.push(slot.task);
         }
@@ -370,5 +378,61 @@ async fn run_slot(
             () = tokio::time::sleep(delay) => {}
             _ = desired.changed() => backoff = None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::store::Digest;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use weft_runtime::{
+        CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
+    };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_pool_starts_no_slot_whatever_asks() {
+        let runtime = Runtime::new(EngineConfig::default()).unwrap();
+        let broker = Arc::new(MemoryBroker::default());
+        let spec = RoleSpec {
+            grants: Grants {
+                service: "test".into(),
+                role: "worker".into(),
+                queues: ["jobs".to_owned()].into(),
+                buckets: ["ledger".to_owned()].into(),
+                ..Grants::default()
+            },
+            limits: SandboxLimits::default(),
+            rate_limits: RateLimits::default(),
+            cpu: CpuShare::default(),
+            queues: broker.clone(),
+            kv: broker,
+        };
+        let role = runtime
+            .worker_role(Path::new(weft_test_artifacts::ROLLOUT_WORKER), spec)
+            .unwrap();
+        let version = Arc::new(WorkerVersion {
+            info: VersionInfo {
+                generation: 1,
+                digest: Digest::of(b"rollout-worker"),
+                settings: BTreeMap::new(),
+            },
+            role,
+        });
+        let pool = WorkerPool::start("test", "worker", version, 1, 2);
+        assert_eq!(pool.count(), 1);
+        let stopping = pool.stop();
+        // What a rollout committing just then would do.
+        pool.scale(3);
+        for task in stopping {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        pool.scale(2);
+        assert_eq!(pool.count(), 0);
+        assert!(pool.status().0.is_empty());
     }
 }
