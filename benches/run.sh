@@ -27,6 +27,7 @@ if [ -n "${QUICK:-}" ]; then
     rounds=(--repeats 1)
     density_args=(--counts 1000 --repeats 1)
     cpu_args=(--window 1 --repeats 1)
+    compute_args=(--repeats 1)
     queue_runs=1
 else
     http_args=(--seconds 5 --repeats 3)
@@ -34,6 +35,9 @@ else
     rounds=(--repeats 5)
     density_args=(--counts 1000,5000,10000 --repeats 2)
     cpu_args=(--window 4 --repeats 3)
+    # Each run is short (about 0.2 s): many of them, or one noisy moment
+    # moves the median.
+    compute_args=(--repeats 15)
     queue_runs=3
 fi
 
@@ -100,7 +104,7 @@ echo "--- density (live guests, host RSS)"
 "$bench" density --charts "$charts" --aims "$aims" "${density_args[@]}" >"$results/density.md"
 
 echo "--- compute (CPU-bound: native, wasm, metered)"
-"$bench" compute --aims "$aims" "${rounds[@]}" >"$results/compute.md"
+"$bench" compute --aims "$aims" "${compute_args[@]}" >"$results/compute.md"
 
 echo "--- fair CPU"
 "$bench" cpu "${cpu_args[@]}" >"$results/cpu.md"
