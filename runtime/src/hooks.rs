@@ -11,12 +11,9 @@
 //! deadline and fuel, `stop` by its stop grace period.
 
 use crate::error::{GuestFailure, one_line};
-use crate::guest_log::GuestTags;
-use crate::sandbox::{Failed, GuestState, new_store, settle_cpu};
+use crate::sandbox::{Failed, GuestState, sandbox_store, settle_cpu};
 use crate::tenant::Tenant;
-use crate::vmbus::VmBusCtx;
 use crate::web::WebRole;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre};
@@ -142,26 +139,12 @@ impl WebRole {
         };
         let tenant = &self.tenant;
         let limits = *tenant.limits();
-        let tags = Arc::new(GuestTags {
-            service: tenant.grants.service.clone(),
-            role: tenant.grants.role.clone(),
-            instance: hook.name().to_owned(),
-        });
-        let vmbus = VmBusCtx::new(
-            tenant.grants.clone(),
-            tenant.spec.queues.clone(),
-            tenant.spec.kv.clone(),
-            tenant.limiter.clone(),
-        );
-        let state = GuestState::new(tenant, tags, vmbus, limits.fuel)
-            .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
-        let mut store = new_store(
+        let mut store = sandbox_store(
             self.pre.engine(),
-            state,
-            limits.fuel,
-            tenant.fuel_yield_interval,
-        )
-        .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
+            tenant,
+            hook.name().to_owned(),
+            tenant.vmbus(),
+        )?;
         let instance = self
             .pre
             .instance_pre()

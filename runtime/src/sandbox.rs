@@ -157,9 +157,30 @@ impl WasiHttpView for GuestState {
     }
 }
 
+/// A store for a new sandbox of `tenant`'s role, its output tagged with
+/// `instance` and its way out `vmbus`: the one way every sandbox is made
+/// (web instances, worker instances, lifecycle hooks).
+pub(crate) fn sandbox_store(
+    engine: &Engine,
+    tenant: &Arc<Tenant>,
+    instance: String,
+    vmbus: VmBusCtx,
+) -> Result<Store<GuestState>, GuestFailure> {
+    let fuel = tenant.limits().fuel;
+    let tags = Arc::new(GuestTags {
+        service: tenant.grants.service.clone(),
+        role: tenant.grants.role.clone(),
+        instance,
+    });
+    let state = GuestState::new(tenant, tags, vmbus, fuel)
+        .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
+    new_store(engine, state, fuel, tenant.fuel_yield_interval)
+        .map_err(|e| GuestFailure::Instantiate(e.to_string()))
+}
+
 /// A store for one invocation: fuel and its yields, the memory caps, and
 /// the epoch callback that accounts CPU, schedules, and enforces the deadline.
-pub(crate) fn new_store(
+fn new_store(
     engine: &Engine,
     state: GuestState,
     fuel: u64,

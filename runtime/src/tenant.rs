@@ -13,6 +13,7 @@ use crate::engine::RoleSpec;
 use crate::memory::RoleMemory;
 use crate::rate_limit::RoleLimiter;
 use crate::usage::{MemoryUsage, RoleUsage, UsageSnapshot};
+use crate::vmbus::VmBusCtx;
 use std::sync::Arc;
 
 /// What all the sandboxes of one role share.
@@ -29,6 +30,16 @@ pub(crate) struct Tenant {
 }
 
 impl Tenant {
+    /// A new sandbox's VMBus: the role's grants, backends and rate limits.
+    pub(crate) fn vmbus(&self) -> VmBusCtx {
+        VmBusCtx::new(
+            self.grants.clone(),
+            self.spec.queues.clone(),
+            self.spec.kv.clone(),
+            self.limiter.clone(),
+        )
+    }
+
     pub(crate) fn new(
         spec: RoleSpec,
         kind: &'static str,

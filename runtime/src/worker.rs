@@ -20,11 +20,9 @@
 
 use crate::config::Grants;
 use crate::error::GuestFailure;
-use crate::guest_log::GuestTags;
 use crate::hooks::{Hook, Hooks};
-use crate::sandbox::{Failed, GuestState, new_store, settle_cpu};
+use crate::sandbox::{Failed, GuestState, sandbox_store, settle_cpu};
 use crate::tenant::Tenant;
-use crate::vmbus::VmBusCtx;
 use crate::vmbus::queue::BatchControl;
 use std::future::Future;
 use std::sync::Arc;
@@ -117,34 +115,16 @@ impl WorkerRole {
     ) -> Result<WorkerExit, GuestFailure> {
         let tenant = &self.tenant;
         let limits = *tenant.limits();
-        let tags = Arc::new(GuestTags {
-            service: tenant.grants.service.clone(),
-            role: tenant.grants.role.clone(),
-            instance: instance.to_string(),
-        });
         let (batch_tx, mut batch_rx) = watch::channel(None::<Instant>);
         let (stopping_tx, stopping_rx) = watch::channel(false);
-        let mut vmbus = VmBusCtx::new(
-            tenant.grants.clone(),
-            tenant.spec.queues.clone(),
-            tenant.spec.kv.clone(),
-            tenant.limiter.clone(),
-        );
+        let mut vmbus = tenant.vmbus();
         vmbus.batch = Some(BatchControl {
             fuel: limits.fuel,
             deadline: limits.deadline(),
             current: batch_tx,
         });
         vmbus.stopping = Some(stopping_rx);
-        let state = GuestState::new(tenant, tags, vmbus, limits.fuel)
-            .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
-        let mut store = new_store(
-            self.pre.engine(),
-            state,
-            limits.fuel,
-            tenant.fuel_yield_interval,
-        )
-        .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
+        let mut store = sandbox_store(self.pre.engine(), tenant, instance.to_string(), vmbus)?;
 
         let mut stop = std::pin::pin!(stop);
         let mut grace_ends: Option<Instant> = None;

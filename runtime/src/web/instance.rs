@@ -19,10 +19,8 @@
 
 use crate::config::SandboxLimits;
 use crate::error::GuestFailure;
-use crate::guest_log::GuestTags;
-use crate::sandbox::{Failed, GuestState, new_store, settle_cpu};
+use crate::sandbox::{Failed, GuestState, sandbox_store, settle_cpu};
 use crate::tenant::Tenant;
-use crate::vmbus::VmBusCtx;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::Store;
@@ -48,22 +46,12 @@ impl WebInstance {
         tenant: &Arc<Tenant>,
         request_number: u64,
     ) -> Result<Self, GuestFailure> {
-        let limits = tenant.limits();
-        let tags = Arc::new(GuestTags {
-            service: tenant.grants.service.clone(),
-            role: tenant.grants.role.clone(),
-            instance: format!("req-{request_number}"),
-        });
-        let vmbus = VmBusCtx::new(
-            tenant.grants.clone(),
-            tenant.spec.queues.clone(),
-            tenant.spec.kv.clone(),
-            tenant.limiter.clone(),
-        );
-        let state = GuestState::new(tenant, tags, vmbus, limits.fuel)
-            .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
-        let store = new_store(pre.engine(), state, limits.fuel, tenant.fuel_yield_interval)
-            .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
+        let store = sandbox_store(
+            pre.engine(),
+            tenant,
+            format!("req-{request_number}"),
+            tenant.vmbus(),
+        )?;
         Ok(Self {
             store,
             proxy: None,
