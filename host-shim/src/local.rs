@@ -169,7 +169,7 @@ fn up_engine(manifest: &Manifest, host: &HostArgs) -> EngineConfig {
 /// admin API serves it until SIGINT or SIGTERM. Nothing is recorded: the
 /// next `weft up` deploys DIR afresh.
 pub async fn up(args: UpArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
-    let mut signals = StopSignals::watch()?;
+    let signals = StopSignals::watch()?;
     let (manifest, environment) = load_manifest(&args.manifest, args.env.as_deref())?;
     check_only_roles(&manifest, &args.roles)?;
     if !args.no_build {
@@ -235,19 +235,14 @@ pub async fn up(args: UpArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
         }
     };
     announce(&status, false);
-    status_line("ready");
-    signals.next().await;
-    tracing::info!("shutting down: finishing in-flight requests and batches");
-    controller.shutdown().await;
-    admin.stop().await;
-    status_line("stopped");
+    run_until_signalled(signals, &controller, admin).await;
     Ok(())
 }
 
 /// `weft host`: a long-lived host, redeploying what its state folder
 /// records and taking deployments through its admin API.
 pub async fn host(args: HostModeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
-    let mut signals = StopSignals::watch()?;
+    let signals = StopSignals::watch()?;
     anyhow::ensure!(args.max_instances > 0, "--max-instances must be at least 1");
     let state_dir = match args.state_dir.clone() {
         Some(dir) => dir,
@@ -297,12 +292,7 @@ pub async fn host(args: HostModeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> 
     {
         announce(&service, true);
     }
-    status_line("ready");
-    signals.next().await;
-    tracing::info!("shutting down: finishing in-flight requests and batches");
-    controller.shutdown().await;
-    admin.stop().await;
-    status_line("stopped");
+    run_until_signalled(signals, &controller, admin).await;
     Ok(())
 }
 
@@ -320,6 +310,21 @@ fn announce(status: &ServiceStatus, qualified: bool) {
             None => status_line(&format!("running {name} instances={}", role.declared)),
         }
     }
+}
+
+/// Says `ready`, runs until SIGINT or SIGTERM, then shuts the host down
+/// gracefully: services drained, then the admin server, then `stopped`.
+async fn run_until_signalled(
+    mut signals: StopSignals,
+    controller: &Controller,
+    admin: AdminServer,
+) {
+    status_line("ready");
+    signals.next().await;
+    tracing::info!("shutting down: finishing in-flight requests and batches");
+    controller.shutdown().await;
+    admin.stop().await;
+    status_line("stopped");
 }
 
 /// The admin server running in the background.

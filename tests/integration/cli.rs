@@ -379,35 +379,41 @@ listen = "127.0.0.1:0"
     .await
     .unwrap();
     assert_eq!(quiet.status, 200);
-    // Once tokens are back, the next line that gets through reports the loss.
+    // Once tokens are back, the next line that gets through reports the
+    // loss; a slow flood may see tokens return midway, so the loss can come
+    // in several reports. Every spam line is accounted for, printed or
+    // reported dropped (the probes' own lines may be dropped too), and the
+    // quiet role's line is there.
     let noisy = weft.url("noisy");
+    let spam_lines = |log: &str| log.lines().filter(|l| l.contains("spam-line")).count();
+    let dropped = |log: &str| -> usize {
+        log.lines()
+            .filter(|l| l.contains("lines dropped") && l.contains("role=noisy"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("dropped=")?.parse::<usize>().ok())
+            })
+            .sum()
+    };
     let log = eventually(
         Duration::from_secs(30),
-        "the dropped lines to be reported",
+        "every spam line printed or reported dropped, and the quiet line",
         || {
             let url = format!("{noisy}/print/after-the-flood");
             let log = weft.log();
             async move {
                 let _ = http("GET", &url, "").await;
-                log.contains("lines dropped").then_some(log)
+                (spam_lines(&log) + dropped(&log) >= 500 && log.contains("quiet-marker"))
+                    .then_some(log)
             }
         },
     )
     .await;
-    let spam_lines = log.lines().filter(|l| l.contains("spam-line")).count();
     // 1,000 bytes of bucket at ~100 bytes a line, plus what refilled meanwhile.
+    let printed = spam_lines(&log);
     assert!(
-        (5..=30).contains(&spam_lines),
-        "{spam_lines} spam lines got through"
+        (5..=30).contains(&printed),
+        "{printed} spam lines got through"
     );
-    let report = log.lines().find(|l| l.contains("lines dropped")).unwrap();
-    let dropped: u32 = report
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("dropped=")?.parse().ok())
-        .unwrap();
-    assert!(dropped >= 470, "{report}");
-    assert!(
-        log.contains("quiet-marker"),
-        "the quiet role's output was lost"
-    );
+    assert!(dropped(&log) >= 470, "{} dropped", dropped(&log));
 }
