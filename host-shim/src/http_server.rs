@@ -1,10 +1,12 @@
 //! Serving a web role over hyper: HTTP/1.1 with keep-alive, a bound on how
 //! long a client may take to send its request head, and graceful shutdown
-//! that lets in-flight requests finish. Each request goes to the version of
-//! the role its share is routed to ([`WebFront`]); the listener stays open
-//! across upgrades.
+//! that lets in-flight requests finish. Request bodies left unread are
+//! drained after the answer ([`crate::lingering`]). Each request goes to
+//! the version of the role its share is routed to ([`WebFront`]); the
+//! listener stays open across upgrades.
 
 use crate::controller::web::{WebFront, not_ready};
+use crate::lingering::LingeringBody;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -51,6 +53,7 @@ pub async fn serve(
                 }
                 let front = front.clone();
                 let service = service_fn(move |request| {
+                    let request = LingeringBody::wrap(request);
                     let version = front.pick();
                     async move {
                         Ok::<_, Infallible>(match version {

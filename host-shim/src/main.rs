@@ -21,6 +21,7 @@ mod client;
 mod controller;
 mod environment;
 mod http_server;
+mod lingering;
 mod local;
 mod logbook;
 mod manifest;

@@ -197,6 +197,12 @@ async fn a_declared_body_over_the_limit_is_refused_before_the_guest_runs() {
     let reply = http("GET", &url, &"x".repeat(4096)).await.unwrap();
     assert_eq!(reply.status, 413, "{reply:?}");
     assert_eq!(reply.headers["x-weft-failure"], "body");
+    // A body far larger than the socket buffers: the client is still sending
+    // when the answer comes, and must get it rather than a reset.
+    let flood = http("POST", &url, &"x".repeat(16 * 1024 * 1024))
+        .await
+        .unwrap();
+    assert_eq!(flood.status, 413, "{flood:?}");
     let fits = http("GET", &url.replace("should-not-run", "fits"), "small")
         .await
         .unwrap();

@@ -11,7 +11,9 @@
 //!   ([`auth`]); without a valid token the answer is 401 and nothing is
 //!   read or changed. Path parameters are checked next (400), then the
 //!   body, whose size is bounded before it is read (413): JSON bodies at 1
-//!   MiB, component blobs at `--max-component-mib`.
+//!   MiB, component blobs at `--max-component-mib`. A body left unread
+//!   is drained after the answer ([`crate::lingering`]), so a client still
+//!   sending sees the answer, not a reset.
 //! - Controller errors map to 400 (invalid), 404, 409 (exists, or an
 //!   operation is under way), 503 (shutting down) and 500, each with a JSON
 //!   body `{"error": "..."}` on one line.
@@ -21,11 +23,11 @@ pub mod routes;
 
 use crate::controller::store::DeploymentSource;
 use crate::controller::{Controller, ControllerError};
+use crate::lingering::LingeringBody;
 use crate::logbook::LogBook;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -75,8 +77,9 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Futu
                     continue;
                 };
                 let admin = admin.clone();
-                let service = service_fn(move |request: http::Request<Incoming>| {
+                let service = service_fn(move |request| {
                     let admin = admin.clone();
+                    let request = LingeringBody::wrap(request);
                     async move { Ok::<_, Infallible>(answer(&admin, request).await) }
                 });
                 let connection = http1::Builder::new()
@@ -98,7 +101,7 @@ type Reply = Response<Full<Bytes>>;
 /// method, parameters or token: it has no admin API (not even its document).
 const NO_API: &str = "weft serve has no admin API; run services with weft up or weft host";
 
-async fn answer(admin: &Admin, request: http::Request<Incoming>) -> Reply {
+async fn answer(admin: &Admin, request: http::Request<LingeringBody>) -> Reply {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     if admin.controller.is_none() && (path == "/v1" || path.starts_with("/v1/")) {
@@ -170,7 +173,7 @@ async fn operate(
     admin: &Admin,
     controller: &Arc<Controller>,
     route: Route,
-    request: http::Request<Incoming>,
+    request: http::Request<LingeringBody>,
 ) -> Result<Reply, ControllerError> {
     let query = request.uri().query().unwrap_or("").to_owned();
     Ok(match route {
@@ -306,7 +309,7 @@ impl From<TooLarge> for ControllerError {
 const TOO_LARGE: &str = "the body is over the limit of ";
 
 async fn read_body(
-    request: http::Request<Incoming>,
+    request: http::Request<LingeringBody>,
     limit: usize,
 ) -> Result<Bytes, ControllerError> {
     let declared = request
@@ -325,7 +328,7 @@ async fn read_body(
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(
-    request: http::Request<Incoming>,
+    request: http::Request<LingeringBody>,
 ) -> Result<T, ControllerError> {
     let bytes = read_body(request, MAX_JSON_BYTES).await?;
     serde_json::from_slice(&bytes)

@@ -18,6 +18,7 @@
 use super::VersionInfo;
 use super::status::InstanceStatus;
 use super::workers::InstanceState;
+use crate::lingering::LingeringBody;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
@@ -144,7 +145,7 @@ impl WebVersion {
     }
 
     /// Serves one request, counting it in flight.
-    pub async fn serve(&self, request: hyper::Request<hyper::body::Incoming>) -> WebResponse {
+    pub async fn serve(&self, request: hyper::Request<LingeringBody>) -> WebResponse {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _counted = InFlight(&self.in_flight);
         self.role.handle(request).await
