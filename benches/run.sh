@@ -61,16 +61,8 @@ echo "--- build (release, once)"
 cargo build --release --workspace
 cargo bench --workspace --bench queues --no-run
 
-nats_dir=$(mktemp -d)
-nats_pid=
-cleanup() {
-    if [ -n "$nats_pid" ]; then
-        kill "$nats_pid" 2>/dev/null || true
-        wait "$nats_pid" 2>/dev/null || true
-    fi
-    rm -rf "$nats_dir"
-}
-trap cleanup EXIT
+# shellcheck source=tests/nats.sh
+source tests/nats.sh
 
 bench="$target/release/weft-bench"
 weft="$target/release/weft"
@@ -111,13 +103,7 @@ echo "--- fair CPU"
 
 echo "--- queues (embedded and NATS)"
 nats_port=14223
-nats-server --jetstream --addr 127.0.0.1 --port "$nats_port" \
-    --store_dir "$nats_dir/store" >"$nats_dir/log" 2>&1 &
-nats_pid=$!
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
-    sleep 0.1
-done
+start_nats "$nats_port"
 queue_reports=()
 for run in $(seq 1 "$queue_runs"); do
     # A run can fail on a machine whose disk is swamped (requests pass their

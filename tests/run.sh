@@ -12,16 +12,8 @@ if command -v rustup >/dev/null; then
     rustup target add wasm32-wasip2 >/dev/null
 fi
 
-nats_dir=$(mktemp -d)
-nats_pid=
-cleanup() {
-    if [ -n "$nats_pid" ]; then
-        kill "$nats_pid" 2>/dev/null || true
-        wait "$nats_pid" 2>/dev/null || true
-    fi
-    rm -rf "$nats_dir"
-}
-trap cleanup EXIT
+# shellcheck source=tests/nats.sh
+source tests/nats.sh
 
 if [ -z "${WEFT_TEST_NATS_URL:-}" ]; then
     if ! command -v nats-server >/dev/null; then
@@ -34,18 +26,7 @@ if [ -z "${WEFT_TEST_NATS_URL:-}" ]; then
     # machine is neither used nor disturbed. Tests that kill or restart
     # NATS start servers of their own.
     nats_port=14222
-    nats-server --jetstream --addr 127.0.0.1 --port "$nats_port" \
-        --store_dir "$nats_dir/store" >"$nats_dir/log" 2>&1 &
-    nats_pid=$!
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
-        if ! kill -0 "$nats_pid" 2>/dev/null; then
-            cat "$nats_dir/log" >&2
-            echo "nats-server did not start" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
+    start_nats "$nats_port"
     export WEFT_TEST_NATS_URL="nats://127.0.0.1:$nats_port"
     echo "--- $(nats-server --version) with JetStream at $WEFT_TEST_NATS_URL"
 fi

@@ -29,6 +29,9 @@ pub mod store;
 pub mod web;
 pub mod workers;
 
+#[cfg(test)]
+mod test_support;
+
 pub use crate::environment::Overrides;
 use service::Service;
 use status::{HostStatus, OperationStatus, ServiceStatus};

@@ -333,37 +333,18 @@ pub fn not_ready() -> WebResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::store::Digest;
-    use std::collections::BTreeMap;
+    use crate::controller::test_support::{first_version, role_spec};
     use std::path::Path;
-    use weft_runtime::{
-        CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
-    };
+    use weft_runtime::{EngineConfig, Runtime};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retired_version_can_be_waited_for_until_its_stop_hook_ran() {
         let runtime = Runtime::new(EngineConfig::default()).unwrap();
-        let broker = Arc::new(MemoryBroker::default());
-        let spec = RoleSpec {
-            grants: Grants {
-                service: "test".into(),
-                role: "web".into(),
-                ..Grants::default()
-            },
-            limits: SandboxLimits::default(),
-            rate_limits: RateLimits::default(),
-            cpu: CpuShare::default(),
-            queues: broker.clone(),
-            kv: broker,
-        };
+        let spec = role_spec("web", &[], &[]);
         let role = runtime
             .web_role(Path::new(weft_test_artifacts::ROLLOUT_WEB), spec)
             .unwrap();
-        let info = VersionInfo {
-            generation: 1,
-            digest: Digest::of(b"rollout-web"),
-            settings: BTreeMap::new(),
-        };
+        let info = first_version("rollout-web");
         let version = Arc::new(WebVersion::new(info, role, Some("/health".into())));
         version.start(Duration::from_secs(30)).await.unwrap();
         let front = Arc::new(WebFront::default());

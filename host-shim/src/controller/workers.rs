@@ -384,40 +384,19 @@ async fn run_slot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::store::Digest;
-    use std::collections::BTreeMap;
+    use crate::controller::test_support::{first_version, role_spec};
     use std::path::Path;
-    use weft_runtime::{
-        CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
-    };
+    use weft_runtime::{EngineConfig, Runtime};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stopped_pool_starts_no_slot_whatever_asks() {
         let runtime = Runtime::new(EngineConfig::default()).unwrap();
-        let broker = Arc::new(MemoryBroker::default());
-        let spec = RoleSpec {
-            grants: Grants {
-                service: "test".into(),
-                role: "worker".into(),
-                queues: ["jobs".to_owned()].into(),
-                buckets: ["ledger".to_owned()].into(),
-                ..Grants::default()
-            },
-            limits: SandboxLimits::default(),
-            rate_limits: RateLimits::default(),
-            cpu: CpuShare::default(),
-            queues: broker.clone(),
-            kv: broker,
-        };
+        let spec = role_spec("worker", &["jobs"], &["ledger"]);
         let role = runtime
             .worker_role(Path::new(weft_test_artifacts::ROLLOUT_WORKER), spec)
             .unwrap();
         let version = Arc::new(WorkerVersion {
-            info: VersionInfo {
-                generation: 1,
-                digest: Digest::of(b"rollout-worker"),
-                settings: BTreeMap::new(),
-            },
+            info: first_version("rollout-worker"),
             role,
         });
         let pool = WorkerPool::start("test", "worker", version, 1, 2);
