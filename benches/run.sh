@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+# wasmtime-cli's newest 48.x release: the 48.0.9 and 48.0.10 patches were
+# published for the core crates only, which Weft's build uses.
 wasmtime_version=48.0.8
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/weft-bench"
 wasmtime_root="$cache/wasmtime-cli-$wasmtime_version"
@@ -100,6 +102,9 @@ echo "--- compute (CPU-bound: native, wasm, metered)"
 
 echo "--- fair CPU"
 "$bench" cpu "${cpu_args[@]}" >"$results/cpu.md"
+
+echo "--- guest output flood (host CPU per request, flooding against quiet)"
+"$bench" log-flood --weft "$weft" --work "$target/bench-log-flood" --aims "$aims" >"$results/log-flood.md"
 
 echo "--- queues (embedded and NATS)"
 nats_port=14223

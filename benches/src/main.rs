@@ -11,6 +11,7 @@
 //! cargo run --release -p weft-bench -- density      # live guests and host RSS
 //! cargo run --release -p weft-bench -- http --weft target/release/weft --wasmtime PATH
 //! cargo run --release -p weft-bench -- start --weft target/release/weft --wasmtime PATH
+//! cargo run --release -p weft-bench -- log-flood --weft target/release/weft
 //! ```
 
 mod bare;
@@ -19,6 +20,7 @@ mod cpu;
 mod density;
 mod http;
 mod instantiate;
+mod logflood;
 mod native;
 mod process;
 mod report;
@@ -144,6 +146,28 @@ enum Bench {
         work: PathBuf,
         /// Runs of each configuration (interleaved).
         #[arg(long, default_value_t = 10)]
+        repeats: usize,
+        /// Append the aim's line to this file.
+        #[arg(long)]
+        aims: Option<PathBuf>,
+    },
+    /// Host CPU while a guest floods its output with newlines, beside the
+    /// same guest writing nothing.
+    LogFlood {
+        /// The `weft` binary.
+        #[arg(long)]
+        weft: PathBuf,
+        /// A scratch folder.
+        #[arg(long, default_value = "target/bench-log-flood")]
+        work: PathBuf,
+        /// Newlines each flooding request writes.
+        #[arg(long, default_value_t = 100_000)]
+        lines: u64,
+        /// Seconds each kind's requests run per round.
+        #[arg(long, default_value_t = 3.0)]
+        window: f64,
+        /// Rounds (interleaved).
+        #[arg(long, default_value_t = 3)]
         repeats: usize,
         /// Append the aim's line to this file.
         #[arg(long)]
@@ -306,6 +330,29 @@ fn main() -> anyhow::Result<()> {
                 "Process start to first response ≤ 1.15× the native server, warm cache",
                 format!("{ratio:.2}×"),
                 ratio <= 1.15,
+            )?;
+        }
+        Bench::LogFlood {
+            weft,
+            work,
+            lines,
+            window,
+            repeats,
+            aims,
+        } => {
+            let setup = logflood::Setup {
+                weft,
+                work,
+                lines,
+                window: std::time::Duration::from_secs_f64(window),
+                repeats,
+            };
+            let (report, ratio) = logflood::run(&setup)?;
+            println!("{report}");
+            Aims::open(aims).add(
+                "A request flooding 100,000 newlines costs the host ≤ 10× the CPU of one writing nothing",
+                format!("{ratio:.2}×"),
+                ratio <= 10.0,
             )?;
         }
         Bench::NativeServer { addr } => native::serve(addr)?,

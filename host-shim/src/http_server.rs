@@ -1,15 +1,16 @@
-//! Serving a web role over hyper: HTTP/1.1 with keep-alive, a bound on how
-//! long a client may take to send its request head, and graceful shutdown
-//! that lets in-flight requests finish. Request bodies left unread are
-//! drained after the answer ([`crate::lingering`]). Each request goes to
-//! the version of the role its share is routed to ([`WebFront`]); the
-//! listener stays open across upgrades.
+//! Serving a web role over hyper: HTTP/1.1 with keep-alive, a cap on the
+//! connections held, bounds on how long a client may sit idle or take to
+//! send its request head and how slowly its body may come
+//! ([`crate::connections`]), and graceful shutdown that lets in-flight
+//! requests finish. Request bodies left unread are drained after the answer
+//! ([`crate::lingering`]). Each request goes to the version of the role its
+//! share is routed to ([`WebFront`]); the listener stays open across upgrades.
 
+use crate::connections::{Accepted, Listening};
 use crate::controller::web::{WebFront, not_ready};
 use crate::lingering::LingeringBody;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,14 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// How long a client may take to send a request head: slow-loris clients
-/// must not hold connections forever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Serves the role behind `front` on `listener` until `shutdown` completes,
-/// then waits up to `grace` for in-flight requests to finish.
+/// Serves the role behind `front` on `listener`, holding its connections in
+/// the web pool `pool`, until `shutdown` completes, then waits up to `grace`
+/// for in-flight requests to finish.
 pub async fn serve(
     listener: TcpListener,
+    pool: Arc<Listening>,
     front: Arc<WebFront>,
     role_name: String,
     shutdown: impl Future<Output = ()>,
@@ -32,19 +31,10 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let min_rate = pool.limits().min_body_rate;
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off
-                        // briefly instead of spinning.
-                        tracing::warn!(role = %role_name, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            Accepted { stream, peer, place } = pool.accept(&listener, &role_name) => {
                 // Responses are written as the guest produces them, often a
                 // head and then a body: without this, Nagle's algorithm holds
                 // the second write until the client acknowledges the first.
@@ -53,7 +43,7 @@ pub async fn serve(
                 }
                 let front = front.clone();
                 let service = service_fn(move |request| {
-                    let request = LingeringBody::wrap(request);
+                    let request = LingeringBody::wrap(request, min_rate);
                     let version = front.pick();
                     async move {
                         Ok::<_, Infallible>(match version {
@@ -62,17 +52,14 @@ pub async fn serve(
                         })
                     }
                 });
-                let connection = http1::Builder::new()
-                    .keep_alive(true)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
+                let connection = pool.http1().serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
                 let role_name = role_name.clone();
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!(role = %role_name, %peer, error = %e, "connection ended with an error");
                     }
+                    drop(place);
                 });
             }
             () = &mut shutdown => break,

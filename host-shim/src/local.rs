@@ -5,12 +5,14 @@
 //! `weft check` and `weft queues`.
 
 use crate::admin::{self, Admin, auth};
+use crate::connections::{self, ConnectionLimits, Listening};
 use crate::controller::slots::SlotBook;
 use crate::controller::status::ServiceStatus;
 use crate::controller::store::{DeploymentSource, Digest, Layout, StateDir};
 use crate::controller::web::{WebFront, WebVersion};
-use crate::controller::{Controller, HostContext, VersionInfo};
+use crate::controller::{Controller, ControllerError, HostContext, Restore, VersionInfo};
 use crate::environment::Environment;
+use crate::lingering::MinRate;
 use crate::logbook::LogBook;
 use crate::manifest::{MAX_MEMORY_MIB, Manifest, RoleKind};
 use crate::service::{self, Backends, SandboxCount};
@@ -31,6 +33,7 @@ use weft_runtime::{CpuShare, EngineConfig, Grants, RateLimits, RoleSpec, Runtime
 
 /// `weft serve COMPONENT`: one wasi:http component, a fresh sandbox per request.
 pub async fn serve(args: ServeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
+    let pools = Pools::new(&args.host);
     let mut signals = StopSignals::watch()?;
     let limits = SandboxLimits {
         memory_mib: args.memory_mib,
@@ -64,17 +67,33 @@ pub async fn serve(args: ServeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("role 'web': cannot listen on {}", args.addr))?;
-    let admin = start_admin(args.host.admin_addr, runtime, None, None, logs).await?;
+    let admin = start_admin(
+        args.host.admin_addr,
+        pools.admin.clone(),
+        runtime,
+        None,
+        None,
+        logs,
+    )
+    .await?;
     let info = VersionInfo {
         generation: 1,
         digest: Digest::of(&[]),
         settings: BTreeMap::new(),
     };
     let version = Arc::new(WebVersion::new(info, role, None));
-    version
-        .start(Duration::from_secs(args.host.grace_secs.max(1)))
-        .await
-        .map_err(|why| anyhow::anyhow!("role 'web' did not start: {why}"))?;
+    // A signal is heeded while the start hook runs, too.
+    tokio::select! {
+        started = version.start(Duration::from_secs(args.host.grace_secs.max(1))) => {
+            started.map_err(|why| anyhow::anyhow!("role 'web' did not start: {why}"))?;
+        }
+        () = signals.next() => {
+            tracing::info!("shutting down before the role started");
+            admin.stop().await;
+            status_line("stopped");
+            return Ok(());
+        }
+    }
     let front = Arc::new(WebFront::default());
     front.route_all(&version, 1);
     status_line(&format!("listening web http://{}", listener.local_addr()?));
@@ -82,6 +101,7 @@ pub async fn serve(args: ServeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
     let grace = Duration::from_secs(args.host.grace_secs);
     let server = tokio::spawn(crate::http_server::serve(
         listener,
+        pools.web.clone(),
         front.clone(),
         "web".into(),
         async move {
@@ -169,7 +189,8 @@ fn up_engine(manifest: &Manifest, host: &HostArgs) -> EngineConfig {
 /// admin API serves it until SIGINT or SIGTERM. Nothing is recorded: the
 /// next `weft up` deploys DIR afresh.
 pub async fn up(args: UpArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
-    let signals = StopSignals::watch()?;
+    let pools = Pools::new(&args.host);
+    let mut signals = StopSignals::watch()?;
     let (manifest, environment) = load_manifest(&args.manifest, args.env.as_deref())?;
     check_only_roles(&manifest, &args.roles)?;
     if !args.no_build {
@@ -211,10 +232,12 @@ pub async fn up(args: UpArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
         state,
         grace: Duration::from_secs(args.host.grace_secs),
         only_roles: args.roles.clone(),
+        web_pool: pools.web.clone(),
     });
     let (token, _) = auth::host_token(args.token_file.as_deref(), &state_dir)?;
     let admin = start_admin(
         args.host.admin_addr,
+        pools.admin.clone(),
         runtime,
         Some(controller.clone()),
         Some(token),
@@ -222,7 +245,17 @@ pub async fn up(args: UpArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(service = %manifest.service, manifest = %manifest.path.display(), "starting");
-    let status = match controller.deploy(&manifest.service, source).await {
+    // A signal is heeded while the service builds or waits for its queue
+    // server: shutdown cancels the deploy.
+    let deployed = tokio::select! {
+        deployed = controller.deploy(&manifest.service, source) => deployed,
+        () = signals.next() => {
+            tracing::info!("shutting down before the service started");
+            stop_host(&controller, admin).await;
+            return Ok(());
+        }
+    };
+    let status = match deployed {
         Ok(status) => status,
         Err(e) => {
             // Name the component files, not their copies in the state folder.
@@ -242,7 +275,8 @@ pub async fn up(args: UpArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
 /// `weft host`: a long-lived host, redeploying what its state folder
 /// records and taking deployments through its admin API.
 pub async fn host(args: HostModeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> {
-    let signals = StopSignals::watch()?;
+    let pools = Pools::new(&args.host);
+    let mut signals = StopSignals::watch()?;
     anyhow::ensure!(args.max_instances > 0, "--max-instances must be at least 1");
     let state_dir = match args.state_dir.clone() {
         Some(dir) => dir,
@@ -263,6 +297,7 @@ pub async fn host(args: HostModeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> 
         state,
         grace: Duration::from_secs(args.host.grace_secs),
         only_roles: Vec::new(),
+        web_pool: pools.web.clone(),
     });
     let (token, source) = auth::host_token(args.token_file.as_deref(), &state_dir)?;
     tracing::info!(?source, "admin token");
@@ -270,6 +305,7 @@ pub async fn host(args: HostModeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> 
         usize::try_from(args.max_component_mib.saturating_mul(MIB)).unwrap_or(usize::MAX);
     let admin = start_admin_with(
         args.host.admin_addr,
+        pools.admin.clone(),
         Admin {
             runtime,
             controller: Some(controller.clone()),
@@ -279,9 +315,33 @@ pub async fn host(args: HostModeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> 
         },
     )
     .await?;
-    for (name, outcome) in controller.restore().await {
-        if outcome.is_err() {
-            status_line(&format!("failed {name}"));
+    // Beside the token: a client finding the token here sends it only to
+    // this address (see `client`), never to whatever `--admin` names.
+    let recorded = state_dir.join(auth::ADMIN_ADDRESS_FILE);
+    if let Err(e) =
+        weft_runtime::private_fs::write_private_file(&recorded, admin.addr.to_string().as_bytes())
+    {
+        tracing::warn!(file = %recorded.display(), error = %e, "cannot record the admin address; clients must be given the token");
+    }
+    // Every recorded service restores at once, each on its own. `ready`
+    // waits for those that need nothing outside the host; those whose
+    // queues live on a server (which may be down, and is retried up to its
+    // connect timeout) come up in the background, announced when they do.
+    // A signal is heeded throughout.
+    let (remote, local): (Vec<Restore>, Vec<Restore>) =
+        controller.restore().into_iter().partition(|r| r.remote);
+    let background: Vec<String> = remote.iter().map(|r| r.name.clone()).collect();
+    let restored = async {
+        for restore in local {
+            report_failure(&restore.name, restore.task.await);
+        }
+    };
+    tokio::select! {
+        () = restored => {}
+        () = signals.next() => {
+            tracing::info!("shutting down while services were being restored");
+            stop_host(&controller, admin).await;
+            return Ok(());
         }
     }
     for service in controller
@@ -290,10 +350,36 @@ pub async fn host(args: HostModeArgs, logs: Arc<LogBook>) -> anyhow::Result<()> 
         .map(|s| s.services)
         .unwrap_or_default()
     {
-        announce(&service, true);
+        if !background.contains(&service.name) {
+            announce(&service, true);
+        }
+    }
+    for restore in remote {
+        let controller = controller.clone();
+        tokio::spawn(async move {
+            let outcome = restore.task.await;
+            if matches!(outcome, Ok(Ok(()))) {
+                if let Ok(status) = controller.status(Some(&restore.name)).await {
+                    status.services.iter().for_each(|s| announce(s, true));
+                }
+            } else {
+                report_failure(&restore.name, outcome);
+            }
+        });
     }
     run_until_signalled(signals, &controller, admin).await;
     Ok(())
+}
+
+/// `failed NAME` for a restore that failed (not one shutdown cancelled).
+fn report_failure(
+    name: &str,
+    outcome: Result<Result<(), ControllerError>, tokio::task::JoinError>,
+) {
+    match outcome {
+        Ok(Ok(()) | Err(ControllerError::Unavailable(_))) => {}
+        Ok(Err(_)) | Err(_) => status_line(&format!("failed {name}")),
+    }
 }
 
 /// Status lines for a deployed service's roles: `listening ROLE URL` and
@@ -322,15 +408,67 @@ async fn run_until_signalled(
     status_line("ready");
     signals.next().await;
     tracing::info!("shutting down: finishing in-flight requests and batches");
+    stop_host(controller, admin).await;
+}
+
+/// Cancels what is starting, drains and stops every service, then the
+/// admin server; says `stopped`.
+async fn stop_host(controller: &Controller, admin: AdminServer) {
     controller.shutdown().await;
     admin.stop().await;
     status_line("stopped");
+}
+
+/// The connection pools of a host's listeners: the web roles' and the
+/// admin address's, each capped apart ([`crate::connections`]).
+struct Pools {
+    web: Arc<Listening>,
+    admin: Arc<Listening>,
+}
+
+impl Pools {
+    /// Raises the descriptor limit, the first thing a host does, and sizes
+    /// the pools from it unless `host` names their caps.
+    fn new(host: &HostArgs) -> Self {
+        let descriptors = match connections::raise_descriptor_limit() {
+            Ok(descriptors) => descriptors,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read or raise the descriptor limit; assuming 1024");
+                1024
+            }
+        };
+        let (web_cap, admin_cap) = connections::default_caps(descriptors);
+        let cap = |flag: Option<u64>, default: usize| {
+            flag.map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        };
+        let web = ConnectionLimits {
+            max_connections: cap(host.max_web_connections, web_cap),
+            idle_timeout: Duration::from_secs(host.idle_timeout_secs),
+            min_body_rate: (host.min_body_rate > 0).then(|| MinRate {
+                bytes_per_sec: host.min_body_rate,
+                grace: Duration::from_secs(host.body_grace_secs),
+            }),
+        };
+        let admin = ConnectionLimits::admin(&web, cap(host.max_admin_connections, admin_cap));
+        tracing::info!(
+            descriptors,
+            web = web.max_connections,
+            admin = admin.max_connections,
+            "connection caps"
+        );
+        Self {
+            web: Listening::new(web),
+            admin: Listening::new(admin),
+        }
+    }
 }
 
 /// The admin server running in the background.
 struct AdminServer {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The address it listens on.
+    addr: SocketAddr,
 }
 
 impl AdminServer {
@@ -342,6 +480,7 @@ impl AdminServer {
 
 async fn start_admin(
     addr: SocketAddr,
+    pool: Arc<Listening>,
     runtime: Arc<Runtime>,
     controller: Option<Arc<Controller>>,
     token: Option<auth::Token>,
@@ -349,6 +488,7 @@ async fn start_admin(
 ) -> anyhow::Result<AdminServer> {
     start_admin_with(
         addr,
+        pool,
         Admin {
             runtime,
             controller,
@@ -363,16 +503,25 @@ async fn start_admin(
 /// The largest component the admin API accepts unless told otherwise, in MiB.
 pub const DEFAULT_MAX_COMPONENT_MIB: u64 = 64;
 
-async fn start_admin_with(addr: SocketAddr, admin: Admin) -> anyhow::Result<AdminServer> {
+async fn start_admin_with(
+    addr: SocketAddr,
+    pool: Arc<Listening>,
+    admin: Admin,
+) -> anyhow::Result<AdminServer> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("admin: cannot listen on {addr}"))?;
-    status_line(&format!("admin http://{}", listener.local_addr()?));
+    let local = listener.local_addr()?;
+    status_line(&format!("admin http://{local}"));
     let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(admin::serve(listener, Arc::new(admin), async move {
+    let task = tokio::spawn(admin::serve(listener, pool, Arc::new(admin), async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     }));
-    Ok(AdminServer { stop, task })
+    Ok(AdminServer {
+        stop,
+        task,
+        addr: local,
+    })
 }
 
 /// `weft queues DIR`: each queue the manifest grants, and its poison queue,

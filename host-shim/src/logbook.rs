@@ -6,8 +6,8 @@
 //! into a [`LogBook`], which keeps the last [`MAX_LINES`] lines (and at most
 //! [`MAX_BYTES`] of text) per role, numbered by one host-wide sequence, so a
 //! client reads "everything after N" and waits for more (`weft logs -f`).
-//! The guest's own rate limit on output (1 MiB/s per role by default)
-//! bounds what arrives; the book bounds what is kept.
+//! The guest's own rate limit on output (500 lines/s and 1 MiB/s per role
+//! by default) bounds what arrives; the book bounds what is kept.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};

@@ -10,7 +10,8 @@
 //!
 //! Modules: [`manifest`] and [`environment`] (the service model),
 //! [`controller`] (deploy, scale, upgrade, heal), [`admin`] (the API),
-//! [`http_server`] (web roles' listeners), [`supervisor`] (restart policy),
+//! [`http_server`] (web roles' listeners), [`connections`] (what clients
+//! may hold of the host), [`supervisor`] (restart policy),
 //! [`logbook`] (guest output for `weft logs`), [`metrics`], [`service`]
 //! (backends and role specs), [`builder`] (build commands), [`local`] (the
 //! commands that run a host) and [`client`].
@@ -18,6 +19,7 @@
 mod admin;
 mod builder;
 mod client;
+mod connections;
 mod controller;
 mod environment;
 mod http_server;
@@ -179,10 +181,12 @@ struct HostModeArgs {
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// Sandboxes alive at once across every service (pooling slots).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_instances: u32,
     /// The largest component the admin API accepts, in MiB.
-    #[arg(long, default_value_t = local::DEFAULT_MAX_COMPONENT_MIB)]
+    #[arg(long, default_value_t = local::DEFAULT_MAX_COMPONENT_MIB,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_component_mib: u64,
     #[command(flatten)]
     host: HostArgs,
@@ -195,14 +199,37 @@ struct HostArgs {
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// How long in-flight requests may take to finish at shutdown, and a
-    /// retired version to drain, in seconds.
-    #[arg(long, default_value_t = 30)]
+    /// retired version to drain, in seconds (at most a day).
+    #[arg(long, default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
     grace_secs: u64,
     /// The admin address: the admin API under /v1 (bearer token), and
     /// `/metrics` (Prometheus) and `/healthz`. Keep it on loopback or a
     /// private network.
     #[arg(long, default_value = "127.0.0.1:9070")]
     admin_addr: SocketAddr,
+    /// Connections the web roles' listeners hold open at once, all together;
+    /// more wait in the kernel's backlog [default: from the descriptor limit,
+    /// after the admin's share and a quarter kept for the host; at most 16384].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_web_connections: Option<u64>,
+    /// Connections the admin address holds open at once, apart from the web
+    /// roles' [default: a sixteenth of the descriptor limit, from 8 to 64].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_admin_connections: Option<u64>,
+    /// How long a connection may go without sending a complete request head,
+    /// idle keep-alive connections included, in seconds (the admin address
+    /// waits 10 at most).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    idle_timeout_secs: u64,
+    /// The slowest a request body may come once its grace is spent, in bytes
+    /// a second on average; slower bodies are cut. 0 turns the bound off.
+    #[arg(long, default_value_t = 1024)]
+    min_body_rate: u64,
+    /// How long a request body may take before the minimum rate applies, in
+    /// seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    body_grace_secs: u64,
 }
 
 #[derive(Args)]
@@ -366,5 +393,55 @@ async fn run(command: Command, logs: Arc<LogBook>) -> anyhow::Result<()> {
         Command::Settings(args) => client::settings(args).await,
         Command::Logs(args) => client::logs(args).await,
         Command::Remove(args) => client::remove(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Extreme numbers on the command line are refused by name, never
+    /// carried into a sum that overflows.
+    #[test]
+    fn extreme_durations_and_sizes_on_the_command_line_are_refused_by_name() {
+        let extremes = [
+            "0",
+            "1",
+            "86400",
+            "86401",
+            "4294967295",
+            "4294967296",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "1e308",
+        ];
+        for (flag, command) in [
+            ("--grace-secs", "host"),
+            ("--grace-secs", "up"),
+            ("--max-instances", "host"),
+            ("--max-component-mib", "host"),
+        ] {
+            for value in extremes {
+                let given = format!("{flag}={value}");
+                match Cli::try_parse_from(["weft", command, given.as_str()]) {
+                    Ok(cli) => {
+                        let grace = match cli.command {
+                            Command::Host(args) => args.host.grace_secs,
+                            Command::Up(args) => args.host.grace_secs,
+                            _ => unreachable!("parsed as {command}"),
+                        };
+                        let _ = std::time::Instant::now() + Duration::from_secs(grace);
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        let first = message.lines().next().unwrap_or_default();
+                        assert!(first.contains(flag), "{flag} {value}: {message}");
+                    }
+                }
+            }
+        }
+        assert!(Cli::try_parse_from(["weft", "host", "--grace-secs", "86401"]).is_err());
+        assert!(Cli::try_parse_from(["weft", "host", "--grace-secs", "86400"]).is_ok());
     }
 }

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 use weft_runtime::UsageSnapshot;
+use weft_runtime::broker::StoreHealth;
 
 /// Writes one metric family: its help and type lines, then its samples.
 fn family(
@@ -233,6 +234,26 @@ pub fn render(roles: &[UsageSnapshot]) -> String {
     out
 }
 
+/// The text for each service's embedded queue store: 1 while it writes,
+/// 0 while the disk is full or failing (the service's status says why).
+pub fn render_stores(stores: &[(String, StoreHealth)]) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "weft_store_writable",
+        "gauge",
+        "Whether the service's embedded queue store can write (0: its disk is full or failing; sends answer unavailable until it recovers by itself).",
+        stores.iter().map(|(service, health)| {
+            let writable = matches!(health, StoreHealth::Writable);
+            (
+                format!("service=\"{}\"", escape(service)),
+                if writable { 1.0 } else { 0.0 },
+            )
+        }),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +322,19 @@ mod tests {
                 .count(),
             1
         );
+        let stores = render_stores(&[
+            ("ok".into(), StoreHealth::Writable),
+            (
+                "full".into(),
+                StoreHealth::Failing {
+                    reason: "No space left on device".into(),
+                },
+            ),
+        ]);
+        assert!(stores.contains("# TYPE weft_store_writable gauge\n"));
+        assert!(stores.contains("weft_store_writable{service=\"ok\"} 1\n"));
+        assert!(stores.contains("weft_store_writable{service=\"full\"} 0\n"));
+        let text = text + &stores;
         // Every sample line is NAME{LABELS} VALUE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

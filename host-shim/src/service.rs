@@ -7,7 +7,7 @@ use crate::manifest::{Manifest, Role, RoleKind};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weft_runtime::broker::{BackendKind, EmbeddedBroker, NatsBroker, QueuesConfig};
+use weft_runtime::broker::{BackendKind, EmbeddedBroker, NatsBroker, QueuesConfig, StoreHealth};
 use weft_runtime::config::MIB;
 use weft_runtime::{
     EngineConfig, Grants, KvStore, MemoryBroker, QueueBroker, RoleSpec, Runtime, SandboxLimits,
@@ -62,6 +62,11 @@ impl Backends {
                 })
             }
         }
+    }
+
+    /// Whether the embedded store can write now (`None`: not embedded).
+    pub fn store_health(&self) -> Option<StoreHealth> {
+        self.store.as_ref().map(|store| store.health())
     }
 
     /// Writes what is still pending (settles ride on the next commit) and
@@ -128,13 +133,15 @@ pub fn role_spec(
     backends: &Backends,
 ) -> anyhow::Result<RoleSpec> {
     let scratch_dir = if role.scratch {
-        let dir = folder.join("scratch").join(&manifest.service).join(name);
-        std::fs::create_dir_all(&dir).with_context(|| {
-            format!(
-                "role '{name}': cannot create scratch folder {}",
-                dir.display()
-            )
-        })?;
+        // Private (a guest's files are its own), and each level checked:
+        // whoever could write to one could swap the folder a guest writes to.
+        let scratch = folder.join("scratch");
+        let service = scratch.join(&manifest.service);
+        let dir = service.join(name);
+        for level in [&scratch, &service, &dir] {
+            weft_runtime::private_fs::create_private_dir(level)
+                .with_context(|| format!("role '{name}': cannot make its scratch folder"))?;
+        }
         Some(dir)
     } else {
         None

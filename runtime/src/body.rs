@@ -100,14 +100,19 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
-        if let Some(held) = self.held.as_ref().and_then(Frame::data_ref) {
-            let held = u64::try_from(held.len()).unwrap_or(u64::MAX);
-            hint.set_lower(hint.lower().saturating_add(held));
-            if let Some(upper) = hint.upper() {
-                hint.set_upper(upper.saturating_add(held));
-            }
+        let inner = self.inner.size_hint();
+        let Some(held) = self.held.as_ref().and_then(Frame::data_ref) else {
+            return inner;
+        };
+        // The held frame was taken from `inner`, so it counts on top of what
+        // `inner` still has. A fresh hint, because `SizeHint` refuses (panics
+        // on) a lower bound above the upper one at every step.
+        let held = u64::try_from(held.len()).unwrap_or(u64::MAX);
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(held));
         }
+        hint.set_lower(inner.lower().saturating_add(held));
         hint
     }
 }
@@ -133,6 +138,11 @@ mod tests {
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
             Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            let left = self.0.iter().map(Bytes::len).sum::<usize>();
+            SizeHint::with_exact(u64::try_from(left).unwrap_or(u64::MAX))
         }
     }
 
@@ -177,5 +187,31 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 4 << 20);
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    /// While a frame waits out its pause, the hint still counts it: the
+    /// whole body's length, exact, with the lower bound never above the
+    /// upper (which `SizeHint` panics on).
+    #[tokio::test(start_paused = true)]
+    async fn a_held_frame_counts_in_the_size_hint() {
+        let frames = (0..3).map(|_| Bytes::from(vec![0; 64 * 1024])).collect();
+        let usage = Arc::new(RoleUsage::default());
+        let mut body = MeteredBody::new(
+            Frames(frames),
+            limiter(Some(64 * 1024)),
+            usage,
+            Flow::HttpIn,
+        );
+        assert_eq!(body.size_hint().exact(), Some(3 * 64 * 1024));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // The first frame spends the whole bucket; the second is held.
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        assert!(body.held.is_some(), "the second frame waits");
+        assert_eq!(body.size_hint().exact(), Some(2 * 64 * 1024));
+        assert!(!body.is_end_stream());
     }
 }

@@ -92,10 +92,11 @@ pub struct SandboxLimits {
     pub fuel: u64,
     /// Wall-clock deadline per HTTP request (including streaming the response)
     /// or per received batch, in milliseconds, counting time blocked in host
-    /// calls. Default 30,000.
+    /// calls. Default 30,000; at most a day ([`Self::MAX_DEADLINE_MS`]).
     pub deadline_ms: u64,
     /// The largest HTTP request body a web role accepts, in KiB. Default
-    /// 1,024 (1 MiB); larger bodies get 413 before the guest runs.
+    /// 1,024 (1 MiB); larger bodies get 413 before the guest runs. At most
+    /// 4 GiB.
     pub max_request_body_kib: u64,
     /// Web roles: requests running at once (each in its own sandbox).
     /// Default 256: enough to keep two cores busy through I/O waits, few
@@ -116,6 +117,7 @@ pub struct SandboxLimits {
     /// `stop` hook to return. A worker in the middle of a batch first
     /// finishes it (bounded by `deadline-ms`). Default 10,000: time to
     /// flush and say goodbye, short enough that an upgrade keeps moving.
+    /// At most an hour.
     pub stop_grace_ms: u64,
     /// Web roles: requests one instance may serve, one after another.
     /// Default 1: a fresh instance per request, so no request ever sees what
@@ -127,6 +129,12 @@ pub struct SandboxLimits {
     /// holds over the instance's life. An instance whose request failed is
     /// dropped. At most [`Self::MAX_REQUESTS_PER_INSTANCE`].
     pub requests_per_instance: u32,
+    /// What the role's scratch folder may hold, in MiB: file bytes plus
+    /// 4 KiB per file, folder or link. Default 64: room for working files,
+    /// small enough that a guest cannot fill the host's disk. A write past
+    /// it fails with `insufficient-space` (`ENOSPC`), never a trap. Only
+    /// applies to a role granted `scratch`; at most [`Self::MAX_SCRATCH_MIB`].
+    pub scratch_mib: u64,
 }
 
 impl Default for SandboxLimits {
@@ -141,6 +149,7 @@ impl Default for SandboxLimits {
             role_memory_mib: None,
             stop_grace_ms: 10_000,
             requests_per_instance: 1,
+            scratch_mib: 64,
         }
     }
 }
@@ -149,6 +158,31 @@ impl SandboxLimits {
     /// The most requests one web instance may serve: past a million, an
     /// instance has lived long enough to be replaced.
     pub const MAX_REQUESTS_PER_INSTANCE: u32 = 1_000_000;
+
+    /// The longest `deadline-ms`: a day. Bounded so that every instant it
+    /// is added to stays representable (an overflow would panic the host).
+    pub const MAX_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
+
+    /// The longest `stop-grace-ms`: an hour, past any service manager's
+    /// patience at shutdown.
+    pub const MAX_STOP_GRACE_MS: u64 = 60 * 60 * 1000;
+
+    /// The largest `max-request-body-kib`: 4 GiB.
+    pub const MAX_REQUEST_BODY_KIB: u64 = 4 * 1024 * 1024;
+
+    /// The largest `role-memory-mib`: 4 TiB, far past any host's memory.
+    pub const MAX_ROLE_MEMORY_MIB: u64 = 4 * 1024 * 1024;
+
+    /// The most `max-in-flight` and `max-queued`: a million each.
+    pub const MAX_CONCURRENCY: u32 = 1_000_000;
+
+    /// The largest `scratch-mib`: 1 TiB.
+    pub const MAX_SCRATCH_MIB: u64 = 1024 * 1024;
+
+    /// The scratch folder's quota in bytes.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.scratch_mib.saturating_mul(MIB)
+    }
 
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> u64 {
@@ -190,14 +224,60 @@ impl SandboxLimits {
         if self.fuel == 0 {
             return Err(InvalidSetting("fuel must be at least 1".into()));
         }
-        if self.deadline_ms == 0 {
-            return Err(InvalidSetting("deadline-ms must be at least 1".into()));
+        let within = |field: &str, value: u64, max: u64, unit: &str| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(InvalidSetting(format!(
+                    "{field} must be 1 to {max} ({unit}), not {value}"
+                )))
+            }
+        };
+        within(
+            "deadline-ms",
+            self.deadline_ms,
+            Self::MAX_DEADLINE_MS,
+            "a day",
+        )?;
+        within(
+            "stop-grace-ms",
+            self.stop_grace_ms,
+            Self::MAX_STOP_GRACE_MS,
+            "an hour",
+        )?;
+        within(
+            "max-request-body-kib",
+            self.max_request_body_kib,
+            Self::MAX_REQUEST_BODY_KIB,
+            "4 GiB",
+        )?;
+        let concurrency = u64::from(Self::MAX_CONCURRENCY);
+        within(
+            "max-in-flight",
+            u64::from(self.max_in_flight),
+            concurrency,
+            "a million",
+        )?;
+        if self.max_queued > Self::MAX_CONCURRENCY {
+            return Err(InvalidSetting(format!(
+                "max-queued must be at most {}, not {}",
+                Self::MAX_CONCURRENCY,
+                self.max_queued
+            )));
         }
-        if self.max_in_flight == 0 {
-            return Err(InvalidSetting("max-in-flight must be at least 1".into()));
-        }
-        if self.stop_grace_ms == 0 {
-            return Err(InvalidSetting("stop-grace-ms must be at least 1".into()));
+        within(
+            "scratch-mib",
+            self.scratch_mib,
+            Self::MAX_SCRATCH_MIB,
+            "1 TiB",
+        )?;
+        if let Some(role_mib) = self.role_memory_mib {
+            within(
+                "role-memory-mib",
+                role_mib,
+                Self::MAX_ROLE_MEMORY_MIB,
+                "4 TiB",
+            )?;
         }
         if !(1..=Self::MAX_REQUESTS_PER_INSTANCE).contains(&self.requests_per_instance) {
             return Err(InvalidSetting(format!(
@@ -284,5 +364,55 @@ impl CpuShare {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every duration and size a sandbox takes, fed extreme values: either
+    /// accepted, and then safe to add to an instant, or refused naming it.
+    #[test]
+    fn extreme_limits_are_refused_by_name_or_safe_to_use() {
+        let engine = EngineConfig {
+            max_memory_bytes: 4096 * MIB,
+            ..EngineConfig::default()
+        };
+        let values = [0, 1, u64::from(u32::MAX), i64::MAX.unsigned_abs(), u64::MAX];
+        type Set = fn(&mut SandboxLimits, u64);
+        let fields: [(&str, Set); 6] = [
+            ("deadline-ms", |l, v| l.deadline_ms = v),
+            ("stop-grace-ms", |l, v| l.stop_grace_ms = v),
+            ("max-request-body-kib", |l, v| l.max_request_body_kib = v),
+            ("role-memory-mib", |l, v| l.role_memory_mib = Some(v)),
+            ("max-in-flight", |l, v| {
+                l.max_in_flight = u32::try_from(v).unwrap_or(u32::MAX);
+            }),
+            ("max-queued", |l, v| {
+                l.max_queued = u32::try_from(v).unwrap_or(u32::MAX);
+            }),
+        ];
+        for (name, set) in fields {
+            for value in values {
+                let mut limits = SandboxLimits::default();
+                set(&mut limits, value);
+                match limits.validate(&engine) {
+                    Ok(()) => {
+                        let now = std::time::Instant::now();
+                        let _ = now + limits.deadline() + limits.stop_grace();
+                        let _ = usize::try_from(limits.max_request_body_bytes()).unwrap();
+                    }
+                    Err(e) => assert!(e.to_string().contains(name), "{name}={value}: {e}"),
+                }
+            }
+        }
+        let mut limits = SandboxLimits {
+            deadline_ms: u64::MAX,
+            ..SandboxLimits::default()
+        };
+        assert!(limits.validate(&engine).is_err());
+        limits.deadline_ms = SandboxLimits::MAX_DEADLINE_MS;
+        assert!(limits.validate(&engine).is_ok());
     }
 }

@@ -10,6 +10,15 @@
 //! them, unlike Spin's `self` origin that CVE-2024-32980 abused. The guest
 //! cannot set `Host` either (wasi-http forbids the header), so the request
 //! goes to exactly the origin that was checked.
+//!
+//! Nor does a name reach past its origin: egress resolves it once, refuses
+//! the addresses that are the host's own or its networks' (loopback,
+//! private, link-local, the metadata service: [`address::is_internal`])
+//! unless the allowlist names that address itself, and connects to the
+//! address it checked ([`send`]), so DNS cannot rebind it in between.
+
+mod address;
+mod send;
 
 use crate::body::MeteredBody;
 use crate::rate_limit::{Interface, RoleLimiter};
@@ -17,6 +26,7 @@ use crate::usage::{Flow, RoleUsage};
 use http_body_util::BodyExt;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -90,6 +100,12 @@ impl Origin {
         }
         Self::of(https, authority.host(), authority.port_u16())
     }
+
+    /// The address this origin names, if its host is an IP literal.
+    fn literal(&self) -> Option<IpAddr> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.parse().ok()
+    }
 }
 
 impl fmt::Display for Origin {
@@ -127,6 +143,18 @@ impl EgressAllowlist {
         Origin::of_uri(uri).is_some_and(|origin| self.origins.contains(&origin))
     }
 
+    /// Whether a connection to `address`, resolved from an allowed origin's
+    /// name, may be made: a public address may; one of the host's own or
+    /// its networks' ([`address::is_internal`]) only if some allowed origin
+    /// names that IP literally, on that port.
+    pub fn permits_address(&self, address: SocketAddr) -> bool {
+        !address::is_internal(address.ip())
+            || self
+                .origins
+                .iter()
+                .any(|o| o.port == address.port() && o.literal() == Some(address.ip()))
+    }
+
     /// Whether nothing is allowed.
     pub fn is_empty(&self) -> bool {
         self.origins.is_empty()
@@ -139,7 +167,7 @@ impl EgressAllowlist {
 }
 
 /// The `wasi:http` hooks of a guest: outgoing requests pass the allowlist
-/// and the role's egress limits, then go out with wasi-http's own client.
+/// and the role's egress limits, then go out to a checked address ([`send`]).
 pub(crate) struct EgressHooks {
     pub(crate) allow: Arc<crate::config::Grants>,
     pub(crate) limiter: Arc<RoleLimiter>,
@@ -157,6 +185,7 @@ impl WasiHttpHooks for EgressHooks {
         _fut: SendFuture,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let allowed = self.allow.egress.allows(request.uri());
+        let grants = self.allow.clone();
         let limiter = self.limiter.clone();
         let usage = self.usage.clone();
         let role = self.allow.role.clone();
@@ -172,7 +201,7 @@ impl WasiHttpHooks for EgressHooks {
                 MeteredBody::new(body, limiter.clone(), usage.clone(), Flow::EgressOut)
                     .boxed_unsync()
             });
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let (response, io) = send::send(&grants.egress, request, options).await?;
             let response = response
                 .map(|body| MeteredBody::new(body, limiter, usage, Flow::EgressIn).boxed_unsync());
             Ok((response, Box::new(io) as SendFuture))
@@ -227,5 +256,31 @@ mod tests {
             assert!(!allow.allows(&uri(denied)), "{denied}");
         }
         assert!(!EgressAllowlist::default().allows(&uri("https://api.example.com/")));
+    }
+
+    fn at(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn internal_addresses_pass_only_when_named_literally() {
+        let allow = EgressAllowlist::parse(&[
+            "https://api.example.com",
+            "http://localhost:9000",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8081",
+        ])
+        .unwrap();
+        assert!(allow.permits_address(at("93.184.216.34:443")));
+        // A name is not a grant of the addresses it resolves to.
+        assert!(!allow.permits_address(at("127.0.0.1:9000")));
+        assert!(!allow.permits_address(at("[::1]:9000")));
+        assert!(!allow.permits_address(at("169.254.169.254:80")));
+        assert!(!allow.permits_address(at("10.0.0.1:443")));
+        // An IP literal is, on its own port only.
+        assert!(allow.permits_address(at("127.0.0.1:8080")));
+        assert!(!allow.permits_address(at("127.0.0.1:8081")));
+        assert!(allow.permits_address(at("[::1]:8081")));
+        assert!(!allow.permits_address(at("[::1]:8080")));
     }
 }

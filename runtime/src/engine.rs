@@ -17,6 +17,7 @@ use crate::error::{RuntimeError, one_line};
 use crate::hooks::Hooks;
 use crate::rate_limit::RateLimits;
 use crate::sandbox::GuestState;
+use crate::scratch;
 use crate::tenant::Tenant;
 use crate::usage::UsageSnapshot;
 use crate::vmbus;
@@ -74,10 +75,12 @@ impl Runtime {
         // filesystem and sockets even when unused: link them all so ordinary
         // components instantiate; the WASI context grants none of it.
         wasmtime_wasi::p2::add_to_linker_async(&mut worker_linker).map_err(link_error)?;
+        scratch::add_to_linker(&mut worker_linker).map_err(link_error)?;
         vmbus::add_to_linker(&mut worker_linker).map_err(link_error)?;
 
         let mut web_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut web_linker).map_err(link_error)?;
+        scratch::add_to_linker(&mut web_linker).map_err(link_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut web_linker)
             .map_err(link_error)?;
         vmbus::add_to_linker(&mut web_linker).map_err(link_error)?;

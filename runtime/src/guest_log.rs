@@ -5,6 +5,11 @@
 //! becomes `tracing` events on the `weft::guest` target, so operators filter
 //! and ship it like any other host log. Lines longer than [`MAX_LINE`] bytes
 //! are split, so a guest that never prints a newline cannot grow host memory.
+//!
+//! Each line passes the role's `log` buckets: one operation and its bytes.
+//! A line over the limit is dropped and counted, and so is the rest of the
+//! write it came in, in bulk: a guest flooding newlines then costs the host
+//! a scan of its bytes per write, not an event (nor a bucket check) per line.
 
 use crate::rate_limit::{Interface, RoleLimiter};
 use std::io;
@@ -116,20 +121,19 @@ impl IsTerminal for GuestLog {
 
 impl StdoutStream for GuestLog {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        let log = self.clone();
-        Box::new(LineWriter::new(move |line| log.emit(line)))
+        Box::new(LineWriter::new(self.clone()))
     }
 }
 
-impl GuestLog {
-    fn emit(&self, line: &str) {
+impl LineSink for GuestLog {
+    fn line(&self, line: &str) -> bool {
         let tags = &self.tags;
         let bytes = u64::try_from(line.len())
             .unwrap_or(u64::MAX)
             .saturating_add(1);
         if self.limiter.try_admit(Interface::Log, bytes).is_err() {
             self.dropped.count.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         self.dropped.report();
         tracing::info!(
@@ -140,53 +144,82 @@ impl GuestLog {
             stream = self.stream.name(),
             "{line}"
         );
+        true
+    }
+
+    fn dropped(&self, lines: u64) {
+        self.dropped.count.fetch_add(lines, Ordering::Relaxed);
+        self.limiter.count_refused(Interface::Log, lines);
     }
 }
 
-type Emit = Box<dyn Fn(&str) + Send + Sync>;
+/// Where a [`LineWriter`] sends complete lines.
+trait LineSink: Send + Sync + Unpin {
+    /// Takes one line (without its newline); false if it was refused.
+    fn line(&self, line: &str) -> bool;
+    /// Counts `lines` dropped unread after a refusal.
+    fn dropped(&self, lines: u64);
+}
 
 /// Buffers a partial line until its newline arrives (or it grows too long).
-struct LineWriter {
-    emit: Emit,
+struct LineWriter<S: LineSink> {
+    sink: S,
     pending: Vec<u8>,
 }
 
-impl LineWriter {
-    fn new(emit: impl Fn(&str) + Send + Sync + 'static) -> Self {
+impl<S: LineSink> LineWriter<S> {
+    fn new(sink: S) -> Self {
         Self {
-            emit: Box::new(emit),
+            sink,
             pending: Vec::new(),
         }
     }
 
-    fn flush_line(&mut self) {
+    /// Sends the pending line; whether the sink took it.
+    fn flush_line(&mut self) -> bool {
         let line = std::mem::take(&mut self.pending);
         let line = String::from_utf8_lossy(&line);
-        (self.emit)(line.trim_end_matches('\r'));
+        self.sink.line(line.trim_end_matches('\r'))
     }
 
     fn absorb(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            match bytes.iter().position(|&b| b == b'\n') {
+            let taken = match bytes.iter().position(|&b| b == b'\n') {
                 Some(end) if self.pending.len() + end <= MAX_LINE => {
                     self.pending.extend_from_slice(&bytes[..end]);
-                    self.flush_line();
                     bytes = &bytes[end + 1..];
+                    self.flush_line()
                 }
                 _ => {
                     let take = (MAX_LINE - self.pending.len()).min(bytes.len());
                     self.pending.extend_from_slice(&bytes[..take]);
                     bytes = &bytes[take..];
-                    if self.pending.len() == MAX_LINE {
-                        self.flush_line();
-                    }
+                    self.pending.len() < MAX_LINE || self.flush_line()
                 }
+            };
+            if !taken {
+                bytes = self.drop_whole_lines(bytes);
             }
         }
     }
+
+    /// After a refusal, drops the complete lines left in this write unread
+    /// and counts them (a line over [`MAX_LINE`] counts once): the buckets
+    /// will not refill within one write, and assembling lines only to
+    /// refuse them would cost the host per line what the guest pays per
+    /// byte. Returns the partial line after the last newline.
+    fn drop_whole_lines<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        let Some(last) = bytes.iter().rposition(|&b| b == b'\n') else {
+            return bytes;
+        };
+        let (whole, rest) = bytes.split_at(last + 1);
+        let lines = whole.iter().filter(|&&b| b == b'\n').count();
+        self.sink.dropped(u64::try_from(lines).unwrap_or(u64::MAX));
+        rest
+    }
 }
 
-impl AsyncWrite for LineWriter {
+impl<S: LineSink> AsyncWrite for LineWriter<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
@@ -208,7 +241,7 @@ impl AsyncWrite for LineWriter {
     }
 }
 
-impl Drop for LineWriter {
+impl<S: LineSink> Drop for LineWriter<S> {
     fn drop(&mut self) {
         if !self.pending.is_empty() {
             self.flush_line();
@@ -221,15 +254,47 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    fn lines_of(chunks: &[&[u8]]) -> Vec<String> {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        let mut writer = LineWriter::new(move |line| sink.lock().unwrap().push(line.to_owned()));
+    /// Takes the first `room` lines, then refuses; counts what it was asked.
+    #[derive(Default)]
+    struct Sink {
+        room: usize,
+        taken: Mutex<Vec<String>>,
+        asked: AtomicU64,
+        dropped: AtomicU64,
+    }
+
+    impl LineSink for Arc<Sink> {
+        fn line(&self, line: &str) -> bool {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            let mut taken = self.taken.lock().unwrap();
+            if taken.len() < self.room {
+                taken.push(line.to_owned());
+                true
+            } else {
+                false
+            }
+        }
+
+        fn dropped(&self, lines: u64) {
+            self.dropped.fetch_add(lines, Ordering::Relaxed);
+        }
+    }
+
+    fn sink_after(room: usize, chunks: &[&[u8]]) -> Arc<Sink> {
+        let sink = Arc::new(Sink {
+            room,
+            ..Sink::default()
+        });
+        let mut writer = LineWriter::new(sink.clone());
         for chunk in chunks {
             writer.absorb(chunk);
         }
         drop(writer);
-        Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
+        sink
+    }
+
+    fn lines_of(chunks: &[&[u8]]) -> Vec<String> {
+        sink_after(usize::MAX, chunks).taken.lock().unwrap().clone()
     }
 
     #[test]
@@ -253,5 +318,24 @@ mod tests {
             lines.iter().map(String::len).collect::<Vec<_>>(),
             vec![MAX_LINE, MAX_LINE, 10]
         );
+    }
+
+    #[test]
+    fn a_refused_line_drops_the_rest_of_its_write_unread_and_counted() {
+        // 10,000 bare newlines in one write, then a partial line.
+        let mut flood = vec![b'\n'; 10_000];
+        flood.extend_from_slice(b"tail");
+        let sink = sink_after(3, &[&flood, b" end\n", b"next\n"]);
+        assert_eq!(*sink.taken.lock().unwrap(), vec!["", "", ""]);
+        // The sink was asked about the three it took and the first it
+        // refused; the other 9,996 of that write were dropped in bulk.
+        let asked = sink.asked.load(Ordering::Relaxed);
+        let dropped = sink.dropped.load(Ordering::Relaxed);
+        assert_eq!(dropped, 9_996);
+        // The partial line was kept whole across writes, and each later
+        // write's first line is offered again (and refused).
+        assert_eq!(asked, 4 + 2, "{asked} lines offered");
+        // Every one of the 10,002 lines is accounted for.
+        assert_eq!(3 + (asked - 3) + dropped, 10_002);
     }
 }

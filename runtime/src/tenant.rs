@@ -12,6 +12,7 @@ use crate::cpu::{CpuScheduler, RoleCpu};
 use crate::engine::RoleSpec;
 use crate::memory::RoleMemory;
 use crate::rate_limit::RoleLimiter;
+use crate::scratch::ScratchQuota;
 use crate::usage::{MemoryUsage, RoleUsage, UsageSnapshot};
 use crate::vmbus::VmBusCtx;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub(crate) struct Tenant {
     pub(crate) cpu: Arc<RoleCpu>,
     pub(crate) memory: Arc<RoleMemory>,
     pub(crate) usage: Arc<RoleUsage>,
+    /// The quota on its scratch folder, if it has one.
+    pub(crate) scratch: Option<Arc<ScratchQuota>>,
     /// How often its guests yield, in fuel (the engine's setting).
     pub(crate) fuel_yield_interval: Option<u64>,
 }
@@ -54,6 +57,11 @@ impl Tenant {
             cpu: Arc::new(scheduler.register(spec.cpu, usage.clone())),
             memory: Arc::new(RoleMemory::new(&spec.limits)),
             usage,
+            scratch: spec
+                .grants
+                .scratch_dir
+                .as_ref()
+                .map(|dir| ScratchQuota::of(dir, spec.limits.scratch_bytes())),
             fuel_yield_interval,
             spec,
         }

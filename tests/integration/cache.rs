@@ -73,3 +73,40 @@ async fn a_restarted_host_does_not_recompile() {
         b"not a compiled component"
     );
 }
+
+#[tokio::test]
+async fn an_empty_key_left_by_a_crash_costs_a_recompile_not_a_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let load = |runtime: &Runtime| {
+        let (spec, _) = crate::support::spec("web", &[], &[], SandboxLimits::default());
+        runtime.web_role(Path::new(HELLO_WEB), spec).unwrap()
+    };
+    drop(load(&runtime_with_cache(dir.path())));
+    // What a kill -9 during an in-place write of the key leaves.
+    let key = dir.path().join("key");
+    std::fs::write(&key, b"").unwrap();
+    let second = runtime_with_cache(dir.path());
+    let role = load(&second);
+    assert_eq!(
+        second.cache_stats(),
+        CacheStats {
+            hits: 0,
+            compiles: 1
+        }
+    );
+    assert_serves(&role).await;
+    drop((role, second));
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!((meta.len(), meta.permissions().mode() & 0o777), (32, 0o600));
+    // The new key is kept, and with it the entry made under it.
+    let third = runtime_with_cache(dir.path());
+    drop(load(&third));
+    assert_eq!(
+        third.cache_stats(),
+        CacheStats {
+            hits: 1,
+            compiles: 0
+        }
+    );
+}

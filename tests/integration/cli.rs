@@ -423,3 +423,87 @@ listen = "127.0.0.1:0"
     );
     assert!(dropped(&log) >= 470, "{} dropped", dropped(&log));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_flooding_newlines_is_held_to_its_line_rate_and_a_neighbour_still_lands() {
+    // Both roles keep the default log limits: short lines, far within the
+    // bytes rate, so only the line rate can hold the flood.
+    let (_dir, path) = manifest(&format!(
+        r#"
+[service]
+name = "svc"
+
+[roles.flood]
+kind = "web"
+component = "{PROBE}"
+listen = "127.0.0.1:0"
+
+[roles.quiet]
+kind = "web"
+component = "{PROBE}"
+listen = "127.0.0.1:0"
+"#
+    ));
+    let weft = up(&path);
+    const LINES: usize = 200_000;
+    let started = std::time::Instant::now();
+    let flood = http(
+        "GET",
+        &format!("{}/lines/{LINES}/flood-line", weft.url("flood")),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(flood.body, format!("wrote {LINES} lines"), "{flood:?}");
+    let quiet = http(
+        "GET",
+        &format!("{}/print/quiet-marker", weft.url("quiet")),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(quiet.status, 200);
+    let printed = |log: &str| log.lines().filter(|l| l.contains("flood-line")).count();
+    let dropped = |log: &str, role: &str| -> usize {
+        log.lines()
+            .filter(|l| l.contains("lines dropped") && l.contains(&format!("role={role}")))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("dropped=")?.parse::<usize>().ok())
+            })
+            .sum()
+    };
+    // The loss is reported when the request's sandbox goes away.
+    let log = eventually(
+        Duration::from_secs(30),
+        "every flood line printed or reported dropped, and the quiet line",
+        || {
+            let log = weft.log();
+            async move {
+                (printed(&log) + dropped(&log, "flood") >= LINES && log.contains("quiet-marker"))
+                    .then_some(log)
+            }
+        },
+    )
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    // What the default line bucket allows: its burst, a full bucket, and
+    // its refill over the whole run (the flood began after `started`).
+    let ops = weft_runtime::RateLimits::default()
+        .log
+        .ops
+        .expect("a default line rate");
+    let most = (ops.burst + ops.size) as f64 + ops.size as f64 * elapsed;
+    let lines = printed(&log);
+    assert!(
+        lines as f64 <= most,
+        "{lines} flood lines reached the host log in {elapsed:.2} s; the limit allows {most:.0}"
+    );
+    assert!(
+        lines >= usize::try_from(ops.burst + ops.size).unwrap(),
+        "{lines}: the line bucket's burst got through"
+    );
+    // Every line is accounted for, and the neighbour lost nothing.
+    assert_eq!(lines + dropped(&log, "flood"), LINES);
+    assert_eq!(dropped(&log, "quiet"), 0, "{log}");
+}

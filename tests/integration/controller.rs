@@ -5,7 +5,7 @@
 //! and crash-looping workers.
 
 use crate::hosting::{Host, TOKEN, token_file};
-use crate::support::{eventually, http};
+use crate::support::{eventually, http, http_bytes};
 use std::path::Path;
 use std::time::Duration;
 use weft_test_artifacts::{ROLLOUT_WEB, ROLLOUT_WORKER};
@@ -177,6 +177,41 @@ async fn the_admin_api_needs_a_valid_token_and_refuses_crafted_names() {
     );
     // The token file is not readable through the API, and still intact.
     assert_eq!(std::fs::read_to_string(&host.token_file).unwrap(), TOKEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_over_the_upload_limit_is_refused_with_413() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let host = Host::start_with(
+        &state,
+        &token_file(dir.path()),
+        &["--max-component-mib", "1"],
+    );
+    let digest_of = |bytes: &[u8]| -> String {
+        let hex: String = sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("sha256:{hex}")
+    };
+    let put = |bytes: Vec<u8>| {
+        let url = format!("{}/v1/blobs/{}", host.admin, digest_of(&bytes));
+        async move { http_bytes(Some(TOKEN), "PUT", &url, bytes).await.unwrap() }
+    };
+    let stored = || std::fs::read_dir(state.join("blobs/sha256")).map_or(0, Iterator::count);
+    // One byte over the limit is refused, though its digest is right; so
+    // is a body far past it, answered before it is read.
+    let over = put(vec![1; (1 << 20) + 1]).await;
+    assert_eq!(over.status, 413, "{over:?}");
+    let far_over = put(vec![2; 16 << 20]).await;
+    assert_eq!(far_over.status, 413, "{far_over:?}");
+    assert_eq!(stored(), 0, "nothing over the limit was stored");
+    // At the limit it is taken.
+    let at = put(vec![3; 1 << 20]).await;
+    assert_eq!(at.status, 201, "{at:?}");
+    assert_eq!(stored(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

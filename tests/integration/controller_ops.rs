@@ -2,12 +2,13 @@
 //! blob sweep keeps every component a record or an operation under way
 //! needs, a removal finishes when its client goes away, the instance pool
 //! bounds what services may declare (and an upgrade's manifest replaces
-//! the counts set through the API), and a record that cannot be saved
-//! leaves the service as it was.
+//! the counts and settings set through the API), a record that cannot be
+//! saved leaves the service as it was, and an upgrade still being built
+//! when the host stops is refused, not rolled out.
 
 use crate::controller::service_dir;
 use crate::hosting::{Host, TOKEN, marked_copy, token_file};
-use crate::support::{eventually, http};
+use crate::support::{eventually, http, http_as};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt as _;
@@ -314,4 +315,161 @@ async fn an_operation_whose_record_cannot_be_saved_changes_nothing() {
         read_record(&state, "stubborn")["overrides"]["instances"]["worker"],
         2
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_being_built_when_its_service_begins_to_stop_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // A compiled-component cache of its own, empty: the upgrade's build
+    // compiles (for a good part of a second), whatever ran before.
+    let cache = dir.path().join("cache");
+    let tokens = token_file(dir.path());
+    let weft = crate::support::Weft::start(&[
+        "host",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--token-file",
+        tokens.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--grace-secs",
+        "10",
+    ])
+    .unwrap();
+    let admin = weft
+        .admin
+        .clone()
+        .expect("the host announces its admin address");
+    let mut host = Host {
+        weft,
+        token_file: tokens,
+        admin,
+    };
+    let folder = dir.path().join("svc");
+    service_dir(&folder, "late", ROLLOUT_WEB, ROLLOUT_WORKER, 1);
+    let (ok, stdout, stderr) = host.cli(&["deploy", "--no-build", folder.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    let url = host.url("late", "web").await;
+    // New components for both roles: compiling them is the build the stop
+    // lands in.
+    let web = host
+        .put_blob(&marked_copy(ROLLOUT_WEB, dir.path(), "late"))
+        .await;
+    let worker = host
+        .put_blob(&marked_copy(ROLLOUT_WORKER, dir.path(), "late"))
+        .await;
+    let mut source = read_record(&state, "late")["source"].clone();
+    source["components"]["web"] = web.into();
+    source["components"]["worker"] = worker.into();
+    // A request in flight keeps the stopping host up (it drains) until the
+    // build is done and answered.
+    let in_flight = {
+        let url = format!("{url}/sleep/8000");
+        tokio::spawn(async move { http("GET", &url, "").await })
+    };
+    let upgrade = {
+        let url = format!("{}/v1/services/late/upgrade", host.admin);
+        tokio::spawn(async move { http_as(Some(TOKEN), "POST", &url, &source.to_string()).await })
+    };
+    // The upgrade holds the service from before its build: a settings
+    // change meanwhile is turned away (409) before it looks at its role
+    // (404). Then the host is told to stop.
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = host
+            .api(
+                "PUT",
+                "/v1/services/late/roles/nope/settings",
+                r#"{"settings":{}}"#,
+            )
+            .await;
+        if probe.status == 409 {
+            break;
+        }
+        assert_eq!(probe.status, 404, "{probe:?}");
+        assert!(!upgrade.is_finished(), "the upgrade ended before the stop");
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the upgrade never began"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let pid = libc::pid_t::try_from(host.weft.pid()).unwrap();
+    // SAFETY: kill(2) on the child this test started and still owns.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    // Refused whether the stop cut the build short or the build ended
+    // first and found its service stopping; either way, never rolled out.
+    let refused = upgrade.await.unwrap().unwrap();
+    assert_eq!(refused.status, 503, "{refused:?}\n{}", host.weft.log());
+    assert!(
+        refused.body.contains("'late' is stopping") || refused.body.contains("shutting down"),
+        "{refused:?}"
+    );
+    let drained = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        (drained.status, drained.body.as_str()),
+        (200, "slept version=1")
+    );
+    eventually(Duration::from_secs(30), "the host to exit", || {
+        let running = host.weft.child_running();
+        async move { (!running).then_some(()) }
+    })
+    .await;
+    // Nothing was rolled out: the record is still generation 1, and no
+    // version 2 instance started.
+    assert_eq!(read_record(&state, "late")["generation"], 1);
+    let log = host.weft.log();
+    assert!(!log.contains("generation 2"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_replaces_the_settings_changed_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let host = Host::start(&state, &token_file(dir.path()));
+    let folder = dir.path().join("svc");
+    service_dir(&folder, "tuned", ROLLOUT_WEB, ROLLOUT_WORKER, 1);
+    let (ok, stdout, stderr) = host.cli(&["deploy", "--no-build", folder.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    let url = host.url("tuned", "web").await;
+    let version = || async {
+        let reply = http("GET", &format!("{url}/"), "").await.unwrap();
+        assert_eq!(reply.status, 200, "{reply:?}");
+        reply.body
+    };
+    // Settings changed through the API, for both roles.
+    for (role, value) in [("web", "api"), ("worker", "api")] {
+        let (ok, stdout, stderr) = host.cli(&["settings", role, &format!("version={value}")]);
+        assert!(ok, "{stdout}{stderr}");
+    }
+    assert_eq!(version().await, "version=api");
+    let status = host.service("tuned").await;
+    assert_eq!(status["roles"][0]["settings"]["version"], "api", "{status}");
+    assert_eq!(status["roles"][1]["settings"]["version"], "api", "{status}");
+    assert!(
+        read_record(&state, "tuned")["overrides"]
+            .to_string()
+            .contains("api")
+    );
+
+    // An upgrade to a manifest setting version 2: its settings replace
+    // those, and its record keeps no override.
+    let text = std::fs::read_to_string(folder.join("weft.toml"))
+        .unwrap()
+        .replace("version = \"1\"", "version = \"2\"");
+    std::fs::write(folder.join("weft.toml"), text).unwrap();
+    let (ok, stdout, stderr) = host.cli(&["upgrade", "--no-build", folder.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("upgrade to generation 4 done"), "{stdout}");
+    for _ in 0..10 {
+        assert_eq!(version().await, "version=2");
+    }
+    let status = host.service("tuned").await;
+    assert_eq!(status["roles"][0]["settings"]["version"], "2", "{status}");
+    assert_eq!(status["roles"][1]["settings"]["version"], "2", "{status}");
+    let record = read_record(&state, "tuned");
+    assert!(!record["overrides"].to_string().contains("api"), "{record}");
 }

@@ -6,6 +6,7 @@
 
 use crate::ledger::{self, Dice, Sent};
 use crate::support::{Weft, cache_dir, eventually, http, runtime, weft_command};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,8 +45,18 @@ async fn nothing_acknowledged_is_lost_when_the_host_is_killed_repeatedly() {
     );
     let sent = Arc::new(Mutex::new(Sent::default()));
     let mut dice = Dice::new();
+    // Each delivery on record, with the life that first recorded it.
+    let mut lives: BTreeMap<String, (u32, ledger::Delivery)> = BTreeMap::new();
+    let mut note = |life: u32, deliveries: Vec<ledger::Delivery>| {
+        for delivery in deliveries {
+            lives
+                .entry(delivery.key.clone())
+                .or_insert((life, delivery));
+        }
+    };
     for life in 0..KILLS {
         let weft = Weft::start(&up_args(&manifest, &state, &cache)).unwrap();
+        let before = sent.lock().unwrap().acknowledged.len();
         let stop = Arc::new(AtomicBool::new(false));
         let load = tokio::spawn(ledger::load(
             weft.url("web"),
@@ -53,11 +64,28 @@ async fn nothing_acknowledged_is_lost_when_the_host_is_killed_repeatedly() {
             stop.clone(),
             10,
         ));
-        // Killed at a random moment of steady sending and receiving.
+        // Killed at a random moment of steady sending and receiving, once
+        // this life's sends are being acknowledged.
+        eventually(Duration::from_secs(60), "a send to be acknowledged", || {
+            let sent = sent.clone();
+            async move { (sent.lock().unwrap().acknowledged.len() > before).then_some(()) }
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(dice.between(200, 1500))).await;
         drop(weft); // SIGKILL, then reaped
         stop.store(true, Ordering::Relaxed);
         load.await.unwrap();
+        // Note what this life's workers recorded, from a copy of the store
+        // as the kill left it: the next life must recover the file itself.
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            Path::new(&state).join("queues.redb"),
+            copy.path().join("queues.redb"),
+        )
+        .unwrap();
+        let store = EmbeddedBroker::open(copy.path(), QueueSettings::default()).unwrap();
+        note(life, ledger::deliveries(&store, "ledger/ledger").await);
+        drop(store);
         eprintln!(
             "life {life}: {} acknowledged so far",
             sent.lock().unwrap().acknowledged.len()
@@ -74,6 +102,7 @@ async fn nothing_acknowledged_is_lost_when_the_host_is_killed_repeatedly() {
     assert!(weft.terminate().unwrap().success(), "{}", weft.log());
 
     let store = EmbeddedBroker::open(Path::new(&state), QueueSettings::default()).unwrap();
+    note(KILLS, ledger::deliveries(&store, "ledger/ledger").await);
     let sent = std::mem::take(&mut *sent.lock().unwrap());
     let report = ledger::check(&store, "ledger/ledger", &sent).await;
     eprintln!(
@@ -90,6 +119,38 @@ async fn nothing_acknowledged_is_lost_when_the_host_is_killed_repeatedly() {
         sent.acknowledged.len() >= usize::try_from(KILLS).unwrap(),
         "too little load to mean anything"
     );
+
+    // Every message is done and its deliveries have rising dequeue counts,
+    // so a message's last delivery is the one that completed it: count, per
+    // life, the messages completed in it.
+    let mut last: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+    let mut first_life: BTreeMap<&str, u32> = BTreeMap::new();
+    for (life, delivery) in lives.values() {
+        let entry = last
+            .entry(&delivery.body)
+            .or_insert((delivery.count, *life));
+        if delivery.count > entry.0 {
+            *entry = (delivery.count, *life);
+        }
+        let first = first_life.entry(&delivery.body).or_insert(*life);
+        *first = (*first).min(*life);
+    }
+    let mut completed = vec![0usize; usize::try_from(KILLS).unwrap() + 1];
+    for (_, life) in last.values() {
+        completed[usize::try_from(*life).unwrap()] += 1;
+    }
+    // Messages delivered in one life and again in a later one: leased (or
+    // done but not yet settled) when the host was killed, and back after
+    // the restart.
+    let came_back = lives
+        .values()
+        .filter(|(life, delivery)| first_life[delivery.body.as_str()] < *life)
+        .count();
+    eprintln!("completed per life: {completed:?}; delivered again after a kill: {came_back}");
+    for (life, done) in completed.iter().take(completed.len() - 1).enumerate() {
+        assert!(*done > 0, "life {life} completed nothing before its kill");
+    }
+    assert!(came_back > 0, "no kill caught a message in flight");
 }
 
 /// Runs weft to completion and returns (success, stderr).

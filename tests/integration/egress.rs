@@ -186,3 +186,32 @@ async fn outgoing_requests_are_held_to_the_egress_rate() {
         (ok as u64, limited as u64)
     );
 }
+
+/// A name is not a grant of the addresses it resolves to: an allowlisted
+/// `localhost` origin (which resolves to loopback, as a rebound name
+/// would) is refused before any connection, while the same listener named
+/// by its IP literal is reached (and then by the name too: the allowlist
+/// names that address).
+#[tokio::test]
+async fn an_allowed_name_resolving_to_loopback_is_refused() {
+    let upstream = Upstream::start().await;
+    let by_name = format!("http://localhost:{}", upstream.addr.port());
+    let role_by_name = role(std::slice::from_ref(&by_name), None, 100);
+    let refused = fetch(&role_by_name, &format!("{by_name}/x")).await;
+    assert!(refused.starts_with("error:"), "{refused}");
+    assert!(
+        !refused.to_lowercase().contains("denied"),
+        "refused for its address, not its origin: {refused}"
+    );
+    assert_eq!(upstream.connections(), 0, "nothing reached the listener");
+    let role_literal = role(&[by_name.clone(), upstream.origin()], None, 100);
+    assert_eq!(
+        fetch(&role_literal, &format!("{}/x", upstream.origin())).await,
+        "status 200"
+    );
+    assert_eq!(
+        fetch(&role_literal, &format!("{by_name}/x")).await,
+        "status 200"
+    );
+    assert_eq!(upstream.connections(), 2);
+}

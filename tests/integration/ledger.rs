@@ -69,9 +69,18 @@ pub struct Report {
     pub delivered: usize,
 }
 
-/// Reads the ledger from `kv` (bucket `bucket`) and checks it against `sent`.
-pub async fn check(kv: &dyn KvStore, bucket: &str, sent: &Sent) -> Report {
-    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+/// One delivery on record: its key (unique per delivery), body and dequeue
+/// count.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Delivery {
+    pub key: String,
+    pub body: String,
+    pub count: u32,
+}
+
+/// Every delivery the ledger in `kv` (bucket `bucket`) records.
+pub async fn deliveries(kv: &dyn KvStore, bucket: &str) -> Vec<Delivery> {
+    let mut all = Vec::new();
     let mut cursor = None;
     loop {
         let page = kv.list_keys(bucket, cursor).await.unwrap();
@@ -81,15 +90,28 @@ pub async fn check(kv: &dyn KvStore, bucket: &str, sent: &Sent) -> Report {
             else {
                 continue;
             };
-            deliveries
-                .entry(body.to_owned())
-                .or_default()
-                .push(count.parse().unwrap());
+            all.push(Delivery {
+                body: body.to_owned(),
+                count: count.parse().unwrap(),
+                key,
+            });
         }
         match page.cursor {
             Some(next) => cursor = Some(next),
             None => break,
         }
+    }
+    all
+}
+
+/// Reads the ledger from `kv` (bucket `bucket`) and checks it against `sent`.
+pub async fn check(kv: &dyn KvStore, bucket: &str, sent: &Sent) -> Report {
+    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for delivery in self::deliveries(kv, bucket).await {
+        deliveries
+            .entry(delivery.body)
+            .or_default()
+            .push(delivery.count);
     }
     let mut report = Report {
         lost: Vec::new(),

@@ -5,20 +5,26 @@
 
 mod cache;
 mod cli;
+mod client_token;
 mod controller;
 mod controller_ops;
 mod durable;
 mod egress;
 mod fairness;
+mod flood;
+mod full_disk;
 mod hosting;
 mod ledger;
 mod lifecycle;
 mod nats;
 mod operators;
+mod private_state;
 mod rate;
+mod restore;
 mod reuse;
 mod rollout;
 mod sandbox;
+mod scratch_quota;
 mod support;
 mod usage;
 mod worker;

@@ -168,11 +168,16 @@ async fn hosts_sharing_nats_lose_nothing_when_a_worker_host_is_killed_mid_batch(
     )
     .await;
     drop(worker_b);
+    // What was on record at the kill: with both hosts alive, nothing was
+    // delivered twice (each host holds its leases as long as it works on
+    // them), so every later redelivery is a message B held when it died.
+    let at_kill = ledger::deliveries(&nats, "ledger/ledger").await;
     let report = until_all_delivered(&nats, &sent).await;
     eventually(Duration::from_secs(30), "the queue to be empty", || async {
         (nats.len("ledger/jobs").await.ok()? == 0).then_some(())
     })
     .await;
+    let after = ledger::deliveries(&nats, "ledger/ledger").await;
     eprintln!(
         "acknowledged={} delivered={} duplicates={}",
         sent.acknowledged.len(),
@@ -180,6 +185,23 @@ async fn hosts_sharing_nats_lose_nothing_when_a_worker_host_is_killed_mid_batch(
         report.duplicates
     );
     ledger::assert_sound(&report);
+    let again_before_kill: Vec<_> = at_kill.iter().filter(|d| d.count > 1).collect();
+    assert!(
+        again_before_kill.is_empty(),
+        "redelivered while both hosts lived: {again_before_kill:?}"
+    );
+    // B held leases when it was killed (its batch in progress), and each
+    // came back to C with a higher dequeue count.
+    let held: std::collections::BTreeSet<&str> = after
+        .iter()
+        .filter(|d| d.count > 1)
+        .map(|d| d.body.as_str())
+        .collect();
+    eprintln!(
+        "held by the killed host and delivered again: {}",
+        held.len()
+    );
+    assert!(!held.is_empty(), "the killed host held no message");
     drop((web, worker_c));
 }
 

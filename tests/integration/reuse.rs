@@ -5,13 +5,18 @@
 //!
 //! The probe's `GET /visit/{token}` keeps a count and the last token in
 //! the instance's memory: `visits=1 last=-` means a fresh instance.
+//!
+//! A reusing role that takes no more requests frees its idle instances at
+//! once, so a shutdown or an upgrade never waits out the grace period for
+//! sandboxes that serve nothing.
 
-use crate::support::{cache_dir, call, http, runtime, spec, up, web_role};
+use crate::hosting::{Host, token_file};
+use crate::support::{Weft, cache_dir, call, eventually, http, runtime, spec, up, web_role};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weft_runtime::{CpuShare, EngineConfig, Runtime, SandboxLimits, WebRole};
-use weft_test_artifacts::PROBE;
+use weft_test_artifacts::{PROBE, ROLLOUT_WEB};
 
 fn reusing(requests_per_instance: u32) -> SandboxLimits {
     SandboxLimits {
@@ -213,11 +218,22 @@ async fn reused_instances_share_the_cpu_fairly_with_fresh_ones() {
     for (role, count) in [(&a, 6), (&b, 2)] {
         for _ in 0..count {
             let (role, stop) = (role.clone(), stop.clone());
-            loops.push(tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    assert_eq!(call(&role, "GET", "/burn/20", "").await.status, 200);
-                }
-            }));
+            // Each loop also visits after every burn; it returns how many
+            // of its visits found an instance that had served one before.
+            loops.push((
+                role.clone(),
+                tokio::spawn(async move {
+                    let (mut visits, mut reused) = (0u64, 0u64);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        assert_eq!(call(&role, "GET", "/burn/20", "").await.status, 200);
+                        visits += 1;
+                        if visit(&role, "x").await != "visits=1 last=-" {
+                            reused += 1;
+                        }
+                    }
+                    (visits, reused)
+                }),
+            ));
         }
     }
     let fuel = |role: &WebRole| role.usage().counters.fuel_used;
@@ -226,9 +242,22 @@ async fn reused_instances_share_the_cpu_fairly_with_fresh_ones() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = (fuel(&a), fuel(&b));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for task in loops {
-        task.await.unwrap();
+    let (mut a_visits, mut a_reused, mut b_reused) = (0, 0, 0);
+    for (role, task) in loops {
+        let (visits, reused) = task.await.unwrap();
+        if Arc::ptr_eq(&role, &a) {
+            (a_visits, a_reused) = (a_visits + visits, a_reused + reused);
+        } else {
+            b_reused += reused;
+        }
     }
+    // A's instances were reused (most visits found one that had served
+    // before), B's never: the fuel compared is that of reused instances.
+    assert!(
+        a_reused * 2 > a_visits,
+        "only {a_reused} of A's {a_visits} visits found a reused instance"
+    );
+    assert_eq!(b_reused, 0, "B's instances are fresh");
     #[allow(clippy::cast_precision_loss)]
     let ratio = (end.0 - start.0) as f64 / (end.1 - start.1).max(1) as f64;
     eprintln!("reusing : fresh fuel = {ratio:.3}");
@@ -259,4 +288,183 @@ async fn weft_up_reuses_instances_when_the_manifest_asks() {
     assert_eq!(get(weft.url("web"), "b").await, "visits=2 last=a");
     assert_eq!(get(weft.url("plain"), "c").await, "visits=1 last=-");
     assert_eq!(get(weft.url("plain"), "d").await, "visits=1 last=-");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_idle_instances_are_freed_and_a_busy_one_finishes_its_request() {
+    let role = Arc::new(web_role(PROBE, reusing(10)));
+    let live = |role: &WebRole| role.usage().counters.instances_live;
+    // One instance busy, another idle beside it.
+    let busy = {
+        let role = role.clone();
+        tokio::spawn(async move { call(&role, "GET", "/sleep/500", "").await })
+    };
+    eventually(Duration::from_secs(10), "the slow request to start", || {
+        let started = live(&role) == 1;
+        async move { started.then_some(()) }
+    })
+    .await;
+    assert_eq!(visit(&role, "a").await, "visits=1 last=-");
+    assert_eq!(live(&role), 2);
+    // Released: the idle one is freed at once, the busy one goes on.
+    assert_eq!(role.release_idle(), 1);
+    assert_eq!(live(&role), 1);
+    let reply = busy.await.unwrap();
+    assert_eq!(
+        (reply.status, reply.body.trim()),
+        (200, "slept"),
+        "{reply:?}"
+    );
+    // Done, it is dropped rather than kept.
+    eventually(Duration::from_secs(10), "the busy instance to go", || {
+        let gone = live(&role) == 0;
+        async move { gone.then_some(()) }
+    })
+    .await;
+    // Requests still served run in fresh instances, none kept.
+    assert_eq!(visit(&role, "b").await, "visits=1 last=-");
+    assert_eq!(live(&role), 0);
+}
+
+/// A `weft up` manifest: one web role of the rollout guest that reuses its
+/// instances, with a health path and lifecycle hooks.
+fn reusing_service(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("weft.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[service]
+name = "reuse-drain"
+upgrade-domains = 1
+upgrade-settle-ms = 100
+
+[roles.web]
+kind = "web"
+component = "{ROLLOUT_WEB}"
+listen = "127.0.0.1:0"
+health = "/health"
+[roles.web.limits]
+requests-per-instance = 10
+[roles.web.settings]
+version = "1"
+healthy = "true"
+start = "ok"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `weft up` on `manifest` with a grace period of `grace`.
+fn up_with_grace(manifest: &Path, grace: Duration) -> Weft {
+    let cache = cache_dir().display().to_string();
+    let state = manifest.with_file_name("state");
+    let grace = grace.as_secs().to_string();
+    Weft::start(&[
+        "up",
+        "--no-build",
+        "--cache-dir",
+        &cache,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--grace-secs",
+        &grace,
+        manifest.to_str().unwrap(),
+    ])
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reusing_web_role_stops_without_waiting_its_grace() {
+    let grace = Duration::from_secs(8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut weft = up_with_grace(&reusing_service(dir.path()), grace);
+    let url = weft.url("web");
+    let reply = http("GET", &format!("{url}/"), "").await.unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, "version=1"));
+    // A request in flight at the signal is still answered, on the
+    // instance the first request left idle.
+    let slow = tokio::spawn(async move { http("GET", &format!("{url}/sleep/500"), "").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    let status = tokio::task::block_in_place(|| weft.terminate()).unwrap();
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(
+        (slow.status, slow.body.as_str()),
+        (200, "slept version=1"),
+        "{slow:?}"
+    );
+    // The drain ended with the request, not at the grace; the stop hook ran.
+    assert!(
+        took < grace / 4,
+        "stopped after {took:?}, with a grace of {grace:?}"
+    );
+    let log = weft.log();
+    assert!(log.contains("rollout-web: stop version=1"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_of_a_reusing_web_role_retires_the_old_version_without_waiting_its_grace() {
+    // Hosts in these tests have a grace of 10 s.
+    let grace = Duration::from_secs(10);
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(&dir.path().join("state"), &token_file(dir.path()));
+    let v1 = dir.path().join("v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    let manifest = reusing_service(&v1);
+    let (ok, stdout, stderr) = host.cli(&["deploy", "--no-build", v1.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    let url = host.url("reuse-drain", "web").await;
+    for _ in 0..3 {
+        let reply = http("GET", &format!("{url}/"), "").await.unwrap();
+        assert_eq!((reply.status, reply.body.as_str()), (200, "version=1"));
+    }
+    // A request the old version is still serving when the upgrade ends.
+    let slow_url = format!("{url}/sleep/4000");
+    let slow = tokio::spawn(async move {
+        let reply = http("GET", &slow_url, "").await;
+        (reply, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let v2 = dir.path().join("v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("version = \"1\"", "version = \"2\"");
+    std::fs::write(v2.join("weft.toml"), text).unwrap();
+    let (ok, stdout, stderr) =
+        tokio::task::block_in_place(|| host.cli(&["upgrade", "--no-build", v2.to_str().unwrap()]));
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("upgrade to generation 2 done"), "{stdout}");
+    let upgraded = Instant::now();
+    let reply = http("GET", &format!("{url}/"), "").await.unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, "version=2"));
+
+    let (slow, answered) = slow.await.unwrap();
+    let slow = slow.unwrap();
+    assert_eq!(
+        (slow.status, slow.body.as_str()),
+        (200, "slept version=1"),
+        "{slow:?}"
+    );
+    assert!(
+        answered > upgraded,
+        "the slow request was still in flight when the old version was retired"
+    );
+    // The old version stops once that request is done, not at the grace.
+    let stopped = eventually(grace, "the old version to stop", || {
+        let stopped = host.weft.log().contains("rollout-web: stop version=1");
+        async move { stopped.then(Instant::now) }
+    })
+    .await;
+    let took = stopped.saturating_duration_since(answered);
+    assert!(
+        took < grace / 4,
+        "stopped {took:?} after its last request, with a grace of {grace:?}"
+    );
 }

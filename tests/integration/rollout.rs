@@ -376,3 +376,60 @@ async fn an_upgrade_that_changes_the_domains_splits_every_role_and_a_rollback_re
     assert_eq!(domains(&status, 0), [0, 1, 2], "{status}");
     assert_eq!(domains(&status, 1), [0, 1, 2], "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_right_after_an_upgrade_waits_for_the_retired_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut host = Host::start(&state, &token_file(dir.path()));
+    let folder = dir.path().join("svc");
+    service_dir(&folder, "parting", ROLLOUT_WEB, ROLLOUT_WORKER, 1);
+    let (ok, stdout, stderr) = host.cli(&["deploy", "--no-build", folder.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    let url = host.url("parting", "web").await;
+    // A request on version 1 that outlasts the upgrade: the retired
+    // version is still draining when the host is told to stop.
+    let in_flight = {
+        let url = format!("{url}/sleep/6000");
+        tokio::spawn(async move { http("GET", &url, "").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let manifest = folder.join("weft.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("version = \"1\"", "version = \"2\"");
+    std::fs::write(&manifest, text).unwrap();
+    let (ok, stdout, stderr) = host.cli(&["upgrade", "--no-build", folder.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("upgrade to generation 2 done"), "{stdout}");
+    assert!(
+        !in_flight.is_finished(),
+        "the request ended before the stop"
+    );
+    assert!(!host.weft.log().contains("rollout-web: stop version=1"));
+    let exit = host.weft.terminate().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    // The stop waited for the retired version: its request finished, then
+    // its stop hook ran; the current version stopped too.
+    let drained = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        (drained.status, drained.body.as_str()),
+        (200, "slept version=1")
+    );
+    // (The log is read from the pipe the exited host wrote it to.)
+    let log = crate::support::eventually(Duration::from_secs(5), "the whole log", || {
+        let log = host.weft.log();
+        async move { log.contains("rollout-web: stop version=2").then_some(log) }
+    })
+    .await;
+    assert_eq!(
+        log.matches("rollout-web: stop version=1").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("rollout-web: stop version=2").count(),
+        1,
+        "{log}"
+    );
+}

@@ -204,6 +204,19 @@ impl Weft {
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut command = weft_command();
         command.envs(env.iter().copied());
+        Self::spawn(command, args)
+    }
+
+    /// [`Weft::start`] run by `wrapper`, a command that execs the rest of
+    /// its arguments (`prlimit --nofile=512:512 --`, say).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> anyhow::Result<Self> {
+        let (program, wrapper_args) = wrapper.split_first().context("an empty wrapper")?;
+        let mut command = Command::new(program);
+        command.args(wrapper_args).arg(env!("CARGO_BIN_EXE_weft"));
+        Self::spawn(command, args)
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> anyhow::Result<Self> {
         command.args(args);
         let runs = matches!(args.first(), Some(&"up" | &"serve" | &"host"));
         if runs && !args.contains(&"--admin-addr") {

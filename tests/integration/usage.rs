@@ -66,8 +66,12 @@ fn probe_manifest(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 
 #[tokio::test]
 async fn metrics_report_each_roles_usage() {
-    let (_dir, path) =
-        probe_manifest("[roles.web.cpu]\nweight = 250\n[roles.web.limits]\nfuel = 200000000\n");
+    // A role memory cap, a CPU quota the spin below runs into, and a queue
+    // bucket of two sends that waits at most 10 ms: every family has
+    // something to show.
+    let (_dir, path) = probe_manifest(
+        "[roles.web.cpu]\nweight = 250\nmax-fuel-per-sec = 100000000\n[roles.web.limits]\nfuel = 200000000\nrole-memory-mib = 512\n[roles.web.rate-limits]\nmax-wait-ms = 10\n[roles.web.rate-limits.queue]\nops = { size = 2, refill-ms = 60000 }\n",
+    );
     let weft = up(&path);
     let base = weft.url("web");
     assert_eq!(
@@ -84,8 +88,19 @@ async fn metrics_report_each_roles_usage() {
             .status,
         500
     );
+    let flood = http("POST", &format!("{base}/flood/jobs?n=5"), "x")
+        .await
+        .unwrap();
+    assert_eq!(flood.body.trim(), "sent=2 limited=3 other=0", "{flood:?}");
     let admin = weft.admin.clone().expect("weft printed its admin address");
-    let metrics = http("GET", &format!("{admin}/metrics"), "").await.unwrap();
+    let labels = "service=\"usage\",role=\"web\",kind=\"web\"";
+    // A sandbox gives its memory back just after its response is out.
+    let idle = format!("weft_role_instances{{{labels}}} 0\n");
+    let metrics = eventually(Duration::from_secs(10), "no sandbox alive", || async {
+        let metrics = http("GET", &format!("{admin}/metrics"), "").await.unwrap();
+        metrics.body.contains(&idle).then_some(metrics)
+    })
+    .await;
     assert_eq!(metrics.status, 200);
     assert!(
         metrics.headers["content-type"]
@@ -93,7 +108,6 @@ async fn metrics_report_each_roles_usage() {
             .unwrap()
             .starts_with("text/plain; version=0.0.4")
     );
-    let labels = "service=\"usage\",role=\"web\",kind=\"web\"";
     let value = |name: &str, extra: &str| -> f64 {
         let prefix = format!("{name}{{{labels}{extra}}} ");
         metrics
@@ -104,12 +118,65 @@ async fn metrics_report_each_roles_usage() {
             .parse()
             .unwrap()
     };
-    assert!(value("weft_role_fuel_used_total", "") > 1e6);
+    assert!(value("weft_role_fuel_used_total", "") > 2e8);
     assert_eq!(value("weft_role_cpu_weight", ""), 250.0);
-    assert_eq!(value("weft_role_invocations_total", ""), 2.0);
+    // The lone role burnt all the host's fuel in the last window, or none
+    // if the window closed after the spin.
+    let share = value("weft_role_cpu_share", "");
+    assert!((0.0..=1.0).contains(&share), "{share}");
+    assert_eq!(value("weft_role_invocations_total", ""), 3.0);
     assert_eq!(value("weft_role_failures_total", ",failure=\"fuel\""), 1.0);
     assert!(value("weft_role_http_body_bytes_total", ",direction=\"out\"") > 0.0);
-    assert!(value("weft_role_instance_memory_high_water_bytes", "") > 0.0);
+    // The spin burnt 200 million fuel against a quota of 100 million a
+    // second: it was held back for most of those two seconds.
+    let throttled = value("weft_role_throttled_seconds_total", "");
+    assert!((0.1..10.0).contains(&throttled), "{throttled}");
+    // A lone role never waits for a slot.
+    assert_eq!(value("weft_role_parked_seconds_total", ""), 0.0);
+    // No request is in flight, and none is kept for reuse.
+    assert_eq!(value("weft_role_instances", ""), 0.0);
+    assert_eq!(value("weft_role_memory_bytes", ""), 0.0);
+    let instance_high = value("weft_role_instance_memory_high_water_bytes", "");
+    assert!(instance_high > 0.0);
+    assert!(value("weft_role_memory_high_water_bytes", "") >= instance_high);
+    assert_eq!(
+        value("weft_role_instance_memory_cap_bytes", ""),
+        f64::from(128u32 << 20),
+        "the default memory-mib"
+    );
+    assert_eq!(
+        value("weft_role_memory_cap_bytes", ""),
+        f64::from(512u32 << 20)
+    );
+    // The flood: two sends of one byte admitted, three refused (their
+    // token was a minute away: past the 10 ms they may wait).
+    let queue = ",interface=\"queue\"";
+    assert_eq!(value("weft_role_calls_total", queue), 2.0);
+    assert_eq!(value("weft_role_calls_rate_limited_total", queue), 3.0);
+    assert_eq!(value("weft_role_call_bytes_total", queue), 2.0);
+    let waited = value("weft_role_call_wait_seconds_total", queue);
+    assert!((0.0..0.5).contains(&waited), "{waited}");
+    assert_eq!(value("weft_role_calls_total", ",interface=\"http\""), 3.0);
+    // Every weft_role_ family has this role's series, and every sample is
+    // a number no counter or gauge here can be below.
+    for family in metrics
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE weft_role_"))
+    {
+        let name = family.split_whitespace().next().unwrap();
+        let series = format!("weft_role_{name}{{{labels}");
+        assert!(
+            metrics.body.lines().any(|l| l.starts_with(&series)),
+            "no {series} in\n{}",
+            metrics.body
+        );
+    }
+    for line in metrics.body.lines().filter(|l| !l.starts_with('#')) {
+        let (_, number) = line.rsplit_once(' ').unwrap();
+        let number: f64 = number.parse().unwrap();
+        assert!(number.is_finite() && number >= 0.0, "{line}");
+    }
     let missing = http("GET", &format!("{admin}/nope"), "").await.unwrap();
     assert_eq!(missing.status, 404);
 }

@@ -290,6 +290,46 @@ async fn burn_calibration_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_receive_refills_no_fuel() {
+    // A worker holding nothing that burns between empty receives: only a
+    // delivered batch brings fuel, so one budget is all it gets. By the
+    // calibration above two burns take more than two thirds of the budget,
+    // so a third round never ends; refilled at each empty receive, it would
+    // go on for ever.
+    let broker = Arc::new(MemoryBroker::default());
+    let limits = SandboxLimits {
+        fuel: BURN_BUDGET,
+        deadline_ms: 60_000,
+        ..SandboxLimits::default()
+    };
+    let (mut spec, _) = spec_on(broker.clone(), "worker", &["tasks"], &["results"], limits);
+    spec.grants
+        .settings
+        .insert("idle-burn".into(), BURN_STEPS.to_string());
+    let role = Arc::new(
+        runtime()
+            .worker_role(Path::new(CHAOS_WORKER), spec)
+            .unwrap(),
+    );
+    let (task, failures) = keep_running(role);
+    let failure = eventually(
+        Duration::from_secs(30),
+        "the idle worker to run out of fuel",
+        || async { failures.lock().unwrap().first().cloned() },
+    )
+    .await;
+    task.abort();
+    assert_eq!(failure, GuestFailure::OutOfFuel);
+    let rounds: u32 = kv(&broker, "idle-round")
+        .await
+        .map_or(0, |r| r.parse().unwrap());
+    assert!(
+        (1..3).contains(&rounds),
+        "{rounds} rounds of burning on one budget"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cannot_use_queues_or_buckets_its_manifest_does_not_list() {
     let broker = Arc::new(MemoryBroker::default());
     let (spec, _) = spec_on(

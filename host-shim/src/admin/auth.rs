@@ -5,7 +5,8 @@
 //! `WEFT_ADMIN_TOKEN` environment variable, else from `admin-token` in its
 //! state folder, which it creates (32 random bytes, hex, mode 0600) on its
 //! first start. A client looks in the same places, the last being the
-//! default host state folder. A token file must not be readable by other
+//! default host state folder, whose token it sends only to the admin
+//! address that host recorded beside it ([`ADMIN_ADDRESS_FILE`]). A token file must not be readable by other
 //! users. The check compares SHA-256 digests of the presented and expected
 //! tokens byte by byte without stopping early, so neither the token nor its
 //! length leaks through timing.
@@ -13,11 +14,15 @@
 use anyhow::{Context as _, bail};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
+use weft_runtime::private_fs;
 
 /// The environment variable a token may come from.
 pub const TOKEN_ENV: &str = "WEFT_ADMIN_TOKEN";
 /// The token file a host creates in its state folder.
 pub const TOKEN_FILE: &str = "admin-token";
+/// Where `weft host` records, beside its token, the address its admin API
+/// listens on: a client sends the token it found there only to that address.
+pub const ADMIN_ADDRESS_FILE: &str = "admin-address";
 /// The shortest token accepted.
 const MIN_TOKEN_LEN: usize = 16;
 
@@ -43,12 +48,17 @@ impl Token {
             .unwrap_or("")
             .trim();
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let difference = digest
-            .iter()
-            .zip(self.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        std::hint::black_box(difference) == 0 && !presented.is_empty()
+        let pairs = digest.iter().copied().zip(self.0.iter().copied());
+        same_bytes(pairs) && !presented.is_empty()
     }
+}
+
+/// Whether every pair holds equal bytes, looking at all of them whatever
+/// the first difference: the differences are folded together, never
+/// tested one by one, so how long it takes does not say where they differ.
+fn same_bytes(pairs: impl Iterator<Item = (u8, u8)>) -> bool {
+    let difference = pairs.fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(difference) == 0
 }
 
 /// Where a host's token came from, for its log.
@@ -121,29 +131,18 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Creates a token file with a fresh random token, readable by its owner
-/// only. It is written whole to a temporary file (mode 0600), fsynced, and
-/// linked into place only if no file is there yet, so a crash never leaves
-/// an empty or half-written token, and a token made meanwhile by another
-/// process is never replaced.
+/// only (whatever the umask), in a private folder. It is written whole to a
+/// temporary file, fsynced, and linked into place only if no file is there
+/// yet, so a crash never leaves an empty or half-written token, and a token
+/// made meanwhile by another process is never replaced.
 fn create_token_file(path: &Path) -> anyhow::Result<String> {
-    use std::io::Write as _;
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let folder = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder)
+    private_fs::create_private_dir(folder)
         .with_context(|| format!("cannot create {}", folder.display()))?;
-    let cannot = || format!("{}: cannot create the admin token", path.display());
-    // tempfile makes its files readable by their owner only.
-    let mut temp = tempfile::NamedTempFile::new_in(folder).with_context(cannot)?;
-    writeln!(temp, "{secret}").with_context(cannot)?;
-    temp.as_file().sync_all().with_context(cannot)?;
-    temp.persist_noclobber(path)
-        .map_err(|e| e.error)
-        .with_context(cannot)?;
-    // The new name is durable once the folder is synced.
-    if let Ok(dir) = std::fs::File::open(folder) {
-        let _ = dir.sync_all();
-    }
+    private_fs::create_private_file(path, format!("{secret}\n").as_bytes())
+        .with_context(|| format!("{}: cannot create the admin token", path.display()))?;
     Ok(secret)
 }
 
@@ -163,6 +162,41 @@ mod tests {
         assert!(!token.admits(Some(&header("Bearer correct horse battery staple!"))));
         assert!(!token.admits(Some(&header("Basic correct horse battery staple"))));
         assert!(Token::new("short").is_err());
+    }
+
+    #[test]
+    fn tokens_of_any_length_compare_by_digest_looking_at_every_byte() {
+        let token = Token::new("0123456789abcdef-secret").unwrap();
+        let admits = |presented: &str| {
+            token.admits(Some(
+                &HeaderValue::from_str(&format!("Bearer {presented}")).unwrap(),
+            ))
+        };
+        assert!(admits("0123456789abcdef-secret"));
+        // Equal lengths, one byte off at the start, middle and end.
+        assert!(!admits("X123456789abcdef-secret"));
+        assert!(!admits("0123456789aXcdef-secret"));
+        assert!(!admits("0123456789abcdef-secreX"));
+        // Shorter, longer, a prefix of it, and it as a prefix of another.
+        assert!(!admits("0123456789abcdef"));
+        assert!(!admits("0123456789abcdef-secret-and-more"));
+        assert!(!admits(&"0".repeat(4096)));
+        // The comparison reads every pair, even when the first differs: it
+        // does not stop at the first difference.
+        let seen = std::cell::Cell::new(0);
+        let counted = |a: [u8; 32], b: [u8; 32]| {
+            seen.set(0);
+            let pairs = a.into_iter().zip(b).inspect(|_| seen.set(seen.get() + 1));
+            (same_bytes(pairs), seen.get())
+        };
+        let mut other = [7u8; 32];
+        assert_eq!(counted([7; 32], [7; 32]), (true, 32));
+        other[0] = 8;
+        assert_eq!(counted([7; 32], other), (false, 32));
+        other = [7; 32];
+        other[31] = 0;
+        assert_eq!(counted([7; 32], other), (false, 32));
+        assert_eq!(counted([0; 32], [255; 32]), (false, 32));
     }
 
     #[test]

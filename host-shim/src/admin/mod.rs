@@ -21,16 +21,17 @@
 pub mod auth;
 pub mod routes;
 
+use crate::connections::{Accepted, Listening};
 use crate::controller::store::DeploymentSource;
 use crate::controller::{Controller, ControllerError};
 use crate::lingering::LingeringBody;
 use crate::logbook::LogBook;
+use crate::manifest::MAX_INSTANCES;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use routes::{Miss, Route};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,8 +42,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use weft_runtime::Runtime;
 
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest JSON body accepted.
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
 /// The longest a log read waits for a new line.
@@ -66,28 +65,29 @@ pub struct Admin {
     pub max_blob_bytes: usize,
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
+/// Serves the admin endpoints on `listener`, holding its connections in
+/// the admin pool `pool` (never the web roles'), until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    pool: Arc<Listening>,
+    admin: Arc<Admin>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut shutdown = std::pin::pin!(shutdown);
+    let min_rate = pool.limits().min_body_rate;
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
+            Accepted { stream, place, .. } = pool.accept(&listener, "admin") => {
                 let admin = admin.clone();
                 let service = service_fn(move |request| {
                     let admin = admin.clone();
-                    let request = LingeringBody::wrap(request);
+                    let request = LingeringBody::wrap(request, min_rate);
                     async move { Ok::<_, Infallible>(answer(&admin, request).await) }
                 });
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
+                let connection = pool.http1().serve_connection(TokioIo::new(stream), service);
                 tokio::spawn(async move {
                     let _ = connection.await;
+                    drop(place);
                 });
             }
             () = &mut shutdown => return,
@@ -140,11 +140,18 @@ async fn answer(admin: &Admin, request: http::Request<LingeringBody>) -> Reply {
         return unauthorized();
     }
     match route {
-        Route::Metrics => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::render(&crate::metrics::merge_versions(admin.runtime.usage())),
-        ),
+        Route::Metrics => {
+            let mut body =
+                crate::metrics::render(&crate::metrics::merge_versions(admin.runtime.usage()));
+            if let Some(controller) = &admin.controller {
+                body.push_str(&crate::metrics::render_stores(&controller.store_health()));
+            }
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            )
+        }
         Route::Healthz => text(StatusCode::OK, "text/plain", "ok\n".into()),
         Route::OpenApi => text(StatusCode::OK, "application/json", OPENAPI.into()),
         route => match &admin.controller {
@@ -157,10 +164,25 @@ async fn answer(admin: &Admin, request: http::Request<LingeringBody>) -> Reply {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScaleRequest {
-    count: u32,
+/// A scale request's count, `{"count": N}`: whatever number N is (past
+/// u64, negative, a float), a one-line error naming `count`; its range is
+/// checked with the manifest's rules by the controller.
+fn scale_count(body: &[u8]) -> Result<u32, ControllerError> {
+    let shape = || ControllerError::Invalid("the JSON body must be {\"count\": N}".into());
+    let request: serde_json::Value = serde_json::from_slice(body).map_err(|_| shape())?;
+    let object = request.as_object().ok_or_else(shape)?;
+    if object.len() != 1 {
+        return Err(shape());
+    }
+    let count = object.get("count").ok_or_else(shape)?;
+    count
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            ControllerError::Invalid(format!(
+                "count must be a whole number from 1 to {MAX_INSTANCES}, not {count}"
+            ))
+        })
 }
 
 #[derive(Deserialize)]
@@ -214,10 +236,10 @@ async fn operate(
             json(StatusCode::OK, &serde_json::json!({ "removed": name }))
         }
         Route::Scale(name, role) => {
-            let scale: ScaleRequest = read_json(request).await?;
+            let count = scale_count(&read_body(request, MAX_JSON_BYTES).await?)?;
             json(
                 StatusCode::OK,
-                &controller.scale(&name, &role, scale.count)?,
+                &controller.scale(&name, &role, count).await?,
             )
         }
         Route::Settings(name, role) => {
@@ -237,7 +259,7 @@ async fn operate(
             )
         }
         Route::HasBlob(digest) => {
-            let status = if controller.has_blob(&digest) {
+            let status = if controller.has_blob(&digest).await {
                 StatusCode::OK
             } else {
                 StatusCode::NOT_FOUND
@@ -246,7 +268,7 @@ async fn operate(
         }
         Route::PutBlob(digest) => {
             let bytes = read_body(request, admin.max_blob_bytes).await?;
-            controller.put_blob(&digest, &bytes)?;
+            controller.put_blob(&digest, bytes).await?;
             json(
                 StatusCode::CREATED,
                 &serde_json::json!({ "digest": digest }),
@@ -324,7 +346,14 @@ async fn read_body(
         .collect()
         .await
         .map(http_body_util::Collected::to_bytes)
-        .map_err(|_| TooLarge(limit).into())
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                TooLarge(limit).into()
+            } else {
+                // Cut as too slow, or the client went away.
+                ControllerError::Invalid(format!("the body: {e}"))
+            }
+        })
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(
@@ -414,5 +443,52 @@ mod tests {
             }
         );
         assert!(LogQuery::parse("limit=many").is_err());
+    }
+
+    const EXTREMES: [&str; 14] = [
+        "0",
+        "1",
+        "-1",
+        "4294967295",
+        "4294967296",
+        "9223372036854775807",
+        "18446744073709551615",
+        "18446744073709551616",
+        "1e308",
+        "-0.0",
+        "1.5",
+        "\"7\"",
+        "null",
+        "99999999999999999999999999999999",
+    ];
+
+    /// The API's numbers, fed extreme values: accepted within range or one
+    /// line naming the field; never a panic.
+    #[test]
+    fn extreme_numbers_in_api_requests_are_refused_by_name() {
+        for value in EXTREMES {
+            let body = format!("{{\"count\": {value}}}");
+            match scale_count(body.as_bytes()) {
+                Ok(count) => assert_eq!(count.to_string(), value),
+                Err(e) => {
+                    let message = e.to_string();
+                    assert!(
+                        message.starts_with("count ") && !message.contains('\n'),
+                        "{message}"
+                    );
+                }
+            }
+            for key in ["after", "limit", "wait_ms"] {
+                match LogQuery::parse(&format!("{key}={value}")) {
+                    Ok(query) => {
+                        assert!(query.limit <= MAX_LOG_LINES && query.wait <= MAX_LOG_WAIT);
+                        let _ = std::time::Instant::now() + query.wait;
+                    }
+                    Err(e) => assert!(e.to_string().contains(key), "{key}={value}: {e}"),
+                }
+            }
+        }
+        assert_eq!(scale_count(b"{\"count\": 3}").unwrap(), 3);
+        assert!(scale_count(b"{\"count\": 3, \"more\": 1}").is_err());
     }
 }

@@ -11,6 +11,7 @@
 mod http;
 mod table;
 
+use crate::admin::auth;
 use crate::controller::status::{HostStatus, OperationStatus, ServiceStatus};
 use crate::controller::store::{DeploymentSource, Digest};
 use crate::logbook::LogLine;
@@ -20,6 +21,8 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::Client;
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How often progress is polled.
@@ -33,10 +36,70 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
         .clone()
         .or_else(|| std::env::var("WEFT_ADMIN").ok())
         .unwrap_or_else(|| "http://127.0.0.1:9070".into());
-    let default_state = crate::local::default_host_state_dir();
-    let token =
-        crate::admin::auth::client_token(args.token_file.as_deref(), default_state.as_deref())?;
+    let token = match (&args.token_file, std::env::var_os(auth::TOKEN_ENV)) {
+        // Given explicitly: sent as given, wherever the user points it.
+        (Some(_), _) | (None, Some(_)) => auth::client_token(args.token_file.as_deref(), None)?,
+        (None, None) => local_token(&url, crate::local::default_host_state_dir().as_deref())?,
+    };
     Client::new(&url, token)
+}
+
+/// The token of the local host (its default state folder's), but only for
+/// the address that host recorded beside it: sent anywhere else, it would
+/// hand a stranger, or a host on another machine, the key to this one.
+fn local_token(url: &str, state: Option<&Path>) -> anyhow::Result<String> {
+    let missing = || {
+        anyhow::anyhow!(
+            "no admin token: pass --token-file FILE or set {}",
+            auth::TOKEN_ENV
+        )
+    };
+    let state = state.ok_or_else(missing)?;
+    if !state.join(auth::TOKEN_FILE).exists() {
+        return Err(missing());
+    }
+    let recorded = std::fs::read_to_string(state.join(auth::ADMIN_ADDRESS_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<SocketAddr>().ok());
+    if !recorded.is_some_and(|recorded| admin_url_is(url, recorded)) {
+        let owner = recorded.map_or_else(
+            || "a host that recorded no address".to_owned(),
+            |addr| format!("the host at http://{addr}"),
+        );
+        bail!(
+            "{}: this token belongs to {owner}, so it is not sent to {url}: pass --token-file FILE or set {}",
+            state.join(auth::TOKEN_FILE).display(),
+            auth::TOKEN_ENV
+        );
+    }
+    auth::client_token(None, Some(state))
+}
+
+/// Whether the admin URL `url` names `recorded`, the address a host listens
+/// on: the same address and port, or, for a host listening on every
+/// address, a loopback one (`localhost` counts as loopback).
+fn admin_url_is(url: &str, recorded: SocketAddr) -> bool {
+    let Ok(uri) = url.parse::<::http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    if uri.port_u16().unwrap_or(80) != recorded.port() {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let named: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+        vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from(Ipv6Addr::LOCALHOST),
+        ]
+    } else {
+        host.parse::<IpAddr>().into_iter().collect()
+    };
+    named
+        .iter()
+        .any(|ip| *ip == recorded.ip() || (recorded.ip().is_unspecified() && ip.is_loopback()))
 }
 
 /// Builds and uploads the components of the service in `args.manifest`;
@@ -172,6 +235,12 @@ async fn follow(client: &Client, name: &str, started: OperationStatus) -> anyhow
                 "rolled back: {}",
                 operation.reason.unwrap_or_else(|| "no reason given".into())
             ),
+            "failed" => bail!(
+                "{}",
+                operation
+                    .reason
+                    .unwrap_or_else(|| "the operation failed".into())
+            ),
             _ => {}
         }
         tokio::time::sleep(POLL).await;
@@ -212,6 +281,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                     .json(Method::GET, &format!("/v1/services/{name}"), None::<&()>)
                     .await?,
             ],
+            pending: Vec::new(),
         },
         None => {
             client
@@ -317,4 +387,51 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
         .await?;
     println!("removed {}", args.service);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_token_goes_only_to_the_address_its_host_recorded() {
+        let at = |text: &str| text.parse::<SocketAddr>().unwrap();
+        assert!(admin_url_is("http://127.0.0.1:9070", at("127.0.0.1:9070")));
+        assert!(admin_url_is("http://localhost:9070/", at("127.0.0.1:9070")));
+        assert!(admin_url_is("http://[::1]:9070", at("[::1]:9070")));
+        assert!(admin_url_is("http://127.0.0.1:9070", at("0.0.0.0:9070")));
+        assert!(admin_url_is("http://192.0.2.2:9070", at("192.0.2.2:9070")));
+        assert!(!admin_url_is("http://127.0.0.1:9071", at("127.0.0.1:9070")));
+        assert!(!admin_url_is("http://127.0.0.2:9070", at("127.0.0.1:9070")));
+        assert!(!admin_url_is("http://192.0.2.2:9070", at("0.0.0.0:9070")));
+        assert!(!admin_url_is(
+            "http://evil.example:9070",
+            at("127.0.0.1:9070")
+        ));
+        assert!(!admin_url_is("http://127.0.0.1", at("127.0.0.1:9070")));
+        assert!(!admin_url_is("not a url", at("127.0.0.1:9070")));
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        std::fs::write(state.join(auth::TOKEN_FILE), "local-secret-0123456789\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(state.join(auth::TOKEN_FILE), private).unwrap();
+        // No recorded address (a host of an earlier release): never sent.
+        let refused = local_token("http://127.0.0.1:9070", Some(state)).unwrap_err();
+        assert!(refused.to_string().contains("not sent to"), "{refused}");
+        std::fs::write(state.join(auth::ADMIN_ADDRESS_FILE), "127.0.0.1:9070").unwrap();
+        assert_eq!(
+            local_token("http://127.0.0.1:9070", Some(state)).unwrap(),
+            "local-secret-0123456789"
+        );
+        let refused = local_token("http://10.1.2.3:9070", Some(state))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("belongs to the host at http://127.0.0.1:9070")
+                && !refused.contains("local-secret"),
+            "{refused}"
+        );
+    }
 }

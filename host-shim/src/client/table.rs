@@ -2,12 +2,12 @@
 //! (readiness, version, fuel, memory, queue depths) and one of its
 //! instances (domain, generation, state, restarts, crash loops).
 
-use crate::controller::status::{HostStatus, ServiceStatus};
+use crate::controller::status::{HostStatus, PendingState, ServiceStatus};
 use std::fmt::Write as _;
 
 /// Renders every service.
 pub fn render(host: &HostStatus) -> String {
-    if host.services.is_empty() {
+    if host.services.is_empty() && host.pending.is_empty() {
         return "no services on this host\n".into();
     }
     let mut out = String::new();
@@ -16,6 +16,20 @@ pub fn render(host: &HostStatus) -> String {
             out.push('\n');
         }
         render_service(&mut out, service);
+    }
+    if !host.pending.is_empty() && !host.services.is_empty() {
+        out.push('\n');
+    }
+    for pending in &host.pending {
+        let state = match pending.state {
+            PendingState::Starting => "starting",
+            PendingState::Failed => "failed",
+        };
+        let _ = write!(out, "service {}  {state}", pending.name);
+        if let Some(reason) = &pending.reason {
+            let _ = write!(out, ": {reason}");
+        }
+        out.push('\n');
     }
     out
 }
@@ -30,6 +44,9 @@ fn render_service(out: &mut String, service: &ServiceStatus) {
         let _ = write!(out, "  environment {environment}");
     }
     out.push('\n');
+    if let Some(reason) = &service.store_failing {
+        let _ = writeln!(out, "  queue store cannot write: {reason}");
+    }
     if let Some(op) = &service.operation {
         let _ = write!(out, "  {} {}: {}", op.kind, op.state, op.step);
         if let Some(reason) = &op.reason {
@@ -180,6 +197,7 @@ mod tests {
                     domains: 2,
                     reason: Some("domain 1 of 2: unhealthy".into()),
                 }),
+                store_failing: None,
                 roles: vec![RoleStatus {
                     name: "worker".into(),
                     kind: "worker".into(),
@@ -212,8 +230,25 @@ mod tests {
                     }],
                 }],
             }],
+            pending: vec![
+                PendingService {
+                    name: "mail".into(),
+                    state: PendingState::Starting,
+                    reason: None,
+                },
+                PendingService {
+                    name: "ghost".into(),
+                    state: PendingState::Failed,
+                    reason: Some("no queue server".into()),
+                },
+            ],
         };
         let text = render(&host);
+        assert!(text.contains("\nservice mail  starting\n"), "{text}");
+        assert!(
+            text.ends_with("service ghost  failed: no queue server\n"),
+            "{text}"
+        );
         assert!(
             text.contains("service shop  generation 2  upgrade domains 2  environment prod"),
             "{text}"

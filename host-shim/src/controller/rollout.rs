@@ -48,6 +48,55 @@ use tokio::sync::OwnedMutexGuard;
 /// How often a moving domain's health is checked.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The longest a domain is ever given to become healthy, whatever the
+/// manifest says (it allows at most a day).
+const MAX_DOMAIN_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Sets a service's reservation back to what it held before an operation,
+/// when dropped before the operation's rollout began.
+struct SlotsBack<'a> {
+    service: &'a Service,
+    /// `None` once the rollout owns the reservation.
+    old_slots: Option<u32>,
+}
+
+impl Drop for SlotsBack<'_> {
+    fn drop(&mut self) {
+        if let Some(old_slots) = self.old_slots {
+            let service = self.service;
+            service.host.slots.set(&service.name, old_slots);
+        }
+    }
+}
+
+/// Runs `rollout` in a task of its own and awaits it; if it panics,
+/// `on_panic` is told why. Dropping (aborting) the caller aborts the
+/// rollout with it, as [`Service::stop`] expects.
+async fn contained(
+    rollout: impl Future<Output = ()> + Send + 'static,
+    on_panic: impl FnOnce(String),
+) {
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = tokio::spawn(rollout);
+    let _abort = AbortOnDrop(task.abort_handle());
+    if let Err(e) = task.await
+        && e.is_panic()
+    {
+        let payload = e.into_panic();
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        on_panic(why);
+    }
+}
+
 /// What an operation does to one role.
 struct RoleChange {
     name: String,
@@ -105,7 +154,7 @@ impl Service {
     }
 
     /// Sets worker role `role`'s instance count.
-    pub fn scale(&self, role: &str, count: u32) -> Result<OperationStatus, ControllerError> {
+    pub async fn scale(&self, role: &str, count: u32) -> Result<OperationStatus, ControllerError> {
         let _busy = self.claim()?;
         self.still_running()?;
         let RoleRunner::Worker(pool) = self.role_runner(role)? else {
@@ -120,7 +169,12 @@ impl Service {
         let need = slots_needed(&manifest, |name| self.host.runs(name));
         self.host.slots.reserve(&self.name, need)?;
         // The record first: if it cannot be saved, nothing changes.
-        if let Err(e) = self.host.state.save_record(&self.name, &record) {
+        if let Err(e) = self
+            .host
+            .state
+            .save_record_off_thread(&self.name, &record)
+            .await
+        {
             self.host.slots.set(&self.name, held);
             return Err(ControllerError::Internal(format!(
                 "cannot save the deployment record: {e}"
@@ -191,16 +245,15 @@ impl Service {
         self.host
             .slots
             .reserve(&self.name, old_slots.max(new_slots))?;
-        let changes = match self
-            .build_changes(&old_record, &old_manifest, &record, &manifest)
-            .await
-        {
-            Ok(changes) => changes,
-            Err(e) => {
-                self.host.slots.set(&self.name, old_slots);
-                return Err(e);
-            }
+        // Until the rollout is spawned, a failure, or shutdown cancelling
+        // the build where it waits, gives the extra slots back.
+        let mut reserved = SlotsBack {
+            service: self,
+            old_slots: Some(old_slots),
         };
+        let changes = self
+            .build_changes(&old_record, &old_manifest, &record, &manifest)
+            .await?;
         let operation = OperationStatus {
             kind: kind.into(),
             state: "running".into(),
@@ -224,10 +277,9 @@ impl Service {
         // Checked under the lock `stop` sets the flag under, so the
         // rollout is either spawned before `stop` aborts it, or never.
         let mut rollout = lock(&self.rollout);
-        if let Err(e) = self.still_running() {
-            self.host.slots.set(&self.name, old_slots);
-            return Err(e);
-        }
+        self.still_running()?;
+        // From here the rollout gives the slots back as it ends.
+        reserved.old_slots = None;
         {
             let mut state = lock(&self.state);
             state.operation = Some(operation.clone());
@@ -236,9 +288,25 @@ impl Service {
         let service = self.clone();
         *rollout = Some(tokio::spawn(async move {
             let _busy = busy;
-            service.roll(plan).await;
+            let rolling = service.clone().roll(plan);
+            contained(rolling, |why| service.rollout_failed(&why)).await;
         }));
         Ok(operation)
+    }
+
+    /// Marks the operation failed after its rollout panicked (a bug): its
+    /// state and step say so, rather than `running` for ever. The service
+    /// keeps the larger reservation of the two versions, which may both
+    /// hold instances, until its next operation or its removal.
+    fn rollout_failed(&self, why: &str) {
+        tracing::error!(service = %self.name, reason = %why, "the rollout failed unexpectedly");
+        let mut state = lock(&self.state);
+        state.incoming.clear();
+        if let Some(operation) = &mut state.operation {
+            operation.state = "failed".into();
+            operation.record("failed unexpectedly: see the host's log and `weft status`".into());
+            operation.reason = Some(format!("the rollout failed unexpectedly: {why}"));
+        }
     }
 
     /// Builds the new version of every role `record` changes.
@@ -348,7 +416,11 @@ impl Service {
         moved_at: Instant,
     ) -> Result<(), String> {
         let policy = plan.manifest.upgrade;
-        let give_up = moved_at + policy.timeout;
+        // The manifest bounds the timeout; checked all the same, as an
+        // overflow here would panic the rollout and leak its slots.
+        let give_up = moved_at
+            .checked_add(policy.timeout)
+            .unwrap_or(moved_at + MAX_DOMAIN_WAIT);
         let mut healthy_since: Option<Instant> = None;
         loop {
             let mut all_healthy = true;
@@ -435,7 +507,12 @@ impl Service {
         // The record first: if it cannot be saved, the operation fails and
         // the service goes back to what the record on disk says, rather
         // than running a version a restart would not bring back.
-        if let Err(e) = self.host.state.save_record(&self.name, &plan.record) {
+        if let Err(e) = self
+            .host
+            .state
+            .save_record_off_thread(&self.name, &plan.record)
+            .await
+        {
             tracing::error!(service = %self.name, error = %e, "cannot save the deployment record");
             let moved = plan.manifest.upgrade.domains;
             let reason = format!("cannot save the deployment record: {e}");
@@ -525,4 +602,46 @@ fn check_compatible(name: &str, old: &Manifest, new: &Manifest) -> Result<(), Co
         return refuse("the [queues] table".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn a_panicking_rollout_is_reported_not_left_running() {
+        let told = Mutex::new(None);
+        contained(
+            async {
+                let huge = Duration::from_secs(u64::MAX);
+                let _ = Instant::now() + huge;
+            },
+            |why| *told.lock().unwrap() = Some(why),
+        )
+        .await;
+        let why = told.lock().unwrap().take().unwrap();
+        assert!(why.contains("overflow"), "{why}");
+        // One that ends well tells nothing.
+        contained(async {}, |why| panic!("told {why}")).await;
+    }
+
+    #[tokio::test]
+    async fn aborting_the_caller_aborts_the_rollout() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        let caller = tokio::spawn(contained(
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                flag.store(true, Ordering::SeqCst);
+            },
+            |_| {},
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        caller.abort();
+        let _ = caller.await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!finished.load(Ordering::SeqCst));
+    }
 }

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weft_runtime::UsageSnapshot;
-use weft_runtime::broker::POISON_SUFFIX;
+use weft_runtime::broker::{POISON_SUFFIX, StoreHealth};
 
 /// How long a queue depth may take to read for a status report.
 const QUEUE_DEPTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -106,7 +106,11 @@ impl Service {
                 manifest.service
             )));
         }
-        let folder = host.state.service_dir(name);
+        // Private, and refused if others could write there: they could
+        // plant the queue store or a scratch file.
+        let folder = host.state.prepare_service_dir(name).map_err(|e| {
+            ControllerError::Internal(format!("the state folder is not safe to use: {e}"))
+        })?;
         let backends = Backends::open(&manifest.queues, &folder)
             .await
             .map_err(|e| ControllerError::Invalid(format!("{e:#}")))?;
@@ -195,6 +199,7 @@ impl Service {
                     };
                     let server = tokio::spawn(crate::http_server::serve(
                         listener,
+                        host.web_pool.clone(),
                         front.clone(),
                         name.clone(),
                         shutdown,
@@ -302,10 +307,10 @@ impl Service {
                 let _ = worker.await;
             }
         };
-        if tokio::time::timeout(longest_deadline + grace + WORKER_STOP_SLACK, all)
-            .await
-            .is_err()
-        {
+        let bound = longest_deadline
+            .saturating_add(grace)
+            .saturating_add(WORKER_STOP_SLACK);
+        if tokio::time::timeout(bound, all).await.is_err() {
             tracing::warn!(service = %self.name, "some workers did not stop in time; stopping them now");
             for abort in aborts {
                 abort.abort();
@@ -364,6 +369,10 @@ impl Service {
             upgrade_domains: manifest.upgrade.domains,
             operation,
             roles,
+            store_failing: match self.backends.store_health() {
+                Some(StoreHealth::Failing { reason }) => Some(reason),
+                _ => None,
+            },
         }
     }
 
@@ -436,12 +445,15 @@ pub(super) async fn build_version(
         .get(name)
         .cloned()
         .ok_or_else(|| invalid(format!("roles.{name}: no component given for the role")))?;
+    // The bytes must still be the ones uploaded: a damaged or planted blob
+    // is never compiled. (Between this check and the read that compiles,
+    // only this user could change the file: the folder is private.)
+    let (state, blob) = (host.state.clone(), digest.clone());
+    tokio::task::spawn_blocking(move || state.check_blob(&blob))
+        .await
+        .map_err(|e| ControllerError::Internal(format!("checking role '{name}': {e}")))?
+        .map_err(|e| invalid(format!("roles.{name}: component {digest} {e}")))?;
     let path = host.state.blob_path(&digest);
-    if !path.is_file() {
-        return Err(invalid(format!(
-            "roles.{name}: component {digest} was not uploaded"
-        )));
-    }
     let folder = host.state.service_dir(&manifest.service);
     let spec = role_spec(manifest, name, role, &folder, backends)
         .map_err(|e| invalid(format!("{e:#}")))?;

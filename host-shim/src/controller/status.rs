@@ -12,6 +12,34 @@ use std::collections::BTreeMap;
 pub struct HostStatus {
     /// The services, by name.
     pub services: Vec<ServiceStatus>,
+    /// Services the host has a record of that do not run (yet): being
+    /// started, or whose redeploy failed. Listed with every service only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingService>,
+}
+
+/// A recorded service that does not run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingService {
+    /// The service's name.
+    pub name: String,
+    /// Why it does not run.
+    pub state: PendingState,
+    /// Why its redeploy failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why a recorded service does not run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PendingState {
+    /// It is being deployed or restored (building, or waiting for its
+    /// queue server).
+    Starting,
+    /// Its redeploy at the host's start failed; its record is kept, to be
+    /// removed (`weft remove`) or redeployed at the next start.
+    Failed,
 }
 
 /// One deployed service.
@@ -29,6 +57,11 @@ pub struct ServiceStatus {
     pub operation: Option<OperationStatus>,
     /// Its roles, by name.
     pub roles: Vec<RoleStatus>,
+    /// Why its embedded queue store cannot write now (a full disk, an I/O
+    /// error); absent while writes succeed. Sends answer `unavailable`
+    /// meanwhile, and the store recovers by itself once a write succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_failing: Option<String>,
 }
 
 /// The most steps an operation keeps.
@@ -39,7 +72,8 @@ pub const MAX_STEPS: usize = 200;
 pub struct OperationStatus {
     /// `upgrade`, `settings` or `scale`.
     pub kind: String,
-    /// `running`, `done` or `rolled-back`.
+    /// `running`, `done`, `rolled-back`, or `failed` (its rollout stopped
+    /// unexpectedly: a bug, reported in the host's log and `reason`).
     pub state: String,
     /// What it is doing, or how it ended, for people.
     pub step: String,

@@ -12,17 +12,29 @@
 //! has), and writes no record: it deploys its manifest afresh at each
 //! start. Every file is written to a temporary name, fsynced, then renamed,
 //! so a crash leaves the old file or the new one, never half of one.
+//!
+//! The folder is private whatever the umask: every folder made here is
+//! `0700` and every file `0600` ([`weft_runtime::private_fs`]), and every
+//! folder used (the root, the blob folder, each service's) is refused if
+//! another user owns it or could write to it, since whoever can write there
+//! can plant a component or a record. A blob is checked against its digest
+//! whenever it is loaded or asked about, so a damaged one is never run and
+//! is replaced by the next upload of its bytes.
 
 use crate::environment::{Environment, Overrides};
 use crate::manifest::{Manifest, ManifestError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use weft_runtime::private_fs::{self, PrivateFsError};
 
 /// The file a service's record is kept in.
 const RECORD_FILE: &str = "deployment.json";
+/// A temporary file this old in the state folder was left by a killed
+/// writer (see [`private_fs::remove_stale_temporaries`]).
+const STALE_TEMPORARY: Duration = Duration::from_secs(10 * 60);
 
 /// A component's SHA-256, as 64 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -56,6 +68,40 @@ impl Digest {
     pub fn short(&self) -> &str {
         &self.0[..12]
     }
+
+    /// The digest of what `reader` yields, read in pieces.
+    fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<Self> {
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = reader.read(&mut buffer)?;
+            if read == 0 {
+                return Ok(Self(hex(&hasher.finalize())));
+            }
+            hasher.update(buffer.get(..read).unwrap_or_default());
+        }
+    }
+}
+
+/// Why a stored blob cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    /// No blob of that digest is stored.
+    #[error("was not uploaded")]
+    Missing,
+    /// The file's bytes do not hash to its name: damaged on disk, or
+    /// planted. It is never loaded; uploading the component again replaces it.
+    #[error(
+        "is damaged in the host's state folder (its bytes hash to {actual}); upload it again (deploy or upgrade again) to repair it"
+    )]
+    Damaged {
+        /// What the bytes there hash to.
+        actual: Digest,
+    },
+    /// The file cannot be read.
+    #[error("cannot be read from the host's state folder: {0}")]
+    Unreadable(std::io::Error),
 }
 
 impl std::fmt::Display for Digest {
@@ -155,16 +201,39 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Opens (creating) the folder.
+    /// Opens the folder, creating what is missing (private); refuses one
+    /// another user owns or could write to, and removes temporary files a
+    /// killed writer left.
     pub fn open(root: &Path, layout: Layout) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let blobs = root.join("blobs").join("sha256");
-        std::fs::create_dir_all(&blobs)
-            .with_context(|| format!("cannot create the state folder {}", blobs.display()))?;
-        Ok(Self {
+        let state = Self {
             root: root.to_path_buf(),
             layout,
-        })
+        };
+        let mut folders = vec![root.to_path_buf(), root.join("blobs"), state.blob_dir()];
+        if layout == Layout::Host {
+            folders.push(root.join("services"));
+        }
+        for folder in &folders {
+            private_fs::create_private_dir(folder)
+                .map_err(|e| anyhow::anyhow!("the state folder is not safe to use: {e}"))?;
+        }
+        private_fs::remove_stale_temporaries(&state.blob_dir(), STALE_TEMPORARY);
+        if layout == Layout::Host
+            && let Ok(entries) = std::fs::read_dir(root.join("services"))
+        {
+            for entry in entries.flatten() {
+                private_fs::remove_stale_temporaries(&entry.path(), STALE_TEMPORARY);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Creates (private) or checks service `name`'s own folder, before its
+    /// queue store and scratch folders are opened in it; returns it.
+    pub fn prepare_service_dir(&self, name: &str) -> Result<PathBuf, PrivateFsError> {
+        let folder = self.service_dir(name);
+        private_fs::create_private_dir(&folder)?;
+        Ok(folder)
     }
 
     /// Whether records are kept (host mode).
@@ -180,32 +249,65 @@ impl StateDir {
         }
     }
 
-    /// Where blob `digest` lives.
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs").join("sha256").join(&digest.0)
+    fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
     }
 
-    /// Whether blob `digest` is stored. A stored blob's modification time
-    /// is set to now: a client that asks is about to name it in a deploy
-    /// instead of uploading it, so it gets a fresh grace period before an
-    /// unused blob may be swept.
-    pub fn has_blob(&self, digest: &Digest) -> bool {
-        let path = self.blob_path(digest);
-        if !path.is_file() {
-            return false;
+    /// Where blob `digest` lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blob_dir().join(&digest.0)
+    }
+
+    /// Ok if blob `digest` is stored and its bytes hash to its digest.
+    /// Reads and hashes the whole file: call it off the async threads.
+    pub fn check_blob(&self, digest: &Digest) -> Result<(), BlobError> {
+        let file = match std::fs::File::open(self.blob_path(digest)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::Missing),
+            Err(e) => return Err(BlobError::Unreadable(e)),
+        };
+        let actual = Digest::of_reader(file).map_err(BlobError::Unreadable)?;
+        if &actual != digest {
+            return Err(BlobError::Damaged { actual });
         }
-        touch(&path);
-        true
+        Ok(())
+    }
+
+    /// Whether blob `digest` is stored intact (a damaged one is reported
+    /// missing, so a client uploads it again and the upload replaces it). A
+    /// stored blob's modification time is set to now: a client that asks
+    /// is about to name it in a deploy instead of uploading it, so it gets
+    /// a fresh grace period before an unused blob may be swept. Hashes the
+    /// blob: call it off the async threads.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        match self.check_blob(digest) {
+            Ok(()) => {
+                touch(&self.blob_path(digest));
+                true
+            }
+            Err(BlobError::Missing) => false,
+            Err(e) => {
+                tracing::warn!(blob = %digest, error = %e, "a stored blob is unusable; it will be replaced when uploaded again");
+                false
+            }
+        }
     }
 
     /// Stores `bytes` under their digest and returns it (refreshing the
-    /// modification time of a blob already stored, as [`Self::has_blob`]).
-    pub fn put_blob(&self, bytes: &[u8]) -> std::io::Result<Digest> {
+    /// modification time of a blob already stored intact, as
+    /// [`Self::has_blob`], and replacing a damaged one). Hashes the bytes:
+    /// call it off the async threads.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, PrivateFsError> {
         let digest = Digest::of(bytes);
         if !self.has_blob(&digest) {
-            write_atomically(&self.blob_path(&digest), bytes)?;
+            private_fs::write_private_file(&self.blob_path(&digest), bytes)?;
         }
         Ok(digest)
+    }
+
+    /// Removes temporary files a killed upload left in the blob folder.
+    pub fn remove_stale_temporaries(&self) {
+        private_fs::remove_stale_temporaries(&self.blob_dir(), STALE_TEMPORARY);
     }
 
     /// How long ago blob `digest` was stored or last asked about.
@@ -218,7 +320,7 @@ impl StateDir {
 
     /// Every stored blob's digest.
     pub fn blobs(&self) -> Vec<Digest> {
-        let Ok(entries) = std::fs::read_dir(self.root.join("blobs").join("sha256")) else {
+        let Ok(entries) = std::fs::read_dir(self.blob_dir()) else {
             return Vec::new();
         };
         entries
@@ -232,18 +334,49 @@ impl StateDir {
             .collect()
     }
 
+    /// How many stored blobs are not in `used`, and their bytes: what
+    /// uploads never deployed cost the disk until the sweep removes them.
+    pub fn unused_blobs(&self, used: &std::collections::BTreeSet<Digest>) -> (usize, u64) {
+        self.blobs()
+            .into_iter()
+            .filter(|digest| !used.contains(digest))
+            .fold((0, 0), |(count, bytes), digest| {
+                let len = std::fs::metadata(self.blob_path(&digest)).map_or(0, |m| m.len());
+                (count + 1, bytes.saturating_add(len))
+            })
+    }
+
     /// Removes blob `digest`, if stored.
     pub fn remove_blob(&self, digest: &Digest) {
         let _ = std::fs::remove_file(self.blob_path(digest));
     }
 
-    /// Saves service `name`'s record (host mode; a no-op otherwise).
+    /// Saves service `name`'s record (host mode; a no-op otherwise),
+    /// private and whole. It fsyncs: call it off the async threads, or
+    /// through [`Self::save_record_off_thread`].
     pub fn save_record(&self, name: &str, record: &DeploymentRecord) -> std::io::Result<()> {
         if !self.keeps_records() {
             return Ok(());
         }
         let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-        write_atomically(&self.service_dir(name).join(RECORD_FILE), &json)
+        let folder = self
+            .prepare_service_dir(name)
+            .map_err(std::io::Error::other)?;
+        private_fs::write_private_file(&folder.join(RECORD_FILE), &json)
+            .map_err(std::io::Error::other)
+    }
+
+    /// [`Self::save_record`] on a blocking thread, so its fsyncs never
+    /// hold up the async threads that serve requests.
+    pub async fn save_record_off_thread(
+        &self,
+        name: &str,
+        record: &DeploymentRecord,
+    ) -> std::io::Result<()> {
+        let (state, name, record) = (self.clone(), name.to_owned(), record.clone());
+        tokio::task::spawn_blocking(move || state.save_record(&name, &record))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
     /// Whether service `name` has a record (host mode).
@@ -277,6 +410,11 @@ impl StateDir {
             if !path.is_file() {
                 continue;
             }
+            // A record others could have written is not followed.
+            if let Err(e) = private_fs::check_trusted_dir(&entry.path()) {
+                found.push((name, Err(e.to_string())));
+                continue;
+            }
             let record = std::fs::read(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
@@ -293,21 +431,6 @@ fn touch(path: &Path) {
     if let Ok(file) = std::fs::File::options().write(true).open(path) {
         let _ = file.set_modified(std::time::SystemTime::now());
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file, fsynced, then renamed.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let folder = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder)?;
-    let mut temp = tempfile::NamedTempFile::new_in(folder)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    // The rename itself is durable once the folder is synced.
-    if let Ok(dir) = std::fs::File::open(folder) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -358,6 +481,88 @@ mod tests {
         state.remove_record("x").unwrap();
         assert!(state.records().is_empty());
         assert!(!state.has_record("x"));
+    }
+
+    #[test]
+    fn a_damaged_blob_is_refused_and_replaced_by_its_next_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Layout::Host).unwrap();
+        let digest = state.put_blob(b"component bytes").unwrap();
+        state.check_blob(&digest).unwrap();
+        // One byte changed on disk (the digest no longer matches).
+        std::fs::write(state.blob_path(&digest), b"component bytez").unwrap();
+        let error = state.check_blob(&digest).unwrap_err();
+        assert!(
+            matches!(&error, BlobError::Damaged { actual } if *actual == Digest::of(b"component bytez")),
+            "{error}"
+        );
+        assert!(error.to_string().contains("upload it again"), "{error}");
+        assert!(!state.has_blob(&digest), "a damaged blob is not offered");
+        assert_eq!(state.put_blob(b"component bytes").unwrap(), digest);
+        state.check_blob(&digest).unwrap();
+        assert!(state.has_blob(&digest));
+        assert!(matches!(
+            state.check_blob(&Digest::of(b"never stored")),
+            Err(BlobError::Missing)
+        ));
+    }
+
+    #[test]
+    fn the_state_folder_is_made_private_and_an_open_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let chmod = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        let state = StateDir::open(&root, Layout::Host).unwrap();
+        let digest = state.put_blob(b"component bytes").unwrap();
+        let record = DeploymentRecord {
+            source: DeploymentSource {
+                manifest_file: "weft.toml".into(),
+                manifest: String::new(),
+                environment: None,
+                components: BTreeMap::new(),
+            },
+            overrides: Overrides::default(),
+            generation: 1,
+        };
+        state.save_record("x", &record).unwrap();
+        let at = |folder: &str| {
+            if folder.is_empty() {
+                root.clone()
+            } else {
+                root.join(folder)
+            }
+        };
+        for folder in ["", "blobs", "blobs/sha256", "services", "services/x"] {
+            assert_eq!(mode(&at(folder)), 0o700, "{folder}");
+        }
+        assert_eq!(mode(&state.blob_path(&digest)), 0o600);
+        assert_eq!(mode(&root.join("services/x").join(RECORD_FILE)), 0o600);
+
+        // A service folder others could write to: its record is not followed.
+        chmod(&root.join("services/x"), 0o770);
+        let records = state.records();
+        let why = records[0].1.as_ref().unwrap_err();
+        assert!(why.contains("writable by other users"), "{why}");
+        chmod(&root.join("services/x"), 0o700);
+
+        for folder in ["", "blobs/sha256", "services"] {
+            chmod(&at(folder), 0o775);
+            let error = StateDir::open(&root, Layout::Host).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!(
+                    "{}: writable by other users",
+                    at(folder).display()
+                )),
+                "{error}"
+            );
+            assert!(!error.contains('\n'), "{error}");
+            chmod(&at(folder), 0o700);
+        }
+        StateDir::open(&root, Layout::Host).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! path (if the role declares one) answered 2xx; only then does it take a
 //! share. Retired, it is *draining* until its requests in flight (and the
 //! sandboxes still streaming their bodies) are done, bounded by the grace
-//! period, then its `stop` hook runs (if its `start` hook had returned Ok)
+//! period (a reusing role's idle instances are freed at once), then its `stop` hook runs (if its `start` hook had returned Ok)
 //! and it is *stopped*. A service that stops waits for those drains too.
 
 use super::VersionInfo;
@@ -155,6 +155,9 @@ impl WebVersion {
     /// still streaming bodies to finish, then runs its stop hook.
     pub async fn drain_and_stop(&self, grace: Duration) {
         self.set_state(InstanceState::Draining);
+        // A reusing role's idle instances count as live: without this the
+        // drain would wait out the whole grace for sandboxes serving nothing.
+        self.role.release_idle();
         let give_up = Instant::now() + grace;
         while (self.in_flight() > 0 || self.role.usage().counters.instances_live > 0)
             && Instant::now() < give_up

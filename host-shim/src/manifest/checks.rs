@@ -50,16 +50,48 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// One line: `line L, column C: message`.
+/// One line: `line L, column C: message`, with `KEY: ` before the message
+/// when the error is about a value (a number out of its type's range, a
+/// wrong type), so it names the field as the semantic errors do.
 pub fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     let message = error.message().trim().replace('\n', " ");
     match error.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = line_of(text, span.start);
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {message}")
+            let start = floor_char_boundary(text, span.start);
+            let before = &text[..start];
+            let line = line_of(text, start);
+            let current = before.rsplit('\n').next().unwrap_or("");
+            let column = current.chars().count() + 1;
+            match key_before(current) {
+                Some(key) if !message.contains(key) => {
+                    format!("line {line}, column {column}: {key}: {message}")
+                }
+                _ => format!("line {line}, column {column}: {message}"),
+            }
         }
         None => message,
     }
+}
+
+/// The largest char boundary of `text` at or before `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The bare key whose value starts where `line` ends (`key = ` or, in an
+/// inline table, `{ a = 1, key = `), if that is what precedes it.
+fn key_before(line: &str) -> Option<&str> {
+    let left = line.trim_end().strip_suffix('=')?.trim_end();
+    let key = left
+        .rsplit(|c: char| c.is_whitespace() || c == '{' || c == ',')
+        .next()?;
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    bare.then_some(key)
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 mod checks;
+#[cfg(test)]
+mod extremes;
 pub use checks::{check_health_path, check_name, check_setting_name, describe_toml_error, line_of};
 use weft_runtime::broker::QueuesConfig;
 use weft_runtime::config::MIB;
@@ -58,10 +60,11 @@ pub struct UpgradePolicy {
     /// moves.
     pub domains: u32,
     /// How long a domain's new instances must stay ready (and a web role's
-    /// health path answer 2xx) before the next domain moves. Default 2 s.
+    /// health path answer 2xx) before the next domain moves. Default 2 s;
+    /// at most an hour.
     pub settle: Duration,
     /// How long one domain may take to become healthy before the upgrade is
-    /// rolled back. Default 120 s.
+    /// rolled back. Default 120 s; at most a day.
     pub timeout: Duration,
 }
 
@@ -77,6 +80,12 @@ impl Default for UpgradePolicy {
 
 /// Most upgrade domains a service may have.
 pub const MAX_UPGRADE_DOMAINS: u32 = 20;
+
+/// The longest `upgrade-settle-ms`: an hour.
+pub const MAX_UPGRADE_SETTLE_MS: u64 = 60 * 60 * 1000;
+
+/// The longest `upgrade-timeout-secs`: a day.
+pub const MAX_UPGRADE_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
 /// A role's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -152,11 +161,22 @@ impl RawService {
                 "upgrade-domains must be 1 to {MAX_UPGRADE_DOMAINS}, not {domains}"
             ));
         }
-        let settle = self
-            .upgrade_settle_ms
-            .map_or(default.settle, Duration::from_millis);
+        // Bounded so that no instant they are added to overflows.
+        let settle = match self.upgrade_settle_ms {
+            Some(ms) if ms > MAX_UPGRADE_SETTLE_MS => {
+                return Err(format!(
+                    "upgrade-settle-ms must be at most {MAX_UPGRADE_SETTLE_MS} (an hour), not {ms}"
+                ));
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => default.settle,
+        };
         let timeout = match self.upgrade_timeout_secs {
-            Some(0) => return Err("upgrade-timeout-secs must be at least 1".into()),
+            Some(secs) if !(1..=MAX_UPGRADE_TIMEOUT_SECS).contains(&secs) => {
+                return Err(format!(
+                    "upgrade-timeout-secs must be 1 to {MAX_UPGRADE_TIMEOUT_SECS} (a day), not {secs}"
+                ));
+            }
             Some(secs) => Duration::from_secs(secs),
             None => default.timeout,
         };

@@ -100,6 +100,34 @@ impl QueuesConfigError {
 /// The URL of a NATS server on this machine, with its default port.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
+/// A NATS URL (or a comma-separated list of them) fit to log and show:
+/// a password is replaced by `***` (`nats://user:***@host`), and so is a
+/// token given as the user (`nats://***@host`), which is a secret too.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = match one.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, one),
+            };
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            let Some((userinfo, host)) = authority.rsplit_once('@') else {
+                return one.to_owned();
+            };
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_owned(),
+            };
+            match scheme {
+                Some(scheme) => format!("{scheme}://{shown}@{host}{tail}"),
+                None => format!("{shown}@{host}{tail}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Default for QueuesConfig {
     fn default() -> Self {
         let settings = QueueSettings::default();
@@ -131,6 +159,11 @@ impl QueuesConfig {
         self.url.as_deref().unwrap_or(DEFAULT_NATS_URL)
     }
 
+    /// The NATS server's URL without its secrets, to log and show.
+    pub fn shown_url(&self) -> String {
+        redact_url(self.nats_url())
+    }
+
     /// Checks the values make sense; the error names the field.
     pub fn validate(&self) -> Result<(), QueuesConfigError> {
         if !(1..=1000).contains(&self.max_deliveries) {
@@ -160,7 +193,7 @@ impl QueuesConfig {
         if let Some(url) = &self.url
             && !(url.starts_with("nats://") || url.starts_with("tls://"))
         {
-            return Err(QueuesConfigError::Url(url.clone()));
+            return Err(QueuesConfigError::Url(redact_url(url)));
         }
         if !(100..=12 * 60 * 60 * 1000).contains(&self.ack_wait_ms) {
             return Err(QueuesConfigError::AckWait(self.ack_wait_ms));
@@ -205,6 +238,34 @@ mod tests {
         assert!(parse("backend = \"kafka\"").is_err());
         assert!(parse("max-deliveries = 0").is_err());
         assert!(parse("colour = 1").unwrap_err().contains("colour"));
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        let cases = [
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            (
+                "nats://weft:hunter2@10.0.0.1:4222",
+                "nats://weft:***@10.0.0.1:4222",
+            ),
+            ("tls://s3cr3t-token@nats.example", "tls://***@nats.example"),
+            (
+                "nats://a:p@w@x:1/path?q=1,nats://b:pw2@y:2",
+                "nats://a:***@x:1/path?q=1,nats://b:***@y:2",
+            ),
+            ("user:pw@host:4222", "user:***@host:4222"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown);
+        }
+        let config: QueuesConfig =
+            toml::from_str("backend = \"nats\"\nurl = \"http://weft:hunter2@x:1\"").unwrap();
+        assert_eq!(config.shown_url(), "http://weft:***@x:1");
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("weft:***@x") && !error.contains("hunter2"),
+            "{error}"
+        );
     }
 
     #[test]

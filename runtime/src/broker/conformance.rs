@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
             a_dedupe_id_holds_across_delayed_and_immediate_sends,
             too_many_deliveries_move_to_poison_with_the_reason,
             a_full_poison_queue_keeps_the_message_in_its_queue,
+            a_message_waiting_for_poison_room_moves_once_there_is_room,
             limits_are_checked,
             batches_are_bounded_and_fifo,
             len_and_peek_lease_nothing,
@@ -404,14 +405,26 @@ pub(crate) async fn len_and_peek_lease_nothing(backend: &dyn Backend, prefix: &s
 
 pub(crate) async fn a_long_poll_wakes_for_a_new_message(backend: &dyn Backend, prefix: &str) {
     let q = format!("{prefix}q");
-    let got = tokio::join!(backend.receive(&q, request(1, LONG, PATIENCE)), async {
+    let receive = async {
+        let received = backend.receive(&q, request(1, LONG, PATIENCE)).await;
+        (received, std::time::Instant::now())
+    };
+    let got = tokio::join!(receive, async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        send(backend, &q, b"now").await
+        let sending = std::time::Instant::now();
+        (send(backend, &q, b"now").await, sending)
     });
-    let (received, id) = got;
+    let ((received, woke), (id, sending)) = got;
     let received = received.unwrap();
     assert_eq!(received.len(), 1, "the long poll returned empty");
     assert_eq!(received[0].id, id);
+    // It woke when the message came, not when its wait ran out (a receive
+    // that only looked again at the end of its wait would also get it).
+    let after = woke.saturating_duration_since(sending);
+    assert!(
+        after < PATIENCE / 10,
+        "the receive returned {after:?} after the send, of a {PATIENCE:?} wait"
+    );
 }
 
 pub(crate) async fn concurrent_receivers_never_share_a_lease(backend: &dyn Backend, prefix: &str) {

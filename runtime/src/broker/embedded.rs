@@ -20,7 +20,7 @@ use super::{BrokerError, KeyPage, KvStore, QueueSettings};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 
-pub use super::store::StoreError;
+pub use super::store::{StoreError, StoreHealth};
 
 /// The store's file name inside a service's state folder.
 pub const STORE_FILE: &str = "queues.redb";
@@ -54,7 +54,38 @@ impl EmbeddedBroker {
     /// naming the file or folder.
     pub fn open(state_dir: &Path, settings: QueueSettings) -> Result<Self, StoreError> {
         let path = state_dir.join(STORE_FILE);
-        let (store, contents) = Store::open(&path)?;
+        let opened = Store::open(&path)?;
+        Ok(Self::restore(path, opened, settings))
+    }
+
+    /// Opens the store on `disk`, a disk that can lose power, instead of
+    /// the file in `state_dir` (which is still created, and stays empty).
+    #[cfg(test)]
+    pub(crate) fn open_on(
+        state_dir: &Path,
+        settings: QueueSettings,
+        disk: super::store::power_cut::Disk,
+    ) -> Result<Self, StoreError> {
+        let path = state_dir.join(STORE_FILE);
+        // A clone per open: the writer opens it again after a failed write.
+        let opened = Store::open_with(&path, move |builder| {
+            builder.create_with_backend(disk.clone())
+        })?;
+        Ok(Self::restore(path, opened, settings))
+    }
+
+    /// Every message `queue` holds, leased or not, as (id, dequeue count).
+    #[cfg(test)]
+    pub(crate) fn contents(&self, queue: &str) -> Vec<(String, u32)> {
+        self.queues.contents(queue)
+    }
+
+    /// Rebuilds the queues from what an opened store holds.
+    fn restore(
+        path: PathBuf,
+        (store, contents): (Store, super::store::Contents),
+        settings: QueueSettings,
+    ) -> Self {
         let queues = Queues::new(settings, store);
         let now = queues.now_ms();
         let mut restored = 0usize;
@@ -69,12 +100,19 @@ impl EmbeddedBroker {
         }
         queues.restored();
         tracing::info!(store = %path.display(), messages = restored, "queue store opened");
-        Ok(Self { queues, path })
+        Self { queues, path }
     }
 
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the store can write now, and if not, why: a full or failing
+    /// disk makes writes answer `unavailable` until the store, retrying by
+    /// itself, gets one through.
+    pub fn health(&self) -> StoreHealth {
+        self.queues.persist().health()
     }
 
     /// Waits until every change made so far (settles included) is on disk.

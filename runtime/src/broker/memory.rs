@@ -370,21 +370,36 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        // A waiting receiver wakes when the delayed message becomes visible.
+        // A waiting receiver wakes when the delayed message becomes visible
+        // (4 s on), not when its 10 s wait runs out.
+        let waiting = tokio::time::Instant::now();
         let got = broker.receive("q", request(1, 1000, 10_000)).await.unwrap();
         assert_eq!(got[0].body, b"later");
+        assert!(
+            waiting.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            waiting.elapsed()
+        );
         // And when a new message is sent while it waits.
         let waiter = {
             let broker = broker.clone();
             tokio::spawn(async move { broker.receive("q2", request(1, 1000, 60_000)).await })
         };
         tokio::task::yield_now().await;
+        let sent_at = tokio::time::Instant::now();
         broker
             .send("q2", b"now".to_vec(), SendOptions::now())
             .await
             .unwrap();
         let got = waiter.await.unwrap().unwrap();
         assert_eq!(got[0].body, b"now");
+        // Woken by the send, not by its wait running out (the paused clock
+        // would have jumped the 60 s).
+        assert_eq!(
+            tokio::time::Instant::now(),
+            sent_at,
+            "the receiver slept on"
+        );
     }
 
     #[tokio::test]

@@ -45,8 +45,8 @@ mod persist;
 mod queues;
 mod store;
 
-pub use config::{BackendKind, QueuesConfig, QueuesConfigError};
-pub use embedded::{EmbeddedBroker, StoreError};
+pub use config::{BackendKind, QueuesConfig, QueuesConfigError, redact_url};
+pub use embedded::{EmbeddedBroker, StoreError, StoreHealth};
 pub use memory::MemoryBroker;
 pub use nats::{NatsBroker, NatsError};
 

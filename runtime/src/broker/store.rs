@@ -8,6 +8,12 @@
 //! listings) use read transactions from any thread and never wait for the
 //! writer.
 //!
+//! A failed write (a full disk, an I/O error) is survived, not latched: the
+//! writer ([`writer`]) answers what waited for it `unavailable`, keeps the
+//! settles nobody waited for, reopens the file (redb refuses every call
+//! after a failed write) and retries with backoff until a commit succeeds.
+//! Meanwhile [`StoreHealth`] says `Failing`, with the reason.
+//!
 //! Tables: `messages` ((queue, seq) → the whole message: id, times,
 //! visibility, dequeue count, poison reason and body; rewritten on each
 //! delivery), `dedupe` ((queue, dedupe id) → expiry and message id), `kv`
@@ -21,22 +27,24 @@
 //! to is refused, as the compiled-component cache refuses one: whoever can
 //! write there can swap the store for one of their own.
 
+#[cfg(test)]
+pub(crate) mod power_cut;
 mod record;
+mod writer;
 
 use super::book::Message;
-use super::memory::MAX_BUCKET_BYTES;
 use super::persist::{Change, Done};
 use super::{BrokerError, KeyPage};
-use record::{decode, encode};
+use record::decode;
 use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError, TableDefinition,
-    WriteTransaction,
 };
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, mpsc};
 use tokio::sync::oneshot;
+use writer::{Job, Writer, write_loop};
 
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const DEDUPE: TableDefinition<(&str, &str), (u64, &str)> = TableDefinition::new("dedupe");
@@ -45,9 +53,6 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The layout of the tables above; a file with another is refused.
 const FORMAT: u64 = 1;
-/// The most operations one commit takes: enough to amortise an fsync over
-/// thousands, few enough that one commit stays short.
-const MAX_JOBS_PER_COMMIT: usize = 4096;
 /// redb's page cache (it grows to this on demand).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// How many keys one `list_keys` page holds.
@@ -97,34 +102,57 @@ pub enum StoreError {
     },
 }
 
-/// One unit of work for the writer thread.
-enum Job {
-    /// Book changes; `done` (if any) is called once they are on disk, or
-    /// failed to get there, after every earlier job's.
-    Changes {
-        changes: Vec<Change>,
-        done: Option<Done>,
-    },
-    /// A key-value write (`value: None` deletes).
-    Kv {
-        bucket: String,
-        key: String,
-        value: Option<Vec<u8>>,
-        done: oneshot::Sender<Result<(), BrokerError>>,
-    },
-}
-
 /// The open store: its file, and the writer thread's queue.
 pub(crate) struct Store {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What the store's callers and its writer thread share.
+struct Shared {
+    /// The open database; `None` while the writer reopens it after a failed
+    /// write (redb refuses every later call once a write has failed).
+    /// Readers hold the read lock for their whole read, so the writer,
+    /// taking the write lock, knows the old database is closed when it
+    /// opens the file again.
+    db: RwLock<Option<Database>>,
+    /// Whether writes succeed, and if not, why.
+    health: Mutex<StoreHealth>,
+}
+
+impl Shared {
+    fn db(&self) -> RwLockReadGuard<'_, Option<Database>> {
+        self.db.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether the store can write now: what a host shows in its status and
+/// metrics while the disk under the state folder is full or failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreHealth {
+    /// The last write reached the disk.
+    Writable,
+    /// The last write failed (a full disk, an I/O error). Sends, receives
+    /// and key-value writes answer `unavailable` meanwhile; settles are
+    /// kept and written later. The store retries by itself, reopening the
+    /// file if redb needs it, and is `Writable` again once a write succeeds.
+    Failing {
+        /// What the last attempt met, on one line.
+        reason: String,
+    },
 }
 
 /// Everything the store held at open, for the book.
 pub(crate) struct Contents {
     pub(crate) messages: Vec<(String, u64, Message)>,
     pub(crate) dedupe: Vec<(String, String, String, u64)>,
+}
+
+/// The answer to a read while the writer reopens the file.
+fn reopening() -> BrokerError {
+    BrokerError::Unavailable("the queue store is recovering from a failed write".into())
 }
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> BrokerError {
@@ -135,6 +163,18 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> BrokerError {
 impl Store {
     /// Opens (or creates) the store at `path` and reads what it holds.
     pub(crate) fn open(path: &Path) -> Result<(Self, Contents), StoreError> {
+        let file = path.to_path_buf();
+        Self::open_with(path, move |builder| builder.create(&file))
+    }
+
+    /// As [`Store::open`], with `create` making the database from redb's
+    /// builder: the file at `path`, or in tests a disk that can lose power
+    /// (`power_cut.rs`). `create` is called again whenever the writer must
+    /// reopen the database after a failed write.
+    pub(crate) fn open_with(
+        path: &Path,
+        create: impl Fn(&redb::Builder) -> Result<Database, DatabaseError> + Send + 'static,
+    ) -> Result<(Self, Contents), StoreError> {
         let io = |reason: String| StoreError::Io {
             path: path.to_path_buf(),
             reason,
@@ -147,30 +187,7 @@ impl Store {
             prepare_folder(parent)?;
         }
         create_private(path).map_err(|e| io(e.to_string()))?;
-        // redb checks every page's checksum here; its debug builds panic on
-        // some damage instead of returning an error, which is caught too.
-        let opened = std::panic::catch_unwind(|| {
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .set_check_integrity_on_open(true)
-                .create(path)
-        });
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch)) => {
-                return Err(StoreError::Locked {
-                    path: path.to_path_buf(),
-                });
-            }
-            Ok(Err(DatabaseError::Storage(StorageError::Io(e))))
-                if e.kind() != std::io::ErrorKind::InvalidData =>
-            {
-                return Err(io(e.to_string()));
-            }
-            Ok(Err(e)) => return Err(corrupt(one_line(&e))),
-            Err(_) => return Err(corrupt("redb refused its pages".into())),
-        };
-        let db = Arc::new(db);
+        let db = open_database(path, &create)?;
         let (contents, bucket_bytes) =
             // The database is dropped if this panics: nothing is left half-used.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -178,15 +195,24 @@ impl Store {
             }))
                 .unwrap_or_else(|_| Err("redb refused its pages".into()))
                 .map_err(corrupt)?;
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(db)),
+            health: Mutex::new(StoreHealth::Writable),
+        });
         let (tx, rx) = mpsc::channel();
-        let writer_db = db.clone();
+        let file = path.to_path_buf();
+        let writer = Writer::new(
+            shared.clone(),
+            Box::new(move || open_database(&file, &create).map_err(|e| e.to_string())),
+            bucket_bytes,
+        );
         let writer = std::thread::Builder::new()
             .name("weft-queue-store".into())
-            .spawn(move || write_loop(&writer_db, &rx, bucket_bytes))
+            .spawn(move || write_loop(writer, &rx))
             .map_err(|e| io(format!("cannot start the writer thread: {e}")))?;
         Ok((
             Self {
-                db,
+                shared,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
             },
@@ -245,8 +271,10 @@ impl Store {
 
     /// The value under `key` in `bucket`, as last committed.
     pub(crate) fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
+        let db = self.shared.db();
+        let db = db.as_ref().ok_or_else(reopening)?;
         let read = || -> Result<Option<Vec<u8>>, redb::Error> {
-            let txn = self.db.begin_read()?;
+            let txn = db.begin_read()?;
             let table = txn.open_table(KV)?;
             Ok(table.get((bucket, key))?.map(|v| v.value().to_vec()))
         };
@@ -261,8 +289,10 @@ impl Store {
     ) -> Result<KeyPage, BrokerError> {
         let start = usize::try_from(cursor.unwrap_or(0))
             .map_err(|_| BrokerError::Invalid("cursor out of range".into()))?;
+        let db = self.shared.db();
+        let db = db.as_ref().ok_or_else(reopening)?;
         let read = || -> Result<KeyPage, redb::Error> {
-            let txn = self.db.begin_read()?;
+            let txn = db.begin_read()?;
             let table = txn.open_table(KV)?;
             let mut keys = Vec::new();
             let mut more = false;
@@ -290,6 +320,15 @@ impl Store {
         read().map_err(|e| unavailable("read", e))
     }
 
+    /// Whether writes succeed now, and if not, why.
+    pub(crate) fn health(&self) -> StoreHealth {
+        self.shared
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Waits until everything submitted so far is on disk, then stops the
     /// writer; later writes fail with `unavailable`.
     pub(crate) fn close(&self) {
@@ -305,6 +344,46 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Opens the database with `create`, mapping redb's refusals to ours.
+fn open_database(
+    path: &Path,
+    create: &dyn Fn(&redb::Builder) -> Result<Database, DatabaseError>,
+) -> Result<Database, StoreError> {
+    // redb checks every page's checksum here; its debug builds panic on
+    // some damage instead of returning an error, which is caught too.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut builder = Database::builder();
+        builder
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true);
+        create(&builder)
+    }));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch)) => {
+            Err(StoreError::Locked {
+                path: path.to_path_buf(),
+            })
+        }
+        Ok(Err(DatabaseError::Storage(StorageError::Io(e))))
+            if e.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            Err(StoreError::Io {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+        Ok(Err(e)) => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: one_line(&e),
+        }),
+        Err(_) => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "redb refused its pages".into(),
+        }),
     }
 }
 
@@ -418,136 +497,6 @@ fn read_all(db: &Database) -> Result<(Contents, BucketBytes), String> {
         Ok(Ok((contents, bucket_bytes)))
     };
     read().map_err(|e| one_line(&e))?
-}
-
-/// The writer thread: takes every job waiting, applies them in one
-/// transaction, commits (fsync), then answers each.
-fn write_loop(db: &Database, jobs: &mpsc::Receiver<Job>, mut bucket_bytes: BucketBytes) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_JOBS_PER_COMMIT {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut sizes = bucket_bytes.clone();
-        match commit(db, &batch, &mut sizes) {
-            Ok(outcomes) => {
-                bucket_bytes = sizes;
-                for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    answer(job, outcome);
-                }
-            }
-            Err(e) => {
-                let error = unavailable("write", e);
-                for job in batch {
-                    answer(job, Err(error.clone()));
-                }
-            }
-        }
-    }
-}
-
-fn answer(job: Job, outcome: Result<(), BrokerError>) {
-    match job {
-        Job::Changes {
-            done: Some(done), ..
-        } => done(outcome),
-        Job::Changes { done: None, .. } => {}
-        Job::Kv { done, .. } => {
-            let _ = done.send(outcome);
-        }
-    }
-}
-
-/// Applies a batch of jobs in one durable transaction. A job refused on its
-/// own (a full bucket) gets its error; the others are committed.
-fn commit(
-    db: &Database,
-    batch: &[Job],
-    bucket_bytes: &mut BucketBytes,
-) -> Result<Vec<Result<(), BrokerError>>, redb::Error> {
-    // redb's default durability, Immediate: the commit returns once fsynced.
-    let txn = db.begin_write()?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for job in batch {
-        outcomes.push(match job {
-            Job::Changes { changes, .. } => {
-                apply(&txn, changes)?;
-                Ok(())
-            }
-            Job::Kv {
-                bucket, key, value, ..
-            } => kv_apply(&txn, bucket, key, value.as_deref(), bucket_bytes)?,
-        });
-    }
-    txn.commit()?;
-    Ok(outcomes)
-}
-
-fn apply(txn: &WriteTransaction, changes: &[Change]) -> Result<(), redb::Error> {
-    let mut messages = txn.open_table(MESSAGES)?;
-    let mut dedupe = txn.open_table(DEDUPE)?;
-    for change in changes {
-        match change {
-            Change::Put {
-                queue,
-                seq,
-                message,
-            } => {
-                messages.insert((queue.as_str(), *seq), encode(message).as_slice())?;
-            }
-            Change::Delete { queue, seq } => {
-                messages.remove((queue.as_str(), *seq))?;
-            }
-            Change::Dedupe {
-                queue,
-                key,
-                id,
-                expires_at_ms,
-            } => {
-                dedupe.insert(
-                    (queue.as_str(), key.as_str()),
-                    (*expires_at_ms, id.as_str()),
-                )?;
-            }
-            Change::DedupeGone { queue, key } => {
-                dedupe.remove((queue.as_str(), key.as_str()))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn kv_apply(
-    txn: &WriteTransaction,
-    bucket: &str,
-    key: &str,
-    value: Option<&[u8]>,
-    bucket_bytes: &mut BucketBytes,
-) -> Result<Result<(), BrokerError>, redb::Error> {
-    let mut table = txn.open_table(KV)?;
-    let old = table
-        .get((bucket, key))?
-        .map_or(0, |v| key.len() + v.value().len());
-    let held = bucket_bytes.get(bucket).copied().unwrap_or(0);
-    let Some(value) = value else {
-        if old > 0 {
-            table.remove((bucket, key))?;
-            bucket_bytes.insert(bucket.to_owned(), held - old);
-        }
-        return Ok(Ok(()));
-    };
-    let bytes = held - old + key.len() + value.len();
-    if bytes > MAX_BUCKET_BYTES {
-        return Ok(Err(BrokerError::Unavailable(format!(
-            "bucket is full ({held} bytes; the limit is {MAX_BUCKET_BYTES})"
-        ))));
-    }
-    table.insert((bucket, key), value)?;
-    bucket_bytes.insert(bucket.to_owned(), bytes);
-    Ok(Ok(()))
 }
 
 /// The first line of an error, for one-line reports.

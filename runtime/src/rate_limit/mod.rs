@@ -84,9 +84,14 @@ pub struct RateLimits {
     /// `wasi:config/store`. Default: 1,000 calls/s (settings are read at
     /// start, not per message).
     pub config: InterfaceLimits,
-    /// The guest's stdout and stderr, in lines and bytes. Default: 1 MiB/s,
-    /// no line limit. Output over the limit is dropped (a guest's `print`
-    /// must not fail or block), and the log says how many lines were lost.
+    /// The guest's stdout and stderr: `ops` counts lines, `bytes` their
+    /// bytes. Default: 500 lines/s after a one-time burst of 1,000 (a
+    /// start-up banner passes whole), and 1 MiB/s. Each line costs the host
+    /// a log event whatever its length, so lines are limited as well as
+    /// bytes: a guest printing bare newlines would otherwise make the host
+    /// emit a million events a second. Output over the limit is dropped (a
+    /// guest's `print` must not fail or block), and the log says how many
+    /// lines were lost.
     pub log: InterfaceLimits,
     /// A web role's incoming HTTP: `ops` counts requests (over the limit:
     /// 429 with `Retry-After`), `bytes` the request and response bodies
@@ -106,6 +111,9 @@ pub struct RateLimits {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// The longest refill period a bucket may have: a day.
+pub const MAX_REFILL_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The manifest's form: only what it overrides.
 #[derive(Deserialize)]
@@ -160,6 +168,28 @@ impl TryFrom<RawRateLimits> for RateLimits {
                 "max-wait-ms must be at most 60000, not {max_wait_ms}"
             ));
         }
+        // A refill period past a day is a typo, and its instants overflow.
+        let interfaces = [
+            ("queue", &raw.queue),
+            ("kv", &raw.kv),
+            ("config", &raw.config),
+            ("log", &raw.log),
+            ("http", &raw.http),
+            ("egress", &raw.egress),
+            ("usage", &raw.usage),
+        ];
+        for (name, interface) in interfaces {
+            for (kind, bucket) in [("ops", &interface.ops), ("bytes", &interface.bytes)] {
+                if let Some(bucket) = bucket
+                    && bucket.refill_ms > MAX_REFILL_MS
+                {
+                    return Err(format!(
+                        "{name}.{kind}.refill-ms must be at most {MAX_REFILL_MS} (a day), not {}",
+                        bucket.refill_ms
+                    ));
+                }
+            }
+        }
         Ok(Self {
             queue: raw.queue.over(default.queue),
             kv: raw.kv.over(default.kv),
@@ -191,7 +221,11 @@ impl Default for RateLimits {
                 bytes: None,
             },
             log: InterfaceLimits {
-                ops: None,
+                ops: Some(BucketConfig {
+                    size: 500,
+                    refill_ms: 1000,
+                    burst: 1000,
+                }),
                 bytes: Some(BucketConfig::per_second(MIB)),
             },
             http: InterfaceLimits {
@@ -410,6 +444,13 @@ impl RoleLimiter {
         outcome
     }
 
+    /// Counts `calls` refused without asking the buckets: guest output
+    /// dropped in bulk once a line of its write was refused.
+    pub fn count_refused(&self, interface: Interface, calls: u64) {
+        let counters = &self.limited(interface).counters;
+        counters.limited.fetch_add(calls, Ordering::Relaxed);
+    }
+
     /// Charges `bytes` already handed over (a received message's body, a
     /// value read): never refused, but a debt later calls wait out.
     pub fn charge(&self, interface: Interface, bytes: u64) {
@@ -527,6 +568,30 @@ mod tests {
         assert_eq!(limits.kv.ops, default.kv.ops);
         assert_eq!(limits.max_wait_ms, 5);
         assert!(toml::from_str::<RateLimits>("[queue]\nopps = 1\n").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guest_lines_are_limited_by_default_not_only_their_bytes() {
+        let limits = RateLimits::default();
+        let ops = limits.log.ops.expect("a default line rate");
+        let limiter = RoleLimiter::new(&limits);
+        // Bare newlines (one byte each): far within the bytes rate, so only
+        // the line rate can hold them.
+        let passed = (0..100_000)
+            .filter(|_| limiter.try_admit(Interface::Log, 1).is_ok())
+            .count();
+        assert_eq!(passed, usize::try_from(ops.size + ops.burst).unwrap());
+        // A second later, one second's lines more, and no more.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let passed = (0..100_000)
+            .filter(|_| limiter.try_admit(Interface::Log, 1).is_ok())
+            .count();
+        assert_eq!(passed, usize::try_from(ops.size).unwrap());
+        // Refusals are counted, those dropped in bulk too.
+        limiter.count_refused(Interface::Log, 7);
+        let log = limiter.stats()[Interface::Log.index()];
+        assert_eq!(log.admitted, ops.size * 2 + ops.burst);
+        assert_eq!(log.limited, 200_000 - log.admitted + 7);
     }
 
     #[tokio::test(start_paused = true)]

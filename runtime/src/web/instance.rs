@@ -7,7 +7,10 @@
 //! hands it to a later request of the same role, up to that many requests
 //! in all. Whatever the guest left in its memory (globals, caches) is then
 //! visible to the next request of the same role; never to another role's,
-//! since each role has its own idle instances.
+//! since each role has its own idle instances. A role that takes no more
+//! requests releases them ([`IdleInstances::release`]): idle instances are
+//! freed then, busy ones when their request ends, so nothing keeps a
+//! draining version alive.
 //!
 //! Every limit still applies per request: [`WebInstance::prepare`] gives the
 //! guest its fuel budget afresh and its new deadline, and forgets a refused
@@ -148,7 +151,15 @@ pub(super) struct IdleInstances {
     /// At most this many wait at once: the role's `max-in-flight`, so
     /// reuse never keeps more instances than the role may run.
     capacity: usize,
-    idle: Mutex<Vec<WebInstance>>,
+    idle: Mutex<Idle>,
+}
+
+struct Idle {
+    instances: Vec<WebInstance>,
+    /// Set once the role takes no more requests: an instance that finishes
+    /// is dropped, not kept, so the role holds no sandbox once its requests
+    /// are done (a draining version would otherwise wait out its grace).
+    released: bool,
 }
 
 impl IdleInstances {
@@ -156,11 +167,14 @@ impl IdleInstances {
         Self {
             requests_per_instance,
             capacity,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(Idle {
+                instances: Vec::new(),
+                released: false,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WebInstance>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
         // A push or a pop cannot leave the list half-changed.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -171,22 +185,34 @@ impl IdleInstances {
         if self.requests_per_instance <= 1 {
             return None;
         }
-        self.lock().pop()
+        self.lock().instances.pop()
     }
 
     /// Keeps `instance`, which served its request successfully, for a later
-    /// request, unless it has served its share or enough instances wait.
+    /// request, unless it has served its share, enough instances wait, or
+    /// the instances were released.
     pub(super) fn put(&self, instance: WebInstance) {
         if instance.served >= self.requests_per_instance {
             return;
         }
         let mut idle = self.lock();
-        if idle.len() < self.capacity {
-            idle.push(instance);
+        if !idle.released && idle.instances.len() < self.capacity {
+            idle.instances.push(instance);
         } else {
             // Dropped outside the lock: freeing a sandbox takes a while.
             drop(idle);
             drop(instance);
         }
+    }
+
+    /// Drops every idle instance and keeps none from now on; how many
+    /// were dropped. Instances still serving are dropped when they finish.
+    pub(super) fn release(&self) -> usize {
+        let released = {
+            let mut idle = self.lock();
+            idle.released = true;
+            std::mem::take(&mut idle.instances)
+        };
+        released.len()
     }
 }

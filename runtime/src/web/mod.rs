@@ -12,6 +12,10 @@
 //! body. Request and response bodies pass the role's `http` bytes bucket. A
 //! failure ends only this request, with a 5xx and a short reason (and an
 //! `x-weft-failure` header naming the kind of failure).
+//!
+//! A role that takes no more requests calls [`WebRole::release_idle`]: its
+//! idle instances are freed at once and those still serving when they finish,
+//! so a draining role is done as soon as its last request is.
 
 mod instance;
 
@@ -194,6 +198,15 @@ impl WebRole {
                 failure_response(status, kind, &failure.to_string())
             }
         }
+    }
+
+    /// Frees the role's idle instances and keeps none from now on: for a
+    /// role that takes no new requests (a draining version), so that it
+    /// holds no sandbox once its requests in flight are done. A request
+    /// still served afterwards runs in a fresh instance, dropped when done.
+    /// Returns how many idle instances were freed.
+    pub fn release_idle(&self) -> usize {
+        self.idle.release()
     }
 
     /// Creates a sandbox exactly as a request finding no idle instance

@@ -2,9 +2,13 @@
 //! poison queues (which are held to the same limits as any queue).
 
 use super::{
-    Backend, LONG, PATIENCE, SETTINGS, is_not_found, nothing_visible, receive_one, request, send,
+    Backend, LONG, PATIENCE, SETTINGS, is_not_found, nothing_visible, receive_n, receive_one,
+    request, send,
 };
-use crate::broker::{BrokerError, MAX_BATCH, MAX_DEDUPE_ID_BYTES, MAX_MESSAGE_BYTES, SendOptions};
+use crate::broker::{
+    BrokerError, Delivery, MAX_BATCH, MAX_DEDUPE_ID_BYTES, MAX_MESSAGE_BYTES, POISON_RETRY,
+    SendOptions,
+};
 use std::time::Duration;
 
 pub(crate) async fn too_many_deliveries_move_to_poison_with_the_reason(
@@ -92,6 +96,55 @@ pub(crate) async fn a_full_poison_queue_keeps_the_message_in_its_queue(
     );
     let peeked = backend.peek(&poison, MAX_BATCH).await.unwrap();
     assert!(peeked.iter().all(|p| p.id != id));
+}
+
+pub(crate) async fn a_message_waiting_for_poison_room_moves_once_there_is_room(
+    backend: &dyn Backend,
+    prefix: &str,
+) {
+    let q = format!("{prefix}q");
+    let poison = format!("{q}-poison");
+    for i in 0..SETTINGS.max_messages {
+        send(backend, &poison, format!("{i}").as_bytes()).await;
+    }
+    let id = send(backend, &q, b"bad").await;
+    for _ in 0..SETTINGS.max_deliveries {
+        let got = receive_one(backend, &q, LONG).await;
+        backend
+            .abandon(&q, &got.receipt, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    let good = send(backend, &q, b"good").await;
+    // The receive that finds no room for the bad message hands out the
+    // rest of its batch.
+    let got = backend
+        .receive(&q, request(MAX_BATCH, LONG, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, [good.as_str()], "the batch behind the stuck message");
+    backend.complete(&q, &got[0].receipt).await.unwrap();
+    // An operator makes room: the bad message moves at its next try, within
+    // POISON_RETRY, and is never delivered from its own queue meanwhile.
+    let drained = receive_one(backend, &poison, LONG).await;
+    backend.complete(&poison, &drained.receipt).await.unwrap();
+    let give_up = tokio::time::Instant::now() + POISON_RETRY + PATIENCE;
+    while backend.len(&q).await.unwrap() > 0 {
+        assert!(
+            nothing_visible(backend, &q).await,
+            "delivered past the maximum"
+        );
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "never moved once its poison queue had room"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let poisoned = receive_n(backend, &poison, SETTINGS.max_messages, LONG).await;
+    let moved: Vec<&Delivery> = poisoned.iter().filter(|d| d.id == id).collect();
+    assert_eq!(moved.len(), 1, "the moved message is in its poison queue");
+    assert!(moved[0].poison_reason.is_some());
 }
 
 pub(crate) async fn limits_are_checked(backend: &dyn Backend, prefix: &str) {

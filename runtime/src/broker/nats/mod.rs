@@ -126,6 +126,8 @@ impl NatsBroker {
     /// called within a tokio runtime: it starts the lease keeper.
     pub async fn connect(config: &QueuesConfig) -> Result<Self, NatsError> {
         let url = config.nats_url().to_owned();
+        // What logs and errors say: never the password or token.
+        let shown = config.shown_url();
         let started = tokio::time::Instant::now();
         let budget = Duration::from_secs(config.connect_timeout_secs);
         let mut delay = FIRST_RETRY;
@@ -152,14 +154,15 @@ impl NatsBroker {
                 Err(e) => {
                     let spent = started.elapsed();
                     if spent + delay > budget {
+                        let reason = one_line(&e).replace(&url, &shown);
                         return Err(NatsError::Unreachable {
-                            url,
+                            url: shown,
                             attempts,
                             secs: spent.as_secs(),
-                            reason: one_line(&e),
+                            reason,
                         });
                     }
-                    tracing::warn!(url = %url, error = %one_line(&e), retry_in_ms = delay.as_millis(), "queues: cannot reach the NATS server; retrying");
+                    tracing::warn!(url = %shown, error = %one_line(&e).replace(&url, &shown), retry_in_ms = delay.as_millis(), "queues: cannot reach the NATS server; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(LAST_RETRY);
                 }
@@ -181,12 +184,13 @@ impl NatsBroker {
                 }
             });
         if let Err(reason) = info {
-            return Err(NatsError::NoJetStream { url, reason });
+            let reason = reason.replace(&url, &shown);
+            return Err(NatsError::NoJetStream { url: shown, reason });
         }
         let ack_wait = Duration::from_millis(config.ack_wait_ms);
         let leases = Arc::new(Leases::new(client.clone(), ack_wait));
         let keeper = tokio::spawn(leases.clone().keep());
-        tracing::info!(url = %url, "queues: using NATS JetStream");
+        tracing::info!(url = %shown, "queues: using NATS JetStream");
         Ok(Self {
             client,
             js,
@@ -437,5 +441,25 @@ mod tests {
         assert_eq!(guest_key("x"), None);
         assert_eq!(guest_key("k_4"), None);
         assert!(crate::broker::MAX_MESSAGE_BYTES < usize::try_from(MAX_VALUE_BYTES).unwrap());
+    }
+
+    /// A server that cannot be reached is named without its password.
+    #[tokio::test]
+    async fn an_unreachable_server_is_named_without_its_credentials() {
+        let config = QueuesConfig {
+            backend: crate::broker::BackendKind::Nats,
+            url: Some("nats://weft:hunter2@127.0.0.1:1".into()),
+            connect_timeout_secs: 0,
+            ..QueuesConfig::default()
+        };
+        let error = NatsBroker::connect(&config)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("nats://weft:***@127.0.0.1:1") && !error.contains("hunter2"),
+            "{error}"
+        );
     }
 }

@@ -13,16 +13,35 @@
 //! * `panic`: panics (the instance traps);
 //! * `sleep:{ms}`: sleeps that long, then as `ok`;
 //! * `burn:{n}`: runs a loop of `n` steps (a known amount of fuel), then as `ok`.
+//!
+//! With the setting `idle-burn = "{n}"` it takes no message: it loops
+//! forever on an empty receive (no wait) followed by `n` steps of burning,
+//! writing the round it finished under `idle-round`, so a test can see how
+//! far one instance's fuel went when empty receives bring none.
 
 use std::time::Duration;
 
 use weft_sdk::kv::Bucket;
-use weft_sdk::queue::Message;
+use weft_sdk::queue::{Message, ReceiveOptions};
 use weft_sdk::worker::Worker;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queue = weft_sdk::config::get("queue")?.unwrap_or_else(|| "tasks".to_owned());
     let results = Bucket::open("results")?;
+    if let Some(steps) = weft_sdk::config::get("idle-burn")? {
+        let steps: u64 = steps.parse()?;
+        let options = ReceiveOptions {
+            wait: Duration::ZERO,
+            ..ReceiveOptions::default()
+        };
+        for round in 1u64.. {
+            if !weft_sdk::queue::receive(&queue, &options)?.is_empty() {
+                return Err("idle-burn wants an empty queue".into());
+            }
+            burn(steps);
+            results.set("idle-round", round.to_string())?;
+        }
+    }
     eprintln!("chaos-worker: pulling from `{queue}`");
     Worker::new(queue)
         .batch_size(1)
@@ -47,11 +66,7 @@ fn handle(results: &Bucket, message: &Message) -> Result<(), String> {
                 .ok()
                 .and_then(|n| n.parse().ok())
                 .ok_or("burn needs a step count")?;
-            let mut total = 0u64;
-            for step in 0..steps {
-                total = std::hint::black_box(total.wrapping_add(step));
-            }
-            std::hint::black_box(total);
+            burn(steps);
         }
         body => {
             if let Some(ms) = body
@@ -65,4 +80,13 @@ fn handle(results: &Bucket, message: &Message) -> Result<(), String> {
     results
         .set(id, format!("done dequeue={n}"))
         .map_err(|e| e.to_string())
+}
+
+/// A loop of `steps` steps: a known amount of fuel.
+fn burn(steps: u64) {
+    let mut total = 0u64;
+    for step in 0..steps {
+        total = std::hint::black_box(total.wrapping_add(step));
+    }
+    std::hint::black_box(total);
 }

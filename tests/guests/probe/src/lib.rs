@@ -10,6 +10,7 @@
 //! | `GET /alloc/{mib}` | allocates and touches a `Vec` | `allocated {mib} MiB` (or aborts) |
 //! | `GET /read?path=P` | `std::fs::read` | `read {n} bytes` or `error: ..` |
 //! | `GET /list-dir?path=P` | `std::fs::read_dir` | one name per line, or `error: ..` |
+//! | `GET /fill?name=N&kib=K&via=V` | writes `K` KiB to `/scratch/N` by one write path (`scratch.rs`) | `wrote {n} bytes` or `error after {n} bytes: ..` |
 //! | `GET /connect?addr=A` | `std::net::TcpStream::connect` | `connected` or `error: ..` |
 //! | `GET /env` | `std::env::vars` | the count, then one name per line |
 //! | `GET /fetch?url=U` | an outgoing HTTP GET | `status {n}` or `error: ..` |
@@ -21,6 +22,7 @@
 //! | `GET /config/{key}` | `config::get` | the value or 404 |
 //! | `GET /print/{text}` | prints `text` to stdout and stderr | 200 |
 //! | `GET /spam/{n}` | prints `n` lines of about 100 bytes to stdout | `printed {n} lines` |
+//! | `GET /lines/{n}/{text}` | writes `n` lines of `text` (may be empty: bare newlines) to stdout in one write | `wrote {n} lines` |
 //! | `GET /stream/{kib}` | streams a body of `kib` KiB in 16 KiB chunks | the bytes (`x`s) |
 //! | `GET /fetch-self?path=P` | an outgoing GET to `http://{its own Host header}{P}` | as `/fetch` |
 //! | `GET /usage` | `weft_sdk::usage::get` | `name=value` lines, or `error: ..` |
@@ -34,6 +36,7 @@
 //! last=-`, so tests can tell whether an instance served an earlier request.
 
 mod burn;
+mod scratch;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -74,6 +77,10 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
             },
         ),
         (Method::GET, "list-dir", None) => text(StatusCode::OK, list_dir(&arg("path"))),
+        (Method::GET, "fill", None) => text(
+            StatusCode::OK,
+            scratch::fill(&arg("name"), &arg("kib"), &arg("via")),
+        ),
         (Method::GET, "connect", None) => text(
             StatusCode::OK,
             match std::net::TcpStream::connect(arg("addr")) {
@@ -157,6 +164,22 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
             }
             Err(_) => bad_number(),
         },
+        (Method::GET, "lines", Some(rest)) => {
+            let (count, line) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
+            match count.parse::<usize>() {
+                Ok(n) if n <= 16 << 20 => {
+                    let mut line = decode(line).into_bytes();
+                    line.push(b'\n');
+                    let flood = line.repeat(n);
+                    let wrote = std::io::Write::write_all(&mut std::io::stdout().lock(), &flood);
+                    match wrote {
+                        Ok(()) => text(StatusCode::OK, format!("wrote {n} lines")),
+                        Err(e) => text(StatusCode::OK, format!("error: {e}")),
+                    }
+                }
+                _ => bad_number(),
+            }
+        }
         (Method::GET, "stream", Some(kib)) => match kib.parse::<usize>() {
             Ok(kib) => {
                 const CHUNK: usize = 16 * 1024;
