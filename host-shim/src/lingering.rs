@@ -298,11 +298,15 @@ mod tests {
         drop(sender);
         // The whole body went out without an error on the connection: a
         // reset would end it at once with an error. Now and then (about
-        // one run in ten) hyper's server never reports the end of a body
-        // it answered early, although every byte was read, and neither side
-        // closes the idle connection; so an open connection after the wait
-        // counts as no reset too, and the host's connection caps bound what
-        // such connections can hold.
+        // one run in ten) hyper 1.12's server never reports the end of a
+        // body it answered early, although every byte was read: once the
+        // answer is out and the last byte in, its dispatcher goes back to
+        // waiting for the next request head before it drops the body's
+        // sender (`h1/dispatch.rs` `poll_read` checks `can_read_head`
+        // first). The connection then idles, waiting for a next request,
+        // which the host's idle timeout (`connections.rs`) closes; this
+        // bare server has none. So an open connection after the wait counts
+        // as no reset too.
         match tokio::time::timeout(Duration::from_secs(10), client).await {
             Ok(ended) => ended.unwrap().unwrap(),
             Err(_still_open) => {}

@@ -352,6 +352,19 @@ fn a_malformed_manifest_is_a_one_line_error_naming_file_and_line() {
     );
 }
 
+/// The guest output lines the host reported dropped for `role`, added up
+/// over every report in the log (a slow run may report one flood in parts).
+fn dropped_lines(log: &str, role: &str) -> usize {
+    let tag = format!("role={role}");
+    log.lines()
+        .filter(|l| l.contains("lines dropped") && l.contains(&tag))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("dropped=")?.parse::<usize>().ok())
+        })
+        .sum()
+}
+
 #[tokio::test]
 async fn guest_output_over_its_rate_limit_is_dropped_and_counted() {
     let (_dir, path) = manifest(&format!(
@@ -392,15 +405,7 @@ listen = "127.0.0.1:0"
     // quiet role's line is there.
     let noisy = weft.url("noisy");
     let spam_lines = |log: &str| log.lines().filter(|l| l.contains("spam-line")).count();
-    let dropped = |log: &str| -> usize {
-        log.lines()
-            .filter(|l| l.contains("lines dropped") && l.contains("role=noisy"))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix("dropped=")?.parse::<usize>().ok())
-            })
-            .sum()
-    };
+    let dropped = |log: &str| dropped_lines(log, "noisy");
     let log = eventually(
         Duration::from_secs(30),
         "every spam line printed or reported dropped, and the quiet line",
@@ -464,15 +469,7 @@ listen = "127.0.0.1:0"
     .unwrap();
     assert_eq!(quiet.status, 200);
     let printed = |log: &str| log.lines().filter(|l| l.contains("flood-line")).count();
-    let dropped = |log: &str, role: &str| -> usize {
-        log.lines()
-            .filter(|l| l.contains("lines dropped") && l.contains(&format!("role={role}")))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix("dropped=")?.parse::<usize>().ok())
-            })
-            .sum()
-    };
+    let dropped = dropped_lines;
     // The loss is reported when the request's sandbox goes away.
     let log = eventually(
         Duration::from_secs(30),
