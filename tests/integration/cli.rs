@@ -1,7 +1,7 @@
 //! The real `weft` binary: serving components, running the pipeline
 //! example end to end, shutting down gracefully, and one-line errors.
 
-use crate::support::{Weft, cache_dir, eventually, http, http_as, up, weft_command};
+use crate::support::{Weft, cache_dir, error_line, eventually, http, http_as, run_weft, up};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use weft_test_artifacts::{
@@ -266,24 +266,6 @@ listen = "127.0.0.1:0"
         intruder.contains("denied") && intruder.contains("role=intruder"),
         "{intruder}"
     );
-}
-
-/// Runs weft to completion and returns (success, stderr).
-fn run_weft(args: &[&str]) -> (bool, String) {
-    let output = weft_command().args(args).output().unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn error_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("weft: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "expected one error line in:\n{stderr}");
-    lines[0]
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! worker failures on a durable queue end in redelivery and the poison queue.
 
 use crate::ledger::{self, Dice, Sent};
-use crate::support::{Weft, cache_dir, eventually, http, runtime, weft_command};
+use crate::support::{Weft, cache_dir, error_line, eventually, http, run_weft, runtime};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,24 +153,6 @@ async fn nothing_acknowledged_is_lost_when_the_host_is_killed_repeatedly() {
     assert!(came_back > 0, "no kill caught a message in flight");
 }
 
-/// Runs weft to completion and returns (success, stderr).
-fn run_weft(args: &[&str]) -> (bool, String) {
-    let output = weft_command().args(args).output().unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn the_error_line(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("weft: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "expected one error line in:\n{stderr}");
-    lines[0].to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_or_damaged_state_dir_is_a_one_line_error_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -184,7 +166,7 @@ async fn a_locked_or_damaged_state_dir_is_a_one_line_error_at_start() {
     let first = Weft::start(&args).unwrap();
     let (ok, stderr) = run_weft(&args);
     assert!(!ok);
-    let line = the_error_line(&stderr);
+    let line = error_line(&stderr);
     assert!(
         line.contains("queues.redb") && line.contains("in use by another process"),
         "{line}"
@@ -195,7 +177,7 @@ async fn a_locked_or_damaged_state_dir_is_a_one_line_error_at_start() {
     std::fs::write(state.join("queues.redb"), vec![0x42; 100_000]).unwrap();
     let (ok, stderr) = run_weft(&args);
     assert!(!ok);
-    let line = the_error_line(&stderr);
+    let line = error_line(&stderr);
     assert!(
         line.contains("queues.redb") && line.contains("damaged"),
         "{line}"
@@ -215,7 +197,7 @@ async fn a_state_dir_others_can_write_is_refused_on_one_line() {
     let args = up_args(manifest.to_str().unwrap(), state.to_str().unwrap(), &cache);
     let (ok, stderr) = run_weft(&args);
     assert!(!ok);
-    let line = the_error_line(&stderr);
+    let line = error_line(&stderr);
     assert!(
         line.contains(state.to_str().unwrap()) && line.contains("writable by other users"),
         "{line}"

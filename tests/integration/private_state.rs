@@ -7,7 +7,7 @@
 
 use crate::controller::service_dir;
 use crate::hosting::{Host, token_file};
-use crate::support::{Weft, cache_dir, eventually, http, weft_command};
+use crate::support::{Weft, cache_dir, error_line, eventually, http, run_weft};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -174,15 +174,9 @@ async fn weft_host_keeps_its_state_private_whatever_the_umask() {
 /// Runs `weft ARGS` to its end; returns whether it succeeded and its
 /// `weft: error:` line (there must be exactly one when it failed).
 fn fails_with(args: &[&str]) -> String {
-    let output = weft_command().args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "weft {args:?} started:\n{stderr}");
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("weft: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "expected one error line in:\n{stderr}");
-    lines[0].to_owned()
+    let (ok, stderr) = run_weft(args);
+    assert!(!ok, "weft {args:?} started:\n{stderr}");
+    error_line(&stderr).to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

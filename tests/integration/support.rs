@@ -192,6 +192,26 @@ pub fn weft_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weft"))
 }
 
+/// Runs `weft ARGS` to its end; returns whether it succeeded, and its
+/// stderr.
+pub fn run_weft(args: &[&str]) -> (bool, String) {
+    let output = weft_command().args(args).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The one `weft: error:` line of `stderr` (there must be exactly one).
+pub fn error_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("weft: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one error line in:\n{stderr}");
+    lines[0]
+}
+
 impl Weft {
     /// Starts `weft ARGS` and waits for its `ready` line. `up`, `serve` and
     /// `host` get an admin address of `127.0.0.1:0` unless ARGS name one, so
