@@ -1,7 +1,7 @@
 //! The queue benchmark, run on demand (never by `cargo test`):
 //!
 //! ```sh
-//! WEFT_BENCH_NATS_URL=nats://127.0.0.1:4222 cargo bench -p weft-host-shim --bench queues
+//! WEFT_BENCH_NATS_URL=nats://127.0.0.1:4222 cargo bench -p weft-host --bench queues
 //! ```
 //!
 //! It prints a Markdown report (the machine, then one row per measurement)
@@ -34,15 +34,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use weft_runtime::broker::{
+use weft_broker::{
     BackendKind, BrokerError, Delivery, EmbeddedBroker, NatsBroker, Peeked, QueueSettings,
     QueuesConfig, ReceiveRequest, SendOptions,
 };
-use weft_runtime::rate_limit::InterfaceLimits;
-use weft_runtime::{
-    CpuShare, EngineConfig, Grants, KvStore, QueueBroker, RateLimits, RoleSpec, Runtime,
-    SandboxLimits,
-};
+use weft_broker::{KvStore, QueueBroker};
+use weft_sandbox::rate_limit::InterfaceLimits;
+use weft_sandbox::{CpuShare, EngineConfig, Grants, RateLimits, RoleSpec, Runtime, SandboxLimits};
 use weft_test_artifacts::{DRAIN_WORKER, LEDGER_WEB};
 
 /// How long each throughput baseline runs.

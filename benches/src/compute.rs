@@ -14,9 +14,9 @@ use http_body_util::{BodyExt, Full};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
-use weft_runtime::{
-    CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
-    WebRole,
+use weft_broker::MemoryBroker;
+use weft_sandbox::{
+    CpuShare, EngineConfig, Grants, RateLimits, RoleSpec, Runtime, SandboxLimits, WebRole,
 };
 use weft_test_artifacts::BURN_WEB;
 

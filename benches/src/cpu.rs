@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_runtime::{
-    CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
-    WebRole,
+use weft_broker::MemoryBroker;
+use weft_sandbox::{
+    CpuShare, EngineConfig, Grants, RateLimits, RoleSpec, Runtime, SandboxLimits, WebRole,
 };
 use weft_test_artifacts::PROBE;
 

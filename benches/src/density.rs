@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_runtime::rate_limit::{BucketConfig, InterfaceLimits};
-use weft_runtime::{
-    CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
-};
+use weft_broker::MemoryBroker;
+use weft_sandbox::rate_limit::{BucketConfig, InterfaceLimits};
+use weft_sandbox::{CpuShare, EngineConfig, Grants, RateLimits, RoleSpec, Runtime, SandboxLimits};
 use weft_test_artifacts::{DRAIN_WORKER, PROBE};
 
 /// The kinds of guest counted.

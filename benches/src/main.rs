@@ -222,7 +222,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
             let threads = threads.unwrap_or(cpus + 1);
-            let interval = fuel_yield.or(weft_runtime::EngineConfig::default().fuel_yield_interval);
+            let interval = fuel_yield.or(weft_sandbox::EngineConfig::default().fuel_yield_interval);
             let report =
                 executor(Some(threads))?.block_on(cpu::run(window, repeats, &only, interval))?;
             println!("Async executor threads: {threads}.\n");

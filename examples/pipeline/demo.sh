@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 rustup target add wasm32-wasip2 >/dev/null
-cargo build --quiet -p weft-host-shim
+cargo build --quiet -p weft-cli
 weft_bin="${CARGO_TARGET_DIR:-target}/debug/weft"
 
 out=$(mktemp -d)

@@ -2,7 +2,7 @@
 //! compiled, and an unusable entry is recompiled rather than trusted.
 
 use std::path::Path;
-use weft_runtime::{CacheStats, EngineConfig, Runtime, SandboxLimits};
+use weft_sandbox::{CacheStats, EngineConfig, Runtime, SandboxLimits};
 use weft_test_artifacts::HELLO_WEB;
 
 fn runtime_with_cache(dir: &Path) -> Runtime {
@@ -13,7 +13,7 @@ fn runtime_with_cache(dir: &Path) -> Runtime {
     .unwrap()
 }
 
-async fn assert_serves(role: &weft_runtime::WebRole) {
+async fn assert_serves(role: &weft_sandbox::WebRole) {
     assert_eq!(crate::support::call(role, "GET", "/", "").await.status, 200);
 }
 

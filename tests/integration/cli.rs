@@ -468,7 +468,7 @@ listen = "127.0.0.1:0"
     let elapsed = started.elapsed().as_secs_f64();
     // What the default line bucket allows: its burst, a full bucket, and
     // its refill over the whole run (the flood began after `started`).
-    let ops = weft_runtime::RateLimits::default()
+    let ops = weft_sandbox::RateLimits::default()
         .log
         .ops
         .expect("a default line rate");

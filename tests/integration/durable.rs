@@ -11,10 +11,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use weft_runtime::broker::{EmbeddedBroker, QueueSettings, SendOptions};
-use weft_runtime::{
-    CpuShare, Grants, GuestFailure, KvStore, QueueBroker, RateLimits, RoleSpec, SandboxLimits,
-};
+use weft_broker::{EmbeddedBroker, QueueSettings, SendOptions};
+use weft_broker::{KvStore, QueueBroker};
+use weft_sandbox::{CpuShare, Grants, GuestFailure, RateLimits, RoleSpec, SandboxLimits};
 use weft_test_artifacts::CHAOS_WORKER;
 
 /// How many times the crash test kills the host.

@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use weft_runtime::rate_limit::{BucketConfig, InterfaceLimits};
-use weft_runtime::{EgressAllowlist, SandboxLimits, WebRole};
+use weft_sandbox::rate_limit::{BucketConfig, InterfaceLimits};
+use weft_sandbox::{EgressAllowlist, SandboxLimits, WebRole};
 use weft_test_artifacts::PROBE;
 
 /// A local HTTP server that answers `hello` and counts connections.

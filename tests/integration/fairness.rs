@@ -11,7 +11,7 @@ use crate::support::{cache_dir, call, spec};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_runtime::{CpuShare, EngineConfig, Runtime, SandboxLimits, WebRole};
+use weft_sandbox::{CpuShare, EngineConfig, Runtime, SandboxLimits, WebRole};
 use weft_test_artifacts::PROBE;
 
 fn runtime(fair: bool) -> Runtime {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use weft_runtime::KvStore;
+use weft_broker::KvStore;
 use weft_test_artifacts::{LEDGER_WEB, LEDGER_WORKER};
 
 /// What the load generator tried and what the host acknowledged.

@@ -10,11 +10,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use weft_runtime::broker::SendOptions;
-use weft_runtime::{
-    GuestFailure, InstancePhase, KvStore, MemoryBroker, QueueBroker, SandboxLimits, WorkerExit,
-    WorkerRole,
-};
+use weft_broker::SendOptions;
+use weft_broker::{KvStore, MemoryBroker, QueueBroker};
+use weft_sandbox::{GuestFailure, InstancePhase, SandboxLimits, WorkerExit, WorkerRole};
 use weft_test_artifacts::{HELLO_WEB, LEDGER_WORKER, ROLLOUT_WEB, ROLLOUT_WORKER};
 
 /// A rollout worker with these settings, over a fresh broker.

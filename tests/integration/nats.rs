@@ -13,8 +13,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use weft_runtime::QueueBroker;
-use weft_runtime::broker::{BackendKind, NatsBroker, QueuesConfig};
+use weft_broker::QueueBroker;
+use weft_broker::{BackendKind, NatsBroker, QueuesConfig};
 
 /// A `nats-server` with JetStream on loopback, killed on drop.
 struct NatsServer {

@@ -6,8 +6,9 @@ use crate::support::{call, runtime, spec_on};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-use weft_runtime::rate_limit::{BucketConfig, InterfaceLimits};
-use weft_runtime::{MemoryBroker, RateLimits, SandboxLimits, WebRole};
+use weft_broker::MemoryBroker;
+use weft_sandbox::rate_limit::{BucketConfig, InterfaceLimits};
+use weft_sandbox::{RateLimits, SandboxLimits, WebRole};
 use weft_test_artifacts::PROBE;
 
 fn probe(broker: &Arc<MemoryBroker>, rate_limits: RateLimits) -> WebRole {
@@ -103,7 +104,7 @@ async fn calls_past_the_wait_bound_get_rate_limited_not_a_trap() {
         sent >= 5 && sent <= 5 + earned + 1 && limited > 0,
         "{reply:?} after {earned} refills"
     );
-    use weft_runtime::QueueBroker;
+    use weft_broker::QueueBroker;
     assert_eq!(
         broker.len("test/tasks").await.unwrap(),
         usize::try_from(sent).unwrap()

@@ -15,7 +15,7 @@ use crate::support::{Weft, cache_dir, call, eventually, http, runtime, spec, up,
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_runtime::{CpuShare, EngineConfig, Runtime, SandboxLimits, WebRole};
+use weft_sandbox::{CpuShare, EngineConfig, Runtime, SandboxLimits, WebRole};
 use weft_test_artifacts::{PROBE, ROLLOUT_WEB};
 
 fn reusing(requests_per_instance: u32) -> SandboxLimits {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use weft_runtime::broker::{EmbeddedBroker, QueueSettings};
+use weft_broker::{EmbeddedBroker, QueueSettings};
 use weft_test_artifacts::{ROLLOUT_WEB, ROLLOUT_WORKER};
 
 /// What steady GET traffic saw: status codes and bodies, counted.

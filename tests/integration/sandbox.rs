@@ -2,7 +2,7 @@
 
 use crate::support::{call, runtime, spec, web_role};
 use std::time::Duration;
-use weft_runtime::SandboxLimits;
+use weft_sandbox::SandboxLimits;
 use weft_test_artifacts::{HELLO_WEB, PROBE};
 
 fn limits() -> SandboxLimits {
@@ -188,7 +188,7 @@ async fn queues_and_buckets_not_granted_are_denied() {
     assert!(denied.body.contains("not granted"), "{denied:?}");
     let kv_denied = call(&role, "GET", "/kv/secrets/key", "").await;
     assert_eq!(kv_denied.status, 403, "{kv_denied:?}");
-    use weft_runtime::{KvStore, QueueBroker};
+    use weft_broker::{KvStore, QueueBroker};
     assert_eq!(broker.len("test/secrets").await.unwrap(), 0);
     // The granted ones work, and the guest's names are scoped by service.
     assert_eq!(call(&role, "POST", "/queue/tasks", "x").await.status, 200);

@@ -5,7 +5,7 @@
 use crate::support::{call, runtime, spec};
 use std::path::Path;
 use std::time::Duration;
-use weft_runtime::{SandboxLimits, WebRole};
+use weft_sandbox::{SandboxLimits, WebRole};
 use weft_test_artifacts::PROBE;
 
 /// What a folder holds: file bytes, recursively.

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use weft_runtime::{
-    CpuShare, EngineConfig, Grants, MemoryBroker, RateLimits, RoleSpec, Runtime, SandboxLimits,
-    WebRole,
+use weft_broker::MemoryBroker;
+use weft_sandbox::{
+    CpuShare, EngineConfig, Grants, RateLimits, RoleSpec, Runtime, SandboxLimits, WebRole,
 };
 
 /// Where compiled components are cached across test processes, so each

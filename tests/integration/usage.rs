@@ -5,7 +5,7 @@
 use crate::support::{call, eventually, http, runtime, spec, up};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use weft_runtime::{CpuShare, SandboxLimits};
+use weft_sandbox::{CpuShare, SandboxLimits};
 use weft_test_artifacts::PROBE;
 
 /// `name=value` lines as pairs.

@@ -5,8 +5,9 @@ use crate::support::{eventually, runtime, spec_on};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_runtime::broker::SendOptions;
-use weft_runtime::{GuestFailure, KvStore, MemoryBroker, QueueBroker, SandboxLimits, WorkerRole};
+use weft_broker::SendOptions;
+use weft_broker::{KvStore, MemoryBroker, QueueBroker};
+use weft_sandbox::{GuestFailure, SandboxLimits, WorkerRole};
 use weft_test_artifacts::{CHAOS_WORKER, INTRUDER_WORKER};
 
 /// Runs `role`'s instance 0 over and over, as the supervisor would, and

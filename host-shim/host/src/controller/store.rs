@@ -1,0 +1,593 @@
+//! The host's state folder: component blobs named by their SHA-256, and
+//! each deployed service's record, so a restarted host redeploys them.
+//!
+//! ```text
+//! STATE/blobs/sha256/HEX                  component bytes, named by content
+//! STATE/services/NAME/deployment.json     the service's deployment record
+//! STATE/services/NAME/queues.redb         its queues and buckets (embedded)
+//! STATE/services/NAME/scratch/...         its roles' scratch folders
+//! ```
+//!
+//! `weft up` keeps one service, whose folder is STATE itself (as it always
+//! has), and writes no record: it deploys its manifest afresh at each
+//! start. Every file is written to a temporary name, fsynced, then renamed,
+//! so a crash leaves the old file or the new one, never half of one.
+//!
+//! The folder is private whatever the umask: every folder made here is
+//! `0700` and every file `0600` ([`weft_sandbox::private_fs`]), and every
+//! folder used (the root, the blob folder, each service's) is refused if
+//! another user owns it or could write to it, since whoever can write there
+//! can plant a component or a record. A blob is checked against its digest
+//! whenever it is loaded or asked about, so a damaged one is never run and
+//! is replaced by the next upload of its bytes.
+
+use crate::environment::{Environment, Overrides};
+use crate::manifest::{Manifest, ManifestError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use weft_sandbox::private_fs::{self, PrivateFsError};
+
+/// The file a service's record is kept in.
+const RECORD_FILE: &str = "deployment.json";
+/// A temporary file this old in the state folder was left by a killed
+/// writer (see [`private_fs::remove_stale_temporaries`]).
+const STALE_TEMPORARY: Duration = Duration::from_secs(10 * 60);
+
+/// A component's SHA-256, as 64 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(hex(&Sha256::digest(bytes)))
+    }
+
+    /// Parses `sha256:HEX` (or bare HEX).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let hex = text.strip_prefix("sha256:").unwrap_or(text);
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Self(hex.to_owned()))
+        } else {
+            Err(format!(
+                "'{}' is not a digest like sha256:<64 lowercase hex digits>",
+                text.chars().take(80).collect::<String>()
+            ))
+        }
+    }
+
+    /// The first 12 hex digits, for people.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+
+    /// The digest of what `reader` yields, read in pieces.
+    fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<Self> {
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = reader.read(&mut buffer)?;
+            if read == 0 {
+                return Ok(Self(hex(&hasher.finalize())));
+            }
+            hasher.update(buffer.get(..read).unwrap_or_default());
+        }
+    }
+}
+
+/// Why a stored blob cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    /// No blob of that digest is stored.
+    #[error("was not uploaded")]
+    Missing,
+    /// The file's bytes do not hash to its name: damaged on disk, or
+    /// planted. It is never loaded; uploading the component again replaces it.
+    #[error(
+        "is damaged in the host's state folder (its bytes hash to {actual}); upload it again (deploy or upgrade again) to repair it"
+    )]
+    Damaged {
+        /// What the bytes there hash to.
+        actual: Digest,
+    },
+    /// The file cannot be read.
+    #[error("cannot be read from the host's state folder: {0}")]
+    Unreadable(std::io::Error),
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.0)
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Digest> for String {
+    fn from(digest: Digest) -> String {
+        digest.to_string()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// What a deployment is made of: the manifest, an optional environment
+/// overlay, and the component each role runs. The admin API's deploy and
+/// upgrade requests carry exactly this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentSource {
+    /// The manifest's file name on the client, for messages.
+    pub manifest_file: String,
+    /// The manifest's TOML text.
+    pub manifest: String,
+    /// The environment overlay, if any.
+    #[serde(default)]
+    pub environment: Option<Environment>,
+    /// Each role's component, by role name.
+    pub components: BTreeMap<String, Digest>,
+}
+
+impl DeploymentSource {
+    /// The manifest this source declares, with its overlay and `overrides`
+    /// applied; errors name the file (and line or field).
+    pub fn resolve(&self, overrides: &Overrides) -> Result<Manifest, String> {
+        let path = Path::new(&self.manifest_file);
+        let mut manifest =
+            Manifest::parse(path, &self.manifest).map_err(|e: ManifestError| e.to_string())?;
+        if let Some(environment) = &self.environment {
+            environment
+                .apply(&mut manifest)
+                .map_err(|e| e.to_string())?;
+        }
+        overrides.apply(&mut manifest)?;
+        Ok(manifest)
+    }
+}
+
+/// A deployed service's record: its source, the changes made since through
+/// the API, and its generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// What was deployed.
+    pub source: DeploymentSource,
+    /// Instance counts and settings changed since.
+    #[serde(default)]
+    pub overrides: Overrides,
+    /// Counts the deployment, upgrades and settings changes.
+    pub generation: u64,
+}
+
+impl DeploymentRecord {
+    /// The manifest in force.
+    pub fn manifest(&self) -> Result<Manifest, String> {
+        self.source.resolve(&self.overrides)
+    }
+}
+
+/// How the state folder is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `weft host`: many services, each in `services/NAME`, with records.
+    Host,
+    /// `weft up`: one service in the folder itself, no records.
+    Single,
+}
+
+/// The state folder.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+    layout: Layout,
+}
+
+impl StateDir {
+    /// Opens the folder, creating what is missing (private); refuses one
+    /// another user owns or could write to, and removes temporary files a
+    /// killed writer left.
+    pub fn open(root: &Path, layout: Layout) -> anyhow::Result<Self> {
+        let state = Self {
+            root: root.to_path_buf(),
+            layout,
+        };
+        let mut folders = vec![root.to_path_buf(), root.join("blobs"), state.blob_dir()];
+        if layout == Layout::Host {
+            folders.push(root.join("services"));
+        }
+        for folder in &folders {
+            private_fs::create_private_dir(folder)
+                .map_err(|e| anyhow::anyhow!("the state folder is not safe to use: {e}"))?;
+        }
+        private_fs::remove_stale_temporaries(&state.blob_dir(), STALE_TEMPORARY);
+        if layout == Layout::Host
+            && let Ok(entries) = std::fs::read_dir(root.join("services"))
+        {
+            for entry in entries.flatten() {
+                private_fs::remove_stale_temporaries(&entry.path(), STALE_TEMPORARY);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Creates (private) or checks service `name`'s own folder, before its
+    /// queue store and scratch folders are opened in it; returns it.
+    pub fn prepare_service_dir(&self, name: &str) -> Result<PathBuf, PrivateFsError> {
+        let folder = self.service_dir(name);
+        private_fs::create_private_dir(&folder)?;
+        Ok(folder)
+    }
+
+    /// Whether records are kept (host mode).
+    pub fn keeps_records(&self) -> bool {
+        self.layout == Layout::Host
+    }
+
+    /// Service `name`'s own folder (its queue store, its scratch folders).
+    pub fn service_dir(&self, name: &str) -> PathBuf {
+        match self.layout {
+            Layout::Host => self.root.join("services").join(name),
+            Layout::Single => self.root.clone(),
+        }
+    }
+
+    fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    /// Where blob `digest` lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blob_dir().join(&digest.0)
+    }
+
+    /// Ok if blob `digest` is stored and its bytes hash to its digest.
+    /// Reads and hashes the whole file: call it off the async threads.
+    pub fn check_blob(&self, digest: &Digest) -> Result<(), BlobError> {
+        let file = match std::fs::File::open(self.blob_path(digest)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::Missing),
+            Err(e) => return Err(BlobError::Unreadable(e)),
+        };
+        let actual = Digest::of_reader(file).map_err(BlobError::Unreadable)?;
+        if &actual != digest {
+            return Err(BlobError::Damaged { actual });
+        }
+        Ok(())
+    }
+
+    /// Whether blob `digest` is stored intact (a damaged one is reported
+    /// missing, so a client uploads it again and the upload replaces it). A
+    /// stored blob's modification time is set to now: a client that asks
+    /// is about to name it in a deploy instead of uploading it, so it gets
+    /// a fresh grace period before an unused blob may be swept. Hashes the
+    /// blob: call it off the async threads.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        match self.check_blob(digest) {
+            Ok(()) => {
+                touch(&self.blob_path(digest));
+                true
+            }
+            Err(BlobError::Missing) => false,
+            Err(e) => {
+                tracing::warn!(blob = %digest, error = %e, "a stored blob is unusable; it will be replaced when uploaded again");
+                false
+            }
+        }
+    }
+
+    /// Stores `bytes` under their digest and returns it (refreshing the
+    /// modification time of a blob already stored intact, as
+    /// [`Self::has_blob`], and replacing a damaged one). Hashes the bytes:
+    /// call it off the async threads.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, PrivateFsError> {
+        let digest = Digest::of(bytes);
+        if !self.has_blob(&digest) {
+            private_fs::write_private_file(&self.blob_path(&digest), bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// Removes temporary files a killed upload left in the blob folder.
+    pub fn remove_stale_temporaries(&self) {
+        private_fs::remove_stale_temporaries(&self.blob_dir(), STALE_TEMPORARY);
+    }
+
+    /// How long ago blob `digest` was stored or last asked about.
+    pub fn blob_age(&self, digest: &Digest) -> Option<std::time::Duration> {
+        let modified = std::fs::metadata(self.blob_path(digest))
+            .and_then(|m| m.modified())
+            .ok()?;
+        std::time::SystemTime::now().duration_since(modified).ok()
+    }
+
+    /// Every stored blob's digest.
+    pub fn blobs(&self) -> Vec<Digest> {
+        let Ok(entries) = std::fs::read_dir(self.blob_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| Digest::parse(name).ok())
+            })
+            .collect()
+    }
+
+    /// How many stored blobs are not in `used`, and their bytes: what
+    /// uploads never deployed cost the disk until the sweep removes them.
+    pub fn unused_blobs(&self, used: &std::collections::BTreeSet<Digest>) -> (usize, u64) {
+        self.blobs()
+            .into_iter()
+            .filter(|digest| !used.contains(digest))
+            .fold((0, 0), |(count, bytes), digest| {
+                let len = std::fs::metadata(self.blob_path(&digest)).map_or(0, |m| m.len());
+                (count + 1, bytes.saturating_add(len))
+            })
+    }
+
+    /// Removes blob `digest`, if stored.
+    pub fn remove_blob(&self, digest: &Digest) {
+        let _ = std::fs::remove_file(self.blob_path(digest));
+    }
+
+    /// Saves service `name`'s record (host mode; a no-op otherwise),
+    /// private and whole. It fsyncs: call it off the async threads, or
+    /// through [`Self::save_record_off_thread`].
+    pub fn save_record(&self, name: &str, record: &DeploymentRecord) -> std::io::Result<()> {
+        if !self.keeps_records() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+        let folder = self
+            .prepare_service_dir(name)
+            .map_err(std::io::Error::other)?;
+        private_fs::write_private_file(&folder.join(RECORD_FILE), &json)
+            .map_err(std::io::Error::other)
+    }
+
+    /// [`Self::save_record`] on a blocking thread, so its fsyncs never
+    /// hold up the async threads that serve requests.
+    pub async fn save_record_off_thread(
+        &self,
+        name: &str,
+        record: &DeploymentRecord,
+    ) -> std::io::Result<()> {
+        let (state, name, record) = (self.clone(), name.to_owned(), record.clone());
+        tokio::task::spawn_blocking(move || state.save_record(&name, &record))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// Whether service `name` has a record (host mode).
+    pub fn has_record(&self, name: &str) -> bool {
+        self.keeps_records() && self.service_dir(name).join(RECORD_FILE).is_file()
+    }
+
+    /// Forgets service `name`'s record; its data folder (queues, scratch)
+    /// stays, for an operator to keep or delete.
+    pub fn remove_record(&self, name: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.service_dir(name).join(RECORD_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every saved record, by service name, or why it cannot be read.
+    pub fn records(&self) -> Vec<(String, Result<DeploymentRecord, String>)> {
+        let mut found = Vec::new();
+        if !self.keeps_records() {
+            return found;
+        }
+        let Ok(entries) = std::fs::read_dir(self.root.join("services")) else {
+            return found;
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let path = entry.path().join(RECORD_FILE);
+            if !path.is_file() {
+                continue;
+            }
+            // A record others could have written is not followed.
+            if let Err(e) = private_fs::check_trusted_dir(&entry.path()) {
+                found.push((name, Err(e.to_string())));
+                continue;
+            }
+            let record = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+                .map_err(|e| format!("{}: {e}", path.display()));
+            found.push((name, record));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+}
+
+/// Sets `path`'s modification time to now, if it can.
+fn touch(path: &Path) {
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_parse_strictly() {
+        let digest = Digest::of(b"hello");
+        assert_eq!(Digest::parse(&digest.to_string()).unwrap(), digest);
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:../../etc/passwd",
+            &"A".repeat(64),
+            &"a".repeat(63),
+        ] {
+            assert!(Digest::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn blobs_are_stored_by_content_and_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Layout::Host).unwrap();
+        let digest = state.put_blob(b"component bytes").unwrap();
+        assert_eq!(digest, Digest::of(b"component bytes"));
+        assert_eq!(
+            std::fs::read(state.blob_path(&digest)).unwrap(),
+            b"component bytes"
+        );
+        let record = DeploymentRecord {
+            source: DeploymentSource {
+                manifest_file: "weft.toml".into(),
+                manifest: "[service]\nname = \"x\"\n".into(),
+                environment: None,
+                components: [("web".to_owned(), digest.clone())].into(),
+            },
+            overrides: Overrides::default(),
+            generation: 3,
+        };
+        state.save_record("x", &record).unwrap();
+        let records = state.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0, "x");
+        assert_eq!(records[0].1.as_ref().unwrap(), &record);
+        assert!(state.has_record("x"));
+        state.remove_record("x").unwrap();
+        assert!(state.records().is_empty());
+        assert!(!state.has_record("x"));
+    }
+
+    #[test]
+    fn a_damaged_blob_is_refused_and_replaced_by_its_next_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Layout::Host).unwrap();
+        let digest = state.put_blob(b"component bytes").unwrap();
+        state.check_blob(&digest).unwrap();
+        // One byte changed on disk (the digest no longer matches).
+        std::fs::write(state.blob_path(&digest), b"component bytez").unwrap();
+        let error = state.check_blob(&digest).unwrap_err();
+        assert!(
+            matches!(&error, BlobError::Damaged { actual } if *actual == Digest::of(b"component bytez")),
+            "{error}"
+        );
+        assert!(error.to_string().contains("upload it again"), "{error}");
+        assert!(!state.has_blob(&digest), "a damaged blob is not offered");
+        assert_eq!(state.put_blob(b"component bytes").unwrap(), digest);
+        state.check_blob(&digest).unwrap();
+        assert!(state.has_blob(&digest));
+        assert!(matches!(
+            state.check_blob(&Digest::of(b"never stored")),
+            Err(BlobError::Missing)
+        ));
+    }
+
+    #[test]
+    fn the_state_folder_is_made_private_and_an_open_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let chmod = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        let state = StateDir::open(&root, Layout::Host).unwrap();
+        let digest = state.put_blob(b"component bytes").unwrap();
+        let record = DeploymentRecord {
+            source: DeploymentSource {
+                manifest_file: "weft.toml".into(),
+                manifest: String::new(),
+                environment: None,
+                components: BTreeMap::new(),
+            },
+            overrides: Overrides::default(),
+            generation: 1,
+        };
+        state.save_record("x", &record).unwrap();
+        let at = |folder: &str| {
+            if folder.is_empty() {
+                root.clone()
+            } else {
+                root.join(folder)
+            }
+        };
+        for folder in ["", "blobs", "blobs/sha256", "services", "services/x"] {
+            assert_eq!(mode(&at(folder)), 0o700, "{folder}");
+        }
+        assert_eq!(mode(&state.blob_path(&digest)), 0o600);
+        assert_eq!(mode(&root.join("services/x").join(RECORD_FILE)), 0o600);
+
+        // A service folder others could write to: its record is not followed.
+        chmod(&root.join("services/x"), 0o770);
+        let records = state.records();
+        let why = records[0].1.as_ref().unwrap_err();
+        assert!(why.contains("writable by other users"), "{why}");
+        chmod(&root.join("services/x"), 0o700);
+
+        for folder in ["", "blobs/sha256", "services"] {
+            chmod(&at(folder), 0o775);
+            let error = StateDir::open(&root, Layout::Host).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!(
+                    "{}: writable by other users",
+                    at(folder).display()
+                )),
+                "{error}"
+            );
+            assert!(!error.contains('\n'), "{error}");
+            chmod(&at(folder), 0o700);
+        }
+        StateDir::open(&root, Layout::Host).unwrap();
+    }
+
+    #[test]
+    fn asking_for_a_blob_or_storing_it_again_refreshes_its_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Layout::Host).unwrap();
+        let digest = state.put_blob(b"component bytes").unwrap();
+        let age_it = || {
+            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+            std::fs::File::options()
+                .write(true)
+                .open(state.blob_path(&digest))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        };
+        let fresh = std::time::Duration::from_secs(60);
+        age_it();
+        assert!(state.blob_age(&digest).unwrap() > fresh);
+        assert!(state.has_blob(&digest));
+        assert!(state.blob_age(&digest).unwrap() < fresh);
+        age_it();
+        state.put_blob(b"component bytes").unwrap();
+        assert!(state.blob_age(&digest).unwrap() < fresh);
+        assert_eq!(state.blobs(), vec![digest.clone()]);
+        assert!(!state.has_blob(&Digest::of(b"other bytes")));
+    }
+}

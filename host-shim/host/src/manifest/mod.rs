@@ -1,0 +1,608 @@
+//! The service manifest, `weft.toml`: a service's roles, what each may
+//! reach, and what bounds it.
+//!
+//! Parsing refuses unknown keys, and every error is one line naming the file
+//! and, where the TOML parser knows it, the line and column; semantic errors
+//! name the line of the role's table and the field (`line 9:
+//! roles.web.listen: ...`). A role's `settings` table declares the settings
+//! it reads, with their default values; an environment overlay
+//! ([`crate::environment`]) may change their values and the instance counts.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+mod checks;
+#[cfg(test)]
+mod extremes;
+pub use checks::{check_health_path, check_name, check_setting_name, describe_toml_error, line_of};
+use weft_broker::QueuesConfig;
+use weft_sandbox::config::MIB;
+use weft_sandbox::{CpuShare, EgressAllowlist, EngineConfig, RateLimits, SandboxLimits};
+
+/// The file `weft up DIR` reads.
+pub const MANIFEST_FILE: &str = "weft.toml";
+
+/// A manifest that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ManifestError {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// What is wrong, on one line, with the line and column when known.
+    pub message: String,
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The service's name.
+    pub service: String,
+    /// Roles by name.
+    pub roles: BTreeMap<String, Role>,
+    /// Where the service's queues and buckets live (`[queues]`).
+    pub queues: QueuesConfig,
+    /// How the service is upgraded.
+    pub upgrade: UpgradePolicy,
+}
+
+/// How a rolling upgrade moves (`[service]` keys `upgrade-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpgradePolicy {
+    /// Upgrade domains: a role's instances (worker) or its share of
+    /// requests (web) are split into this many, upgraded one at a time.
+    /// Default 2: half the capacity keeps serving while the other half
+    /// moves.
+    pub domains: u32,
+    /// How long a domain's new instances must stay ready (and a web role's
+    /// health path answer 2xx) before the next domain moves. Default 2 s;
+    /// at most an hour.
+    pub settle: Duration,
+    /// How long one domain may take to become healthy before the upgrade is
+    /// rolled back. Default 120 s; at most a day.
+    pub timeout: Duration,
+}
+
+impl Default for UpgradePolicy {
+    fn default() -> Self {
+        Self {
+            domains: 2,
+            settle: Duration::from_secs(2),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Most upgrade domains a service may have.
+pub const MAX_UPGRADE_DOMAINS: u32 = 20;
+
+/// The longest `upgrade-settle-ms`: an hour.
+pub const MAX_UPGRADE_SETTLE_MS: u64 = 60 * 60 * 1000;
+
+/// The longest `upgrade-timeout-secs`: a day.
+pub const MAX_UPGRADE_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// A role's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleKind {
+    /// Serves HTTP through `wasi:http/incoming-handler`.
+    Web,
+    /// Pulls work from queues; run through `wasi:cli/run`.
+    Worker,
+}
+
+/// One role, with paths resolved against the manifest's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    /// Web or worker.
+    pub kind: RoleKind,
+    /// The component file.
+    pub component: PathBuf,
+    /// A shell command that builds the component, run in the manifest's folder.
+    pub build: Option<String>,
+    /// Worker instances to run (always 1 for web roles, which get a fresh
+    /// instance per request).
+    pub instances: u32,
+    /// Where a web role listens.
+    pub listen: Option<SocketAddr>,
+    /// Queues the role may use.
+    pub queues: BTreeSet<String>,
+    /// Buckets the role may open.
+    pub buckets: BTreeSet<String>,
+    /// What bounds each sandbox.
+    pub limits: SandboxLimits,
+    /// The role's rate limits.
+    pub rate_limits: RateLimits,
+    /// The role's share of the host's CPU.
+    pub cpu: CpuShare,
+    /// Origins a web role may send HTTP requests to.
+    pub egress: EgressAllowlist,
+    /// Settings, read through `wasi:config/store`: the declared settings
+    /// with their values (defaults, or the environment's).
+    pub settings: BTreeMap<String, String>,
+    /// Whether the role gets a private scratch folder.
+    pub scratch: bool,
+    /// A web role's health path, probed before a version takes traffic and
+    /// while an upgrade waits for health.
+    pub health: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawManifest {
+    service: RawService,
+    #[serde(default)]
+    roles: BTreeMap<Spanned<String>, RawRole>,
+    #[serde(default)]
+    queues: QueuesConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawService {
+    name: String,
+    upgrade_domains: Option<u32>,
+    upgrade_settle_ms: Option<u64>,
+    upgrade_timeout_secs: Option<u64>,
+}
+
+impl RawService {
+    fn upgrade(&self) -> Result<UpgradePolicy, String> {
+        let default = UpgradePolicy::default();
+        let domains = self.upgrade_domains.unwrap_or(default.domains);
+        if !(1..=MAX_UPGRADE_DOMAINS).contains(&domains) {
+            return Err(format!(
+                "upgrade-domains must be 1 to {MAX_UPGRADE_DOMAINS}, not {domains}"
+            ));
+        }
+        // Bounded so that no instant they are added to overflows.
+        let settle = match self.upgrade_settle_ms {
+            Some(ms) if ms > MAX_UPGRADE_SETTLE_MS => {
+                return Err(format!(
+                    "upgrade-settle-ms must be at most {MAX_UPGRADE_SETTLE_MS} (an hour), not {ms}"
+                ));
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => default.settle,
+        };
+        let timeout = match self.upgrade_timeout_secs {
+            Some(secs) if !(1..=MAX_UPGRADE_TIMEOUT_SECS).contains(&secs) => {
+                return Err(format!(
+                    "upgrade-timeout-secs must be 1 to {MAX_UPGRADE_TIMEOUT_SECS} (a day), not {secs}"
+                ));
+            }
+            Some(secs) => Duration::from_secs(secs),
+            None => default.timeout,
+        };
+        Ok(UpgradePolicy {
+            domains,
+            settle,
+            timeout,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRole {
+    kind: RoleKind,
+    component: PathBuf,
+    build: Option<String>,
+    instances: Option<u32>,
+    listen: Option<String>,
+    #[serde(default)]
+    queues: Vec<String>,
+    #[serde(default)]
+    buckets: Vec<String>,
+    #[serde(default)]
+    limits: SandboxLimits,
+    #[serde(default)]
+    rate_limits: RateLimits,
+    #[serde(default)]
+    cpu: CpuShare,
+    #[serde(default)]
+    egress: Vec<String>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
+    scratch: bool,
+    health: Option<String>,
+}
+
+/// The largest memory cap a role may ask for, in MiB (4 GiB: all a 32-bit
+/// Wasm memory can address).
+pub const MAX_MEMORY_MIB: u64 = 4096;
+
+/// Most worker instances one role may ask for on one host.
+pub const MAX_INSTANCES: u32 = 1000;
+
+impl Manifest {
+    /// Reads `path`, or `path/weft.toml` when `path` is a folder.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let path = if path.is_dir() {
+            path.join(MANIFEST_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| ManifestError {
+            path: path.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&path, &text)
+    }
+
+    /// Parses and validates manifest text that came from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
+        let engine = &EngineConfig {
+            max_memory_bytes: MAX_MEMORY_MIB * MIB,
+            ..EngineConfig::default()
+        };
+        let fail = |message: String| ManifestError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| fail(describe_toml_error(text, &e)))?;
+        check_name(&raw.service.name).map_err(|why| fail(format!("service.name: {why}")))?;
+        let upgrade = raw
+            .service
+            .upgrade()
+            .map_err(|why| fail(format!("service.{why}")))?;
+        raw.queues
+            .validate()
+            .map_err(|why| fail(format!("queues.{why}")))?;
+        if raw.roles.is_empty() {
+            return Err(fail("no roles: add a [roles.NAME] table".into()));
+        }
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut roles = BTreeMap::new();
+        let mut listens = BTreeMap::new();
+        for (key, raw_role) in raw.roles {
+            let line = line_of(text, key.span().start);
+            let name = key.into_inner();
+            let at = |field: &str| format!("line {line}: roles.{name}.{field}");
+            check_name(&name)
+                .map_err(|why| fail(format!("line {line}: roles.{name}: role name {why}")))?;
+            let role = raw_role
+                .resolve(&base, engine)
+                .map_err(|(field, why)| fail(format!("{}: {why}", at(field))))?;
+            // Port 0 asks the OS for a free port, so it never clashes.
+            if let Some(addr) = role.listen.filter(|addr| addr.port() != 0)
+                && let Some(other) = listens.insert(addr, name.clone())
+            {
+                {
+                    return Err(fail(format!(
+                        "{}: {addr} is already used by role '{other}'",
+                        at("listen")
+                    )));
+                }
+            }
+            roles.insert(name, role);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            service: raw.service.name,
+            roles,
+            queues: raw.queues,
+            upgrade,
+        })
+    }
+
+    /// The folder relative paths and build commands start from.
+    pub fn folder(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+impl RawRole {
+    fn resolve(self, base: &Path, engine: &EngineConfig) -> Result<Role, (&'static str, String)> {
+        let instances = match (self.kind, self.instances) {
+            (RoleKind::Web, Some(_)) => {
+                return Err((
+                    "instances",
+                    "applies to worker roles; a web role gets a fresh instance per request".into(),
+                ));
+            }
+            (RoleKind::Web, None) => 1,
+            (RoleKind::Worker, None) => 1,
+            (RoleKind::Worker, Some(n)) if (1..=MAX_INSTANCES).contains(&n) => n,
+            (RoleKind::Worker, Some(n)) => {
+                return Err((
+                    "instances",
+                    format!("must be 1 to {MAX_INSTANCES}, not {n}"),
+                ));
+            }
+        };
+        let listen = match (self.kind, self.listen) {
+            (RoleKind::Web, Some(addr)) => Some(addr.parse::<SocketAddr>().map_err(|_| {
+                (
+                    "listen",
+                    format!("'{addr}' is not an address like 127.0.0.1:8080"),
+                )
+            })?),
+            (RoleKind::Web, None) => {
+                return Err((
+                    "listen",
+                    "required for web roles (say \"127.0.0.1:8080\")".into(),
+                ));
+            }
+            (RoleKind::Worker, Some(_)) => {
+                return Err(("listen", "worker roles have no outside contact".into()));
+            }
+            (RoleKind::Worker, None) => None,
+        };
+        if self.component.as_os_str().is_empty() {
+            return Err(("component", "must name a .wasm file".into()));
+        }
+        if self
+            .build
+            .as_ref()
+            .is_some_and(|build| build.trim().is_empty())
+        {
+            return Err(("build", "is empty; remove it or give a command".into()));
+        }
+        let queues = names(self.queues).map_err(|why| ("queues", why))?;
+        let buckets = names(self.buckets).map_err(|why| ("buckets", why))?;
+        self.limits
+            .validate(engine)
+            .map_err(|why| ("limits", why.to_string()))?;
+        self.cpu
+            .validate()
+            .map_err(|why| ("cpu", why.to_string()))?;
+        if self.kind == RoleKind::Worker
+            && self.limits.requests_per_instance != SandboxLimits::default().requests_per_instance
+        {
+            return Err((
+                "limits",
+                "requests-per-instance applies to web roles; a worker instance runs until it returns"
+                    .into(),
+            ));
+        }
+        if self.kind == RoleKind::Worker && !self.egress.is_empty() {
+            return Err((
+                "egress",
+                "worker roles have no outside contact; give egress to a web role".into(),
+            ));
+        }
+        let egress =
+            EgressAllowlist::parse(&self.egress).map_err(|why| ("egress", why.to_string()))?;
+        let health = match (self.kind, self.health) {
+            (RoleKind::Worker, Some(_)) => {
+                return Err((
+                    "health",
+                    "applies to web roles; a worker is healthy while it runs".into(),
+                ));
+            }
+            (RoleKind::Web, Some(path)) => Some(check_health_path(path)?),
+            (_, None) => None,
+        };
+        for key in self.settings.keys() {
+            check_setting_name(key).map_err(|why| ("settings", format!("'{key}' {why}")))?;
+        }
+        Ok(Role {
+            kind: self.kind,
+            component: base.join(self.component),
+            build: self.build,
+            instances,
+            listen,
+            queues,
+            buckets,
+            limits: self.limits,
+            rate_limits: self.rate_limits,
+            cpu: self.cpu,
+            egress,
+            settings: self.settings,
+            scratch: self.scratch,
+            health,
+        })
+    }
+}
+
+fn names(list: Vec<String>) -> Result<BTreeSet<String>, String> {
+    let mut set = BTreeSet::new();
+    for name in list {
+        check_name(&name).map_err(|why| format!("'{name}' {why}"))?;
+        if !set.insert(name.clone()) {
+            return Err(format!("'{name}' is listed twice"));
+        }
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        Manifest::parse(Path::new("dir/weft.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+[service]
+name = "pipeline"
+
+[roles.web]
+kind = "web"
+component = "web.wasm"
+listen = "127.0.0.1:8080"
+queues = ["jobs"]
+buckets = ["jobs"]
+[roles.web.limits]
+memory-mib = 64
+[roles.web.settings]
+greeting = "hi"
+[roles.web.rate-limits.queue]
+ops = { size = 50, refill-ms = 1000, burst = 10 }
+[roles.web.cpu]
+weight = 200
+
+[roles.worker]
+kind = "worker"
+component = "../worker.wasm"
+instances = 3
+queues = ["jobs"]
+"#;
+
+    #[test]
+    fn a_good_manifest_resolves_paths_and_defaults() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.service, "pipeline");
+        let web = &m.roles["web"];
+        assert_eq!(web.component, Path::new("dir/web.wasm"));
+        assert_eq!(web.limits.requests_per_instance, 1, "fresh per request");
+        assert_eq!(web.limits.memory_mib, 64);
+        assert_eq!(web.limits.deadline_ms, SandboxLimits::default().deadline_ms);
+        assert_eq!(web.settings["greeting"], "hi");
+        assert_eq!(
+            web.rate_limits.queue.ops.map(|b| (b.size, b.burst)),
+            Some((50, 10))
+        );
+        assert_eq!(m.roles["worker"].rate_limits, RateLimits::default());
+        assert_eq!(web.cpu.weight, 200);
+        assert_eq!(m.roles["worker"].cpu, CpuShare::default());
+        assert!(web.egress.is_empty(), "no egress unless listed");
+        let worker = &m.roles["worker"];
+        assert_eq!(worker.instances, 3);
+        assert_eq!(worker.component, Path::new("dir/../worker.wasm"));
+        assert!(worker.buckets.is_empty());
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_column_on_one_line() {
+        let err = parse("[service]\nname = \"x\"\n[roles.a\n").unwrap_err();
+        assert!(err.starts_with("dir/weft.toml: line 3, column"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err =
+            parse(&GOOD.replace("instances = 3", "instances = 3\ncolour = \"red\"")).unwrap_err();
+        assert!(
+            err.contains("line 24, column 1") && err.contains("colour"),
+            "{err}"
+        );
+        let err = parse(&GOOD.replace("memory-mib = 64", "memory = 64")).unwrap_err();
+        assert!(err.contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            (
+                GOOD.replace("listen = \"127.0.0.1:8080\"\n", ""),
+                "roles.web.listen: required",
+            ),
+            (
+                GOOD.replace("127.0.0.1:8080", "localhost"),
+                "roles.web.listen: 'localhost'",
+            ),
+            (
+                GOOD.replace("instances = 3", "instances = 0"),
+                "roles.worker.instances: must be 1",
+            ),
+            (
+                GOOD.replace(
+                    "queues = [\"jobs\"]\nbuckets",
+                    "queues = [\"Jobs!\"]\nbuckets",
+                ),
+                "roles.web.queues",
+            ),
+            (
+                GOOD.replace("memory-mib = 64", "memory-mib = 5000"),
+                "roles.web.limits: memory-mib",
+            ),
+            (
+                GOOD.replace("name = \"pipeline\"", "name = \"../etc\""),
+                "service.name",
+            ),
+            (
+                GOOD.replace("kind = \"worker\"", "kind = \"batch\""),
+                "unknown variant",
+            ),
+            (
+                GOOD.replace("weight = 200", "weight = 0"),
+                "roles.web.cpu: weight must be 1",
+            ),
+            (
+                GOOD.replace(
+                    "instances = 3",
+                    "instances = 3\negress = [\"https://x.io\"]",
+                ),
+                "roles.worker.egress: worker roles have no outside contact",
+            ),
+            (
+                GOOD.replace(
+                    "buckets = [\"jobs\"]",
+                    "buckets = [\"jobs\"]\negress = [\"x.io\"]",
+                ),
+                "roles.web.egress: 'x.io'",
+            ),
+            (
+                GOOD.replace("memory-mib = 64", "memory-mib = 64\nrole-memory-mib = 32"),
+                "roles.web.limits: role-memory-mib 32 is below",
+            ),
+            (
+                GOOD.replace(
+                    "memory-mib = 64",
+                    "memory-mib = 64\nrequests-per-instance = 0",
+                ),
+                "roles.web.limits: requests-per-instance must be 1 to 1000000, not 0",
+            ),
+            (
+                format!("{GOOD}[roles.worker.limits]\nrequests-per-instance = 5\n"),
+                "roles.worker.limits: requests-per-instance applies to web roles",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_queues_table_picks_the_backend_and_refuses_unknown_keys() {
+        use weft_broker::BackendKind;
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.queues.backend, BackendKind::Embedded);
+        let nats = format!(
+            "{GOOD}\n[queues]\nbackend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nmax-deliveries = 7\n"
+        );
+        let m = parse(&nats).unwrap();
+        assert_eq!(m.queues.backend, BackendKind::Nats);
+        assert_eq!(m.queues.settings().max_deliveries, 7);
+        let err = parse(&format!(
+            "{GOOD}\n[queues]\nbackend = \"nats\"\nspeed = 3\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("line 28") && err.contains("speed"), "{err}");
+        let err = parse(&format!("{GOOD}\n[queues]\nmax-deliveries = 0\n")).unwrap_err();
+        assert!(err.contains("queues.max-deliveries"), "{err}");
+        let err = parse(&format!("{GOOD}\n[queues]\nurl = \"nats://x:1\"\n")).unwrap_err();
+        assert!(err.contains("queues.url applies only"), "{err}");
+    }
+
+    #[test]
+    fn two_roles_cannot_share_an_address() {
+        let text = format!(
+            "{GOOD}\n[roles.other]\nkind = \"web\"\ncomponent = \"x.wasm\"\nlisten = \"127.0.0.1:8080\"\n"
+        );
+        assert!(parse(&text).unwrap_err().contains("already used"));
+    }
+
+    #[test]
+    fn the_shipped_examples_are_valid() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for example in ["hello-web", "pipeline"] {
+            let path = examples.join(example).join(MANIFEST_FILE);
+            Manifest::load(&path).unwrap();
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The host's one wasmtime engine, and turning component files into roles.
+//!
+//! [`Runtime`] owns the [`wasmtime::Engine`] (component model, async, fuel,
+//! epoch interruption, pooling allocator), the thread that ticks its epoch
+//! and the CPU scheduler, the on-disk cache of compiled components, one
+//! [`Linker`] per role kind, and a weak reference to every role it made, to
+//! report their usage. Web roles get WASI (granting nothing), `wasi:http`
+//! (outgoing requests only to their allowlist) and the VMBus; worker roles
+//! get WASI and the VMBus only. Either kind may export lifecycle hooks
+//! ([`crate::hooks`]), found when the role is prepared.
+
+use crate::cache::{CacheStats, ComponentCache, compile};
+use crate::config::{CpuShare, EngineConfig, Grants, SandboxLimits};
+use crate::cpu::CpuScheduler;
+use crate::error::{RuntimeError, one_line};
+use crate::hooks::Hooks;
+use crate::rate_limit::RateLimits;
+use crate::sandbox::GuestState;
+use crate::scratch;
+use crate::tenant::Tenant;
+use crate::usage::UsageSnapshot;
+use crate::vmbus;
+use crate::web::WebRole;
+use crate::worker::WorkerRole;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use weft_broker::{KvStore, QueueBroker};
+
+/// What a role is given: its grants, limits, and the backends behind its
+/// queues and buckets.
+#[derive(Clone)]
+pub struct RoleSpec {
+    /// What the role may reach.
+    pub grants: Grants,
+    /// What bounds each of its sandboxes.
+    pub limits: SandboxLimits,
+    /// The role's rate limits, shared by all its sandboxes.
+    pub rate_limits: RateLimits,
+    /// The role's share of the host's CPU.
+    pub cpu: CpuShare,
+    /// The queues backend.
+    pub queues: Arc<dyn QueueBroker>,
+    /// The key-value backend.
+    pub kv: Arc<dyn KvStore>,
+}
+
+/// The host's engine and the linkers for each role kind.
+pub struct Runtime {
+    engine: Engine,
+    config: EngineConfig,
+    cache: Option<ComponentCache>,
+    web_linker: Linker<GuestState>,
+    worker_linker: Linker<GuestState>,
+    scheduler: Arc<CpuScheduler>,
+    tenants: Mutex<Vec<Weak<Tenant>>>,
+    ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and its linkers, and starts the epoch ticker.
+    pub fn new(config: EngineConfig) -> Result<Self, RuntimeError> {
+        let engine = build_engine(&config)?;
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(ComponentCache::open(dir, &engine)?),
+            None => None,
+        };
+        let link_error = |e: wasmtime::Error| RuntimeError::Engine(one_line(&e));
+
+        let mut worker_linker = Linker::new(&engine);
+        // Rust's wasm32-wasip2 std imports wasi:cli, clocks, random,
+        // filesystem and sockets even when unused: link them all so ordinary
+        // components instantiate; the WASI context grants none of it.
+        wasmtime_wasi::p2::add_to_linker_async(&mut worker_linker).map_err(link_error)?;
+        scratch::add_to_linker(&mut worker_linker).map_err(link_error)?;
+        vmbus::add_to_linker(&mut worker_linker).map_err(link_error)?;
+
+        let mut web_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut web_linker).map_err(link_error)?;
+        scratch::add_to_linker(&mut web_linker).map_err(link_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut web_linker)
+            .map_err(link_error)?;
+        vmbus::add_to_linker(&mut web_linker).map_err(link_error)?;
+
+        let scheduler = CpuScheduler::new(
+            config.cpu_slots,
+            config.fair_cpu,
+            config.fuel_yield_interval.unwrap_or(0),
+        );
+        let ticker = EpochTicker::start(engine.clone(), scheduler.clone(), config.epoch_tick)?;
+        Ok(Self {
+            engine,
+            config,
+            cache,
+            web_linker,
+            worker_linker,
+            scheduler,
+            tenants: Mutex::new(Vec::new()),
+            ticker,
+        })
+    }
+
+    /// The engine configuration this runtime was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Reads and compiles (or loads from the cache) the component at `path`.
+    pub fn load_component(&self, path: &Path) -> Result<Component, RuntimeError> {
+        let wasm = std::fs::read(path).map_err(|source| RuntimeError::Read {
+            path: path.into(),
+            source,
+        })?;
+        match &self.cache {
+            Some(cache) => cache.load(&self.engine, &wasm, path),
+            None => compile(&self.engine, &wasm, path),
+        }
+    }
+
+    /// Prepares a web role from the component at `path`.
+    pub fn web_role(&self, path: &Path, spec: RoleSpec) -> Result<WebRole, RuntimeError> {
+        self.check_spec(&spec)?;
+        let component = self.load_component(path)?;
+        let pre = self
+            .web_linker
+            .instantiate_pre(&component)
+            .map_err(|e| incompatible(path, "web", &e))?;
+        let hooks = Hooks::find(&pre).map_err(|reason| RuntimeError::Incompatible {
+            path: path.into(),
+            kind: "web",
+            reason,
+        })?;
+        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
+            .map_err(|e| incompatible(path, "web", &e))?;
+        Ok(WebRole::new(pre, self.tenant(spec, "web"), hooks))
+    }
+
+    /// Prepares a worker role from the component at `path`.
+    pub fn worker_role(&self, path: &Path, spec: RoleSpec) -> Result<WorkerRole, RuntimeError> {
+        self.check_spec(&spec)?;
+        let component = self.load_component(path)?;
+        let pre = self
+            .worker_linker
+            .instantiate_pre(&component)
+            .map_err(|e| incompatible(path, "worker", &e))?;
+        let hooks = Hooks::find(&pre).map_err(|reason| RuntimeError::Incompatible {
+            path: path.into(),
+            kind: "worker",
+            reason,
+        })?;
+        let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre)
+            .map_err(|e| incompatible(path, "worker", &e))?;
+        WorkerRole::new(pre, self.tenant(spec, "worker"), hooks)
+            .map_err(|e| incompatible(path, "worker", &e))
+    }
+
+    /// How often the compiled-component cache saved a compilation (all
+    /// zero when the cache is off).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .as_ref()
+            .map(ComponentCache::stats)
+            .unwrap_or_default()
+    }
+
+    /// What every live role has used of the host, in the order the roles
+    /// were made.
+    pub fn usage(&self) -> Vec<UsageSnapshot> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants.retain(|t| t.strong_count() > 0);
+        tenants
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|t| t.snapshot())
+            .collect()
+    }
+
+    fn tenant(&self, spec: RoleSpec, kind: &'static str) -> Arc<Tenant> {
+        let tenant = Arc::new(Tenant::new(
+            spec,
+            kind,
+            &self.scheduler,
+            self.config.fuel_yield_interval,
+        ));
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants.retain(|t| t.strong_count() > 0);
+        tenants.push(Arc::downgrade(&tenant));
+        tenant
+    }
+
+    fn check_limits(&self, limits: &SandboxLimits) -> Result<(), RuntimeError> {
+        limits
+            .validate(&self.config)
+            .map_err(|e| RuntimeError::Limits(e.to_string()))
+    }
+
+    fn check_spec(&self, spec: &RoleSpec) -> Result<(), RuntimeError> {
+        self.check_limits(&spec.limits)?;
+        spec.cpu
+            .validate()
+            .map_err(|e| RuntimeError::Limits(e.to_string()))
+    }
+
+    /// Stops the epoch ticker. Running guests stop yielding; call this only
+    /// once no guest runs. Dropping the runtime does the same.
+    pub fn shutdown(self) {
+        drop(self.ticker);
+    }
+}
+
+fn incompatible(path: &Path, kind: &'static str, error: &wasmtime::Error) -> RuntimeError {
+    RuntimeError::Incompatible {
+        path: path.into(),
+        kind,
+        reason: one_line(error),
+    }
+}
+
+/// Dirty bytes of each memory and table reset in place when an instance
+/// ends, instead of being unmapped: a small role's whole working set.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+/// Core instances one component may create (and each pool slot reserves).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+/// Linear memories one component may have.
+const MEMORIES_PER_COMPONENT: u32 = 2;
+/// Tables one component may have.
+const TABLES_PER_COMPONENT: u32 = 8;
+
+fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
+    let max_memory = usize::try_from(config.max_memory_bytes).map_err(|_| {
+        RuntimeError::Engine("max memory does not fit this machine's address space".into())
+    })?;
+    let instances = config.max_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    // Every component instance slot carries its own share of core
+    // instances, memories and tables, and one component may use no more
+    // than its share: so a hand-made component with many modules cannot
+    // drain the pool that other roles' sandboxes draw on, and each role's
+    // own limits (`max-in-flight`, instance counts) bite first. A Rust
+    // component needs a handful of core instances (its module plus small
+    // shims), one memory (two with a preview-1 adapter) and a few tables.
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
+        .total_stacks(instances)
+        .max_memory_size(max_memory)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        // When an instance ends, reset the pages its memories and tables
+        // dirtied by copying them back (found with Linux's PAGEMAP_SCAN
+        // where the kernel has it, 6.7 and later), rather than unmapping them
+        // with madvise: every unmap of a multi-threaded process's pages
+        // shoots down the other cores' TLBs, and the next instance in the
+        // slot would fault them all in again. Measured on the request path
+        // of a small web role, madvise and its faults were the largest cost
+        // after the guest itself (see docs/benchmarks.md). Memory is still
+        // reset to its initial image; past this many dirty bytes the rest is
+        // unmapped as before.
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_BYTES)
+        .pagemap_scan(Enabled::Auto);
+
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm).map_err(|e| RuntimeError::Engine(one_line(&e)))
+}
+
+/// A thread that advances the engine's epoch and the CPU scheduler every
+/// tick; each tick, running guests report their fuel, may be parked, and
+/// have their deadlines checked.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(
+        engine: Engine,
+        scheduler: Arc<CpuScheduler>,
+        tick: std::time::Duration,
+    ) -> Result<Self, RuntimeError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                    scheduler.tick();
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The queue interface's checks, called as the host functions call them
+//! once a call is admitted (grants, scoping, argument ranges), without wasm.
+//! `lift_tests` covers the way in from a real component.
+
+use super::wire::send_options;
+use super::*;
+use crate::config::Grants;
+use std::sync::Arc;
+use weft_broker::MemoryBroker;
+
+fn ctx(queues: &[&str]) -> VmBusCtx {
+    let broker = Arc::new(MemoryBroker::default());
+    let grants = Grants {
+        service: "svc".into(),
+        role: "web".into(),
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        ..Grants::default()
+    };
+    let limiter = Arc::new(crate::rate_limit::RoleLimiter::new(
+        &crate::RateLimits::default(),
+    ));
+    VmBusCtx::new(Arc::new(grants), broker.clone(), broker, limiter)
+}
+
+#[tokio::test]
+async fn send_is_denied_for_ungranted_queues_and_scoped_for_granted_ones() {
+    let mut ctx = ctx(&["jobs"]);
+    let denied = send(&mut ctx, "other", b"x".to_vec(), SendOptions::now()).await;
+    assert!(
+        matches!(denied, Err(WitError::Denied(ref why)) if why.contains("'other'")),
+        "{denied:?}"
+    );
+    send(&mut ctx, "jobs", b"x".to_vec(), SendOptions::now())
+        .await
+        .unwrap();
+    assert_eq!(ctx.queues.len("svc/jobs").await.unwrap(), 1);
+    assert_eq!(ctx.queues.len("jobs").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn hostile_arguments_get_errors_not_traps() {
+    let mut ctx = ctx(&["jobs"]);
+    let huge_name = "q".repeat(10_000);
+    match send(&mut ctx, &huge_name, vec![], SendOptions::now()).await {
+        Err(WitError::Denied(why)) => assert!(why.len() < 200),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        send_options(u32::MAX, 0, None),
+        Err(WitError::Invalid(_))
+    ));
+    assert!(matches!(
+        send(&mut ctx, "jobs", vec![0; 64 * 1024 + 1], SendOptions::now()).await,
+        Err(WitError::TooLarge(_))
+    ));
+    assert!(matches!(
+        settle(&mut ctx, "jobs", "nonsense", Settle::Complete).await,
+        Err(WitError::NotFound(_))
+    ));
+    assert!(matches!(
+        settle(
+            &mut ctx,
+            "nope",
+            "nonsense",
+            Settle::Abandon { delay_ms: 0 }
+        )
+        .await,
+        Err(WitError::Denied(_))
+    ));
+    for how in [
+        Settle::Abandon { delay_ms: u32::MAX },
+        Settle::Extend { visibility_ms: 0 },
+        Settle::Extend {
+            visibility_ms: u32::MAX,
+        },
+    ] {
+        assert!(
+            matches!(
+                settle(&mut ctx, "jobs", "r", how).await,
+                Err(WitError::Invalid(_))
+            ),
+            "{how:?}"
+        );
+    }
+    for max in [0, 33, u32::MAX] {
+        assert!(matches!(
+            peek(&mut ctx, "jobs", max).await,
+            Err(WitError::Invalid(_))
+        ));
+    }
+    assert!(matches!(
+        length(&mut ctx, "nope").await,
+        Err(WitError::Denied(_))
+    ));
+    assert_eq!(length(&mut ctx, "jobs").await.unwrap(), 0);
+    let ttl = send_options(0, 5, Some("d".into())).unwrap();
+    assert_eq!(ttl.ttl, Some(Duration::from_millis(5)));
+    assert_eq!(send_options(0, 0, None).unwrap().ttl, None);
+}
+
+#[test]
+fn receive_arguments_are_checked_and_the_wait_clamped() {
+    for (max, visibility) in [
+        (0, 1000),
+        (33, 1000),
+        (u32::MAX, 1000),
+        (1, 0),
+        (1, u32::MAX),
+    ] {
+        assert!(
+            matches!(
+                receive_request(max, visibility, 0),
+                Err(WitError::Invalid(_))
+            ),
+            "{max} {visibility}"
+        );
+    }
+    let ok = receive_request(32, MAX_VISIBILITY_MS, u32::MAX).unwrap();
+    assert_eq!(ok.max_messages, 32);
+    assert_eq!(ok.wait, MAX_WAIT);
+    assert_eq!(
+        receive_request(1, 1, 5).unwrap().wait,
+        Duration::from_millis(5)
+    );
+}
