@@ -39,7 +39,7 @@ use weft_broker::{
     QueuesConfig, ReceiveRequest, SendOptions,
 };
 use weft_broker::{KvStore, QueueBroker};
-use weft_sandbox::rate_limit::InterfaceLimits;
+use weft_sandbox::rate_limit::{Interface, InterfaceLimits};
 use weft_sandbox::{CpuShare, EngineConfig, Grants, RateLimits, RoleSpec, Runtime, SandboxLimits};
 use weft_test_artifacts::{DRAIN_WORKER, LEDGER_WEB};
 
@@ -512,10 +512,7 @@ async fn end_to_end<B: QueueBroker + KvStore>(
             ..Grants::default()
         },
         limits: SandboxLimits::default(),
-        rate_limits: RateLimits {
-            queue: unlimited,
-            ..RateLimits::default()
-        },
+        rate_limits: RateLimits::default().with(Interface::Queue, unlimited),
         cpu: CpuShare::default(),
         queues: broker.clone(),
         kv: kv.clone(),

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_broker::MemoryBroker;
-use weft_sandbox::rate_limit::{BucketConfig, InterfaceLimits};
+use weft_sandbox::rate_limit::{BucketConfig, Interface, InterfaceLimits};
 use weft_sandbox::{CpuShare, EngineConfig, Grants, RateLimits, RoleSpec, Runtime, SandboxLimits};
 use weft_test_artifacts::{DRAIN_WORKER, PROBE};
 
@@ -67,14 +67,14 @@ pub async fn one(kind: Kind, count: u32) -> anyhow::Result<()> {
             max_in_flight: count,
             ..SandboxLimits::default()
         },
-        rate_limits: RateLimits {
-            // Thousands of workers polling must not be held back.
-            queue: InterfaceLimits {
+        // Thousands of workers polling must not be held back.
+        rate_limits: RateLimits::default().with(
+            Interface::Queue,
+            InterfaceLimits {
                 ops: Some(unlimited),
                 bytes: None,
             },
-            ..RateLimits::default()
-        },
+        ),
         cpu: CpuShare::default(),
         queues: broker.clone(),
         kv: broker,

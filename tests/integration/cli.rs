@@ -468,8 +468,7 @@ listen = "127.0.0.1:0"
     let elapsed = started.elapsed().as_secs_f64();
     // What the default line bucket allows: its burst, a full bucket, and
     // its refill over the whole run (the flood began after `started`).
-    let ops = weft_sandbox::RateLimits::default()
-        .log
+    let ops = weft_sandbox::RateLimits::default()[weft_sandbox::rate_limit::Interface::Log]
         .ops
         .expect("a default line rate");
     let most = (ops.burst + ops.size) as f64 + ops.size as f64 * elapsed;

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use weft_sandbox::rate_limit::{BucketConfig, InterfaceLimits};
+use weft_sandbox::rate_limit::{BucketConfig, Interface, InterfaceLimits};
 use weft_sandbox::{EgressAllowlist, SandboxLimits, WebRole};
 use weft_test_artifacts::PROBE;
 
@@ -54,7 +54,7 @@ fn role(allow: &[String], egress: Option<InterfaceLimits>, max_wait_ms: u64) -> 
     let (mut spec, _) = spec("web", &[], &[], SandboxLimits::default());
     spec.grants.egress = EgressAllowlist::parse(allow).unwrap();
     if let Some(limits) = egress {
-        spec.rate_limits.egress = limits;
+        spec.rate_limits[Interface::Egress] = limits;
     }
     spec.rate_limits.max_wait_ms = max_wait_ms;
     runtime().web_role(Path::new(PROBE), spec).unwrap()

@@ -14,6 +14,7 @@ mod fairness;
 mod flood;
 mod full_disk;
 mod hosting;
+mod in_process;
 mod ledger;
 mod lifecycle;
 mod nats;

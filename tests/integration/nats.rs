@@ -317,3 +317,41 @@ async fn losing_nats_mid_run_answers_unavailable_and_the_service_resumes() {
     );
     assert!(weft.terminate().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_whose_nats_server_cannot_be_reached_is_answered_503_not_400() {
+    use crate::hosting::{Host, token_file};
+    use weft_test_artifacts::{LEDGER_WEB, LEDGER_WORKER};
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(&dir.path().join("state"), &token_file(dir.path()));
+    let web = host.put_blob(Path::new(LEDGER_WEB)).await;
+    let worker = host.put_blob(Path::new(LEDGER_WORKER)).await;
+    // Nobody listens there: the manifest is right, the server is down.
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let source = serde_json::json!({
+        "manifest_file": "weft.toml",
+        "manifest": ledger::manifest(1, &queues_table(&url, "connect-timeout-secs = 1")),
+        "components": { "web": web, "worker": worker },
+    });
+    let reply = host
+        .api("PUT", "/v1/services/ledger", &source.to_string())
+        .await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(
+        reply
+            .body
+            .contains(&format!("cannot reach the NATS server at {url}")),
+        "{reply:?}"
+    );
+    // A refused `[queues]` table is the manifest's fault: 400.
+    let source = serde_json::json!({
+        "manifest_file": "weft.toml",
+        "manifest": ledger::manifest(1, &queues_table(&url, "replicas = 0")),
+        "components": { "web": web, "worker": worker },
+    });
+    let reply = host
+        .api("PUT", "/v1/services/ledger", &source.to_string())
+        .await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(host.api("GET", "/v1/services/ledger", "").await.status, 404);
+}

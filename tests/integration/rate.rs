@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use weft_broker::MemoryBroker;
-use weft_sandbox::rate_limit::{BucketConfig, InterfaceLimits};
+use weft_sandbox::rate_limit::{BucketConfig, Interface, InterfaceLimits};
 use weft_sandbox::{RateLimits, SandboxLimits, WebRole};
 use weft_test_artifacts::PROBE;
 
@@ -24,18 +24,19 @@ fn probe(broker: &Arc<MemoryBroker>, rate_limits: RateLimits) -> WebRole {
 }
 
 fn queue_ops(per_second: u64, size: u64, max_wait_ms: u64) -> RateLimits {
-    RateLimits {
-        queue: InterfaceLimits {
-            ops: Some(BucketConfig {
-                size,
-                refill_ms: 1000 * size / per_second,
-                burst: 0,
-            }),
-            bytes: None,
-        },
-        max_wait_ms,
-        ..RateLimits::default()
-    }
+    RateLimits::default()
+        .with(
+            Interface::Queue,
+            InterfaceLimits {
+                ops: Some(BucketConfig {
+                    size,
+                    refill_ms: 1000 * size / per_second,
+                    burst: 0,
+                }),
+                bytes: None,
+            },
+        )
+        .with_max_wait_ms(max_wait_ms)
 }
 
 /// Parses `sent=A limited=B other=C`.
@@ -112,14 +113,15 @@ async fn calls_past_the_wait_bound_get_rate_limited_not_a_trap() {
 }
 
 fn http_limits(bytes_per_sec: Option<u64>, requests_per_sec: Option<u64>) -> RateLimits {
-    RateLimits {
-        http: InterfaceLimits {
-            ops: requests_per_sec.map(BucketConfig::per_second),
-            bytes: bytes_per_sec.map(BucketConfig::per_second),
-        },
-        max_wait_ms: 0,
-        ..RateLimits::default()
-    }
+    RateLimits::default()
+        .with(
+            Interface::Http,
+            InterfaceLimits {
+                ops: requests_per_sec.map(BucketConfig::per_second),
+                bytes: bytes_per_sec.map(BucketConfig::per_second),
+            },
+        )
+        .with_max_wait_ms(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,28 @@ fn reusing(requests_per_instance: u32) -> SandboxLimits {
     }
 }
 
+/// How long the instance that served a request may take, after the client
+/// has read the reply, to be back among the role's idle ones or dropped.
+///
+/// The client has the whole body once the guest finishes writing it
+/// (`outgoing-body.finish` ends the stream), but the guest's handler is
+/// still returning then; only after that does the request's task keep the
+/// instance or drop it (its store, and with it the live count). Holding the
+/// body's end back until then would add the guest's return and the store's
+/// teardown to every response (and a guest's work after its body to the
+/// reply), so the count may lag the reply: well under a millisecond on an
+/// idle machine, and within this bound on a loaded one.
+const DROP_LAG: Duration = Duration::from_secs(2);
+
+/// Waits (up to [`DROP_LAG`]) for `role` to hold `count` live instances.
+async fn live_instances(role: &WebRole, count: u64, what: &str) {
+    eventually(DROP_LAG, what, || {
+        let reached = role.usage().counters.instances_live == count;
+        async move { reached.then_some(()) }
+    })
+    .await;
+}
+
 async fn visit(role: &WebRole, token: &str) -> String {
     let reply = call(role, "GET", &format!("/visit/{token}"), "").await;
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -39,7 +61,7 @@ async fn reuse_is_off_by_default_and_no_request_sees_another() {
     for token in ["a", "b", "c", "d"] {
         assert_eq!(visit(&role, token).await, "visits=1 last=-");
     }
-    assert_eq!(role.usage().counters.instances_live, 0, "nothing is kept");
+    live_instances(&role, 0, "nothing to be kept").await;
 }
 
 #[tokio::test]
@@ -294,10 +316,11 @@ async fn weft_up_reuses_instances_when_the_manifest_asks() {
 async fn released_idle_instances_are_freed_and_a_busy_one_finishes_its_request() {
     let role = Arc::new(web_role(PROBE, reusing(10)));
     let live = |role: &WebRole| role.usage().counters.instances_live;
-    // One instance busy, another idle beside it.
+    // One instance busy, another idle beside it. The busy request sleeps
+    // long enough to still be running on a loaded machine when released.
     let busy = {
         let role = role.clone();
-        tokio::spawn(async move { call(&role, "GET", "/sleep/500", "").await })
+        tokio::spawn(async move { call(&role, "GET", "/sleep/3000", "").await })
     };
     eventually(Duration::from_secs(10), "the slow request to start", || {
         let started = live(&role) == 1;
@@ -306,6 +329,11 @@ async fn released_idle_instances_are_freed_and_a_busy_one_finishes_its_request()
     .await;
     assert_eq!(visit(&role, "a").await, "visits=1 last=-");
     assert_eq!(live(&role), 2);
+    eventually(DROP_LAG, "the second instance to be idle", || {
+        let idle = role.idle_instances() == 1;
+        async move { idle.then_some(()) }
+    })
+    .await;
     // Released: the idle one is freed at once, the busy one goes on.
     assert_eq!(role.release_idle(), 1);
     assert_eq!(live(&role), 1);
@@ -315,15 +343,11 @@ async fn released_idle_instances_are_freed_and_a_busy_one_finishes_its_request()
         (200, "slept"),
         "{reply:?}"
     );
-    // Done, it is dropped rather than kept.
-    eventually(Duration::from_secs(10), "the busy instance to go", || {
-        let gone = live(&role) == 0;
-        async move { gone.then_some(()) }
-    })
-    .await;
+    // Done, it is dropped rather than kept (just after its reply: DROP_LAG).
+    live_instances(&role, 0, "the busy instance to go").await;
     // Requests still served run in fresh instances, none kept.
     assert_eq!(visit(&role, "b").await, "visits=1 last=-");
-    assert_eq!(live(&role), 0);
+    live_instances(&role, 0, "the fresh instance to go").await;
 }
 
 /// A `weft up` manifest: one web role of the rollout guest that reuses its

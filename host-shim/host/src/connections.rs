@@ -109,7 +109,7 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     /// The admin address's limits beside the web roles' `web`: the same
-    /// body rate, an idle timeout no longer than [`ADMIN_IDLE_TIMEOUT`], and
+    /// body rate, an idle timeout no longer than `ADMIN_IDLE_TIMEOUT` (10 s), and
     /// a pool of `max_connections` of its own.
     pub fn admin(web: &Self, max_connections: usize) -> Self {
         Self {

@@ -22,7 +22,7 @@
 //! through the admin API (`weft scale`, `weft settings`), checked the same way.
 
 use crate::manifest::{
-    MAX_INSTANCES, Manifest, ManifestError, Role, RoleKind, check_name, line_of,
+    MAX_INSTANCES, Manifest, ManifestError, Role, RoleByKind, check_name, line_of,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -128,25 +128,42 @@ pub struct Overrides {
     pub settings: BTreeMap<String, BTreeMap<String, String>>,
 }
 
+/// Why [`Overrides`] do not fit a manifest: the field (`roles.web.settings.colour`)
+/// and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {why}")]
+#[non_exhaustive]
+pub struct OverrideError {
+    /// The field, as `roles.NAME` or `roles.NAME.instances` or
+    /// `roles.NAME.settings.KEY`.
+    pub field: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
 impl Overrides {
     /// Checks the overrides against `manifest` and applies them; errors name
     /// the field (`roles.web.settings.colour`).
-    pub fn apply(&self, manifest: &mut Manifest) -> Result<(), String> {
-        fn role<'m>(manifest: &'m mut Manifest, name: &str) -> Result<&'m mut Role, String> {
-            manifest
-                .roles
-                .get_mut(name)
-                .ok_or_else(|| format!("roles.{name}: no such role"))
+    pub fn apply(&self, manifest: &mut Manifest) -> Result<(), OverrideError> {
+        fn role<'m>(manifest: &'m mut Manifest, name: &str) -> Result<&'m mut Role, OverrideError> {
+            manifest.roles.get_mut(name).ok_or_else(|| OverrideError {
+                field: format!("roles.{name}"),
+                why: "no such role".into(),
+            })
         }
         for (name, count) in &self.instances {
-            set_instances(role(manifest, name)?, *count)
-                .map_err(|why| format!("roles.{name}.instances: {why}"))?;
+            set_instances(role(manifest, name)?, *count).map_err(|why| OverrideError {
+                field: format!("roles.{name}.instances"),
+                why,
+            })?;
         }
         for (name, settings) in &self.settings {
             let role = role(manifest, name)?;
             for (key, value) in settings {
-                set_setting(role, key, value.clone())
-                    .map_err(|why| format!("roles.{name}.settings.{key}: {why}"))?;
+                set_setting(role, key, value.clone()).map_err(|why| OverrideError {
+                    field: format!("roles.{name}.settings.{key}"),
+                    why,
+                })?;
             }
         }
         Ok(())
@@ -154,13 +171,13 @@ impl Overrides {
 }
 
 fn set_instances(role: &mut Role, count: u32) -> Result<(), String> {
-    if role.kind == RoleKind::Web {
+    let RoleByKind::Worker(worker) = &mut role.by_kind else {
         return Err("applies to worker roles; a web role gets a fresh instance per request".into());
-    }
+    };
     if !(1..=MAX_INSTANCES).contains(&count) {
         return Err(format!("must be 1 to {MAX_INSTANCES}, not {count}"));
     }
-    role.instances = count;
+    worker.instances = count;
     Ok(())
 }
 
@@ -215,7 +232,7 @@ component = "worker.wasm"
         overlay("[roles.worker]\ninstances = 4\n\n[roles.web.settings]\ngreeting = \"hola\"\n")
             .apply(&mut m)
             .unwrap();
-        assert_eq!(m.roles["worker"].instances, 4);
+        assert_eq!(m.roles["worker"].instances(), 4);
         assert_eq!(m.roles["web"].settings["greeting"], "hola");
     }
 
@@ -269,12 +286,12 @@ component = "worker.wasm"
             .settings
             .insert("web".into(), [("greeting".into(), "yo".into())].into());
         overrides.apply(&mut m).unwrap();
-        assert_eq!(m.roles["worker"].instances, 3);
+        assert_eq!(m.roles["worker"].instances(), 3);
         assert_eq!(m.roles["web"].settings["greeting"], "yo");
         let mut bad = Overrides::default();
         bad.settings
             .insert("web".into(), [("colour".into(), "red".into())].into());
-        let err = bad.apply(&mut manifest()).unwrap_err();
+        let err = bad.apply(&mut manifest()).unwrap_err().to_string();
         assert!(
             err.starts_with("roles.web.settings.colour: not declared"),
             "{err}"
@@ -284,6 +301,7 @@ component = "worker.wasm"
         assert!(
             bad.apply(&mut manifest())
                 .unwrap_err()
+                .to_string()
                 .contains("applies to worker roles")
         );
     }

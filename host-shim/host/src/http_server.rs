@@ -5,23 +5,110 @@
 //! requests finish. Request bodies left unread are drained after the answer
 //! ([`crate::lingering`]). Each request goes to the version of the role its
 //! share is routed to ([`WebFront`]); the listener stays open across upgrades.
+//!
+//! [`WebServer::start`] is the one wiring of a started web version to its
+//! listener, used by the controller for every web role it deploys and by
+//! `weft serve` for its one component.
 
 use crate::connections::{Accepted, Listening};
-use crate::controller::web::{WebFront, not_ready};
+use crate::controller::web::{WebFront, WebVersion, not_ready};
 use crate::lingering::LingeringBody;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A web role behind its listener: the front that shares its requests out
+/// among its versions, and the task serving the listener.
+pub struct WebServer {
+    /// Where its requests go.
+    pub front: Arc<WebFront>,
+    /// Where it listens, as `http://ADDR`.
+    pub url: String,
+    stop: watch::Sender<bool>,
+    server: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WebServer {
+    /// Serves `version` (started: its start hook returned and its health
+    /// path answered) on `listener`, all `domains` shares of the role
+    /// `role_name` going to it, holding connections in the web pool `pool`.
+    /// Once stopped, in-flight requests get up to `grace` to finish.
+    pub fn start(
+        listener: TcpListener,
+        version: &Arc<WebVersion>,
+        domains: u32,
+        pool: Arc<Listening>,
+        role_name: &str,
+        grace: Duration,
+    ) -> std::io::Result<Self> {
+        let local: SocketAddr = listener.local_addr()?;
+        let front = Arc::new(WebFront::default());
+        front.route_all(version, domains);
+        let (stop, mut stopped) = watch::channel(false);
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            pool,
+            front.clone(),
+            role_name.to_owned(),
+            shutdown,
+            grace,
+        ));
+        Ok(Self {
+            front,
+            url: format!("http://{local}"),
+            stop,
+            server: Mutex::new(Some(server)),
+        })
+    }
+
+    /// Closes the listener and asks open connections to finish; the task
+    /// returned ends once they have (bounded by the grace period). `None`
+    /// if it was asked before.
+    pub fn stop_accepting(&self) -> Option<JoinHandle<()>> {
+        let _ = self.stop.send(true);
+        self.server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Once requests are answered: drains every version the front had
+    /// (their stop hooks run), and waits for the drains of versions an
+    /// upgrade retired, each bounded by `grace`.
+    pub async fn drain(&self, grace: Duration) {
+        for version in self.front.close() {
+            version.drain_and_stop(grace).await;
+        }
+        for retiring in self.front.retiring() {
+            let _ = retiring.await;
+        }
+    }
+
+    /// Stops it: no new connections, in-flight requests finish, then every
+    /// version drains and stops.
+    pub async fn stop(&self, grace: Duration) {
+        if let Some(server) = self.stop_accepting() {
+            let _ = server.await;
+        }
+        self.drain(grace).await;
+    }
+}
 
 /// Serves the role behind `front` on `listener`, holding its connections in
 /// the web pool `pool`, until `shutdown` completes, then waits up to `grace`
 /// for in-flight requests to finish.
-pub async fn serve(
+async fn serve(
     listener: TcpListener,
     pool: Arc<Listening>,
     front: Arc<WebFront>,

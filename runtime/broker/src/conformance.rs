@@ -143,7 +143,7 @@ fn is_not_found<T: std::fmt::Debug>(result: &Result<T, BrokerError>) -> bool {
 
 pub(crate) async fn send_receive_complete(backend: &dyn Backend, prefix: &str) {
     let q = format!("{prefix}q");
-    let before = super::unix_millis();
+    let before = crate::clock::unix_millis();
     let id = send(backend, &q, b"hello").await;
     let got = receive_one(backend, &q, LONG).await;
     assert_eq!(got.id, id);
@@ -151,7 +151,8 @@ pub(crate) async fn send_receive_complete(backend: &dyn Backend, prefix: &str) {
     assert_eq!(got.dequeue_count, 1);
     assert_eq!(got.poison_reason, None);
     assert!(
-        got.inserted_at_ms + 5_000 >= before && got.inserted_at_ms <= super::unix_millis() + 5_000,
+        got.inserted_at_ms + 5_000 >= before
+            && got.inserted_at_ms <= crate::clock::unix_millis() + 5_000,
         "inserted at {} (sent at about {before})",
         got.inserted_at_ms
     );

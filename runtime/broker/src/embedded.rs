@@ -1,26 +1,26 @@
 //! The embedded backend: durable queues and buckets in one file on this
 //! host's disk, with no set-up. The default of `weft up`.
 //!
-//! Its queues are a [`book`](super::book) whose changes the
-//! [`store`](super::store) writes to a redb file: a send (and a receive's new
+//! Its queues are the [`rules`](crate::rules) whose changes the
+//! [`store`](crate::store) writes to a redb file: a send (and a receive's new
 //! dequeue counts) is fsynced before it answers, and settles ride along with
-//! the next commit. At open, the book is rebuilt from the file: every message
+//! the next commit. At open, the queues are rebuilt from the file: every message
 //! sent and not completed is there, with the visibility and dequeue count of
 //! its last delivery, so a lease held when the host died lapses after its
 //! visibility timeout like any other.
 //!
-//! The book holds every message in memory too (bounded by the queues' limits),
+//! The rules hold every message in memory too (bounded by the queues' limits),
 //! so receiving never reads the disk. Key-value entries live only in the
 //! file: reads are read transactions, writes are fsynced before they answer.
 
-use super::persist::{Change, Done, Persist};
-use super::queues::Queues;
-use super::store::Store;
-use super::{BrokerError, KeyPage, KvStore, QueueSettings};
+use crate::api::{KeyPage, KvStore};
+use crate::error::BrokerError;
+use crate::limits::QueueSettings;
+use crate::persist::{Change, Done, Persist};
+use crate::queues::Queues;
+use crate::store::{Contents, Store, StoreError, StoreHealth};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
-
-pub use super::store::{StoreError, StoreHealth};
 
 /// The store's file name inside a service's state folder.
 pub const STORE_FILE: &str = "queues.redb";
@@ -64,7 +64,7 @@ impl EmbeddedBroker {
     pub(crate) fn open_on(
         state_dir: &Path,
         settings: QueueSettings,
-        disk: super::store::power_cut::Disk,
+        disk: crate::store::power_cut::Disk,
     ) -> Result<Self, StoreError> {
         let path = state_dir.join(STORE_FILE);
         // A clone per open: the writer opens it again after a failed write.
@@ -83,7 +83,7 @@ impl EmbeddedBroker {
     /// Rebuilds the queues from what an opened store holds.
     fn restore(
         path: PathBuf,
-        (store, contents): (Store, super::store::Contents),
+        (store, contents): (Store, Contents),
         settings: QueueSettings,
     ) -> Self {
         let queues = Queues::new(settings, store);
@@ -127,7 +127,7 @@ impl EmbeddedBroker {
     }
 }
 
-super::queues::queue_broker_over_queues!(EmbeddedBroker);
+crate::queues::queue_broker_over_queues!(EmbeddedBroker);
 
 #[async_trait]
 impl KvStore for EmbeddedBroker {
@@ -259,7 +259,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn the_disk_holds_what_the_book_holds_after_concurrent_settles() {
+    async fn the_disk_holds_what_the_queues_hold_after_concurrent_settles() {
         let dir = tempfile::tempdir().unwrap();
         let settings = QueueSettings::default();
         let broker = std::sync::Arc::new(EmbeddedBroker::open(dir.path(), settings).unwrap());
@@ -268,8 +268,8 @@ mod tests {
         }
         // Receivers racing on short leases: each delivery completed,
         // abandoned, extended or left to lapse. Every change reaches the
-        // store in the book's order, so nothing completed comes back and
-        // every dequeue count on disk is the book's.
+        // store in the rules' order, so nothing completed comes back and
+        // every dequeue count on disk is the rules'.
         let workers = (0..4).map(|_| {
             let broker = broker.clone();
             tokio::spawn(async move {
@@ -294,7 +294,7 @@ mod tests {
         for worker in futures::future::join_all(workers).await {
             worker.unwrap();
         }
-        let book = (
+        let held = (
             broker.queues.contents("q"),
             broker.queues.contents("q-poison"),
         );
@@ -305,7 +305,7 @@ mod tests {
             reopened.queues.contents("q"),
             reopened.queues.contents("q-poison"),
         );
-        assert_eq!(disk, book);
+        assert_eq!(disk, held);
     }
 
     #[test]

@@ -1,24 +1,18 @@
 //! The in-process backend: queues and buckets in this process's memory.
 //!
-//! It keeps every promise of [`super::QueueBroker`] except durability: what it
-//! holds is gone when the process exits. Its queues are a bare
-//! [`book`](super::book); time comes from `tokio::time`, so tests drive
+//! It keeps every promise of [`QueueBroker`](crate::QueueBroker) except
+//! durability: what it holds is gone when the process exits. Its queues are
+//! the bare [`rules`](crate::rules); time comes from `tokio::time`, so tests drive
 //! leases with a paused clock instead of sleeping.
 
-use super::persist::Volatile;
-use super::queues::Queues;
-use super::{BrokerError, KeyPage, KvStore, QueueSettings};
+use crate::api::{KeyPage, KvStore};
+use crate::error::BrokerError;
+use crate::limits::{KEY_PAGE, MAX_BUCKET_BYTES, QueueSettings};
+use crate::persist::Volatile;
+use crate::queues::Queues;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
-
-/// How many keys one `list_keys` page holds.
-pub(crate) const KEY_PAGE: usize = 1000;
-
-/// The most bytes (keys and values) one bucket holds (64 MiB): what a guest
-/// stores is host memory or disk, so it is bounded like any host allocation
-/// made on a guest's behalf.
-pub const MAX_BUCKET_BYTES: usize = 64 * 1024 * 1024;
 
 /// Queues and key-value buckets in memory.
 pub struct MemoryBroker {
@@ -60,7 +54,7 @@ impl MemoryBroker {
     }
 }
 
-super::queues::queue_broker_over_queues!(MemoryBroker);
+crate::queues::queue_broker_over_queues!(MemoryBroker);
 
 #[async_trait]
 impl KvStore for MemoryBroker {

@@ -1,18 +1,18 @@
-//! What a [`book`](super::book) hands to a durable backend: each operation's
-//! [`Change`]s, and the [`Persist`] trait that writes them.
+//! What the [`rules`](crate::rules) hand to a durable backend: each
+//! operation's [`Change`]s, and the [`Persist`] trait that writes them.
 //!
-//! The one rule that makes a durable book correct: changes reach the store
-//! in the order the book made them. So they are submitted while the book's
-//! lock is still held (submitting never blocks: it queues the changes for
-//! the store's writer thread, which commits in FIFO order), and only the
+//! The one rule that makes a durable backend correct: changes reach the
+//! store in the order the rules made them. So they are submitted while the
+//! rules' lock is still held (submitting never blocks: it queues the changes
+//! for the store's writer thread, which commits in FIFO order), and only the
 //! wait for the commit happens outside the lock. An abandon's row can then
 //! never land after a later delivery's or completion's, which would
 //! resurrect a completed message after a restart.
 
-use super::BrokerError;
-use super::book::Message;
+use crate::error::BrokerError;
+use crate::message::Message;
 
-/// One change to the book, for a durable backend to write.
+/// One change to the queues, for a durable backend to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
     /// A message, new or changed (a delivery, an abandon or an extend
@@ -39,17 +39,17 @@ pub(crate) enum Change {
 
 /// Called once submitted changes are on disk (`Ok`) or failed to get there.
 /// It runs on the store's writer thread, after every earlier submission's,
-/// so it may take the book's lock but must not wait for anything else.
+/// so it may take the rules' lock but must not wait for anything else.
 pub(crate) type Done = Box<dyn FnOnce(Result<(), BrokerError>) + Send>;
 
-/// Where a book's changes go.
+/// Where the rules' changes go.
 pub(crate) trait Persist: Send + Sync + 'static {
     /// Whether changes are wanted at all (the in-process backend keeps none,
     /// and is never submitted to).
     const DURABLE: bool;
     /// Queues `changes` to be written after everything submitted before,
     /// and calls `done` (if any) once they are written or failed. Never
-    /// blocks, so callers submit while holding the book's lock. On `Err`
+    /// blocks, so callers submit while holding the rules' lock. On `Err`
     /// (the store is closed) nothing is written and `done` is dropped
     /// uncalled: the caller, still holding the lock, handles the failure.
     fn submit(&self, changes: Vec<Change>, done: Option<Done>) -> Result<(), BrokerError>;
@@ -61,13 +61,13 @@ pub(crate) struct Volatile;
 impl Persist for Volatile {
     const DURABLE: bool = false;
     fn submit(&self, _: Vec<Change>, _: Option<Done>) -> Result<(), BrokerError> {
-        // Never reached: a volatile book collects no changes, and its
+        // Never reached: volatile rules collect no changes, and its
         // sends are receivable at once (see `Queues`).
         Ok(())
     }
 }
 
-/// Changes collected by one operation (none for a volatile book).
+/// Changes collected by one operation (none for volatile rules).
 pub(crate) struct Changes(Option<Vec<Change>>);
 
 impl Changes {

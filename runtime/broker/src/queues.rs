@@ -1,9 +1,9 @@
-//! [`Queues`]: a [`Book`] behind a lock, with its clock and its
-//! persistence: every [`super::QueueBroker`] operation of the in-process and
+//! [`Queues`]: a [`QueueRules`] behind a lock, with its clock and its
+//! persistence: every [`QueueBroker`](crate::QueueBroker) operation of the in-process and
 //! embedded backends, including the long poll.
 //!
-//! Changes are submitted to the store while the book's lock is held, so the
-//! store sees them in the book's order (see [`super::persist`]); only the
+//! Changes are submitted to the store while the rules' lock is held, so the
+//! store sees them in the rules' order (see [`persist`](crate::persist)); only the
 //! waits for commits happen outside it. What must follow a commit (a send
 //! becoming receivable, or being forgotten if its write failed; a receive's
 //! messages coming back if its write failed or its receiver is gone) is done
@@ -11,29 +11,31 @@
 //! waiting for it: a future dropped mid-wait (a request's deadline, a worker
 //! stopped, shutdown) leaves nothing half done.
 
-use super::book::{Book, Clock, Message, Prepared, Settle};
-use super::persist::{Changes, Done, Persist};
-use super::{
-    BrokerError, Delivery, Peeked, QueueSettings, ReceiveRequest, SendOptions, check_batch,
-    check_send,
-};
+use crate::api::{Delivery, Peeked, ReceiveRequest, SendOptions};
+use crate::clock::Clock;
+use crate::error::BrokerError;
+use crate::limits::{QueueSettings, check_batch, check_send};
+use crate::persist::{Change, Changes, Done, Persist};
+use crate::rules::{Prepared, QueueRules, Settle};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// A book behind a lock, with its clock and its persistence: everything a
-/// [`super::QueueBroker`] does, for the in-process and embedded backends.
+/// The rules behind a lock, with its clock and its persistence: everything a
+/// [`QueueBroker`](crate::QueueBroker) does, for the in-process and embedded backends.
 pub(crate) struct Queues<P> {
     /// Shared with the callbacks of pending commits.
-    book: Arc<Mutex<Book>>,
+    rules: Arc<Mutex<QueueRules>>,
     clock: Clock,
     persist: P,
 }
 
-fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
+fn lock(rules: &Mutex<QueueRules>) -> MutexGuard<'_, QueueRules> {
     // A panic while holding the lock cannot leave a queue half-updated in
     // a way later calls would misread, so a poisoned lock is still usable.
-    book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    rules
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The answer when a commit's outcome never came (the writer is gone).
@@ -51,43 +53,48 @@ fn answer(tx: oneshot::Sender<Result<(), BrokerError>>) -> Done {
 impl<P: Persist> Queues<P> {
     pub(crate) fn new(settings: QueueSettings, persist: P) -> Self {
         Self {
-            book: Arc::new(Mutex::new(Book::new(settings))),
+            rules: Arc::new(Mutex::new(QueueRules::new(settings))),
             clock: Clock::new(),
             persist,
         }
     }
 
+    #[cfg(any(test, feature = "embedded"))]
     pub(crate) fn persist(&self) -> &P {
         &self.persist
     }
 
-    fn book(&self) -> MutexGuard<'_, Book> {
-        lock(&self.book)
+    fn rules(&self) -> MutexGuard<'_, QueueRules> {
+        lock(&self.rules)
     }
 
     /// Puts back a message read from the store at start.
-    pub(crate) fn restore(&self, queue: &str, seq: u64, message: Message) {
-        self.book().restore(queue, seq, message);
+    #[cfg(feature = "embedded")]
+    pub(crate) fn restore(&self, queue: &str, seq: u64, message: crate::message::Message) {
+        self.rules().restore(queue, seq, message);
     }
 
     /// Puts back a dedupe id read from the store at start.
+    #[cfg(feature = "embedded")]
     pub(crate) fn restore_dedupe(&self, queue: &str, key: String, id: String, expires_at_ms: u64) {
-        self.book().restore_dedupe(queue, key, id, expires_at_ms);
+        self.rules().restore_dedupe(queue, key, id, expires_at_ms);
     }
 
     /// Finishes a restore: orders the dedupe ids by expiry.
+    #[cfg(feature = "embedded")]
     pub(crate) fn restored(&self) {
-        self.book().restored();
+        self.rules().restored();
     }
 
+    #[cfg(feature = "embedded")]
     pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
     /// Writes changes that nobody waits for (settles, forgotten dedupe
-    /// ids): they ride on the next commit. Called under the book's lock. If
+    /// ids): they ride on the next commit. Called under the rules' lock. If
     /// the store is closed they are lost, which costs at most a redelivery.
-    fn write_later(&self, changes: Vec<super::persist::Change>) {
+    fn write_later(&self, changes: Vec<Change>) {
         if !changes.is_empty() {
             let _ = self.persist.submit(changes, None);
         }
@@ -105,8 +112,8 @@ impl<P: Persist> Queues<P> {
             let new_id = {
                 let mut changes = Changes::new(P::DURABLE);
                 let now = self.clock.now_ms();
-                let mut book = self.book();
-                let prepared = book.prepare_send(queue, &mut body, &options, now, &mut changes);
+                let mut rules = self.rules();
+                let prepared = rules.prepare_send(queue, &mut body, &options, now, &mut changes);
                 let changes = changes.take();
                 match prepared {
                     Err(e) => {
@@ -133,15 +140,15 @@ impl<P: Persist> Queues<P> {
                         None
                     }
                     Ok(Prepared::New { seq, id }) if !P::DURABLE => {
-                        book.finish_send(queue, seq, options.dedupe_id.as_deref(), true);
+                        rules.finish_send(queue, seq, options.dedupe_id.as_deref(), true);
                         return Ok(id);
                     }
                     Ok(Prepared::New { seq, id }) => {
                         let finish = {
-                            let (book, queue) = (self.book.clone(), queue.to_owned());
+                            let (rules, queue) = (self.rules.clone(), queue.to_owned());
                             let dedupe = options.dedupe_id.clone();
                             Box::new(move |outcome: Result<(), BrokerError>| {
-                                lock(&book).finish_send(
+                                lock(&rules).finish_send(
                                     &queue,
                                     seq,
                                     dedupe.as_deref(),
@@ -151,7 +158,7 @@ impl<P: Persist> Queues<P> {
                             })
                         };
                         if let Err(e) = self.persist.submit(changes, Some(finish)) {
-                            book.finish_send(queue, seq, options.dedupe_id.as_deref(), false);
+                            rules.finish_send(queue, seq, options.dedupe_id.as_deref(), false);
                             return Err(e);
                         }
                         Some(id)
@@ -172,7 +179,7 @@ impl<P: Persist> Queues<P> {
     ) -> Result<Vec<Delivery>, BrokerError> {
         check_batch(request.max_messages)?;
         let give_up_at = tokio::time::Instant::now() + request.wait;
-        let arrivals = self.book().arrivals(queue);
+        let arrivals = self.rules().arrivals(queue);
         loop {
             // Register for wake-ups before looking, so a send that lands
             // between the look and the wait is not missed.
@@ -183,8 +190,8 @@ impl<P: Persist> Queues<P> {
             let (taken, submitted) = {
                 let mut changes = Changes::new(P::DURABLE);
                 let now = self.clock.now_ms();
-                let mut book = self.book();
-                let taken = book.take(
+                let mut rules = self.rules();
+                let taken = rules.take(
                     queue,
                     request.max_messages,
                     request.visibility_timeout,
@@ -200,19 +207,19 @@ impl<P: Persist> Queues<P> {
                     // by the time it lands, the messages come back at once
                     // instead of staying hidden for their visibility timeout.
                     let given_back = {
-                        let (book, queue, undo) =
-                            (self.book.clone(), queue.to_owned(), taken.undo.clone());
+                        let (rules, queue, undo) =
+                            (self.rules.clone(), queue.to_owned(), taken.undo.clone());
                         Box::new(move |outcome: Result<(), BrokerError>| {
                             if outcome.is_err() {
-                                lock(&book).untake(&queue, &undo, true);
+                                lock(&rules).untake(&queue, &undo, true);
                                 let _ = tx.send(outcome);
                             } else if tx.send(outcome).is_err() {
-                                lock(&book).untake(&queue, &undo, false);
+                                lock(&rules).untake(&queue, &undo, false);
                             }
                         })
                     };
                     if let Err(e) = self.persist.submit(changes, Some(given_back)) {
-                        book.untake(queue, &taken.undo, true);
+                        rules.untake(queue, &taken.undo, true);
                         return Err(e);
                     }
                 }
@@ -241,8 +248,8 @@ impl<P: Persist> Queues<P> {
     fn settle(&self, queue: &str, receipt: &str, how: Settle) -> Result<(), BrokerError> {
         let mut changes = Changes::new(P::DURABLE);
         let now = self.clock.now_ms();
-        let mut book = self.book();
-        book.settle(queue, receipt, how, now, &mut changes)?;
+        let mut rules = self.rules();
+        rules.settle(queue, receipt, how, now, &mut changes)?;
         self.write_later(changes.take());
         Ok(())
     }
@@ -270,45 +277,49 @@ impl<P: Persist> Queues<P> {
     }
 
     pub(crate) fn len(&self, queue: &str) -> usize {
-        self.book().len(queue)
+        self.rules().len(queue)
     }
 
     /// Every message `queue` holds, as (id, dequeue count).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "embedded"))]
     pub(crate) fn contents(&self, queue: &str) -> Vec<(String, u32)> {
-        self.book().contents(queue)
+        self.rules().contents(queue)
     }
 
     pub(crate) fn peek(&self, queue: &str, max: u32) -> Result<Vec<Peeked>, BrokerError> {
         check_batch(max)?;
-        Ok(self.book().peek(queue, max, self.clock.now_ms()))
+        Ok(self.rules().peek(queue, max, self.clock.now_ms()))
     }
 }
 
-/// Implements [`super::QueueBroker`] for a broker type whose `queues` field
-/// is a [`Queues`]: every backend built on the book answers the same way.
+/// Implements [`QueueBroker`](crate::QueueBroker) for a broker type whose `queues` field
+/// is a [`Queues`]: every backend built on the rules answers the same way.
 macro_rules! queue_broker_over_queues {
     ($broker:ty) => {
         #[async_trait::async_trait]
-        impl super::QueueBroker for $broker {
+        impl $crate::api::QueueBroker for $broker {
             async fn send(
                 &self,
                 queue: &str,
                 body: Vec<u8>,
-                options: super::SendOptions,
-            ) -> Result<String, super::BrokerError> {
+                options: $crate::api::SendOptions,
+            ) -> Result<String, $crate::error::BrokerError> {
                 self.queues.send(queue, body, options).await
             }
 
             async fn receive(
                 &self,
                 queue: &str,
-                request: super::ReceiveRequest,
-            ) -> Result<Vec<super::Delivery>, super::BrokerError> {
+                request: $crate::api::ReceiveRequest,
+            ) -> Result<Vec<$crate::api::Delivery>, $crate::error::BrokerError> {
                 self.queues.receive(queue, request).await
             }
 
-            async fn complete(&self, queue: &str, receipt: &str) -> Result<(), super::BrokerError> {
+            async fn complete(
+                &self,
+                queue: &str,
+                receipt: &str,
+            ) -> Result<(), $crate::error::BrokerError> {
                 self.queues.complete(queue, receipt)
             }
 
@@ -317,7 +328,7 @@ macro_rules! queue_broker_over_queues {
                 queue: &str,
                 receipt: &str,
                 delay: std::time::Duration,
-            ) -> Result<(), super::BrokerError> {
+            ) -> Result<(), $crate::error::BrokerError> {
                 self.queues.abandon(queue, receipt, delay)
             }
 
@@ -326,11 +337,11 @@ macro_rules! queue_broker_over_queues {
                 queue: &str,
                 receipt: &str,
                 visibility: std::time::Duration,
-            ) -> Result<(), super::BrokerError> {
+            ) -> Result<(), $crate::error::BrokerError> {
                 self.queues.extend(queue, receipt, visibility)
             }
 
-            async fn len(&self, queue: &str) -> Result<usize, super::BrokerError> {
+            async fn len(&self, queue: &str) -> Result<usize, $crate::error::BrokerError> {
                 Ok(self.queues.len(queue))
             }
 
@@ -338,7 +349,7 @@ macro_rules! queue_broker_over_queues {
                 &self,
                 queue: &str,
                 max: u32,
-            ) -> Result<Vec<super::Peeked>, super::BrokerError> {
+            ) -> Result<Vec<$crate::api::Peeked>, $crate::error::BrokerError> {
                 self.queues.peek(queue, max)
             }
         }
@@ -354,20 +365,20 @@ mod tests {
     use std::collections::VecDeque;
 
     /// A store whose commits happen when the test says, in FIFO order, and
-    /// that checks every submission is made under the book's lock.
+    /// that checks every submission is made under the rules' lock.
     #[derive(Default)]
     struct Gate {
         jobs: Mutex<VecDeque<(Vec<Change>, Option<Done>)>>,
-        book: std::sync::OnceLock<Arc<Mutex<Book>>>,
+        rules: std::sync::OnceLock<Arc<Mutex<QueueRules>>>,
     }
 
     impl Persist for Gate {
         const DURABLE: bool = true;
         fn submit(&self, changes: Vec<Change>, done: Option<Done>) -> Result<(), BrokerError> {
-            if let Some(book) = self.book.get() {
+            if let Some(rules) = self.rules.get() {
                 assert!(
-                    matches!(book.try_lock(), Err(std::sync::TryLockError::WouldBlock)),
-                    "changes submitted outside the book's lock: {changes:?}"
+                    matches!(rules.try_lock(), Err(std::sync::TryLockError::WouldBlock)),
+                    "changes submitted outside the rules' lock: {changes:?}"
                 );
             }
             self.jobs
@@ -416,7 +427,7 @@ mod tests {
             ..QueueSettings::default()
         };
         let queues = Queues::new(settings, Gate::default());
-        let _ = queues.persist.book.set(queues.book.clone());
+        let _ = queues.persist.rules.set(queues.rules.clone());
         queues
     }
 
@@ -521,12 +532,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn changes_reach_the_store_in_the_order_the_book_made_them() {
+    async fn changes_reach_the_store_in_the_order_the_rules_made_them() {
         let queues = gated(100);
         send_now(&queues, b"x").await;
         // Deliver, abandon, deliver again, complete: each change is
-        // submitted while the book is locked (the gate checks), so the
-        // store applies them in the book's order whatever the threads do.
+        // submitted while the rules are locked (the gate checks), so the
+        // store applies them in the rules' order whatever the threads do.
         let mut receive = Box::pin(queues.receive("q", request(1)));
         assert!(futures::poll!(&mut receive).is_pending());
         queues.persist().commit(Ok(()));

@@ -30,33 +30,30 @@
 #[cfg(test)]
 pub(crate) mod power_cut;
 mod record;
+mod shared;
 mod writer;
 
-use super::book::Message;
-use super::persist::{Change, Done};
-use super::{BrokerError, KeyPage};
+pub use shared::StoreHealth;
+
+use crate::api::KeyPage;
+use crate::error::one_line;
+use crate::error::{BrokerError, OpenErrorKind};
+use crate::limits::KEY_PAGE;
+use crate::message::Message;
+use crate::persist::{Change, Done};
 use record::decode;
-use redb::{
-    Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError, TableDefinition,
-};
-use std::collections::HashMap;
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError};
+use shared::{BucketBytes, DEDUPE, KV, MESSAGES, META, Shared};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, mpsc};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use tokio::sync::oneshot;
 use writer::{Job, Writer, write_loop};
-
-const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-const DEDUPE: TableDefinition<(&str, &str), (u64, &str)> = TableDefinition::new("dedupe");
-const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The layout of the tables above; a file with another is refused.
 const FORMAT: u64 = 1;
 /// redb's page cache (it grows to this on demand).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
-/// How many keys one `list_keys` page holds.
-const KEY_PAGE: usize = 1000;
 
 /// Why the store could not be opened. Each is one line naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +99,19 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// What the failure means for the caller: a store another process
+    /// holds, or one the OS cannot read or write now, is unavailable; a
+    /// damaged store or a state folder others can write to needs an
+    /// operator.
+    pub fn kind(&self) -> OpenErrorKind {
+        match self {
+            Self::Locked { .. } | Self::Io { .. } => OpenErrorKind::Unavailable,
+            Self::Corrupt { .. } | Self::NotPrivate { .. } => OpenErrorKind::HostState,
+        }
+    }
+}
+
 /// The open store: its file, and the writer thread's queue.
 pub(crate) struct Store {
     shared: Arc<Shared>,
@@ -109,42 +119,7 @@ pub(crate) struct Store {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// What the store's callers and its writer thread share.
-struct Shared {
-    /// The open database; `None` while the writer reopens it after a failed
-    /// write (redb refuses every later call once a write has failed).
-    /// Readers hold the read lock for their whole read, so the writer,
-    /// taking the write lock, knows the old database is closed when it
-    /// opens the file again.
-    db: RwLock<Option<Database>>,
-    /// Whether writes succeed, and if not, why.
-    health: Mutex<StoreHealth>,
-}
-
-impl Shared {
-    fn db(&self) -> RwLockReadGuard<'_, Option<Database>> {
-        self.db.read().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Whether the store can write now: what a host shows in its status and
-/// metrics while the disk under the state folder is full or failing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StoreHealth {
-    /// The last write reached the disk.
-    Writable,
-    /// The last write failed (a full disk, an I/O error). Sends, receives
-    /// and key-value writes answer `unavailable` meanwhile; settles are
-    /// kept and written later. The store retries by itself, reopening the
-    /// file if redb needs it, and is `Writable` again once a write succeeds.
-    Failing {
-        /// What the last attempt met, on one line.
-        reason: String,
-    },
-}
-
-/// Everything the store held at open, for the book.
+/// Everything the store held at open, for the rules.
 pub(crate) struct Contents {
     pub(crate) messages: Vec<(String, u64, Message)>,
     pub(crate) dedupe: Vec<(String, String, String, u64)>,
@@ -456,8 +431,6 @@ fn prepare(db: &Database) -> Result<(), String> {
     }
 }
 
-type BucketBytes = HashMap<String, usize>;
-
 /// Reads every message, dedupe id and bucket size.
 fn read_all(db: &Database) -> Result<(Contents, BucketBytes), String> {
     let read = || -> Result<Result<(Contents, BucketBytes), String>, redb::Error> {
@@ -497,14 +470,4 @@ fn read_all(db: &Database) -> Result<(Contents, BucketBytes), String> {
         Ok(Ok((contents, bucket_bytes)))
     };
     read().map_err(|e| one_line(&e))?
-}
-
-/// The first line of an error, for one-line reports.
-fn one_line(error: &impl std::fmt::Display) -> String {
-    error
-        .to_string()
-        .lines()
-        .next()
-        .unwrap_or("unknown error")
-        .to_owned()
 }

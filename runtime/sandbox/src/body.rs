@@ -9,7 +9,7 @@
 //! cutting the body. A frame larger than the whole bucket still passes (its
 //! debt is waited out afterwards), so no body can stall forever.
 
-use crate::rate_limit::{Interface, RoleLimiter};
+use crate::rate_limit::{Interface, RoleLimiter, byte_count};
 use crate::usage::{Flow, RoleUsage};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
@@ -76,7 +76,7 @@ where
         if len == 0 {
             return Poll::Ready(Some(Ok(frame)));
         }
-        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        let len = byte_count(len);
         this.usage.add_bytes(this.flow, len);
         let interface = match this.flow {
             Flow::HttpIn | Flow::HttpOut => Interface::Http,
@@ -147,13 +147,13 @@ mod tests {
     }
 
     fn limiter(bytes_per_sec: Option<u64>) -> Arc<RoleLimiter> {
-        Arc::new(RoleLimiter::new(&RateLimits {
-            http: InterfaceLimits {
+        Arc::new(RoleLimiter::new(&RateLimits::default().with(
+            Interface::Http,
+            InterfaceLimits {
                 ops: None,
                 bytes: bytes_per_sec.map(BucketConfig::per_second),
             },
-            ..RateLimits::default()
-        }))
+        )))
     }
 
     #[tokio::test(start_paused = true)]

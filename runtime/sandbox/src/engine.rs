@@ -10,14 +10,15 @@
 //! ([`crate::hooks`]), found when the role is prepared.
 
 use crate::cache::{CacheStats, ComponentCache, compile};
-use crate::config::{CpuShare, EngineConfig, Grants, SandboxLimits};
 use crate::cpu::CpuScheduler;
+use crate::engine_config::EngineConfig;
 use crate::error::{RuntimeError, one_line};
 use crate::hooks::Hooks;
-use crate::rate_limit::RateLimits;
+use crate::limits::SandboxLimits;
+use crate::role_spec::RoleSpec;
+use crate::role_version::RoleVersion;
 use crate::sandbox::GuestState;
 use crate::scratch;
-use crate::tenant::Tenant;
 use crate::usage::UsageSnapshot;
 use crate::vmbus;
 use crate::web::WebRole;
@@ -28,25 +29,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-use weft_broker::{KvStore, QueueBroker};
-
-/// What a role is given: its grants, limits, and the backends behind its
-/// queues and buckets.
-#[derive(Clone)]
-pub struct RoleSpec {
-    /// What the role may reach.
-    pub grants: Grants,
-    /// What bounds each of its sandboxes.
-    pub limits: SandboxLimits,
-    /// The role's rate limits, shared by all its sandboxes.
-    pub rate_limits: RateLimits,
-    /// The role's share of the host's CPU.
-    pub cpu: CpuShare,
-    /// The queues backend.
-    pub queues: Arc<dyn QueueBroker>,
-    /// The key-value backend.
-    pub kv: Arc<dyn KvStore>,
-}
 
 /// The host's engine and the linkers for each role kind.
 pub struct Runtime {
@@ -56,7 +38,8 @@ pub struct Runtime {
     web_linker: Linker<GuestState>,
     worker_linker: Linker<GuestState>,
     scheduler: Arc<CpuScheduler>,
-    tenants: Mutex<Vec<Weak<Tenant>>>,
+    /// Every version of a role it prepared, while it lives.
+    versions: Mutex<Vec<Weak<RoleVersion>>>,
     ticker: EpochTicker,
 }
 
@@ -98,7 +81,7 @@ impl Runtime {
             web_linker,
             worker_linker,
             scheduler,
-            tenants: Mutex::new(Vec::new()),
+            versions: Mutex::new(Vec::new()),
             ticker,
         })
     }
@@ -135,7 +118,7 @@ impl Runtime {
         })?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
             .map_err(|e| incompatible(path, "web", &e))?;
-        Ok(WebRole::new(pre, self.tenant(spec, "web"), hooks))
+        Ok(WebRole::new(pre, self.version(spec, "web"), hooks))
     }
 
     /// Prepares a worker role from the component at `path`.
@@ -153,7 +136,7 @@ impl Runtime {
         })?;
         let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre)
             .map_err(|e| incompatible(path, "worker", &e))?;
-        WorkerRole::new(pre, self.tenant(spec, "worker"), hooks)
+        WorkerRole::new(pre, self.version(spec, "worker"), hooks)
             .map_err(|e| incompatible(path, "worker", &e))
     }
 
@@ -169,26 +152,27 @@ impl Runtime {
     /// What every live role has used of the host, in the order the roles
     /// were made.
     pub fn usage(&self) -> Vec<UsageSnapshot> {
-        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
-        tenants.retain(|t| t.strong_count() > 0);
-        tenants
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        versions.retain(|v| v.strong_count() > 0);
+        versions
             .iter()
             .filter_map(Weak::upgrade)
-            .map(|t| t.snapshot())
+            .map(|v| v.snapshot())
             .collect()
     }
 
-    fn tenant(&self, spec: RoleSpec, kind: &'static str) -> Arc<Tenant> {
-        let tenant = Arc::new(Tenant::new(
+    /// A new version of a role, counted in [`Runtime::usage`] while it lives.
+    fn version(&self, spec: RoleSpec, kind: &'static str) -> Arc<RoleVersion> {
+        let version = Arc::new(RoleVersion::new(
             spec,
             kind,
             &self.scheduler,
             self.config.fuel_yield_interval,
         ));
-        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
-        tenants.retain(|t| t.strong_count() > 0);
-        tenants.push(Arc::downgrade(&tenant));
-        tenant
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        versions.retain(|v| v.strong_count() > 0);
+        versions.push(Arc::downgrade(&version));
+        version
     }
 
     fn check_limits(&self, limits: &SandboxLimits) -> Result<(), RuntimeError> {

@@ -51,6 +51,25 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// This error's message with the component named `name` where the
+    /// message names the file it was loaded from: a host that loaded a copy
+    /// (a blob in its state folder) names the file the user knows, without
+    /// rewriting text. Built from the fields, as the `Display` text is.
+    pub fn naming(&self, name: &str) -> String {
+        match self {
+            Self::Read { source, .. } => format!("{name}: cannot read: {source}"),
+            Self::InvalidComponent { reason, .. } => {
+                format!("{name}: not a valid Wasm component: {reason}")
+            }
+            Self::Incompatible { kind, reason, .. } => {
+                format!("{name}: cannot run as a {kind} role: {reason}")
+            }
+            Self::Limits(_) | Self::Engine(_) | Self::Grant { .. } => self.to_string(),
+        }
+    }
+}
+
 /// Why one guest invocation (an HTTP request, a worker run) ended badly.
 /// Only that invocation ends; the host and other guests go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,4 +136,35 @@ pub(crate) fn one_line(error: &wasmtime::Error) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `naming` given the error's own path says what `Display` says.
+    #[test]
+    fn naming_the_path_itself_is_the_display_text() {
+        let path = PathBuf::from("/state/blobs/abc");
+        let errors = [
+            RuntimeError::Read {
+                path: path.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            },
+            RuntimeError::InvalidComponent {
+                path: path.clone(),
+                reason: "bad magic".into(),
+            },
+            RuntimeError::Incompatible {
+                path: path.clone(),
+                kind: "web",
+                reason: "no handler".into(),
+            },
+            RuntimeError::Limits("fuel".into()),
+        ];
+        for error in errors {
+            assert_eq!(error.naming("/state/blobs/abc"), error.to_string());
+            assert!(!error.naming("app.wasm").contains("/state/"), "{error}");
+        }
+    }
 }

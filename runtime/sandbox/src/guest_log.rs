@@ -2,7 +2,7 @@
 //! structured log (`tracing`), tagged with service, role and instance.
 //!
 //! A guest never writes to the host's own stdout or stderr: what it prints
-//! becomes `tracing` events on the `weft::guest` target, so operators filter
+//! becomes `tracing` events on the [`GUEST_LOG_TARGET`] target, so operators filter
 //! and ship it like any other host log. Lines longer than [`MAX_LINE`] bytes
 //! are split, so a guest that never prints a newline cannot grow host memory.
 //!
@@ -11,7 +11,7 @@
 //! write it came in, in bulk: a guest flooding newlines then costs the host
 //! a scan of its bytes per write, not an event (nor a bucket check) per line.
 
-use crate::rate_limit::{Interface, RoleLimiter};
+use crate::rate_limit::{Interface, RoleLimiter, byte_count};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+/// The `tracing` target of every line a guest prints (and of the counts of
+/// lines dropped): the one name the host's log filter and its store of
+/// recent guest output select guest output by.
+pub const GUEST_LOG_TARGET: &str = "weft::guest";
 
 /// The longest line kept whole; longer output is logged in pieces this size.
 pub const MAX_LINE: usize = 4096;
@@ -78,7 +83,7 @@ impl DroppedLines {
         if dropped > 0 {
             let tags = &self.tags;
             tracing::warn!(
-                target: "weft::guest",
+                target: GUEST_LOG_TARGET,
                 service = %tags.service,
                 role = %tags.role,
                 instance = %tags.instance,
@@ -128,16 +133,14 @@ impl StdoutStream for GuestLog {
 impl LineSink for GuestLog {
     fn line(&self, line: &str) -> bool {
         let tags = &self.tags;
-        let bytes = u64::try_from(line.len())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
+        let bytes = byte_count(line.len()).saturating_add(1);
         if self.limiter.try_admit(Interface::Log, bytes).is_err() {
             self.dropped.count.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         self.dropped.report();
         tracing::info!(
-            target: "weft::guest",
+            target: GUEST_LOG_TARGET,
             service = %tags.service,
             role = %tags.role,
             instance = %tags.instance,

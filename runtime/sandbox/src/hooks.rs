@@ -7,13 +7,12 @@
 //! instance itself ([`crate::WorkerRole::run_instance_with`]); a web role,
 //! which gets a fresh sandbox per request, runs them once per version of
 //! the role, each in a sandbox of its own ([`crate::WebRole::start_hook`],
-//! [`crate::WebRole::stop_hook`]). `start` is bounded by the role's
+//! [`crate::WebRole::stop_hook`], in `web/hooks.rs`). `start` is bounded by the role's
 //! deadline and fuel, `stop` by its stop grace period.
 
 use crate::error::{GuestFailure, one_line};
-use crate::sandbox::{Failed, GuestState, sandbox_store, settle_cpu};
-use crate::tenant::Tenant;
-use crate::web::WebRole;
+use crate::role_version::RoleVersion;
+use crate::sandbox::{Failed, GuestState};
 use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre};
@@ -40,7 +39,7 @@ pub(crate) enum Hook {
 }
 
 impl Hook {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Hook::Start => "start",
             Hook::Stop => "stop",
@@ -48,10 +47,10 @@ impl Hook {
     }
 
     /// How long the hook may run.
-    fn bound(self, tenant: &Tenant) -> Duration {
+    fn bound(self, version: &RoleVersion) -> Duration {
         match self {
-            Hook::Start => tenant.limits().deadline(),
-            Hook::Stop => tenant.limits().stop_grace(),
+            Hook::Start => version.limits().deadline(),
+            Hook::Stop => version.limits().stop_grace(),
         }
     }
 }
@@ -81,10 +80,10 @@ impl Hooks {
         store: &mut Store<GuestState>,
         instance: &Instance,
     ) -> Result<(), GuestFailure> {
-        let bound = hook.bound(&store.data().tenant.clone());
+        let bound = hook.bound(&store.data().version.clone());
         let deadline = Instant::now() + bound;
         store.data_mut().deadline = Some(deadline);
-        let limits = *store.data().tenant.limits();
+        let limits = *store.data().version.limits();
         let run = async {
             let hooks = self
                 .0
@@ -111,51 +110,6 @@ impl Hooks {
             Err(_elapsed) => Err(GuestFailure::Deadline(bound)),
         };
         store.data_mut().deadline = None;
-        result
-    }
-}
-
-impl WebRole {
-    /// Whether the role's component exports lifecycle hooks.
-    pub fn has_hooks(&self) -> bool {
-        self.hooks.is_some()
-    }
-
-    /// Runs the role's `start` hook, if it has one, in a sandbox of its
-    /// own: a version of a web role takes no request until this returns Ok.
-    pub async fn start_hook(&self) -> Result<(), GuestFailure> {
-        self.hook_in_fresh_sandbox(Hook::Start).await
-    }
-
-    /// Runs the role's `stop` hook, if it has one, in a sandbox of its own,
-    /// bounded by the role's stop grace period.
-    pub async fn stop_hook(&self) -> Result<(), GuestFailure> {
-        self.hook_in_fresh_sandbox(Hook::Stop).await
-    }
-
-    async fn hook_in_fresh_sandbox(&self, hook: Hook) -> Result<(), GuestFailure> {
-        let Some(hooks) = &self.hooks else {
-            return Ok(());
-        };
-        let tenant = &self.tenant;
-        let limits = *tenant.limits();
-        let mut store = sandbox_store(
-            self.pre.engine(),
-            tenant,
-            hook.name().to_owned(),
-            tenant.vmbus(),
-        )?;
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| Failed::Instantiating(e).explain(store.data(), &limits))?;
-        let result = hooks.call(hook, &mut store, &instance).await;
-        settle_cpu(&mut store);
-        if let Err(failure) = &result {
-            tenant.usage.add_failure(failure);
-        }
         result
     }
 }

@@ -8,7 +8,7 @@
 //! Rust guest aborts with `unreachable` when an allocation fails). When the
 //! store is dropped its memory goes back to the role.
 
-use crate::config::SandboxLimits;
+use crate::limits::SandboxLimits;
 use crate::usage::MemoryUsage;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

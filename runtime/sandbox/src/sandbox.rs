@@ -17,16 +17,19 @@
 //! header maps of at most [`MAX_HEADER_BYTES`], and at most
 //! [`MAX_HOSTCALL_BYTES`] of strings and lists passed in one host call.
 
-use crate::config::{MIB, SandboxLimits};
 use crate::cpu::GuestCpu;
 use crate::egress::EgressHooks;
 use crate::error::{GuestFailure, RuntimeError, one_line};
 use crate::guest_log::{GuestLog, GuestTags, Stream};
+use crate::limits::{MIB, SandboxLimits};
 use crate::memory::MemoryLimiter;
 use crate::rate_limit::RoleLimiter;
-use crate::tenant::Tenant;
-use crate::usage::{LiveInstance, UsageSnapshot};
-use crate::vmbus::{VmBusCtx, VmBusView};
+use crate::role_version::RoleVersion;
+use crate::scratch::{ScratchQuota, ScratchView};
+use crate::usage::LiveInstance;
+use crate::vmbus::queue::{QueueHost, QueueView};
+use crate::vmbus::usage::{Measured, UsageHost};
+use crate::vmbus::{VmBusCtx, VmBusHost, VmBusView};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -57,7 +60,8 @@ pub struct GuestState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) vmbus: VmBusCtx,
     pub(crate) cpu: GuestCpu,
-    pub(crate) tenant: Arc<Tenant>,
+    /// The version of the role this guest is an instance of.
+    pub(crate) version: Arc<RoleVersion>,
     /// When the current invocation must stop; checked at every epoch tick.
     pub(crate) deadline: Option<Instant>,
     _live: LiveInstance,
@@ -66,13 +70,13 @@ pub struct GuestState {
 impl GuestState {
     /// State for one instance of a role, starting with `fuel`.
     pub(crate) fn new(
-        tenant: &Arc<Tenant>,
+        version: &Arc<RoleVersion>,
         tags: Arc<GuestTags>,
         vmbus: VmBusCtx,
         fuel: u64,
     ) -> Result<Self, RuntimeError> {
-        let wasi = wasi_ctx(tenant, tags, &vmbus.limiter)?;
-        let memory_cap = usize::try_from(tenant.limits().memory_bytes()).unwrap_or(usize::MAX);
+        let wasi = wasi_ctx(version, tags, vmbus.limiter())?;
+        let memory_cap = usize::try_from(version.limits().memory_bytes()).unwrap_or(usize::MAX);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(MAX_HEADER_BYTES);
         let mut table = ResourceTable::new();
@@ -81,30 +85,18 @@ impl GuestState {
             wasi,
             http,
             hooks: EgressHooks {
-                allow: tenant.grants.clone(),
-                limiter: tenant.limiter.clone(),
-                usage: tenant.usage.clone(),
+                allow: version.grants.clone(),
+                limiter: version.limiter.clone(),
+                usage: version.usage.clone(),
             },
             table,
-            limiter: MemoryLimiter::new(memory_cap, tenant.memory.clone()),
+            limiter: MemoryLimiter::new(memory_cap, version.memory.clone()),
             vmbus,
-            cpu: tenant.cpu.guest(fuel),
-            tenant: tenant.clone(),
+            cpu: version.cpu.guest(fuel),
+            version: version.clone(),
             deadline: None,
-            _live: tenant.usage.instance_alive(),
+            _live: version.usage.instance_alive(),
         })
-    }
-
-    pub(crate) fn vmbus(&mut self) -> VmBusView<'_> {
-        VmBusView {
-            ctx: &mut self.vmbus,
-            table: &mut self.table,
-        }
-    }
-
-    /// What the guest's role has used of the host.
-    pub(crate) fn tenant_snapshot(&self) -> UsageSnapshot {
-        self.tenant.snapshot()
     }
 
     /// Whether the memory cap refused a growth during this invocation.
@@ -113,9 +105,46 @@ impl GuestState {
     }
 }
 
+impl VmBusHost for GuestState {
+    fn vmbus(&mut self) -> VmBusView<'_> {
+        VmBusView {
+            ctx: &mut self.vmbus,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl QueueHost for GuestState {
+    fn queue(&mut self) -> QueueView<'_> {
+        self.vmbus.queue_view()
+    }
+
+    fn start_batch(store: &mut StoreContextMut<'_, Self>, fuel: u64) -> wasmtime::Result<()> {
+        start_batch(store, fuel)
+    }
+
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+}
+
+impl UsageHost for GuestState {
+    fn usage_limiter(&self) -> &RoleLimiter {
+        self.vmbus.limiter()
+    }
+
+    fn measured(&self) -> Measured {
+        Measured {
+            role: self.version.snapshot(),
+            memory_bytes: self.limiter.used_bytes(),
+            deadline: self.deadline,
+        }
+    }
+}
+
 /// The WASI context of a guest with no ambient authority.
 fn wasi_ctx(
-    tenant: &Tenant,
+    version: &RoleVersion,
     tags: Arc<GuestTags>,
     limiter: &Arc<RoleLimiter>,
 ) -> Result<WasiCtx, RuntimeError> {
@@ -127,7 +156,7 @@ fn wasi_ctx(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
-    if let Some(dir) = &tenant.grants.scratch_dir {
+    if let Some(dir) = &version.grants.scratch_dir {
         builder
             .preopened_dir(dir, SCRATCH_GUEST_PATH, FsPerms::ReadWrite)
             .map_err(|e| RuntimeError::Grant {
@@ -147,6 +176,12 @@ impl WasiView for GuestState {
     }
 }
 
+impl ScratchView for GuestState {
+    fn scratch_quota(&self) -> Option<Arc<ScratchQuota>> {
+        self.version.scratch.clone()
+    }
+}
+
 impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
@@ -157,24 +192,24 @@ impl WasiHttpView for GuestState {
     }
 }
 
-/// A store for a new sandbox of `tenant`'s role, its output tagged with
+/// A store for a new sandbox of a `version` of a role, its output tagged with
 /// `instance` and its way out `vmbus`: the one way every sandbox is made
 /// (web instances, worker instances, lifecycle hooks).
 pub(crate) fn sandbox_store(
     engine: &Engine,
-    tenant: &Arc<Tenant>,
+    version: &Arc<RoleVersion>,
     instance: String,
     vmbus: VmBusCtx,
 ) -> Result<Store<GuestState>, GuestFailure> {
-    let fuel = tenant.limits().fuel;
+    let fuel = version.limits().fuel;
     let tags = Arc::new(GuestTags {
-        service: tenant.grants.service.clone(),
-        role: tenant.grants.role.clone(),
+        service: version.grants.service.clone(),
+        role: version.grants.role.clone(),
         instance,
     });
-    let state = GuestState::new(tenant, tags, vmbus, fuel)
+    let state = GuestState::new(version, tags, vmbus, fuel)
         .map_err(|e| GuestFailure::Instantiate(e.to_string()))?;
-    new_store(engine, state, fuel, tenant.fuel_yield_interval)
+    new_store(engine, state, fuel, version.fuel_yield_interval)
         .map_err(|e| GuestFailure::Instantiate(e.to_string()))
 }
 
@@ -231,7 +266,7 @@ pub(crate) fn start_batch(
     let state = store.data_mut();
     state.cpu.refuelled(fuel);
     state.limiter.clear_refusal();
-    state.tenant.usage.add_invocation();
+    state.version.usage.add_invocation();
     Ok(())
 }
 

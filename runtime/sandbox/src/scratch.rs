@@ -26,7 +26,6 @@
 //! past the quota, so it reads at most `quota / ENTRY_BYTES` entries, and
 //! runs at most once per [`MEASURE_EVERY`] while the role stays full.
 
-use crate::sandbox::GuestState;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -166,9 +165,17 @@ fn measure(dir: &Path, limit: u64) -> u64 {
     total
 }
 
+/// What the shadowed functions need of a store's data: its WASI view, and
+/// its role's quota. The sandbox's store data implements it; this module
+/// needs nothing else of the sandbox.
+pub(crate) trait ScratchView: WasiView + Send + 'static {
+    /// The role's quota, if it has a scratch folder.
+    fn scratch_quota(&self) -> Option<Arc<ScratchQuota>>;
+}
+
 /// The role's quota, if it has a scratch folder.
-fn quota_of(store: &StoreContextMut<'_, GuestState>) -> Option<Arc<ScratchQuota>> {
-    store.data().tenant.scratch.clone()
+fn quota_of<T: ScratchView>(store: &StoreContextMut<'_, T>) -> Option<Arc<ScratchQuota>> {
+    store.data().scratch_quota()
 }
 
 /// Charges `bytes`, or the error a guest sees past its quota.
@@ -198,12 +205,12 @@ type Reply<T> = wasmtime::Result<(Result<T, ErrorCode>,)>;
 
 /// Shadows the write paths of `wasi:filesystem/types` in `linker` (after
 /// wasmtime-wasi is linked into it) with ones that charge the quota.
-pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: ScratchView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut types = linker.instance(FILESYSTEM_TYPES)?;
     types.func_wrap_async(
         "[method]descriptor.write",
-        |mut store: StoreContextMut<'_, GuestState>,
+        |mut store: StoreContextMut<'_, T>,
          (fd, buf, offset): (Resource<Descriptor>, Vec<u8>, u64)| {
             Box::new(async move {
                 let quota = quota_of(&store);
@@ -217,7 +224,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     types.func_wrap_async(
         "[method]descriptor.set-size",
-        |mut store: StoreContextMut<'_, GuestState>, (fd, size): (Resource<Descriptor>, u64)| {
+        |mut store: StoreContextMut<'_, T>, (fd, size): (Resource<Descriptor>, u64)| {
             Box::new(async move {
                 let quota = quota_of(&store);
                 let mut fs = store.data_mut().filesystem();
@@ -237,7 +244,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     types.func_wrap_async(
         "[method]descriptor.write-via-stream",
-        |mut store: StoreContextMut<'_, GuestState>, (fd, offset): (Resource<Descriptor>, u64)| {
+        |mut store: StoreContextMut<'_, T>, (fd, offset): (Resource<Descriptor>, u64)| {
             Box::new(async move {
                 let quota = quota_of(&store);
                 let mut fs = store.data_mut().filesystem();
@@ -250,7 +257,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     types.func_wrap_async(
         "[method]descriptor.append-via-stream",
-        |mut store: StoreContextMut<'_, GuestState>, (fd,): (Resource<Descriptor>,)| {
+        |mut store: StoreContextMut<'_, T>, (fd,): (Resource<Descriptor>,)| {
             Box::new(async move {
                 let quota = quota_of(&store);
                 let mut fs = store.data_mut().filesystem();
@@ -263,7 +270,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     types.func_wrap_async(
         "[method]descriptor.open-at",
-        |mut store: StoreContextMut<'_, GuestState>,
+        |mut store: StoreContextMut<'_, T>,
          (fd, path_flags, path, oflags, flags): (
             Resource<Descriptor>,
             PathFlags,
@@ -284,7 +291,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     types.func_wrap_async(
         "[method]descriptor.create-directory-at",
-        |mut store: StoreContextMut<'_, GuestState>, (fd, path): (Resource<Descriptor>, String)| {
+        |mut store: StoreContextMut<'_, T>, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move {
                 if let Err(code) = charge(quota_of(&store).as_deref(), ENTRY_BYTES) {
                     return Ok((Err(code),));
@@ -296,7 +303,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     types.func_wrap_async(
         "[method]descriptor.symlink-at",
-        |mut store: StoreContextMut<'_, GuestState>,
+        |mut store: StoreContextMut<'_, T>,
          (fd, old, new): (Resource<Descriptor>, String, String)| {
             Box::new(async move {
                 let cost = ENTRY_BYTES.saturating_add(len(old.len()));
@@ -310,7 +317,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     types.func_wrap_async(
         "[method]descriptor.link-at",
-        |mut store: StoreContextMut<'_, GuestState>,
+        |mut store: StoreContextMut<'_, T>,
          (fd, flags, old, to, new): (
             Resource<Descriptor>,
             PathFlags,
@@ -333,8 +340,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
 
 /// Puts `stream` (a file's) back in the table wrapped so that its writes
 /// are charged, under the same kind of handle.
-fn metered(
-    state: &mut GuestState,
+fn metered<T: ScratchView>(
+    state: &mut T,
     stream: Resource<DynOutputStream>,
     quota: Option<Arc<ScratchQuota>>,
 ) -> wasmtime::Result<Resource<DynOutputStream>> {
@@ -408,7 +415,8 @@ mod tests {
 
     #[test]
     fn the_quota_is_a_manifest_limit_with_a_safe_default() {
-        use crate::config::{EngineConfig, SandboxLimits};
+        use crate::engine_config::EngineConfig;
+        use crate::limits::SandboxLimits;
         let engine = EngineConfig::default();
         let default = SandboxLimits::default();
         assert_eq!(default.scratch_bytes(), 64 * 1024 * 1024);

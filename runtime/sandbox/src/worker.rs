@@ -18,15 +18,17 @@
 //! come back (with their dequeue count one higher) without waiting out their
 //! visibility timeout. Restarting instances is the supervisor's job.
 
-use crate::config::Grants;
-use crate::error::GuestFailure;
+use crate::error::{GuestFailure, one_line};
+use crate::grants::Grants;
 use crate::hooks::{Hook, Hooks};
+use crate::limits::SandboxLimits;
+use crate::role_version::RoleVersion;
 use crate::sandbox::{Failed, GuestState, sandbox_store, settle_cpu};
-use crate::tenant::Tenant;
+use crate::usage::UsageSnapshot;
 use crate::vmbus::queue::BatchControl;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wasmtime::Store;
 use wasmtime::component::Instance;
@@ -37,7 +39,8 @@ pub struct WorkerRole {
     pre: CommandPre<GuestState>,
     command: CommandIndices,
     hooks: Option<Hooks>,
-    tenant: Arc<Tenant>,
+    /// The version of the role it runs, shared by all its instances.
+    version: Arc<RoleVersion>,
 }
 
 /// How an instance ended without failing.
@@ -50,9 +53,9 @@ pub enum WorkerExit {
     Stopped,
 }
 
-/// What a supervisor learns of an instance while it runs.
+/// What a supervisor learns of an instance while it runs. Exhaustive on
+/// purpose: the host matches every phase, so a new one must be handled there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum InstancePhase {
     /// Its `start` hook returned (or it has none): `run` is taking work.
     Ready,
@@ -63,7 +66,7 @@ pub enum InstancePhase {
 impl WorkerRole {
     pub(crate) fn new(
         pre: CommandPre<GuestState>,
-        tenant: Arc<Tenant>,
+        version: Arc<RoleVersion>,
         hooks: Option<Hooks>,
     ) -> wasmtime::Result<Self> {
         let command = CommandIndices::new(pre.instance_pre())?;
@@ -71,23 +74,23 @@ impl WorkerRole {
             pre,
             command,
             hooks,
-            tenant,
+            version,
         })
     }
 
     /// The role's grants.
     pub fn grants(&self) -> &Grants {
-        &self.tenant.grants
+        &self.version.grants
     }
 
     /// The role's limits.
-    pub fn limits(&self) -> &crate::SandboxLimits {
-        self.tenant.limits()
+    pub fn limits(&self) -> &SandboxLimits {
+        self.version.limits()
     }
 
     /// What the role has used of the host so far.
-    pub fn usage(&self) -> crate::UsageSnapshot {
-        self.tenant.snapshot()
+    pub fn usage(&self) -> UsageSnapshot {
+        self.version.snapshot()
     }
 
     /// Whether the role's component exports lifecycle hooks.
@@ -107,153 +110,103 @@ impl WorkerRole {
 
     /// [`WorkerRole::run_instance`], telling `phase` when the instance
     /// becomes ready and when it starts draining.
+    ///
+    /// It reads as its phases, in order: *prepare* (the sandbox, and the
+    /// host's ends of its batch and stop signals), *start* (instantiate,
+    /// `start` hook), *ready* (a batch's fuel), *run* (until `run` returns,
+    /// overruns a batch's deadline, or outlives its stop grace period),
+    /// *ended* (how it ended), the `stop` hook for a guest that returned,
+    /// and *finish* (settle its accounts, however it ended).
     pub async fn run_instance_with(
         &self,
         instance: u32,
         stop: impl Future<Output = ()>,
         mut phase: impl FnMut(InstancePhase),
     ) -> Result<WorkerExit, GuestFailure> {
-        let tenant = &self.tenant;
-        let limits = *tenant.limits();
-        let (batch_tx, mut batch_rx) = watch::channel(None::<Instant>);
-        let (stopping_tx, stopping_rx) = watch::channel(false);
-        let mut vmbus = tenant.vmbus();
-        vmbus.batch = Some(BatchControl {
+        let mut worker = self.prepare(instance)?;
+        let mut stop = std::pin::pin!(stop);
+
+        let (handle, command) = match worker.start(self, &mut stop).await {
+            Ok(started) => started,
+            Err(failure) => return self.finish(&mut worker.store, Err(failure)).await,
+        };
+        if let Err(failure) = worker.ready(&mut phase) {
+            return self.finish(&mut worker.store, Err(failure)).await;
+        }
+        let outcome = worker.run(command, &mut stop, &mut phase).await;
+
+        let exit = match worker.ended(outcome) {
+            Ended::Returned => {
+                self.stop_hook(&mut worker, &handle).await;
+                Ok(worker.exit())
+            }
+            Ended::Failed(failure) => Err(failure),
+            Ended::Dropped => {
+                tracing::warn!(
+                    service = %self.version.grants.service,
+                    role = %self.version.grants.role,
+                    instance,
+                    grace_ms = worker.limits.stop_grace_ms,
+                    "worker did not return from run within its stop grace period; dropped without its stop hook"
+                );
+                Ok(WorkerExit::Stopped)
+            }
+        };
+        self.finish(&mut worker.store, exit).await
+    }
+
+    /// Preparing: a sandbox for instance number `instance`, whose VMBus
+    /// tells the host when each batch starts and tells the guest when it is
+    /// asked to stop.
+    fn prepare(&self, instance: u32) -> Result<WorkerInstance, GuestFailure> {
+        let version = &self.version;
+        let limits = *version.limits();
+        let (batch_tx, batches) = watch::channel(None::<Instant>);
+        let (stopping, stopping_rx) = watch::channel(false);
+        let mut vmbus = version.vmbus();
+        vmbus.queue.batch = Some(BatchControl {
             fuel: limits.fuel,
             deadline: limits.deadline(),
             current: batch_tx,
         });
-        vmbus.stopping = Some(stopping_rx);
-        let mut store = sandbox_store(self.pre.engine(), tenant, instance.to_string(), vmbus)?;
-
-        let mut stop = std::pin::pin!(stop);
-        let mut grace_ends: Option<Instant> = None;
-        let ask_to_stop = |grace_ends: &mut Option<Instant>| {
-            if grace_ends.is_none() {
-                *grace_ends = Some(Instant::now() + limits.stop_grace());
-                stopping_tx.send_replace(true);
-            }
-        };
-
-        // Starting: instantiate and run the start hook. A stop asked for
-        // meanwhile is noted; the start is not cut short (it is bounded).
-        let started = {
-            let start = self.start(&mut store);
-            let mut start = std::pin::pin!(start);
-            loop {
-                tokio::select! {
-                    started = &mut start => break started,
-                    () = &mut stop, if grace_ends.is_none() => ask_to_stop(&mut grace_ends),
-                }
-            }
-        };
-        let (instance_handle, command) = match started {
-            Ok(started) => started,
-            Err(failure) => return self.finish(&mut store, Err(failure)).await,
-        };
-        if let Err(e) = store.set_fuel(limits.fuel) {
-            let failure = GuestFailure::Instantiate(crate::error::one_line(&e));
-            return self.finish(&mut store, Err(failure)).await;
-        }
-        phase(InstancePhase::Ready);
-        if grace_ends.is_some() {
-            // Asked to stop while starting: its grace period runs from now,
-            // when it can first see the ask.
-            grace_ends = Some(Instant::now() + limits.stop_grace());
-            phase(InstancePhase::Draining);
-        }
-
-        let outcome = {
-            let store = &mut store;
-            let mut run = Box::pin(async move {
-                command
-                    .wasi_cli_run()
-                    .call_run(&mut *store)
-                    .await
-                    .map_err(Failed::Running)
-            });
-            loop {
-                let batch_deadline = *batch_rx.borrow_and_update();
-                let expiry = async {
-                    match batch_deadline {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                // Past its grace period a draining guest is dropped, but
-                // never in the middle of a batch.
-                let grace = grace_ends;
-                let grace_over = async move {
-                    match (grace, batch_deadline) {
-                        (Some(at), None) => tokio::time::sleep_until(at.into()).await,
-                        _ => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    result = &mut run => break Outcome::Ran(result),
-                    changed = batch_rx.changed() => {
-                        if changed.is_err() {
-                            // The guest's state is gone; only `run` can end now.
-                            break Outcome::Ran((&mut run).await);
-                        }
-                    }
-                    () = expiry => break Outcome::DeadlineHit,
-                    () = &mut stop, if grace_ends.is_none() => {
-                        ask_to_stop(&mut grace_ends);
-                        phase(InstancePhase::Draining);
-                    }
-                    () = grace_over => break Outcome::Dropped,
-                }
-            }
-        };
-
-        let asked_to_stop = grace_ends.is_some();
-        let result = match outcome {
-            Outcome::Ran(Ok(Ok(()))) => Ok(()),
-            Outcome::Ran(Ok(Err(()))) => Err(GuestFailure::Exit(1)),
-            Outcome::Ran(Err(failed)) => match failed.explain(store.data(), &limits) {
-                GuestFailure::Exit(0) => Ok(()),
-                failure => Err(failure),
+        vmbus.lifecycle.stopping = Some(stopping_rx);
+        let store = sandbox_store(self.pre.engine(), version, instance.to_string(), vmbus)?;
+        Ok(WorkerInstance {
+            number: instance,
+            store,
+            limits,
+            batches,
+            stop: StopSignal {
+                grace: limits.stop_grace(),
+                grace_ends: None,
+                stopping,
             },
-            Outcome::DeadlineHit => Err(GuestFailure::Deadline(limits.deadline())),
-            Outcome::Dropped => {
-                tracing::warn!(
-                    service = %tenant.grants.service,
-                    role = %tenant.grants.role,
-                    instance,
-                    grace_ms = limits.stop_grace_ms,
-                    "worker did not return from run within its stop grace period; dropped without its stop hook"
-                );
-                return self.finish(&mut store, Ok(WorkerExit::Stopped)).await;
-            }
+        })
+    }
+
+    /// Saying goodbye: a guest that returned from `run` can be entered
+    /// again, so its `stop` hook, if any, runs; a failure is only logged.
+    async fn stop_hook(&self, worker: &mut WorkerInstance, instance: &Instance) {
+        let Some(hooks) = &self.hooks else {
+            return;
         };
-        // A guest that returned from `run` can be entered again: say goodbye.
-        if result.is_ok()
-            && let Some(hooks) = &self.hooks
-            && let Err(failure) = hooks.call(Hook::Stop, &mut store, &instance_handle).await
-        {
+        if let Err(failure) = hooks.call(Hook::Stop, &mut worker.store, instance).await {
             tracing::warn!(
-                service = %tenant.grants.service,
-                role = %tenant.grants.role,
-                instance,
+                service = %self.version.grants.service,
+                role = %self.version.grants.role,
+                instance = worker.number,
                 %failure,
                 "worker stop hook failed"
             );
         }
-        let exit = match (result, asked_to_stop) {
-            (Ok(()), true) => Ok(WorkerExit::Stopped),
-            (Ok(()), false) => Ok(WorkerExit::Returned),
-            (Err(failure), _) => Err(failure),
-        };
-        self.finish(&mut store, exit).await
     }
 
     /// Instantiates the component and runs its start hook, if any.
-    async fn start(
+    async fn instantiate(
         &self,
         store: &mut Store<GuestState>,
     ) -> Result<(Instance, Command), GuestFailure> {
-        let limits = *self.tenant.limits();
+        let limits = *self.version.limits();
         let instance = self
             .pre
             .instance_pre()
@@ -279,7 +232,7 @@ impl WorkerRole {
     ) -> Result<WorkerExit, GuestFailure> {
         settle_cpu(store);
         if let Err(failure) = &result {
-            self.tenant.usage.add_failure(failure);
+            self.version.usage.add_failure(failure);
         }
         self.abandon_held(store).await;
         result
@@ -287,13 +240,13 @@ impl WorkerRole {
 
     /// Returns the messages the instance still holds to their queues.
     async fn abandon_held(&self, store: &mut Store<GuestState>) {
-        let held = store.data_mut().vmbus.leases.take_live();
+        let held = store.data_mut().vmbus.queue.leases.take_live();
         for lease in held {
             if let Err(e) = self
-                .tenant
+                .version
                 .spec
                 .queues
-                .abandon(&lease.queue, &lease.receipt, std::time::Duration::ZERO)
+                .abandon(&lease.queue, &lease.receipt, Duration::ZERO)
                 .await
             {
                 tracing::debug!(queue = %lease.queue, error = %e, "could not abandon a held message");
@@ -302,9 +255,174 @@ impl WorkerRole {
     }
 }
 
+/// One instance of a worker role while it runs: its sandbox, and the host's
+/// ends of its batch and stop signals.
+struct WorkerInstance {
+    /// Its number among the role's instances, for logs.
+    number: u32,
+    store: Store<GuestState>,
+    limits: SandboxLimits,
+    /// When the batch it holds must end (`None` between batches), sent by
+    /// `queue.receive` ([`crate::vmbus::queue`]).
+    batches: watch::Receiver<Option<Instant>>,
+    stop: StopSignal,
+}
+
+/// Whether an instance was asked to stop, and until when it may take.
+struct StopSignal {
+    /// The role's stop grace period.
+    grace: Duration,
+    /// When the grace period ends: `Some` once the instance was asked to stop.
+    grace_ends: Option<Instant>,
+    /// What `lifecycle.stopping` reads in the guest.
+    stopping: watch::Sender<bool>,
+}
+
+impl StopSignal {
+    fn asked(&self) -> bool {
+        self.grace_ends.is_some()
+    }
+
+    /// Asks the guest to stop (once): its grace period starts now.
+    fn ask(&mut self) {
+        if self.grace_ends.is_none() {
+            self.grace_ends = Some(Instant::now() + self.grace);
+            self.stopping.send_replace(true);
+        }
+    }
+}
+
+impl WorkerInstance {
+    /// Starting: instantiates the component and runs its `start` hook. A
+    /// stop asked for meanwhile is noted; the start is not cut short (it is
+    /// bounded).
+    async fn start(
+        &mut self,
+        role: &WorkerRole,
+        stop: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<(Instance, Command), GuestFailure> {
+        let start = role.instantiate(&mut self.store);
+        let mut start = std::pin::pin!(start);
+        loop {
+            tokio::select! {
+                started = &mut start => break started,
+                () = &mut *stop, if !self.stop.asked() => self.stop.ask(),
+            }
+        }
+    }
+
+    /// Ready: the guest gets a batch's fuel for the work before its first
+    /// batch. One asked to stop while starting is draining at once, its
+    /// grace period running from now, when it can first see the ask.
+    fn ready(&mut self, phase: &mut impl FnMut(InstancePhase)) -> Result<(), GuestFailure> {
+        self.store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| GuestFailure::Instantiate(one_line(&e)))?;
+        phase(InstancePhase::Ready);
+        if self.stop.asked() {
+            self.stop.grace_ends = Some(Instant::now() + self.stop.grace);
+            phase(InstancePhase::Draining);
+        }
+        Ok(())
+    }
+
+    /// Running, then draining once asked to stop: calls `run` and watches
+    /// it from outside, until it returns, holds a batch past its deadline
+    /// (even blocked in a host call), or, draining and between batches,
+    /// outlives its grace period.
+    async fn run(
+        &mut self,
+        command: Command,
+        stop: &mut (impl Future<Output = ()> + Unpin),
+        phase: &mut impl FnMut(InstancePhase),
+    ) -> Outcome {
+        let Self {
+            store,
+            batches,
+            stop: signal,
+            ..
+        } = self;
+        let mut run = Box::pin(async move {
+            command
+                .wasi_cli_run()
+                .call_run(&mut *store)
+                .await
+                .map_err(Failed::Running)
+        });
+        loop {
+            let batch_deadline = *batches.borrow_and_update();
+            let expiry = async {
+                match batch_deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Past its grace period a draining guest is dropped, but
+            // never in the middle of a batch.
+            let grace = signal.grace_ends;
+            let grace_over = async move {
+                match (grace, batch_deadline) {
+                    (Some(at), None) => tokio::time::sleep_until(at.into()).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = &mut run => break Outcome::Ran(result),
+                changed = batches.changed() => {
+                    if changed.is_err() {
+                        // The guest's state is gone; only `run` can end now.
+                        break Outcome::Ran((&mut run).await);
+                    }
+                }
+                () = expiry => break Outcome::DeadlineHit,
+                () = &mut *stop, if !signal.asked() => {
+                    signal.ask();
+                    phase(InstancePhase::Draining);
+                }
+                () = grace_over => break Outcome::Dropped,
+            }
+        }
+    }
+
+    /// How `run` ended, in terms a supervisor acts on: `run` returning an
+    /// error is exit code 1; a guest exiting with code 0 returned.
+    fn ended(&self, outcome: Outcome) -> Ended {
+        match outcome {
+            Outcome::Ran(Ok(Ok(()))) => Ended::Returned,
+            Outcome::Ran(Ok(Err(()))) => Ended::Failed(GuestFailure::Exit(1)),
+            Outcome::Ran(Err(failed)) => match failed.explain(self.store.data(), &self.limits) {
+                GuestFailure::Exit(0) => Ended::Returned,
+                failure => Ended::Failed(failure),
+            },
+            Outcome::DeadlineHit => Ended::Failed(GuestFailure::Deadline(self.limits.deadline())),
+            Outcome::Dropped => Ended::Dropped,
+        }
+    }
+
+    /// How an instance that returned ended: stopped if it was asked to.
+    fn exit(&self) -> WorkerExit {
+        if self.stop.asked() {
+            WorkerExit::Stopped
+        } else {
+            WorkerExit::Returned
+        }
+    }
+}
+
+/// What watching `run` saw.
 enum Outcome {
     Ran(Result<Result<(), ()>, Failed>),
     DeadlineHit,
+    /// Asked to stop, it did not return within its grace period.
+    Dropped,
+}
+
+/// How an instance's `run` ended.
+enum Ended {
+    /// It returned (or exited with code 0): its `stop` hook may run.
+    Returned,
+    /// It failed.
+    Failed(GuestFailure),
     /// Asked to stop, it did not return within its grace period.
     Dropped,
 }

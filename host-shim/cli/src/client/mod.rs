@@ -11,7 +11,9 @@
 mod http;
 mod table;
 
-use crate::{ClientArgs, DeployArgs, LogsArgs, RemoveArgs, ScaleArgs, SettingsArgs, StatusArgs};
+use crate::args::{
+    ClientArgs, DeployArgs, LogsArgs, RemoveArgs, ScaleArgs, SettingsArgs, StatusArgs,
+};
 use ::http::Method;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
@@ -21,9 +23,9 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weft_host::admin::auth;
-use weft_host::controller::status::{HostStatus, OperationStatus, ServiceStatus};
+use weft_host::controller::status::{HostStatus, OperationState, OperationStatus, ServiceStatus};
 use weft_host::controller::store::{DeploymentSource, Digest};
-use weft_host::logbook::LogLine;
+use weft_host::guest_output::LogLine;
 
 /// How often progress is polled.
 const POLL: Duration = Duration::from_millis(200);
@@ -39,7 +41,10 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     let token = match (&args.token_file, std::env::var_os(auth::TOKEN_ENV)) {
         // Given explicitly: sent as given, wherever the user points it.
         (Some(_), _) | (None, Some(_)) => auth::client_token(args.token_file.as_deref(), None)?,
-        (None, None) => local_token(&url, crate::local::default_host_state_dir().as_deref())?,
+        (None, None) => local_token(
+            &url,
+            weft_host::launch::dirs::default_host_state_dir().as_deref(),
+        )?,
     };
     Client::new(&url, token)
 }
@@ -72,7 +77,7 @@ fn local_token(url: &str, state: Option<&Path>) -> anyhow::Result<String> {
             auth::TOKEN_ENV
         );
     }
-    auth::client_token(None, Some(state))
+    Ok(auth::client_token(None, Some(state))?)
 }
 
 /// Whether the admin URL `url` names `recorded`, the address a host listens
@@ -102,11 +107,12 @@ fn admin_url_is(url: &str, recorded: SocketAddr) -> bool {
         .any(|ip| *ip == recorded.ip() || (recorded.ip().is_unspecified() && ip.is_loopback()))
 }
 
-/// Builds and uploads the components of the service in `args.manifest`;
+/// Builds and uploads the components of the service in `args.source.manifest`;
 /// returns its name and what to deploy.
 async fn prepare(client: &Client, args: &DeployArgs) -> anyhow::Result<(String, DeploymentSource)> {
-    let (manifest, environment) = crate::local::load_manifest(&args.manifest, args.env.as_deref())?;
-    if !args.no_build {
+    let (manifest, environment) =
+        weft_host::launch::load_manifest(&args.source.manifest, args.source.env.as_deref())?;
+    if !args.source.no_build {
         weft_host::builder::build_roles(&manifest)?;
     }
     let mut components = BTreeMap::new();
@@ -229,19 +235,19 @@ async fn follow(client: &Client, name: &str, started: OperationStatus) -> anyhow
             println!("  {step}");
         }
         printed = printed.max(operation.steps.len());
-        match operation.state.as_str() {
-            "done" => return Ok(()),
-            "rolled-back" => bail!(
+        match operation.state {
+            OperationState::Done => return Ok(()),
+            OperationState::RolledBack => bail!(
                 "rolled back: {}",
                 operation.reason.unwrap_or_else(|| "no reason given".into())
             ),
-            "failed" => bail!(
+            OperationState::Failed => bail!(
                 "{}",
                 operation
                     .reason
                     .unwrap_or_else(|| "the operation failed".into())
             ),
-            _ => {}
+            OperationState::Running => {}
         }
         tokio::time::sleep(POLL).await;
     }

@@ -84,7 +84,7 @@ fn render_service(out: &mut String, service: &ServiceStatus) {
             .unwrap_or(&role.component);
         roles.push(vec![
             role.name.clone(),
-            role.kind.clone(),
+            role.kind.name().to_owned(),
             format!("{}/{}", role.ready, role.declared),
             role.generation.to_string(),
             component.chars().take(12).collect(),
@@ -116,7 +116,7 @@ fn render_service(out: &mut String, service: &ServiceStatus) {
                 format!("{}/{}", role.name, instance.id),
                 instance.domain.map_or("-".into(), |d| d.to_string()),
                 instance.generation.to_string(),
-                instance.state.clone(),
+                instance.state.to_string(),
                 instance.restarts.to_string(),
                 note.join("; "),
             ]);
@@ -188,8 +188,8 @@ mod tests {
                 environment: Some("prod".into()),
                 upgrade_domains: 2,
                 operation: Some(OperationStatus {
-                    kind: "upgrade".into(),
-                    state: "rolled-back".into(),
+                    kind: OperationKind::Upgrade,
+                    state: OperationState::RolledBack,
                     step: "rolled back to generation 1".into(),
                     steps: Vec::new(),
                     generation: 2,
@@ -200,7 +200,7 @@ mod tests {
                 store_failing: None,
                 roles: vec![RoleStatus {
                     name: "worker".into(),
-                    kind: "worker".into(),
+                    kind: weft_host::manifest::RoleKind::Worker,
                     url: None,
                     component: format!("sha256:{}", "ab".repeat(32)),
                     generation: 1,
@@ -212,7 +212,7 @@ mod tests {
                         id: "0".into(),
                         domain: Some(0),
                         generation: 1,
-                        state: "failed".into(),
+                        state: weft_host::controller::instance::InstanceState::Failed,
                         restarts: 6,
                         crash_looping: true,
                         last_failure: Some("guest trapped: unreachable".into()),

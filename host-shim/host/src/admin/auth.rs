@@ -11,10 +11,9 @@
 //! tokens byte by byte without stopping early, so neither the token nor its
 //! length leaks through timing.
 
-use anyhow::{Context as _, bail};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
-use weft_sandbox::private_fs;
+use weft_sandbox::private_fs::{self, PrivateFsError};
 
 /// The environment variable a token may come from.
 pub const TOKEN_ENV: &str = "WEFT_ADMIN_TOKEN";
@@ -26,16 +25,62 @@ pub const ADMIN_ADDRESS_FILE: &str = "admin-address";
 /// The shortest token accepted.
 const MIN_TOKEN_LEN: usize = 16;
 
+/// Why no admin token could be had. Each message is one line naming the
+/// file or variable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token is too short to be a secret.
+    #[error("the admin token must be at least {MIN_TOKEN_LEN} characters")]
+    TooShort,
+    /// The token in the environment is too short to be a secret.
+    #[error("{TOKEN_ENV}: the admin token must be at least {MIN_TOKEN_LEN} characters")]
+    TooShortInEnvironment,
+    /// A token file cannot be read.
+    #[error("{}: cannot read the admin token: {reason}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        reason: std::io::Error,
+    },
+    /// A token file other users can read.
+    #[error("{}: other users can read this admin token file; chmod 600 it", path.display())]
+    Readable {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The folder of a new token file cannot be made private.
+    #[error("cannot create {}: {reason}", folder.display())]
+    Folder {
+        /// The folder.
+        folder: PathBuf,
+        /// What failed.
+        reason: PrivateFsError,
+    },
+    /// A new token file cannot be written.
+    #[error("{}: cannot create the admin token: {reason}", path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: PrivateFsError,
+    },
+    /// A client found no token anywhere.
+    #[error("no admin token: pass --token-file FILE or set {TOKEN_ENV}")]
+    Missing,
+}
+
 /// An expected token, kept as its digest.
 #[derive(Clone)]
 pub struct Token([u8; 32]);
 
 impl Token {
     /// A token from its secret text (surrounding whitespace ignored).
-    pub fn new(secret: &str) -> anyhow::Result<Self> {
+    pub fn new(secret: &str) -> Result<Self, TokenError> {
         let secret = secret.trim();
         if secret.len() < MIN_TOKEN_LEN {
-            bail!("the admin token must be at least {MIN_TOKEN_LEN} characters");
+            return Err(TokenError::TooShort);
         }
         Ok(Self(Sha256::digest(secret.as_bytes()).into()))
     }
@@ -76,13 +121,13 @@ pub enum TokenSource {
 pub fn host_token(
     token_file: Option<&Path>,
     state_dir: &Path,
-) -> anyhow::Result<(Token, TokenSource)> {
+) -> Result<(Token, TokenSource), TokenError> {
     if let Some(file) = token_file {
         let secret = read_token_file(file)?;
         return Ok((Token::new(&secret)?, TokenSource::File(file.to_path_buf())));
     }
     if let Ok(secret) = std::env::var(TOKEN_ENV) {
-        let token = Token::new(&secret).context(TOKEN_ENV)?;
+        let token = Token::new(&secret).map_err(|_| TokenError::TooShortInEnvironment)?;
         return Ok((token, TokenSource::Environment));
     }
     let file = state_dir.join(TOKEN_FILE);
@@ -99,7 +144,7 @@ pub fn host_token(
 pub fn client_token(
     token_file: Option<&Path>,
     default_state: Option<&Path>,
-) -> anyhow::Result<String> {
+) -> Result<String, TokenError> {
     if let Some(file) = token_file {
         return read_token_file(file);
     }
@@ -111,22 +156,23 @@ pub fn client_token(
     {
         return read_token_file(&file);
     }
-    bail!("no admin token: pass --token-file FILE or set {TOKEN_ENV}")
+    Err(TokenError::Missing)
 }
 
 /// Reads a token file that only its owner can read.
-fn read_token_file(path: &Path) -> anyhow::Result<String> {
+fn read_token_file(path: &Path) -> Result<String, TokenError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let metadata = std::fs::metadata(path)
-        .with_context(|| format!("{}: cannot read the admin token", path.display()))?;
+    let unreadable = |reason| TokenError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let metadata = std::fs::metadata(path).map_err(unreadable)?;
     if metadata.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "{}: other users can read this admin token file; chmod 600 it",
-            path.display()
-        );
+        return Err(TokenError::Readable {
+            path: path.to_path_buf(),
+        });
     }
-    let secret = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read the admin token", path.display()))?;
+    let secret = std::fs::read_to_string(path).map_err(unreadable)?;
     Ok(secret.trim().to_owned())
 }
 
@@ -135,14 +181,20 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
 /// temporary file, fsynced, and linked into place only if no file is there
 /// yet, so a crash never leaves an empty or half-written token, and a token
 /// made meanwhile by another process is never replaced.
-fn create_token_file(path: &Path) -> anyhow::Result<String> {
+fn create_token_file(path: &Path) -> Result<String, TokenError> {
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let folder = path.parent().unwrap_or(Path::new("."));
-    private_fs::create_private_dir(folder)
-        .with_context(|| format!("cannot create {}", folder.display()))?;
-    private_fs::create_private_file(path, format!("{secret}\n").as_bytes())
-        .with_context(|| format!("{}: cannot create the admin token", path.display()))?;
+    private_fs::create_private_dir(folder).map_err(|reason| TokenError::Folder {
+        folder: folder.to_path_buf(),
+        reason,
+    })?;
+    private_fs::create_private_file(path, format!("{secret}\n").as_bytes()).map_err(|reason| {
+        TokenError::Create {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })?;
     Ok(secret)
 }
 

@@ -24,8 +24,8 @@ pub mod routes;
 use crate::connections::{Accepted, Listening};
 use crate::controller::store::DeploymentSource;
 use crate::controller::{Controller, ControllerError};
+use crate::guest_output::GuestOutput;
 use crate::lingering::LingeringBody;
-use crate::logbook::LogBook;
 use crate::manifest::MAX_INSTANCES;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -40,6 +40,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use weft_broker::OpenErrorKind;
 use weft_sandbox::Runtime;
 
 /// The largest JSON body accepted.
@@ -60,7 +61,7 @@ pub struct Admin {
     /// The token `/v1` requests must carry.
     pub token: Option<auth::Token>,
     /// Guest output, for `logs`.
-    pub logs: Arc<LogBook>,
+    pub logs: Arc<GuestOutput>,
     /// The largest component accepted, in bytes.
     pub max_blob_bytes: usize,
 }
@@ -157,7 +158,7 @@ async fn answer(admin: &Admin, request: http::Request<LingeringBody>) -> Reply {
         route => match &admin.controller {
             Some(controller) => match operate(admin, controller, route, request).await {
                 Ok(reply) => reply,
-                Err(e) => controller_error(&e),
+                Err(e) => api_error(&e),
             },
             None => error(StatusCode::NOT_FOUND, NO_API),
         },
@@ -196,7 +197,7 @@ async fn operate(
     controller: &Arc<Controller>,
     route: Route,
     request: http::Request<LingeringBody>,
-) -> Result<Reply, ControllerError> {
+) -> Result<Reply, ApiError> {
     let query = request.uri().query().unwrap_or("").to_owned();
     Ok(match route {
         Route::ListServices => json(StatusCode::OK, &controller.status(None).await?),
@@ -204,7 +205,9 @@ async fn operate(
             let mut status = controller.status(Some(&name)).await?;
             match status.services.pop() {
                 Some(service) => json(StatusCode::OK, &service),
-                None => return Err(ControllerError::NotFound(format!("no service '{name}'"))),
+                None => {
+                    return Err(ControllerError::NotFound(format!("no service '{name}'")).into());
+                }
             }
         }
         Route::Deploy(name) => {
@@ -275,9 +278,7 @@ async fn operate(
             )
         }
         Route::Metrics | Route::Healthz | Route::OpenApi => {
-            return Err(ControllerError::Internal(
-                "an open route reached the API".into(),
-            ));
+            return Err(ControllerError::Internal("an open route reached the API".into()).into());
         }
     })
 }
@@ -319,28 +320,26 @@ impl LogQuery {
     }
 }
 
-/// A body too large: the request is refused before it is read.
-struct TooLarge(usize);
-
-impl From<TooLarge> for ControllerError {
-    fn from(TooLarge(limit): TooLarge) -> Self {
-        ControllerError::Invalid(format!("{TOO_LARGE}{limit} bytes"))
-    }
+/// Why an API call failed: the controller refused it, or its body was too
+/// large to read (413, before the controller sees it).
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    /// The controller's answer.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The body is over its limit, in bytes.
+    #[error("the body is over the limit of {0} bytes")]
+    TooLarge(usize),
 }
 
-const TOO_LARGE: &str = "the body is over the limit of ";
-
-async fn read_body(
-    request: http::Request<LingeringBody>,
-    limit: usize,
-) -> Result<Bytes, ControllerError> {
+async fn read_body(request: http::Request<LingeringBody>, limit: usize) -> Result<Bytes, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| u64::try_from(limit).is_ok_and(|limit| len > limit)) {
-        return Err(TooLarge(limit).into());
+        return Err(ApiError::TooLarge(limit));
     }
     Limited::new(request.into_body(), limit)
         .collect()
@@ -348,31 +347,41 @@ async fn read_body(
         .map(http_body_util::Collected::to_bytes)
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                TooLarge(limit).into()
+                ApiError::TooLarge(limit)
             } else {
                 // Cut as too slow, or the client went away.
-                ControllerError::Invalid(format!("the body: {e}"))
+                ControllerError::Invalid(format!("the body: {e}")).into()
             }
         })
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(
     request: http::Request<LingeringBody>,
-) -> Result<T, ControllerError> {
+) -> Result<T, ApiError> {
     let bytes = read_body(request, MAX_JSON_BYTES).await?;
     serde_json::from_slice(&bytes)
-        .map_err(|e| ControllerError::Invalid(format!("the JSON body: {e}")))
+        .map_err(|e| ControllerError::Invalid(format!("the JSON body: {e}")).into())
+}
+
+/// The status and message an API error is answered with.
+fn api_error(e: &ApiError) -> Reply {
+    match e {
+        ApiError::TooLarge(_) => error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+        ApiError::Controller(e) => controller_error(e),
+    }
 }
 
 fn controller_error(e: &ControllerError) -> Reply {
     let status = match e {
         ControllerError::NotFound(_) => StatusCode::NOT_FOUND,
         ControllerError::Conflict(_) => StatusCode::CONFLICT,
-        ControllerError::Invalid(why) if why.starts_with(TOO_LARGE) => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
-        ControllerError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ControllerError::Invalid(_) | ControllerError::Component(_) => StatusCode::BAD_REQUEST,
         ControllerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ControllerError::Backend(e) => match e.kind() {
+            OpenErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            OpenErrorKind::InvalidConfig => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, &e.to_string())

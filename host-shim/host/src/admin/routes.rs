@@ -143,7 +143,7 @@ fn build(index: usize, params: &[(&'static str, &str)]) -> Result<Route, Miss> {
             .iter()
             .find(|(n, _)| *n == "digest")
             .map_or("", |(_, v)| *v);
-        Digest::parse(value).map_err(Miss::BadParameter)
+        Digest::parse(value).map_err(|e| Miss::BadParameter(e.to_string()))
     };
     Ok(match index {
         0 => Route::Metrics,

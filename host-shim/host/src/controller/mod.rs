@@ -6,12 +6,29 @@
 //!
 //! - [`store`]: the state folder: component blobs by SHA-256, and each
 //!   service's deployment record, from which a restarted host redeploys.
-//! - [`service`]: a deployed service: its queue store and its roles.
-//! - [`web`]: a web role's versions and the share of requests each serves.
+//!   `blobs` keeps and sweeps the blobs.
+//! - `running`: a service running on this host, the live state of one
+//!   deployment: its queue store, its roles and the operation changing it.
+//! - `role`: a role, web or worker: what a rollout, a status and a stop
+//!   ask of it, answered once per kind; and a role's change of version.
+//! - `build`: a role's version built from a record.
+//! - [`web`]: a web role's versions and the share of requests each serves
+//!   (its listener is [`crate::http_server::WebServer`]).
 //! - [`workers`]: a worker role's instance slots, their lifecycle and restarts.
-//! - [`rollout`]: upgrades, settings changes and scaling.
+//! - [`instance`]: an instance's lifecycle states; [`version`]: what a
+//!   version was built from.
+//! - `rollout`: upgrades and settings changes, domain by domain.
 //! - [`slots`]: the engine's instance pool, and what each service reserved.
-//! - [`status`]: what the API reports.
+//! - [`status`]: what the API reports, with the operations' kinds and states.
+//! - [`context`]: what every service on the host shares; [`error`]: why an
+//!   operation was refused.
+//!
+//! Modules depend one way, with no loop (`tests/module-loops.sh`): this
+//! file (the [`Controller`]) on `rollout` and `running`; `rollout` on
+//! `running`; both on `role` and `build`; `role` on [`web`] and
+//! [`workers`] (and [`crate::http_server`], a web role's listener, which
+//! uses [`web`]); every one on the leaves: [`instance`], [`version`],
+//! [`status`], [`store`], [`slots`], [`context`] and [`error`].
 //!
 //! One operation changes a service at a time (another gets 409 Conflict);
 //! status is read at any time. Each service starts on its own: a deploy or
@@ -20,101 +37,43 @@
 //! no other; status lists the services starting, and those whose redeploy
 //! failed. Shutdown cancels every start and every change that has not
 //! begun its rollout, giving back what it reserved.
-//!
-//! Blobs that no record in the state folder
-//! (deployed or not: a service that failed to redeploy keeps its record),
-//! no running service and no deploy or upgrade under way names are deleted
-//! an hour after they were last stored or asked about, after the next
-//! deploy, upgrade or removal (so an upload has time to be deployed, and a
-//! rolled-back version's component goes away).
 
-pub mod rollout;
-pub mod service;
+mod blobs;
+mod build;
+pub mod context;
+pub mod error;
+pub mod instance;
+mod lock;
+mod role;
+mod rollout;
+mod running;
 pub mod slots;
 pub mod status;
 pub mod store;
+pub mod version;
 pub mod web;
 pub mod workers;
 
 #[cfg(test)]
 mod test_support;
 
-pub use crate::environment::Overrides;
-use service::Service;
+pub(crate) use build::LoadedRole;
+pub use context::HostContext;
+pub use error::{ComponentError, ComponentFault, ControllerError};
+pub use version::VersionInfo;
+
+use crate::environment::Overrides;
+use blobs::Blobs;
+use lock::lock;
+use rollout::Rollout;
+use running::RunningService;
 use status::{HostStatus, OperationStatus, PendingService, PendingState, ServiceStatus};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-use store::{DeploymentRecord, DeploymentSource, Digest, StateDir};
+use std::sync::{Arc, Mutex};
+use store::{DeploymentRecord, DeploymentSource, Digest};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weft_broker::BackendKind;
-use weft_sandbox::Runtime;
-
-/// How long an unreferenced blob is kept after it was written.
-const BLOB_GRACE: Duration = Duration::from_secs(60 * 60);
-/// The most blobs uploaded and not (yet) deployed the host keeps, and
-/// their bytes: a client that uploads and never deploys cannot fill the
-/// disk during [`BLOB_GRACE`]. Ample for a team's uploads ahead of deploys.
-const MAX_UNDEPLOYED_BLOBS: usize = 64;
-const MAX_UNDEPLOYED_BLOB_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-
-/// Why the controller refused or failed an operation; the admin API maps
-/// each kind to an HTTP status.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ControllerError {
-    /// No such service or role (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The service exists already, or is changing (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The request, manifest or component is not valid (400).
-    #[error("{0}")]
-    Invalid(String),
-    /// The host is shutting down (503).
-    #[error("{0}")]
-    Unavailable(String),
-    /// Something failed on the host (500).
-    #[error("{0}")]
-    Internal(String),
-}
-
-/// What a version of a role was built from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionInfo {
-    /// The deployment generation that made it.
-    pub generation: u64,
-    /// Its component.
-    pub digest: Digest,
-    /// Its settings' values.
-    pub settings: BTreeMap<String, String>,
-}
-
-/// What every service on the host shares.
-#[derive(Clone)]
-pub struct HostContext {
-    /// The engine.
-    pub runtime: Arc<Runtime>,
-    /// The state folder.
-    pub state: StateDir,
-    /// How long in-flight requests, draining versions and stop hooks may take.
-    pub grace: Duration,
-    /// Run only these roles (`weft up --role`); empty: all.
-    pub only_roles: Vec<String>,
-    /// The engine's instance slots, and what each service reserved.
-    pub slots: Arc<slots::SlotBook>,
-    /// The connection pool every web role's listener draws from.
-    pub web_pool: Arc<crate::connections::Listening>,
-}
-
-impl HostContext {
-    /// Whether this host runs role `name`.
-    pub fn runs(&self, name: &str) -> bool {
-        self.only_roles.is_empty() || self.only_roles.iter().any(|r| r == name)
-    }
-}
 
 /// Runs `operation` to its end in a task of its own, so that a caller that
 /// stops waiting (hyper drops the handler of a client that disconnected)
@@ -132,7 +91,7 @@ async fn detached<T: Send + 'static>(
 /// The controller.
 pub struct Controller {
     host: HostContext,
-    services: Mutex<BTreeMap<String, Arc<Service>>>,
+    services: Mutex<BTreeMap<String, Arc<RunningService>>>,
     /// Serializes the short steps that change the set of services (claiming
     /// a name, adding a started service, removing one); never held while a
     /// service builds, connects or drains.
@@ -146,12 +105,8 @@ pub struct Controller {
     /// Services whose redeploy failed when the host started, and why;
     /// forgotten once deployed again or removed.
     failed: Mutex<BTreeMap<String, String>>,
-    /// The components of deploys and upgrades being built, counted: the
-    /// sweep keeps them though no record names them yet.
-    incoming: Mutex<BTreeMap<Digest, usize>>,
-    /// Held while blobs are swept, and while one is checked or stored, so
-    /// a blob a client was just told is there is not deleted under it.
-    blobs: Arc<Mutex<()>>,
+    /// The component blobs, and those deploys and upgrades being built need.
+    blobs: Blobs,
 }
 
 /// A service being restored from its record, in a task of its own.
@@ -163,10 +118,6 @@ pub struct Restore {
     pub remote: bool,
     /// Its outcome.
     pub task: JoinHandle<Result<(), ControllerError>>,
-}
-
-fn shutting_down() -> ControllerError {
-    ControllerError::Unavailable("the host is shutting down".into())
 }
 
 /// A service's name and slots, claimed while it starts. Dropped unkept (the
@@ -206,59 +157,21 @@ impl Drop for Claim<'_> {
     }
 }
 
-/// Keeps the components of a deploy or upgrade from the sweep until dropped.
-struct Incoming<'a> {
-    counts: &'a Mutex<BTreeMap<Digest, usize>>,
-    digests: Vec<Digest>,
-}
-
-impl<'a> Incoming<'a> {
-    fn new(counts: &'a Mutex<BTreeMap<Digest, usize>>, source: &DeploymentSource) -> Self {
-        let digests: Vec<Digest> = source.components.values().cloned().collect();
-        let mut held = lock(counts);
-        for digest in &digests {
-            *held.entry(digest.clone()).or_default() += 1;
-        }
-        Self { counts, digests }
-    }
-}
-
-impl Drop for Incoming<'_> {
-    fn drop(&mut self) {
-        let mut held = lock(self.counts);
-        for digest in &self.digests {
-            if let Some(count) = held.get_mut(digest) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    held.remove(digest);
-                }
-            }
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Controller {
     /// A controller with no services yet.
     pub fn new(host: HostContext) -> Arc<Self> {
         Arc::new(Self {
-            host,
             services: Mutex::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
             stopping: watch::Sender::new(false),
             starting: watch::Sender::new(BTreeSet::new()),
             failed: Mutex::new(BTreeMap::new()),
-            incoming: Mutex::new(BTreeMap::new()),
-            blobs: Arc::new(Mutex::new(())),
+            blobs: Blobs::new(host.state.clone()),
+            host,
         })
     }
 
-    fn service(&self, name: &str) -> Result<Arc<Service>, ControllerError> {
+    fn service(&self, name: &str) -> Result<Arc<RunningService>, ControllerError> {
         lock(&self.services)
             .get(name)
             .cloned()
@@ -267,7 +180,7 @@ impl Controller {
 
     fn open_for_changes(&self) -> Result<(), ControllerError> {
         if *self.stopping.borrow() {
-            return Err(shutting_down());
+            return Err(ControllerError::shutting_down());
         }
         Ok(())
     }
@@ -282,7 +195,7 @@ impl Controller {
         let mut stopping = self.stopping.subscribe();
         tokio::select! {
             outcome = change => outcome,
-            _ = stopping.wait_for(|stopping| *stopping) => Err(shutting_down()),
+            _ = stopping.wait_for(|stopping| *stopping) => Err(ControllerError::shutting_down()),
         }
     }
 
@@ -302,7 +215,7 @@ impl Controller {
             let task = tokio::spawn(async move {
                 let outcome = match record {
                     Ok(record) => this.start(&service, record).await.map(|_| ()),
-                    Err(why) => Err(ControllerError::Internal(why)),
+                    Err(why) => Err(ControllerError::State(why)),
                 };
                 match &outcome {
                     Err(ControllerError::Unavailable(_)) => {
@@ -341,7 +254,7 @@ impl Controller {
         source: DeploymentSource,
     ) -> Result<ServiceStatus, ControllerError> {
         self.open_for_changes()?;
-        let incoming = Incoming::new(&self.incoming, &source);
+        let incoming = self.blobs.hold(&source);
         let record = DeploymentRecord {
             source,
             overrides: Overrides::default(),
@@ -360,8 +273,10 @@ impl Controller {
         &self,
         name: &str,
         record: DeploymentRecord,
-    ) -> Result<Arc<Service>, ControllerError> {
-        let manifest = record.manifest().map_err(ControllerError::Invalid)?;
+    ) -> Result<Arc<RunningService>, ControllerError> {
+        let manifest = record
+            .manifest()
+            .map_err(|e| ControllerError::Invalid(e.to_string()))?;
         let need = slots::slots_needed(&manifest, |role| self.host.runs(role));
         let claim = {
             let _changing = self.changing.lock().await;
@@ -381,7 +296,7 @@ impl Controller {
             Claim::new(self, name)
         };
         let service = self
-            .unless_stopping(Service::start(&self.host, name, record.clone()))
+            .unless_stopping(RunningService::start(&self.host, name, record.clone()))
             .await?;
         let changing = self.changing.lock().await;
         let refused = match self.open_for_changes() {
@@ -392,9 +307,7 @@ impl Controller {
                 .save_record_off_thread(name, &record)
                 .await
                 .err()
-                .map(|e| {
-                    ControllerError::Internal(format!("cannot save the deployment record: {e}"))
-                }),
+                .map(ControllerError::State),
         };
         if let Some(e) = refused {
             drop(changing);
@@ -425,10 +338,10 @@ impl Controller {
     ) -> Result<OperationStatus, ControllerError> {
         self.open_for_changes()?;
         let service = self.service(name)?;
-        let incoming = Incoming::new(&self.incoming, &source);
+        let incoming = self.blobs.hold(&source);
         // Once the rollout is under way the service keeps its components
         // from the sweep itself.
-        let started = service.upgrade(source).await;
+        let started = Rollout::upgrade(&service, source).await;
         drop(incoming);
         self.sweep_blobs().await;
         started
@@ -444,7 +357,7 @@ impl Controller {
         self.open_for_changes()?;
         let (this, service, role) = (self.clone(), self.service(name)?, role.to_owned());
         detached(async move {
-            this.unless_stopping(service.set_settings(&role, settings))
+            this.unless_stopping(Rollout::set_settings(&service, &role, settings))
                 .await
         })
         .await
@@ -492,7 +405,7 @@ impl Controller {
             self.host
                 .state
                 .remove_record(name)
-                .map_err(|e| ControllerError::Internal(format!("cannot remove the record: {e}")))?;
+                .map_err(ControllerError::State)?;
             lock(&self.failed).remove(name);
             tracing::info!(service = %name, "removed the record of a service that was not running");
             self.sweep_blobs().await;
@@ -510,7 +423,7 @@ impl Controller {
         self.host
             .state
             .remove_record(name)
-            .map_err(|e| ControllerError::Internal(format!("cannot remove the record: {e}")))?;
+            .map_err(ControllerError::State)?;
         tracing::info!(service = %name, "removed");
         self.sweep_blobs().await;
         Ok(())
@@ -518,7 +431,7 @@ impl Controller {
 
     /// The status of service `name`, or of every service.
     pub async fn status(&self, name: Option<&str>) -> Result<HostStatus, ControllerError> {
-        let services: Vec<Arc<Service>> = match name {
+        let services: Vec<Arc<RunningService>> = match name {
             Some(name) => vec![self.service(name)?],
             None => lock(&self.services).values().cloned().collect(),
         };
@@ -574,13 +487,7 @@ impl Controller {
     /// grace period); a damaged one is not, so the client uploads it again.
     /// Hashed on a blocking thread.
     pub async fn has_blob(&self, digest: &Digest) -> bool {
-        let (state, blobs, digest) = (self.host.state.clone(), self.blobs.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || {
-            let _blobs = lock(&blobs);
-            state.has_blob(&digest)
-        })
-        .await
-        .unwrap_or(false)
+        self.blobs.has(digest).await
     }
 
     /// Stores `bytes`, which must hash to `digest` (replacing a damaged
@@ -590,24 +497,7 @@ impl Controller {
         digest: &Digest,
         bytes: bytes::Bytes,
     ) -> Result<(), ControllerError> {
-        let (state, blobs, digest) = (self.host.state.clone(), self.blobs.clone(), digest.clone());
-        let used = self.blobs_in_use();
-        tokio::task::spawn_blocking(move || {
-            let actual = Digest::of(&bytes);
-            if actual != digest {
-                return Err(ControllerError::Invalid(format!(
-                    "the body's digest is {actual}, not {digest}"
-                )));
-            }
-            let _blobs = lock(&blobs);
-            room_for_undeployed(&state, used, &digest, bytes.len())?;
-            state
-                .put_blob(&bytes)
-                .map(|_| ())
-                .map_err(|e| ControllerError::Internal(format!("cannot store the blob: {e}")))
-        })
-        .await
-        .unwrap_or_else(|e| Err(ControllerError::Internal(format!("storing the blob: {e}"))))
+        self.blobs.put(digest, bytes, self.blobs_in_use()).await
     }
 
     /// Drains and stops every service (shutdown); changes are refused from
@@ -617,7 +507,7 @@ impl Controller {
         self.stopping.send_replace(true);
         let _ = self.starting.subscribe().wait_for(BTreeSet::is_empty).await;
         let _changing = self.changing.lock().await;
-        let services: Vec<Arc<Service>> = lock(&self.services).values().cloned().collect();
+        let services: Vec<Arc<RunningService>> = lock(&self.services).values().cloned().collect();
         // Concurrently: each service's drain is bounded on its own.
         let stops: Vec<_> = services
             .into_iter()
@@ -628,132 +518,19 @@ impl Controller {
         }
     }
 
-    /// Deletes the blobs nothing needs: neither a record in the state
-    /// folder (a service that failed to redeploy keeps its record, and may
-    /// be redeployed or removed), nor a running service or its rollout, nor
-    /// a deploy or upgrade being built, once they are old enough that no
-    /// client could be about to name them; and the temporary files of
-    /// uploads a crash cut short. The folder is read on a blocking thread.
+    /// Deletes the blobs nothing needs ([`Blobs::sweep`]).
     async fn sweep_blobs(&self) {
-        let used = self.blobs_in_use();
-        let (state, blobs) = (self.host.state.clone(), self.blobs.clone());
-        let swept = tokio::task::spawn_blocking(move || sweep(&state, &blobs, used)).await;
-        if let Err(e) = swept {
-            tracing::warn!(error = %e, "the blob sweep failed");
-        }
+        self.blobs.sweep(self.blobs_in_use()).await;
     }
-}
 
-impl Controller {
     /// The blobs running services and changes under way need (records add
     /// their own).
     fn blobs_in_use(&self) -> BTreeSet<Digest> {
-        let mut used: BTreeSet<Digest> = lock(&self.incoming).keys().cloned().collect();
-        let services: Vec<Arc<Service>> = lock(&self.services).values().cloned().collect();
+        let mut used = self.blobs.held();
+        let services: Vec<Arc<RunningService>> = lock(&self.services).values().cloned().collect();
         for service in services {
             used.extend(service.components());
         }
         used
-    }
-}
-
-/// Refuses a new blob of `len` bytes if the blobs nothing uses (nor any
-/// record) would then pass [`MAX_UNDEPLOYED_BLOBS`] or
-/// [`MAX_UNDEPLOYED_BLOB_BYTES`]. One already stored costs nothing more.
-fn room_for_undeployed(
-    state: &StateDir,
-    mut used: BTreeSet<Digest>,
-    digest: &Digest,
-    len: usize,
-) -> Result<(), ControllerError> {
-    if state.has_blob(digest) {
-        return Ok(());
-    }
-    for (_, record) in state.records() {
-        if let Ok(record) = record {
-            used.extend(record.source.components.into_values());
-        }
-    }
-    let (count, bytes) = state.unused_blobs(&used);
-    let len = u64::try_from(len).unwrap_or(u64::MAX);
-    if count >= MAX_UNDEPLOYED_BLOBS || bytes.saturating_add(len) > MAX_UNDEPLOYED_BLOB_BYTES {
-        return Err(ControllerError::Conflict(format!(
-            "the host holds {count} components ({bytes} bytes) uploaded and not deployed; \
-             the limit is {MAX_UNDEPLOYED_BLOBS} ({MAX_UNDEPLOYED_BLOB_BYTES} bytes): deploy them, \
-             or wait for those unused for an hour to be removed"
-        )));
-    }
-    Ok(())
-}
-
-/// [`Controller::sweep_blobs`]' work on the folder: `used` holds what
-/// running services and changes under way need; every record adds its own.
-fn sweep(state: &StateDir, blobs: &Mutex<()>, mut used: BTreeSet<Digest>) {
-    for (name, record) in state.records() {
-        match record {
-            Ok(record) => used.extend(record.source.components.into_values()),
-            Err(why) => {
-                // Its blobs are unknown: keep every blob.
-                tracing::warn!(service = %name, error = %why, "cannot read a record; no blob is swept");
-                return;
-            }
-        }
-    }
-    let _blobs = lock(blobs);
-    for digest in state.blobs() {
-        let old_enough = state.blob_age(&digest).is_some_and(|age| age >= BLOB_GRACE);
-        if old_enough && !used.contains(&digest) {
-            state.remove_blob(&digest);
-        }
-    }
-    state.remove_stale_temporaries();
-}
-
-#[cfg(test)]
-mod undeployed_blob_tests {
-    use super::store::{DeploymentSource, Layout};
-    use super::*;
-
-    #[test]
-    fn blobs_uploaded_and_never_deployed_are_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path(), Layout::Host).unwrap();
-        let upload = |i: usize| -> Result<Digest, ControllerError> {
-            let bytes = format!("component {i}").into_bytes();
-            let digest = Digest::of(&bytes);
-            room_for_undeployed(&state, BTreeSet::new(), &digest, bytes.len())?;
-            Ok(state.put_blob(&bytes).unwrap())
-        };
-        let first = upload(0).unwrap();
-        for i in 1..MAX_UNDEPLOYED_BLOBS {
-            upload(i).unwrap();
-        }
-        let refused = upload(MAX_UNDEPLOYED_BLOBS).unwrap_err();
-        assert!(
-            matches!(refused, ControllerError::Conflict(ref why) if why.contains("not deployed")),
-            "{refused:?}"
-        );
-        // Uploading one already stored again costs nothing.
-        assert!(room_for_undeployed(&state, BTreeSet::new(), &first, 100).is_ok());
-        // A blob a record names is deployed, so no longer counted.
-        let record = DeploymentRecord {
-            source: DeploymentSource {
-                manifest_file: "weft.toml".into(),
-                manifest: "[service]\nname = \"x\"\n".into(),
-                environment: None,
-                components: [("web".to_owned(), first)].into(),
-            },
-            overrides: Overrides::default(),
-            generation: 1,
-        };
-        state.save_record("x", &record).unwrap();
-        upload(MAX_UNDEPLOYED_BLOBS).unwrap();
-        // Bytes are bounded too, whatever the count.
-        let big = Digest::of(b"big");
-        let too_big = usize::try_from(MAX_UNDEPLOYED_BLOB_BYTES).unwrap();
-        let empty = tempfile::tempdir().unwrap();
-        let state = StateDir::open(empty.path(), Layout::Host).unwrap();
-        assert!(room_for_undeployed(&state, BTreeSet::new(), &big, too_big).is_ok());
-        assert!(room_for_undeployed(&state, BTreeSet::new(), &big, too_big + 1).is_err());
     }
 }

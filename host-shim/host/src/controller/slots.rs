@@ -6,32 +6,27 @@
 //! its workers fail to instantiate and restart forever, taking the slots
 //! the web roles' requests need. The controller therefore reserves, for
 //! each service, the slots its roles can hold at once, counted as
-//! [`crate::service::engine_config`] sizes the pool for `weft up`: a web
+//! [`crate::launch::engine_config`] sizes the pool for `weft up`: a web
 //! role twice its `max-in-flight` (during an upgrade two versions each
 //! take up to that many requests), a worker role one per instance. A
 //! deploy, scale or upgrade that would take the reservations past the
 //! pool's size is refused (409), naming the numbers.
 
-use super::ControllerError;
-use crate::manifest::{Manifest, Role, RoleKind};
+use super::error::ControllerError;
+use super::lock::lock;
+use crate::manifest::{Manifest, Role};
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 /// The pool's size and each service's reservation.
 #[derive(Debug)]
-pub struct SlotBook {
+pub struct SlotPool {
     capacity: u32,
     reserved: Mutex<BTreeMap<String, u32>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl SlotBook {
-    /// A book for a pool of `capacity` slots, nothing reserved.
+impl SlotPool {
+    /// The reservations of a pool of `capacity` slots, none yet.
     pub fn new(capacity: u32) -> Self {
         Self {
             capacity,
@@ -79,10 +74,7 @@ impl SlotBook {
 
 /// The slots role `role` can hold at once.
 pub fn role_slots(role: &Role) -> u32 {
-    match role.kind {
-        RoleKind::Web => role.limits.max_in_flight.saturating_mul(2),
-        RoleKind::Worker => role.instances,
-    }
+    role.slots()
 }
 
 /// The slots the roles of `manifest` that this host runs (`runs`) can hold.
@@ -127,23 +119,23 @@ instances = 3
 
     #[test]
     fn reservations_never_pass_the_pool() {
-        let book = SlotBook::new(100);
-        book.reserve("a", 60).unwrap();
-        let refused = book.reserve("b", 41).unwrap_err().to_string();
+        let pool = SlotPool::new(100);
+        pool.reserve("a", 60).unwrap();
+        let refused = pool.reserve("b", 41).unwrap_err().to_string();
         assert!(
             refused.contains("'b' would need 41") && refused.contains("hold 60 of the host's 100"),
             "{refused}"
         );
-        assert_eq!(book.held("b"), 0);
-        book.reserve("b", 40).unwrap();
+        assert_eq!(pool.held("b"), 0);
+        pool.reserve("b", 40).unwrap();
         // A service's own reservation is replaced, not added to.
-        book.reserve("a", 60).unwrap();
-        assert!(book.reserve("a", 61).is_err());
-        assert_eq!(book.held("a"), 60);
-        book.release("b");
-        book.reserve("a", 100).unwrap();
-        book.set("a", 10);
-        assert_eq!(book.held("a"), 10);
-        assert!(book.reserve("c", u32::MAX).is_err());
+        pool.reserve("a", 60).unwrap();
+        assert!(pool.reserve("a", 61).is_err());
+        assert_eq!(pool.held("a"), 60);
+        pool.release("b");
+        pool.reserve("a", 100).unwrap();
+        pool.set("a", 10);
+        assert_eq!(pool.held("a"), 10);
+        assert!(pool.reserve("c", u32::MAX).is_err());
     }
 }

@@ -3,9 +3,15 @@
 //! operation (upgrade, settings change, scale) under way or last finished.
 //!
 //! The same types are the server's answers and the CLI's reading of them.
+//! Kinds and states are enums from the code that sets them to the JSON that
+//! carries them, each serialized as the name `host-shim/host/src/admin/openapi.json`
+//! documents.
 
+use super::instance::InstanceState;
+use crate::manifest::RoleKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// Every service on the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,11 +76,10 @@ pub const MAX_STEPS: usize = 200;
 /// An operation that changes a running service step by step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OperationStatus {
-    /// `upgrade`, `settings` or `scale`.
-    pub kind: String,
-    /// `running`, `done`, `rolled-back`, or `failed` (its rollout stopped
-    /// unexpectedly: a bug, reported in the host's log and `reason`).
-    pub state: String,
+    /// What it changes.
+    pub kind: OperationKind,
+    /// Where it is.
+    pub state: OperationState,
     /// What it is doing, or how it ended, for people.
     pub step: String,
     /// Every step so far, oldest first (at most [`MAX_STEPS`]), so a
@@ -91,13 +96,77 @@ pub struct OperationStatus {
     pub reason: Option<String>,
 }
 
+/// What an operation changes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperationKind {
+    /// `upgrade`: a new manifest, overlay or component, rolled out by
+    /// upgrade domain.
+    Upgrade,
+    /// `settings`: new setting values for one role, rolled out likewise.
+    Settings,
+    /// `scale`: a worker role's instance count, done at once.
+    Scale,
+}
+
+impl OperationKind {
+    /// Its name in the JSON and in `weft status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Upgrade => "upgrade",
+            OperationKind::Settings => "settings",
+            OperationKind::Scale => "scale",
+        }
+    }
+}
+
+impl fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an operation is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperationState {
+    /// `running`: its rollout is under way.
+    Running,
+    /// `done`: the new record is saved and in force.
+    Done,
+    /// `rolled-back`: a domain was not healthy in time (or the record could
+    /// not be saved); the service runs the old record again (see `reason`).
+    RolledBack,
+    /// `failed`: its rollout stopped unexpectedly (a bug, reported in the
+    /// host's log and `reason`).
+    Failed,
+}
+
+impl OperationState {
+    /// Its name in the JSON and in `weft status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationState::Running => "running",
+            OperationState::Done => "done",
+            OperationState::RolledBack => "rolled-back",
+            OperationState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for OperationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One role of a service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoleStatus {
     /// The role's name.
     pub name: String,
     /// `web` or `worker`.
-    pub kind: String,
+    pub kind: RoleKind,
     /// Where a web role listens.
     pub url: Option<String>,
     /// The SHA-256 of the component its current version runs.
@@ -131,8 +200,8 @@ pub struct InstanceStatus {
     pub domain: Option<u32>,
     /// The generation of the version it runs.
     pub generation: u64,
-    /// `starting`, `ready`, `draining`, `stopped` or `failed`.
-    pub state: String,
+    /// Where it is in its lifecycle.
+    pub state: InstanceState,
     /// Times it was restarted after returning or failing.
     pub restarts: u64,
     /// Whether it failed repeatedly within the crash-loop window.
@@ -176,5 +245,53 @@ impl OperationStatus {
             self.steps.push(step.clone());
         }
         self.step = step;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON the admin API answered when kinds and states were strings.
+    #[test]
+    fn an_operation_serializes_as_it_always_has() {
+        let operation = OperationStatus {
+            kind: OperationKind::Upgrade,
+            state: OperationState::RolledBack,
+            step: "rolled back to generation 1".into(),
+            steps: vec!["starting".into()],
+            generation: 2,
+            domains_done: 1,
+            domains: 2,
+            reason: Some("domain 1 of 2: unhealthy".into()),
+        };
+        let json = serde_json::to_string(&operation).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"upgrade","state":"rolled-back","step":"rolled back to generation 1","steps":["starting"],"generation":2,"domains_done":1,"domains":2,"reason":"domain 1 of 2: unhealthy"}"#
+        );
+        let back: OperationStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, operation);
+        for kind in [
+            OperationKind::Upgrade,
+            OperationKind::Settings,
+            OperationKind::Scale,
+        ] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+        }
+        for kind in [RoleKind::Web, RoleKind::Worker] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+        }
+        for state in [
+            OperationState::Running,
+            OperationState::Done,
+            OperationState::RolledBack,
+            OperationState::Failed,
+        ] {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{state}\""));
+        }
     }
 }

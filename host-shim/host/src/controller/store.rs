@@ -20,12 +20,13 @@
 //! can plant a component or a record. A blob is checked against its digest
 //! whenever it is loaded or asked about, so a damaged one is never run and
 //! is replaced by the next upload of its bytes.
+//!
+//! What a record holds, and a blob's name ([`Digest`]), are defined in
+//! `store/deployment.rs`; this module keeps them on disk.
 
-use crate::environment::{Environment, Overrides};
-use crate::manifest::{Manifest, ManifestError};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
+mod deployment;
+
+pub use deployment::{DeploymentRecord, DeploymentSource, Digest, DigestError, ResolveError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use weft_sandbox::private_fs::{self, PrivateFsError};
@@ -35,53 +36,6 @@ const RECORD_FILE: &str = "deployment.json";
 /// A temporary file this old in the state folder was left by a killed
 /// writer (see [`private_fs::remove_stale_temporaries`]).
 const STALE_TEMPORARY: Duration = Duration::from_secs(10 * 60);
-
-/// A component's SHA-256, as 64 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Digest(String);
-
-impl Digest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self(hex(&Sha256::digest(bytes)))
-    }
-
-    /// Parses `sha256:HEX` (or bare HEX).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let hex = text.strip_prefix("sha256:").unwrap_or(text);
-        if hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(Self(hex.to_owned()))
-        } else {
-            Err(format!(
-                "'{}' is not a digest like sha256:<64 lowercase hex digits>",
-                text.chars().take(80).collect::<String>()
-            ))
-        }
-    }
-
-    /// The first 12 hex digits, for people.
-    pub fn short(&self) -> &str {
-        &self.0[..12]
-    }
-
-    /// The digest of what `reader` yields, read in pieces.
-    fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<Self> {
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            let read = reader.read(&mut buffer)?;
-            if read == 0 {
-                return Ok(Self(hex(&hasher.finalize())));
-            }
-            hasher.update(buffer.get(..read).unwrap_or_default());
-        }
-    }
-}
 
 /// Why a stored blob cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -104,84 +58,68 @@ pub enum BlobError {
     Unreadable(std::io::Error),
 }
 
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sha256:{}", self.0)
-    }
-}
-
-impl TryFrom<String> for Digest {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        Self::parse(&text)
-    }
-}
-
-impl From<Digest> for String {
-    fn from(digest: Digest) -> String {
-        digest.to_string()
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
-}
-
-/// What a deployment is made of: the manifest, an optional environment
-/// overlay, and the component each role runs. The admin API's deploy and
-/// upgrade requests carry exactly this.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeploymentSource {
-    /// The manifest's file name on the client, for messages.
-    pub manifest_file: String,
-    /// The manifest's TOML text.
-    pub manifest: String,
-    /// The environment overlay, if any.
-    #[serde(default)]
-    pub environment: Option<Environment>,
-    /// Each role's component, by role name.
-    pub components: BTreeMap<String, Digest>,
-}
-
-impl DeploymentSource {
-    /// The manifest this source declares, with its overlay and `overrides`
-    /// applied; errors name the file (and line or field).
-    pub fn resolve(&self, overrides: &Overrides) -> Result<Manifest, String> {
-        let path = Path::new(&self.manifest_file);
-        let mut manifest =
-            Manifest::parse(path, &self.manifest).map_err(|e: ManifestError| e.to_string())?;
-        if let Some(environment) = &self.environment {
-            environment
-                .apply(&mut manifest)
-                .map_err(|e| e.to_string())?;
-        }
-        overrides.apply(&mut manifest)?;
-        Ok(manifest)
-    }
-}
-
-/// A deployed service's record: its source, the changes made since through
-/// the API, and its generation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeploymentRecord {
-    /// What was deployed.
-    pub source: DeploymentSource,
-    /// Instance counts and settings changed since.
-    #[serde(default)]
-    pub overrides: Overrides,
-    /// Counts the deployment, upgrades and settings changes.
-    pub generation: u64,
-}
-
-impl DeploymentRecord {
-    /// The manifest in force.
-    pub fn manifest(&self) -> Result<Manifest, String> {
-        self.source.resolve(&self.overrides)
-    }
+/// Why the state folder, or a record in it, cannot be used. Paths are
+/// fields; the messages are the ones the host has always printed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A folder of the state folder cannot be made private, or another
+    /// user owns it or could write to it (the error names the folder).
+    #[error("the state folder is not safe to use: {0}")]
+    Unsafe(PrivateFsError),
+    /// A service's record cannot be encoded.
+    #[error("cannot save the deployment record: {error}")]
+    EncodeRecord {
+        /// The record's file.
+        path: PathBuf,
+        /// Why.
+        error: serde_json::Error,
+    },
+    /// A service's record cannot be written (the error names the file or
+    /// folder).
+    #[error("cannot save the deployment record: {error}")]
+    SaveRecord {
+        /// The record's file.
+        path: PathBuf,
+        /// Why.
+        error: PrivateFsError,
+    },
+    /// The blocking task that writes a record failed.
+    #[error("cannot save the deployment record: {error}")]
+    SaveTask {
+        /// The record's file.
+        path: PathBuf,
+        /// Why.
+        error: tokio::task::JoinError,
+    },
+    /// A service's record cannot be removed.
+    #[error("cannot remove the record: {error}")]
+    RemoveRecord {
+        /// The record's file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A service's folder others could write to: its record is not
+    /// followed (the error names the folder).
+    #[error("{0}")]
+    UntrustedRecord(PrivateFsError),
+    /// A service's record cannot be read.
+    #[error("{}: {error}", path.display())]
+    UnreadableRecord {
+        /// The record's file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A service's record is not a record.
+    #[error("{}: {error}", path.display())]
+    MalformedRecord {
+        /// The record's file.
+        path: PathBuf,
+        /// Why.
+        error: serde_json::Error,
+    },
 }
 
 /// How the state folder is laid out.
@@ -204,7 +142,7 @@ impl StateDir {
     /// Opens the folder, creating what is missing (private); refuses one
     /// another user owns or could write to, and removes temporary files a
     /// killed writer left.
-    pub fn open(root: &Path, layout: Layout) -> anyhow::Result<Self> {
+    pub fn open(root: &Path, layout: Layout) -> Result<Self, StoreError> {
         let state = Self {
             root: root.to_path_buf(),
             layout,
@@ -214,8 +152,7 @@ impl StateDir {
             folders.push(root.join("services"));
         }
         for folder in &folders {
-            private_fs::create_private_dir(folder)
-                .map_err(|e| anyhow::anyhow!("the state folder is not safe to use: {e}"))?;
+            private_fs::create_private_dir(folder).map_err(StoreError::Unsafe)?;
         }
         private_fs::remove_stale_temporaries(&state.blob_dir(), STALE_TEMPORARY);
         if layout == Layout::Host
@@ -230,9 +167,9 @@ impl StateDir {
 
     /// Creates (private) or checks service `name`'s own folder, before its
     /// queue store and scratch folders are opened in it; returns it.
-    pub fn prepare_service_dir(&self, name: &str) -> Result<PathBuf, PrivateFsError> {
+    pub fn prepare_service_dir(&self, name: &str) -> Result<PathBuf, StoreError> {
         let folder = self.service_dir(name);
-        private_fs::create_private_dir(&folder)?;
+        private_fs::create_private_dir(&folder).map_err(StoreError::Unsafe)?;
         Ok(folder)
     }
 
@@ -255,7 +192,7 @@ impl StateDir {
 
     /// Where blob `digest` lives.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blob_dir().join(&digest.0)
+        self.blob_dir().join(digest.hex())
     }
 
     /// Ok if blob `digest` is stored and its bytes hash to its digest.
@@ -354,16 +291,19 @@ impl StateDir {
     /// Saves service `name`'s record (host mode; a no-op otherwise),
     /// private and whole. It fsyncs: call it off the async threads, or
     /// through [`Self::save_record_off_thread`].
-    pub fn save_record(&self, name: &str, record: &DeploymentRecord) -> std::io::Result<()> {
+    pub fn save_record(&self, name: &str, record: &DeploymentRecord) -> Result<(), StoreError> {
         if !self.keeps_records() {
             return Ok(());
         }
-        let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-        let folder = self
-            .prepare_service_dir(name)
-            .map_err(std::io::Error::other)?;
-        private_fs::write_private_file(&folder.join(RECORD_FILE), &json)
-            .map_err(std::io::Error::other)
+        let folder = self.service_dir(name);
+        let path = folder.join(RECORD_FILE);
+        let json = match serde_json::to_vec_pretty(record) {
+            Ok(json) => json,
+            Err(error) => return Err(StoreError::EncodeRecord { path, error }),
+        };
+        let written = private_fs::create_private_dir(&folder)
+            .and_then(|()| private_fs::write_private_file(&path, &json));
+        written.map_err(|error| StoreError::SaveRecord { path, error })
     }
 
     /// [`Self::save_record`] on a blocking thread, so its fsyncs never
@@ -372,11 +312,12 @@ impl StateDir {
         &self,
         name: &str,
         record: &DeploymentRecord,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), StoreError> {
+        let path = self.service_dir(name).join(RECORD_FILE);
         let (state, name, record) = (self.clone(), name.to_owned(), record.clone());
         tokio::task::spawn_blocking(move || state.save_record(&name, &record))
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .unwrap_or_else(|error| Err(StoreError::SaveTask { path, error }))
     }
 
     /// Whether service `name` has a record (host mode).
@@ -386,15 +327,18 @@ impl StateDir {
 
     /// Forgets service `name`'s record; its data folder (queues, scratch)
     /// stays, for an operator to keep or delete.
-    pub fn remove_record(&self, name: &str) -> std::io::Result<()> {
-        match std::fs::remove_file(self.service_dir(name).join(RECORD_FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+    pub fn remove_record(&self, name: &str) -> Result<(), StoreError> {
+        let path = self.service_dir(name).join(RECORD_FILE);
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::RemoveRecord { path, error })
+            }
             _ => Ok(()),
         }
     }
 
     /// Every saved record, by service name, or why it cannot be read.
-    pub fn records(&self) -> Vec<(String, Result<DeploymentRecord, String>)> {
+    pub fn records(&self) -> Vec<(String, Result<DeploymentRecord, StoreError>)> {
         let mut found = Vec::new();
         if !self.keeps_records() {
             return found;
@@ -412,13 +356,14 @@ impl StateDir {
             }
             // A record others could have written is not followed.
             if let Err(e) = private_fs::check_trusted_dir(&entry.path()) {
-                found.push((name, Err(e.to_string())));
+                found.push((name, Err(StoreError::UntrustedRecord(e))));
                 continue;
             }
-            let record = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-                .map_err(|e| format!("{}: {e}", path.display()));
+            let record = match std::fs::read(&path) {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|error| StoreError::MalformedRecord { path, error }),
+                Err(error) => Err(StoreError::UnreadableRecord { path, error }),
+            };
             found.push((name, record));
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -436,21 +381,8 @@ fn touch(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digests_parse_strictly() {
-        let digest = Digest::of(b"hello");
-        assert_eq!(Digest::parse(&digest.to_string()).unwrap(), digest);
-        for bad in [
-            "",
-            "sha256:",
-            "sha256:../../etc/passwd",
-            &"A".repeat(64),
-            &"a".repeat(63),
-        ] {
-            assert!(Digest::parse(bad).is_err(), "{bad}");
-        }
-    }
+    use crate::environment::Overrides;
+    use std::collections::BTreeMap;
 
     #[test]
     fn blobs_are_stored_by_content_and_records_round_trip() {
@@ -545,7 +477,7 @@ mod tests {
         // A service folder others could write to: its record is not followed.
         chmod(&root.join("services/x"), 0o770);
         let records = state.records();
-        let why = records[0].1.as_ref().unwrap_err();
+        let why = records[0].1.as_ref().unwrap_err().to_string();
         assert!(why.contains("writable by other users"), "{why}");
         chmod(&root.join("services/x"), 0o700);
 

@@ -1,8 +1,8 @@
 //! What the controller's unit tests share: a role spec and a version record
 //! for the test guests, on an in-memory broker.
 
-use super::VersionInfo;
 use super::store::Digest;
+use super::version::VersionInfo;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use weft_broker::MemoryBroker;

@@ -15,27 +15,22 @@
 //! period (a reusing role's idle instances are freed at once), then its `stop` hook runs (if its `start` hook had returned Ok)
 //! and it is *stopped*. A service that stops waits for those drains too.
 
-use super::VersionInfo;
+use super::instance::InstanceState;
+use super::lock::lock;
 use super::status::InstanceStatus;
-use super::workers::InstanceState;
+use super::version::VersionInfo;
 use crate::lingering::LingeringBody;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use weft_sandbox::{WebResponse, WebRole};
 
 /// How often a starting version's health path is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// One version of a web role.
 pub struct WebVersion {
@@ -310,7 +305,7 @@ fn entry(id: String, domain: Option<u32>, version: &WebVersion) -> InstanceStatu
         id,
         domain,
         generation: version.info.generation,
-        state: version.state().name().to_owned(),
+        state: version.state(),
         restarts: 0,
         crash_looping: false,
         last_failure: None,
@@ -320,17 +315,11 @@ fn entry(id: String, domain: Option<u32>, version: &WebVersion) -> InstanceStatu
 
 /// The answer while no version of the role is ready: 503, retry shortly.
 pub fn not_ready() -> WebResponse {
-    let body = Full::new(Bytes::from_static(
-        b"weft: the role is starting; retry shortly\n",
-    ))
-    .map_err(|never| match never {})
-    .boxed_unsync();
-    let mut response = hyper::Response::new(body);
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let headers = response.headers_mut();
-    headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    headers.insert("x-weft-failure", HeaderValue::from_static("starting"));
-    response
+    weft_sandbox::busy_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "starting",
+        "the role is starting; retry shortly",
+    )
 }
 
 #[cfg(test)]

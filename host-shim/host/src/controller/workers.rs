@@ -8,11 +8,13 @@
 //! new version at once; `None` stops the slot for good (scale-down,
 //! removal, shutdown).
 
-use super::VersionInfo;
+use super::instance::InstanceState;
+use super::lock::lock;
 use super::status::InstanceStatus;
+use super::version::VersionInfo;
 use crate::supervisor::{FailureWindow, next_backoff};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -24,34 +26,6 @@ pub struct WorkerVersion {
     pub info: VersionInfo,
     /// The role, compiled and ready to run instances.
     pub role: WorkerRole,
-}
-
-/// Where an instance is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstanceState {
-    /// Instantiating, or in its start hook.
-    Starting,
-    /// Taking work.
-    Ready,
-    /// Asked to stop, finishing what it holds.
-    Draining,
-    /// Not running.
-    Stopped,
-    /// Failed (trapped, returned, or its start failed); waiting to restart.
-    Failed,
-}
-
-impl InstanceState {
-    /// The state's name in status reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            InstanceState::Starting => "starting",
-            InstanceState::Ready => "ready",
-            InstanceState::Draining => "draining",
-            InstanceState::Stopped => "stopped",
-            InstanceState::Failed => "failed",
-        }
-    }
 }
 
 /// What a slot's task reports.
@@ -98,12 +72,6 @@ pub struct WorkerPool {
     /// Set (under the `slots` lock) by [`WorkerPool::stop`]: no slot
     /// starts after it, whatever asks.
     stopped: AtomicBool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl WorkerPool {
@@ -268,7 +236,7 @@ impl WorkerPool {
                     id: slot.index.to_string(),
                     domain,
                     generation: status.generation,
-                    state: status.state.name().to_owned(),
+                    state: status.state,
                     restarts: status.restarts,
                     crash_looping: status.failures.crash_looping(now),
                     last_failure: status.last_failure.clone(),
@@ -338,7 +306,6 @@ async fn run_slot(
                         status.ready_since = Some(Instant::now());
                     }
                     InstancePhase::Draining => status.state = InstanceState::Draining,
-                    _ => {}
                 }
             })
             .await;

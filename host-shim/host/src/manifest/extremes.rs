@@ -130,11 +130,8 @@ fn use_everything(manifest: &Manifest) {
         let _ = limits.deadline().saturating_add(limits.stop_grace());
         let _ = (limits.memory_bytes(), limits.role_memory_bytes());
         let _ = usize::try_from(limits.max_request_body_bytes());
-        for interface in [
-            &role.rate_limits.queue,
-            &role.rate_limits.kv,
-            &role.rate_limits.log,
-        ] {
+        for interface in weft_sandbox::rate_limit::Interface::ALL {
+            let interface = &role.rate_limits[interface];
             for bucket in [interface.ops, interface.bytes].into_iter().flatten() {
                 let _ = now + Duration::from_millis(bucket.refill_ms);
             }
@@ -142,14 +139,8 @@ fn use_everything(manifest: &Manifest) {
         let _ = now + Duration::from_millis(role.rate_limits.max_wait_ms);
     }
     let _ = crate::controller::slots::slots_needed(manifest, |_| true);
-    let _ = crate::service::engine_config(
-        manifest.roles.values().map(|r| {
-            let count = match r.kind {
-                RoleKind::Web => crate::service::SandboxCount::PerRequest,
-                RoleKind::Worker => crate::service::SandboxCount::Instances(r.instances),
-            };
-            (r.limits, count)
-        }),
+    let _ = crate::launch::engine_config(
+        manifest.roles.values().map(|r| (r.limits, r.sandboxes())),
         None,
     );
     let settings = manifest.queues.settings();
@@ -218,10 +209,11 @@ fn extreme_instance_counts_from_the_api_are_refused_naming_the_role() {
         let mut changed = manifest.clone();
         match overrides.apply(&mut changed) {
             Ok(()) => {
-                assert_eq!(changed.roles["worker"].instances, count);
+                assert_eq!(changed.roles["worker"].instances(), count);
                 use_everything(&changed);
             }
-            Err(message) => {
+            Err(error) => {
+                let message = error.to_string();
                 assert!(
                     message.starts_with("roles.worker.instances") && !message.contains('\n'),
                     "{count}: {message}"

@@ -9,8 +9,7 @@
 //! ([`crate::environment`]) may change their values and the instance counts.
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -18,10 +17,13 @@ use toml::Spanned;
 mod checks;
 #[cfg(test)]
 mod extremes;
+mod role;
 pub use checks::{check_health_path, check_name, check_setting_name, describe_toml_error, line_of};
+use role::RawRole;
+pub use role::{Role, RoleByKind, RoleKind, SandboxCount, WebRoleManifest, WorkerRoleManifest};
 use weft_broker::QueuesConfig;
-use weft_sandbox::config::MIB;
-use weft_sandbox::{CpuShare, EgressAllowlist, EngineConfig, RateLimits, SandboxLimits};
+use weft_sandbox::EngineConfig;
+use weft_sandbox::limits::MIB;
 
 /// The file `weft up DIR` reads.
 pub const MANIFEST_FILE: &str = "weft.toml";
@@ -87,52 +89,6 @@ pub const MAX_UPGRADE_SETTLE_MS: u64 = 60 * 60 * 1000;
 /// The longest `upgrade-timeout-secs`: a day.
 pub const MAX_UPGRADE_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
-/// A role's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RoleKind {
-    /// Serves HTTP through `wasi:http/incoming-handler`.
-    Web,
-    /// Pulls work from queues; run through `wasi:cli/run`.
-    Worker,
-}
-
-/// One role, with paths resolved against the manifest's folder.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Role {
-    /// Web or worker.
-    pub kind: RoleKind,
-    /// The component file.
-    pub component: PathBuf,
-    /// A shell command that builds the component, run in the manifest's folder.
-    pub build: Option<String>,
-    /// Worker instances to run (always 1 for web roles, which get a fresh
-    /// instance per request).
-    pub instances: u32,
-    /// Where a web role listens.
-    pub listen: Option<SocketAddr>,
-    /// Queues the role may use.
-    pub queues: BTreeSet<String>,
-    /// Buckets the role may open.
-    pub buckets: BTreeSet<String>,
-    /// What bounds each sandbox.
-    pub limits: SandboxLimits,
-    /// The role's rate limits.
-    pub rate_limits: RateLimits,
-    /// The role's share of the host's CPU.
-    pub cpu: CpuShare,
-    /// Origins a web role may send HTTP requests to.
-    pub egress: EgressAllowlist,
-    /// Settings, read through `wasi:config/store`: the declared settings
-    /// with their values (defaults, or the environment's).
-    pub settings: BTreeMap<String, String>,
-    /// Whether the role gets a private scratch folder.
-    pub scratch: bool,
-    /// A web role's health path, probed before a version takes traffic and
-    /// while an upgrade waits for health.
-    pub health: Option<String>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawManifest {
@@ -186,33 +142,6 @@ impl RawService {
             timeout,
         })
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawRole {
-    kind: RoleKind,
-    component: PathBuf,
-    build: Option<String>,
-    instances: Option<u32>,
-    listen: Option<String>,
-    #[serde(default)]
-    queues: Vec<String>,
-    #[serde(default)]
-    buckets: Vec<String>,
-    #[serde(default)]
-    limits: SandboxLimits,
-    #[serde(default)]
-    rate_limits: RateLimits,
-    #[serde(default)]
-    cpu: CpuShare,
-    #[serde(default)]
-    egress: Vec<String>,
-    #[serde(default)]
-    settings: BTreeMap<String, String>,
-    #[serde(default)]
-    scratch: bool,
-    health: Option<String>,
 }
 
 /// The largest memory cap a role may ask for, in MiB (4 GiB: all a 32-bit
@@ -273,7 +202,7 @@ impl Manifest {
                 .resolve(&base, engine)
                 .map_err(|(field, why)| fail(format!("{}: {why}", at(field))))?;
             // Port 0 asks the OS for a free port, so it never clashes.
-            if let Some(addr) = role.listen.filter(|addr| addr.port() != 0)
+            if let Some(addr) = role.listen().filter(|addr| addr.port() != 0)
                 && let Some(other) = listens.insert(addr, name.clone())
             {
                 {
@@ -300,124 +229,10 @@ impl Manifest {
     }
 }
 
-impl RawRole {
-    fn resolve(self, base: &Path, engine: &EngineConfig) -> Result<Role, (&'static str, String)> {
-        let instances = match (self.kind, self.instances) {
-            (RoleKind::Web, Some(_)) => {
-                return Err((
-                    "instances",
-                    "applies to worker roles; a web role gets a fresh instance per request".into(),
-                ));
-            }
-            (RoleKind::Web, None) => 1,
-            (RoleKind::Worker, None) => 1,
-            (RoleKind::Worker, Some(n)) if (1..=MAX_INSTANCES).contains(&n) => n,
-            (RoleKind::Worker, Some(n)) => {
-                return Err((
-                    "instances",
-                    format!("must be 1 to {MAX_INSTANCES}, not {n}"),
-                ));
-            }
-        };
-        let listen = match (self.kind, self.listen) {
-            (RoleKind::Web, Some(addr)) => Some(addr.parse::<SocketAddr>().map_err(|_| {
-                (
-                    "listen",
-                    format!("'{addr}' is not an address like 127.0.0.1:8080"),
-                )
-            })?),
-            (RoleKind::Web, None) => {
-                return Err((
-                    "listen",
-                    "required for web roles (say \"127.0.0.1:8080\")".into(),
-                ));
-            }
-            (RoleKind::Worker, Some(_)) => {
-                return Err(("listen", "worker roles have no outside contact".into()));
-            }
-            (RoleKind::Worker, None) => None,
-        };
-        if self.component.as_os_str().is_empty() {
-            return Err(("component", "must name a .wasm file".into()));
-        }
-        if self
-            .build
-            .as_ref()
-            .is_some_and(|build| build.trim().is_empty())
-        {
-            return Err(("build", "is empty; remove it or give a command".into()));
-        }
-        let queues = names(self.queues).map_err(|why| ("queues", why))?;
-        let buckets = names(self.buckets).map_err(|why| ("buckets", why))?;
-        self.limits
-            .validate(engine)
-            .map_err(|why| ("limits", why.to_string()))?;
-        self.cpu
-            .validate()
-            .map_err(|why| ("cpu", why.to_string()))?;
-        if self.kind == RoleKind::Worker
-            && self.limits.requests_per_instance != SandboxLimits::default().requests_per_instance
-        {
-            return Err((
-                "limits",
-                "requests-per-instance applies to web roles; a worker instance runs until it returns"
-                    .into(),
-            ));
-        }
-        if self.kind == RoleKind::Worker && !self.egress.is_empty() {
-            return Err((
-                "egress",
-                "worker roles have no outside contact; give egress to a web role".into(),
-            ));
-        }
-        let egress =
-            EgressAllowlist::parse(&self.egress).map_err(|why| ("egress", why.to_string()))?;
-        let health = match (self.kind, self.health) {
-            (RoleKind::Worker, Some(_)) => {
-                return Err((
-                    "health",
-                    "applies to web roles; a worker is healthy while it runs".into(),
-                ));
-            }
-            (RoleKind::Web, Some(path)) => Some(check_health_path(path)?),
-            (_, None) => None,
-        };
-        for key in self.settings.keys() {
-            check_setting_name(key).map_err(|why| ("settings", format!("'{key}' {why}")))?;
-        }
-        Ok(Role {
-            kind: self.kind,
-            component: base.join(self.component),
-            build: self.build,
-            instances,
-            listen,
-            queues,
-            buckets,
-            limits: self.limits,
-            rate_limits: self.rate_limits,
-            cpu: self.cpu,
-            egress,
-            settings: self.settings,
-            scratch: self.scratch,
-            health,
-        })
-    }
-}
-
-fn names(list: Vec<String>) -> Result<BTreeSet<String>, String> {
-    let mut set = BTreeSet::new();
-    for name in list {
-        check_name(&name).map_err(|why| format!("'{name}' {why}"))?;
-        if !set.insert(name.clone()) {
-            return Err(format!("'{name}' is listed twice"));
-        }
-    }
-    Ok(set)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weft_sandbox::{CpuShare, RateLimits, SandboxLimits};
 
     fn parse(text: &str) -> Result<Manifest, String> {
         Manifest::parse(Path::new("dir/weft.toml"), text).map_err(|e| e.to_string())
@@ -460,17 +275,36 @@ queues = ["jobs"]
         assert_eq!(web.limits.deadline_ms, SandboxLimits::default().deadline_ms);
         assert_eq!(web.settings["greeting"], "hi");
         assert_eq!(
-            web.rate_limits.queue.ops.map(|b| (b.size, b.burst)),
+            web.rate_limits[weft_sandbox::rate_limit::Interface::Queue]
+                .ops
+                .map(|b| (b.size, b.burst)),
             Some((50, 10))
         );
         assert_eq!(m.roles["worker"].rate_limits, RateLimits::default());
         assert_eq!(web.cpu.weight, 200);
         assert_eq!(m.roles["worker"].cpu, CpuShare::default());
-        assert!(web.egress.is_empty(), "no egress unless listed");
+        assert!(web.egress().is_empty(), "no egress unless listed");
         let worker = &m.roles["worker"];
-        assert_eq!(worker.instances, 3);
+        assert_eq!(worker.instances(), 3);
         assert_eq!(worker.component, Path::new("dir/../worker.wasm"));
         assert!(worker.buckets.is_empty());
+    }
+
+    #[test]
+    fn each_role_carries_what_its_kind_has_and_nothing_else() {
+        let m = parse(GOOD).unwrap();
+        let RoleByKind::Web(web) = &m.roles["web"].by_kind else {
+            panic!("the web role is not web: {:?}", m.roles["web"]);
+        };
+        assert_eq!(web.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(web.health, None);
+        assert_eq!(m.roles["web"].sandboxes(), SandboxCount::PerRequest);
+        assert_eq!(
+            m.roles["worker"].by_kind,
+            RoleByKind::Worker(WorkerRoleManifest { instances: 3 })
+        );
+        assert_eq!(m.roles["worker"].listen(), None);
+        assert_eq!(m.roles["worker"].slots(), 3);
     }
 
     #[test]
@@ -599,7 +433,7 @@ queues = ["jobs"]
 
     #[test]
     fn the_shipped_examples_are_valid() {
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         for example in ["hello-web", "pipeline"] {
             let path = examples.join(example).join(MANIFEST_FILE);
             Manifest::load(&path).unwrap();

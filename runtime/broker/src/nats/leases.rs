@@ -16,8 +16,9 @@
 //! while its lease is here, so a receipt from an earlier delivery, or from
 //! another host, is refused.
 
-use super::{one_line, unavailable};
-use crate::BrokerError;
+use super::failure::unavailable;
+use crate::error::BrokerError;
+use crate::error::one_line;
 use async_nats::jetstream::AckKind;
 use bytes::Bytes;
 use std::collections::HashMap;

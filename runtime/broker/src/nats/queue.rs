@@ -2,20 +2,27 @@
 //! delayed messages), settles, length and peek. See the module above for
 //! the mapping.
 
-use super::leases::Settle;
-use super::{NatsBroker, lock, token, unavailable};
-use crate::{
-    BrokerError, DEDUPE_WINDOW, Delivery, MAX_BATCH, MAX_MESSAGE_BYTES, POISON_RETRY,
-    POISON_SUFFIX, Peeked, QueueBroker, ReceiveRequest, SendOptions, check_batch, check_send,
-    dedupe_message_id, poison_reason, random_message_id, unix_millis,
+use super::escape::token;
+use super::failure::{check_connected, lock, unavailable};
+use super::leases::{Leases, Settle};
+use crate::api::{Delivery, Peeked, QueueBroker, ReceiveRequest, SendOptions};
+use crate::clock::{millis, unix_millis};
+use crate::error::BrokerError;
+use crate::limits::{
+    DEDUPE_WINDOW, MAX_BATCH, MAX_MESSAGE_BYTES, POISON_RETRY, QueueSettings, check_batch,
+    check_send,
 };
+use crate::message::{dedupe_message_id, poison_reason, random_message_id};
+use crate::names::{POISON_SUFFIX, poison_queue};
 use async_nats::HeaderMap;
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_trait::async_trait;
 use futures::StreamExt;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const ID: &str = "Weft-Id";
@@ -37,8 +44,24 @@ const PROMOTE_EVERY_MS: u64 = 250;
 /// several, looking for due delayed messages in between.
 const POLL_SLICE: Duration = Duration::from_secs(1);
 
+/// A service's queues on the server: streams and consumers, made on first
+/// use, and the leases this host holds.
+pub(super) struct NatsQueues {
+    pub(super) client: async_nats::Client,
+    pub(super) js: jetstream::Context,
+    pub(super) settings: QueueSettings,
+    /// The consumers' ack wait: how long a message stays hidden when the
+    /// host holding it vanishes.
+    pub(super) ack_wait: Duration,
+    /// Copies the server keeps of each stream.
+    pub(super) replicas: usize,
+    /// The queues opened so far, by name.
+    pub(super) opened: Mutex<HashMap<String, Arc<Handles>>>,
+    pub(super) leases: Arc<Leases>,
+}
+
 /// A queue's stream and consumers, made on first use.
-pub(crate) struct Handles {
+pub(super) struct Handles {
     /// Where visible messages are published.
     subject: String,
     /// The queue's one stream: its duplicate window covers delayed and
@@ -69,7 +92,7 @@ fn parse_receipt(receipt: &str) -> Option<u64> {
     u64::from_str_radix(token, 16).ok()
 }
 
-impl NatsBroker {
+impl NatsQueues {
     fn stream_config(&self, name: String, subjects: Vec<String>) -> stream::Config {
         let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         stream::Config {
@@ -120,8 +143,8 @@ impl NatsBroker {
 
     /// The streams and consumers of `queue`, created on first use.
     async fn handles(&self, queue: &str) -> Result<Arc<Handles>, BrokerError> {
-        self.check_connected()?;
-        if let Some(handles) = lock(&self.queues).get(queue) {
+        check_connected(&self.client)?;
+        if let Some(handles) = lock(&self.opened).get(queue) {
             return Ok(handles.clone());
         }
         let name = token(queue);
@@ -167,7 +190,7 @@ impl NatsBroker {
             delayed,
             promoted_at: AtomicU64::new(0),
         });
-        lock(&self.queues).insert(queue.to_owned(), handles.clone());
+        lock(&self.opened).insert(queue.to_owned(), handles.clone());
         Ok(handles)
     }
 
@@ -353,7 +376,7 @@ impl NatsBroker {
         reason: &str,
         message: &async_nats::jetstream::Message,
     ) -> Result<(), BrokerError> {
-        let handles = self.handles(&format!("{queue}{POISON_SUFFIX}")).await?;
+        let handles = self.handles(&poison_queue(queue)).await?;
         let mut moved = HeaderMap::new();
         moved.insert(ID, id);
         moved.insert(SENT, header(headers, SENT).unwrap_or("0"));
@@ -366,7 +389,7 @@ impl NatsBroker {
 
     async fn settle(&self, queue: &str, receipt: &str, how: Settle) -> Result<(), BrokerError> {
         let token = parse_receipt(receipt).ok_or_else(stale)?;
-        self.check_connected()?;
+        check_connected(&self.client)?;
         if self.leases.settle(queue, token, how).await? {
             Ok(())
         } else {
@@ -385,7 +408,7 @@ impl NatsBroker {
 }
 
 #[async_trait]
-impl QueueBroker for NatsBroker {
+impl QueueBroker for NatsQueues {
     async fn send(
         &self,
         queue: &str,
@@ -403,7 +426,7 @@ impl QueueBroker for NatsBroker {
         headers.insert(ID, id.as_str());
         headers.insert(SENT, now.to_string().as_str());
         if let Some(ttl) = options.ttl {
-            let at = now.saturating_add(crate::millis(ttl));
+            let at = now.saturating_add(millis(ttl));
             headers.insert(EXPIRES, at.to_string().as_str());
         }
         if options.dedupe_id.is_some() {
@@ -414,7 +437,7 @@ impl QueueBroker for NatsBroker {
         let subject = if options.delay.is_zero() {
             &handles.subject
         } else {
-            let at = now.saturating_add(crate::millis(options.delay));
+            let at = now.saturating_add(millis(options.delay));
             headers.insert(VISIBLE, at.to_string().as_str());
             &handles.delayed_subject
         };
@@ -541,7 +564,7 @@ impl QueueBroker for NatsBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BackendKind, QueuesConfig};
+    use crate::{BackendKind, NatsBroker, QueuesConfig};
 
     #[tokio::test]
     async fn a_queue_made_by_the_earlier_layout_gains_its_delayed_subject() {
@@ -555,8 +578,10 @@ mod tests {
         let queue = format!("old{:012x}/q", rand::random::<u64>() >> 16);
         let name = token(&queue);
         // The stream an earlier Weft made: visible messages only.
-        let old = broker.stream_config(format!("WEFT_{name}"), vec![format!("weft.q.{name}")]);
-        broker.js.create_stream(old).await.unwrap();
+        let old = broker
+            .queues
+            .stream_config(format!("WEFT_{name}"), vec![format!("weft.q.{name}")]);
+        broker.queues.js.create_stream(old).await.unwrap();
         let later = SendOptions {
             delay: Duration::from_millis(300),
             ..SendOptions::default()

@@ -1,7 +1,7 @@
 //! A message's row in the store: its byte layout, written and read back.
 //! A row this version cannot read is refused, never misread.
 
-use crate::book::Message;
+use crate::message::Message;
 
 /// The byte layout of a message, version 1: inserted-at, expires-at
 /// (`u64::MAX`: never) and visible-at as little-endian u64s, the dequeue

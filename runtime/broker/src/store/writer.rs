@@ -5,14 +5,14 @@
 //! the state folder is full, or failing), nothing in it reached the disk:
 //!
 //! - a job someone waits for (a send, a receive's dequeue counts, a
-//!   key-value write) is answered `unavailable`, and the book undoes it
-//!   (a send is forgotten and its room given back), so the book still
-//!   matches the file;
+//!   key-value write) is answered `unavailable`, and the rules undo it
+//!   (a send is forgotten and its room given back), so the rules still
+//!   match the file;
 //! - a job nobody waits for (a settle, a forgotten dedupe id) was already
-//!   applied to the book, so it is kept, newest change per row, and written
-//!   first by the next commit that succeeds: file and book agree again
+//!   applied to the rules, so it is kept, newest change per row, and written
+//!   first by the next commit that succeeds: file and rules agree again
 //!   without reading the file back. At most one change per message or
-//!   dedupe id the book held is kept, so what waits is bounded by the
+//!   dedupe id the rules held is kept, so what waits is bounded by the
 //!   queues' own limits.
 //!
 //! redb refuses every call after a failed write until the database is
@@ -23,9 +23,9 @@
 //! reason until a commit succeeds.
 
 use super::record::encode;
-use super::{BucketBytes, DEDUPE, KV, MESSAGES, Shared, StoreHealth, one_line};
-use crate::BrokerError;
-use crate::memory::MAX_BUCKET_BYTES;
+use super::shared::{BucketBytes, DEDUPE, KV, MESSAGES, Shared, StoreHealth};
+use crate::error::{BrokerError, one_line};
+use crate::limits::MAX_BUCKET_BYTES;
 use crate::persist::{Change, Done};
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
@@ -47,8 +47,8 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// One unit of work for the writer thread.
 pub(super) enum Job {
-    /// Book changes; `done` (if any) is called once they are on disk, or
-    /// failed to get there, after every earlier job's.
+    /// Changes the queue rules made; `done` (if any) is called once they
+    /// are on disk, or failed to get there, after every earlier job's.
     Changes {
         changes: Vec<Change>,
         done: Option<Done>,
@@ -248,7 +248,7 @@ enum Row {
 
 /// Changes nobody waits for whose commit failed: the newest per row. Each
 /// change writes its row whole, so the newest alone gives the row the
-/// book's value, and rows are independent, so their order does not matter.
+/// rules' value, and rows are independent, so their order does not matter.
 #[derive(Default)]
 struct Carry(HashMap<Row, Change>);
 
@@ -519,7 +519,7 @@ mod tests {
             acked.remove(&delivery.id);
         }
         broker.set("b", "k", b"v2".to_vec()).await.unwrap();
-        // Refused sends were forgotten: the book holds what was acknowledged.
+        // Refused sends were forgotten: the rules hold what was acknowledged.
         assert_eq!(broker.len("q").await.unwrap(), acked.len());
         broker.flush().await.unwrap();
         broker.close();

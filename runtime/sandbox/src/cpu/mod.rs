@@ -6,7 +6,7 @@
 //!
 //! The host has a number of CPU *slots* (one per CPU by default). At every
 //! epoch tick (10 ms) each executing guest stops at a safe point, and its
-//! store's epoch callback calls [`GuestCpu::on_tick`] with the fuel it has
+//! store's epoch callback calls `GuestCpu::on_tick` with the fuel it has
 //! left:
 //!
 //! 1. The fuel burnt since its last report is charged to its role: to the
@@ -53,35 +53,28 @@
 //! Short invocations that end within a tick never meet the scheduler: they
 //! run as soon as the async executor polls them, and a CPU-bound neighbour
 //! yields the thread to them every [`crate::EngineConfig::fuel_yield_interval`]
-//! units of fuel. That keeps a light tenant's latency low beside hogs; their
+//! units of fuel. That keeps a light role's latency low beside hogs; their
 //! fuel is still charged to their role's account, and the quota still
-//! holds them back ([`RoleCpu::wait_for_quota`]) before they start.
+//! holds them back (`RoleCpu::wait_for_quota`) before they start.
 
+mod role;
+mod share;
 mod state;
+mod waiter;
 
-use crate::config::CpuShare;
 use crate::usage::{RoleUsage, WaitKind};
-use state::{RoleState, State, Turn, quota_bucket};
+use role::{RoleState, quota_bucket};
+pub use share::CpuShare;
+use state::{State, Turn};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-use tokio::sync::Notify;
-
-/// Virtual time is fuel × this ÷ weight, so small weights lose no precision.
-const WEIGHT_SCALE: u128 = 1 << 16;
-/// The period of a hard quota: a role may burn a tenth of a second's quota
-/// at once, then is held to the rate (as `cpu.max`'s default 100 ms period).
-const QUOTA_PERIOD: Duration = Duration::from_millis(100);
-/// Ticks over which each role's share of the host's fuel is measured.
-const SHARE_WINDOW_TICKS: u64 = 100;
+use std::time::Instant;
+use waiter::{GuestId, RoleId};
 
 /// A future a guest waits in before it runs on.
 pub(crate) type Parked = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-type GuestId = u64;
-type RoleId = u64;
 
 /// The host's CPU scheduler: slots, the roles sharing them, and who waits.
 #[derive(Debug)]
@@ -305,47 +298,6 @@ impl Drop for GuestCpu {
     }
 }
 
-/// A queued guest's ticket: set when it is granted a slot.
-#[derive(Debug)]
-pub(crate) struct Waiter {
-    guest: GuestId,
-    granted: AtomicBool,
-    wake: Notify,
-}
-
-impl Waiter {
-    fn new(guest: GuestId) -> Arc<Self> {
-        Arc::new(Self {
-            guest,
-            granted: AtomicBool::new(false),
-            wake: Notify::new(),
-        })
-    }
-
-    fn grant(&self) {
-        self.granted.store(true, Ordering::Release);
-        // notify_one keeps a permit if the guest is not waiting yet.
-        self.wake.notify_one();
-    }
-
-    /// Waits until granted, or until the deadline.
-    async fn granted_or(&self, deadline: Option<tokio::time::Instant>) {
-        while !self.granted.load(Ordering::Acquire) {
-            match deadline {
-                Some(at) => {
-                    if tokio::time::timeout_at(at, self.wake.notified())
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                None => self.wake.notified().await,
-            }
-        }
-    }
-}
-
 /// Now, on tokio's clock (so tests with a paused clock see time pass).
 fn clock_now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -381,6 +333,7 @@ impl Drop for Stopwatch {
 
 #[cfg(test)]
 mod tests {
+    use super::role::WEIGHT_SCALE;
     use super::*;
 
     #[test]

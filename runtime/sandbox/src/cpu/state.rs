@@ -2,13 +2,14 @@
 //! every function here takes the current time as an argument, so the
 //! arithmetic is tested with a simulated host (no sleeps, no threads).
 
-use super::{GuestId, QUOTA_PERIOD, RoleId, SHARE_WINDOW_TICKS, WEIGHT_SCALE, Waiter};
-use crate::rate_limit::TokenBucket;
-use crate::usage::RoleUsage;
-use std::collections::{HashMap, VecDeque};
+use super::role::RoleState;
+use super::waiter::{GuestId, RoleId, Waiter};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Ticks over which each role's share of the host's fuel is measured.
+pub(super) const SHARE_WINDOW_TICKS: u64 = 100;
 
 /// Ticks without any guest reporting or asking after which a role counts
 /// as idle, and starts again level with the busy roles (100 ms).
@@ -30,58 +31,6 @@ pub(super) struct Holder {
     role: RoleId,
     /// The tick of its last report (or of its grant).
     reported_at: u64,
-}
-
-#[derive(Debug)]
-pub(super) struct RoleState {
-    pub(super) weight: u128,
-    /// Fuel burnt × WEIGHT_SCALE ÷ weight.
-    pub(super) vtime: u128,
-    pub(super) quota: Option<TokenBucket>,
-    pub(super) waiting: VecDeque<Arc<Waiter>>,
-    /// Fuel burnt in the current share window.
-    pub(super) window_fuel: u64,
-    /// Fuel settled without the lock (already in `usage`), to fold in.
-    pub(super) unsettled: Arc<AtomicU64>,
-    /// The tick a guest of the role last reported or asked for a slot.
-    pub(super) active_at: u64,
-    pub(super) usage: Arc<RoleUsage>,
-}
-
-impl RoleState {
-    pub(super) fn new(
-        weight: u32,
-        quota: Option<TokenBucket>,
-        unsettled: Arc<AtomicU64>,
-        usage: Arc<RoleUsage>,
-    ) -> Self {
-        Self {
-            weight: u128::from(weight.max(1)),
-            vtime: 0,
-            quota,
-            waiting: VecDeque::new(),
-            window_fuel: 0,
-            unsettled,
-            active_at: 0,
-            usage,
-        }
-    }
-
-    /// Adds fuel (already counted in the usage) to the virtual time.
-    fn add_vtime(&mut self, burnt: u64) {
-        self.vtime = self
-            .vtime
-            .saturating_add(u128::from(burnt) * WEIGHT_SCALE / self.weight);
-        self.window_fuel = self.window_fuel.saturating_add(burnt);
-    }
-
-    /// Folds in what invocations settled without the lock.
-    fn fold_unsettled(&mut self) {
-        let burnt = self.unsettled.swap(0, Ordering::Relaxed);
-        if burnt > 0 {
-            self.add_vtime(burnt);
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -330,17 +279,13 @@ impl State {
     }
 }
 
-/// A bucket holding one quota period's fuel, refilled every period.
-pub(super) fn quota_bucket(fuel_per_sec: u64, now: Instant) -> Option<TokenBucket> {
-    let period_ms = u64::try_from(QUOTA_PERIOD.as_millis()).unwrap_or(1000);
-    let per_period = fuel_per_sec.saturating_mul(period_ms) / 1000;
-    TokenBucket::new(per_period.max(1), QUOTA_PERIOD, 0, now)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::role::{QUOTA_PERIOD, quota_bucket};
     use super::*;
+    use crate::rate_limit::TokenBucket;
     use crate::usage::RoleUsage;
+    use std::sync::atomic::Ordering;
 
     /// A simulated host: `slots` slots, guests that burn `fuel_per_tick`
     /// whenever they hold a slot, for `ticks` ticks. Returns fuel per role.

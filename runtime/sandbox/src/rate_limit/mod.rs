@@ -3,9 +3,10 @@
 //! role's HTTP bodies and its outgoing requests.
 //!
 //! The buckets are [`TokenBucket`]s (after Firecracker's `rate_limiter`).
-//! One [`RoleLimiter`] holds a role's buckets, shared by all its sandboxes
-//! (a role is one tenant however many instances it runs), and counts what
-//! each interface admitted, refused and waited, for the role's usage.
+//! One [`RoleLimiter`] holds the buckets of one version of a role, shared
+//! by all sandboxes of that version however many instances it runs, and
+//! counts what each interface admitted, refused and waited, for the role's
+//! usage. Bytes are counted as tokens one for one (`byte_count`).
 //!
 //! Three ways to pass a limiter, for three kinds of call:
 //! - [`RoleLimiter::admit`]: a call waits for its tokens (backpressure) up
@@ -16,297 +17,23 @@
 //!   in hand (a body frame, a received message) are taken whatever the
 //!   budget; the debt is waited out by the stream (body shaping) or by the
 //!   role's next calls.
+//!
+//! The limits are data ([`RateLimits`], from the manifest's `rate-limits`
+//! table, in `table.rs`) keyed by [`Interface`]: one table registers
+//! every interface with its name and default buckets (`interface.rs`), so a
+//! new host interface adds one entry there and names it in its own module.
 
 mod bucket;
+mod interface;
+mod table;
 
 pub use bucket::TokenBucket;
+pub use interface::{BucketConfig, Interface, InterfaceLimits};
+pub use table::{MAX_REFILL_MS, RateLimits};
 
-use serde::Deserialize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// One bucket's settings, as written in a manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct BucketConfig {
-    /// Tokens the bucket holds when full; 0 means unlimited.
-    pub size: u64,
-    /// Milliseconds to refill `size` tokens from empty; 0 means unlimited.
-    pub refill_ms: u64,
-    /// A one-time extra allowance, spent first. Default 0.
-    #[serde(default)]
-    pub burst: u64,
-}
-
-impl BucketConfig {
-    /// `size` tokens per second.
-    pub const fn per_second(size: u64) -> Self {
-        Self {
-            size,
-            refill_ms: 1000,
-            burst: 0,
-        }
-    }
-
-    fn build(&self, now: Instant) -> Option<TokenBucket> {
-        TokenBucket::new(
-            self.size,
-            Duration::from_millis(self.refill_ms),
-            self.burst,
-            now,
-        )
-    }
-}
-
-/// The operations and bytes buckets of one interface (`None`: unlimited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InterfaceLimits {
-    /// Calls per refill period.
-    pub ops: Option<BucketConfig>,
-    /// Payload bytes (message bodies, keys and values, HTTP bodies) per
-    /// refill period.
-    pub bytes: Option<BucketConfig>,
-}
-
-/// A role's rate limits, per interface. Deserialized from a role's
-/// `rate-limits` table, where each bucket given replaces its default and a
-/// `size` of 0 removes the limit; every interface has a default, so a role
-/// nobody configured cannot flood the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawRateLimits")]
-pub struct RateLimits {
-    /// `weft:vmbus/queue`. Default: 1,000 calls/s and 16 MiB/s — ample for
-    /// a role's own traffic, a fraction of what one host core can serve.
-    pub queue: InterfaceLimits,
-    /// `wasi:keyvalue/store`. Default: 1,000 calls/s and 16 MiB/s.
-    pub kv: InterfaceLimits,
-    /// `wasi:config/store`. Default: 1,000 calls/s (settings are read at
-    /// start, not per message).
-    pub config: InterfaceLimits,
-    /// The guest's stdout and stderr: `ops` counts lines, `bytes` their
-    /// bytes. Default: 500 lines/s after a one-time burst of 1,000 (a
-    /// start-up banner passes whole), and 1 MiB/s. Each line costs the host
-    /// a log event whatever its length, so lines are limited as well as
-    /// bytes: a guest printing bare newlines would otherwise make the host
-    /// emit a million events a second. Output over the limit is dropped (a
-    /// guest's `print` must not fail or block), and the log says how many
-    /// lines were lost.
-    pub log: InterfaceLimits,
-    /// A web role's incoming HTTP: `ops` counts requests (over the limit:
-    /// 429 with `Retry-After`), `bytes` the request and response bodies
-    /// (over the limit: the body is slowed, never cut). Default: no request
-    /// limit (`max-in-flight` bounds concurrency) and 64 MiB/s of bodies.
-    pub http: InterfaceLimits,
-    /// A web role's outgoing HTTP (see `egress`): `ops` counts requests,
-    /// `bytes` the bodies sent and received. Default: 100 requests/s and
-    /// 16 MiB/s: an API client's traffic, not a crawler's.
-    pub egress: InterfaceLimits,
-    /// `weft:vmbus/usage`. Default: 1,000 calls/s.
-    pub usage: InterfaceLimits,
-    /// How long a call may wait for its tokens before it gets
-    /// `rate-limited`, in milliseconds. Default 100: backpressure smooths
-    /// bursts without holding a guest (and its deadline) for long.
-    pub max_wait_ms: u64,
-}
-
-const MIB: u64 = 1024 * 1024;
-
-/// The longest refill period a bucket may have: a day.
-pub const MAX_REFILL_MS: u64 = 24 * 60 * 60 * 1000;
-
-/// The manifest's form: only what it overrides.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawRateLimits {
-    #[serde(default)]
-    queue: RawInterface,
-    #[serde(default)]
-    kv: RawInterface,
-    #[serde(default)]
-    config: RawInterface,
-    #[serde(default)]
-    log: RawInterface,
-    #[serde(default)]
-    http: RawInterface,
-    #[serde(default)]
-    egress: RawInterface,
-    #[serde(default)]
-    usage: RawInterface,
-    max_wait_ms: Option<u64>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawInterface {
-    ops: Option<BucketConfig>,
-    bytes: Option<BucketConfig>,
-}
-
-impl RawInterface {
-    fn over(self, default: InterfaceLimits) -> InterfaceLimits {
-        let pick = |given: Option<BucketConfig>, default| match given {
-            Some(config) if config.size == 0 || config.refill_ms == 0 => None,
-            Some(config) => Some(config),
-            None => default,
-        };
-        InterfaceLimits {
-            ops: pick(self.ops, default.ops),
-            bytes: pick(self.bytes, default.bytes),
-        }
-    }
-}
-
-impl TryFrom<RawRateLimits> for RateLimits {
-    type Error = String;
-
-    fn try_from(raw: RawRateLimits) -> Result<Self, String> {
-        let default = RateLimits::default();
-        let max_wait_ms = raw.max_wait_ms.unwrap_or(default.max_wait_ms);
-        if max_wait_ms > 60_000 {
-            return Err(format!(
-                "max-wait-ms must be at most 60000, not {max_wait_ms}"
-            ));
-        }
-        // A refill period past a day is a typo, and its instants overflow.
-        let interfaces = [
-            ("queue", &raw.queue),
-            ("kv", &raw.kv),
-            ("config", &raw.config),
-            ("log", &raw.log),
-            ("http", &raw.http),
-            ("egress", &raw.egress),
-            ("usage", &raw.usage),
-        ];
-        for (name, interface) in interfaces {
-            for (kind, bucket) in [("ops", &interface.ops), ("bytes", &interface.bytes)] {
-                if let Some(bucket) = bucket
-                    && bucket.refill_ms > MAX_REFILL_MS
-                {
-                    return Err(format!(
-                        "{name}.{kind}.refill-ms must be at most {MAX_REFILL_MS} (a day), not {}",
-                        bucket.refill_ms
-                    ));
-                }
-            }
-        }
-        Ok(Self {
-            queue: raw.queue.over(default.queue),
-            kv: raw.kv.over(default.kv),
-            config: raw.config.over(default.config),
-            log: raw.log.over(default.log),
-            http: raw.http.over(default.http),
-            egress: raw.egress.over(default.egress),
-            usage: raw.usage.over(default.usage),
-            max_wait_ms,
-        })
-    }
-}
-
-impl Default for RateLimits {
-    fn default() -> Self {
-        let call_rate = Some(BucketConfig::per_second(1000));
-        let byte_rate = Some(BucketConfig::per_second(16 * MIB));
-        Self {
-            queue: InterfaceLimits {
-                ops: call_rate,
-                bytes: byte_rate,
-            },
-            kv: InterfaceLimits {
-                ops: call_rate,
-                bytes: byte_rate,
-            },
-            config: InterfaceLimits {
-                ops: call_rate,
-                bytes: None,
-            },
-            log: InterfaceLimits {
-                ops: Some(BucketConfig {
-                    size: 500,
-                    refill_ms: 1000,
-                    burst: 1000,
-                }),
-                bytes: Some(BucketConfig::per_second(MIB)),
-            },
-            http: InterfaceLimits {
-                ops: None,
-                bytes: Some(BucketConfig::per_second(64 * MIB)),
-            },
-            egress: InterfaceLimits {
-                ops: Some(BucketConfig::per_second(100)),
-                bytes: byte_rate,
-            },
-            usage: InterfaceLimits {
-                ops: call_rate,
-                bytes: None,
-            },
-            max_wait_ms: 100,
-        }
-    }
-}
-
-impl RateLimits {
-    fn of(&self, interface: Interface) -> &InterfaceLimits {
-        match interface {
-            Interface::Queue => &self.queue,
-            Interface::Kv => &self.kv,
-            Interface::Config => &self.config,
-            Interface::Log => &self.log,
-            Interface::Http => &self.http,
-            Interface::Egress => &self.egress,
-            Interface::Usage => &self.usage,
-        }
-    }
-}
-
-/// The interfaces that are rate limited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Interface {
-    /// `weft:vmbus/queue`.
-    Queue,
-    /// `wasi:keyvalue/store`.
-    Kv,
-    /// `wasi:config/store`.
-    Config,
-    /// The guest's stdout and stderr.
-    Log,
-    /// A web role's incoming requests and their bodies.
-    Http,
-    /// A web role's outgoing HTTP requests and their bodies.
-    Egress,
-    /// `weft:vmbus/usage`.
-    Usage,
-}
-
-impl Interface {
-    /// Every interface, in a fixed order.
-    pub const ALL: [Interface; 7] = [
-        Interface::Queue,
-        Interface::Kv,
-        Interface::Config,
-        Interface::Log,
-        Interface::Http,
-        Interface::Egress,
-        Interface::Usage,
-    ];
-
-    /// A short name, for metrics and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Interface::Queue => "queue",
-            Interface::Kv => "kv",
-            Interface::Config => "config",
-            Interface::Log => "log",
-            Interface::Http => "http",
-            Interface::Egress => "egress",
-            Interface::Usage => "usage",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// The call had to wait longer than allowed for its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -352,6 +79,12 @@ impl Buckets {
         }
         Ok(())
     }
+}
+
+/// A length in bytes (of a body, a name, a value) as bucket tokens, one a
+/// byte, and as usage counts bytes.
+pub(crate) fn byte_count(len: usize) -> u64 {
+    u64::try_from(len).unwrap_or(u64::MAX)
 }
 
 /// Now, on tokio's clock (so tests with a paused clock see time pass).
@@ -402,7 +135,7 @@ impl RoleLimiter {
         let now = clock_now();
         Self {
             interfaces: Interface::ALL.map(|interface| Limited {
-                buckets: Mutex::new(Buckets::new(limits.of(interface), now)),
+                buckets: Mutex::new(Buckets::new(&limits[interface], now)),
                 counters: Counters::default(),
             }),
             max_wait: Duration::from_millis(limits.max_wait_ms),
@@ -552,28 +285,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn manifest_overrides_replace_single_buckets() {
-        let limits: RateLimits = toml::from_str(
-            "max-wait-ms = 5\n[queue]\nops = { size = 50, refill-ms = 1000 }\n[kv]\nbytes = { size = 0, refill-ms = 1 }\n",
-        )
-        .unwrap();
-        let default = RateLimits::default();
-        assert_eq!(limits.queue.ops, Some(BucketConfig::per_second(50)));
-        assert_eq!(
-            limits.queue.bytes, default.queue.bytes,
-            "an unnamed bucket keeps its default"
-        );
-        assert_eq!(limits.kv.bytes, None, "size 0 removes the limit");
-        assert_eq!(limits.kv.ops, default.kv.ops);
-        assert_eq!(limits.max_wait_ms, 5);
-        assert!(toml::from_str::<RateLimits>("[queue]\nopps = 1\n").is_err());
-    }
-
     #[tokio::test(start_paused = true)]
     async fn guest_lines_are_limited_by_default_not_only_their_bytes() {
         let limits = RateLimits::default();
-        let ops = limits.log.ops.expect("a default line rate");
+        let ops = limits[Interface::Log].ops.expect("a default line rate");
         let limiter = RoleLimiter::new(&limits);
         // Bare newlines (one byte each): far within the bytes rate, so only
         // the line rate can hold them.
@@ -596,14 +311,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn admit_waits_within_the_bound_then_refuses() {
-        let limits = RateLimits {
-            queue: InterfaceLimits {
-                ops: Some(BucketConfig::per_second(10)),
-                bytes: None,
-            },
-            max_wait_ms: 150,
-            ..RateLimits::default()
-        };
+        let limits = RateLimits::default()
+            .with(
+                Interface::Queue,
+                InterfaceLimits {
+                    ops: Some(BucketConfig::per_second(10)),
+                    bytes: None,
+                },
+            )
+            .with_max_wait_ms(150);
         let limiter = RoleLimiter::new(&limits);
         for _ in 0..10 {
             limiter.admit(Interface::Queue, 0).await.unwrap();
@@ -615,14 +331,17 @@ mod tests {
         // Other interfaces have their own buckets.
         limiter.admit(Interface::Kv, 10).await.unwrap();
         // Two tokens at once would take 200 ms: refused at once.
-        let limited = RoleLimiter::new(&RateLimits {
-            queue: InterfaceLimits {
-                ops: None,
-                bytes: Some(BucketConfig::per_second(10)),
-            },
-            max_wait_ms: 150,
-            ..RateLimits::default()
-        });
+        let limited = RoleLimiter::new(
+            &RateLimits::default()
+                .with(
+                    Interface::Queue,
+                    InterfaceLimits {
+                        ops: None,
+                        bytes: Some(BucketConfig::per_second(10)),
+                    },
+                )
+                .with_max_wait_ms(150),
+        );
         limited.admit(Interface::Queue, 10).await.unwrap();
         let started = tokio::time::Instant::now();
         assert_eq!(limited.admit(Interface::Queue, 2).await, Err(RateLimited));
@@ -631,14 +350,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn counters_record_what_passed_and_what_was_refused() {
-        let limiter = RoleLimiter::new(&RateLimits {
-            queue: InterfaceLimits {
-                ops: Some(BucketConfig::per_second(2)),
-                bytes: None,
-            },
-            max_wait_ms: 0,
-            ..RateLimits::default()
-        });
+        let limiter = RoleLimiter::new(
+            &RateLimits::default()
+                .with(
+                    Interface::Queue,
+                    InterfaceLimits {
+                        ops: Some(BucketConfig::per_second(2)),
+                        bytes: None,
+                    },
+                )
+                .with_max_wait_ms(0),
+        );
         for _ in 0..3 {
             let _ = limiter.admit(Interface::Queue, 5).await;
         }
@@ -651,13 +373,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn take_bytes_paces_a_stream_to_the_bytes_rate() {
-        let limiter = RoleLimiter::new(&RateLimits {
-            http: InterfaceLimits {
+        let limiter = RoleLimiter::new(&RateLimits::default().with(
+            Interface::Http,
+            InterfaceLimits {
                 ops: None,
                 bytes: Some(BucketConfig::per_second(1000)),
             },
-            ..RateLimits::default()
-        });
+        ));
         let started = tokio::time::Instant::now();
         for _ in 0..100 {
             let pause = limiter.take_bytes(Interface::Http, 100);
@@ -676,14 +398,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bytes_handed_over_are_paid_for_before_the_next_call_of_any_size() {
-        let limiter = RoleLimiter::new(&RateLimits {
-            queue: InterfaceLimits {
-                ops: None,
-                bytes: Some(BucketConfig::per_second(1000)),
-            },
-            max_wait_ms: 100,
-            ..RateLimits::default()
-        });
+        let limiter = RoleLimiter::new(
+            &RateLimits::default()
+                .with(
+                    Interface::Queue,
+                    InterfaceLimits {
+                        ops: None,
+                        bytes: Some(BucketConfig::per_second(1000)),
+                    },
+                )
+                .with_max_wait_ms(100),
+        );
         // A receive handed over 3,000 bytes of bodies: 2,000 owed, 2 s.
         limiter.admit(Interface::Queue, 0).await.unwrap();
         limiter.charge(Interface::Queue, 3000);

@@ -1,29 +1,56 @@
 //! Host side of the standard `wasi:config/store`: the settings the role's
-//! manifest gives it, read-only.
+//! manifest gives it, read-only. No per-instance state: the settings are
+//! the role's grants. Draws on the [`BUCKET`] bucket.
 
-use super::VmBusView;
-use super::bindings::wasi::config::store::{Error, Host};
+use super::bindings::wasi::config::store::{self, Error, Host};
+use super::caller::Caller;
 use crate::rate_limit::{Interface, RoleLimiter};
 use std::sync::Arc;
+use wasmtime::component::{HasData, Linker};
+
+/// The rate-limit bucket this interface draws on.
+pub const BUCKET: Interface = Interface::Config;
+
+/// What a `wasi:config` call works on: its caller's grants.
+pub struct ConfigView<'a> {
+    /// Who calls.
+    pub caller: &'a Caller,
+}
+
+/// Marks [`ConfigView`] as the data `wasi:config`'s host functions borrow.
+struct Config;
+
+impl HasData for Config {
+    type Data<'a> = ConfigView<'a>;
+}
+
+/// Links `wasi:config/store` into `linker`, each call served on the view
+/// `get` takes of the store's data.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ConfigView<'_>,
+) -> wasmtime::Result<()> {
+    store::add_to_linker::<T, Config>(linker, get)
+}
 
 /// Admits one call, or says why not in `wasi:config`'s terms.
 async fn admit(limiter: Arc<RoleLimiter>) -> Result<(), Error> {
     limiter
-        .admit(Interface::Config, 0)
+        .admit(BUCKET, 0)
         .await
         .map_err(|_| Error::Upstream(super::keyvalue::RATE_LIMITED.into()))
 }
 
-impl Host for VmBusView<'_> {
+impl Host for ConfigView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, Error>> {
-        Ok(admit(self.ctx.limiter.clone())
+        Ok(admit(self.caller.limiter.clone())
             .await
-            .map(|()| self.ctx.grants.settings.get(&key).cloned()))
+            .map(|()| self.caller.grants.settings.get(&key).cloned()))
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, Error>> {
-        Ok(admit(self.ctx.limiter.clone()).await.map(|()| {
-            self.ctx
+        Ok(admit(self.caller.limiter.clone()).await.map(|()| {
+            self.caller
                 .grants
                 .settings
                 .iter()

@@ -10,13 +10,17 @@
 //! refills nothing. Once the host asks a worker instance to stop, `receive`
 //! returns nothing, at once (see [`super::lifecycle`]).
 //!
-//! Strings and byte lists arrive as [`wire::GuestStr`] and [`WasmList`]:
+//! Strings and byte lists arrive as `wire::GuestStr` and [`WasmList`]:
 //! views into the guest's memory. Every call goes the same way: lengths are
 //! checked first (they cost nothing to check: a gigabyte-long name or body
 //! is refused unread), then the role's rate limiter admits the call, and
 //! only then is anything decoded or copied, and the grant checked. So a
 //! guest flooding calls is held to its rate before the host does any work
 //! proportional to what it passes.
+//!
+//! Its per-instance state is [`QueueState`] (the backend, the leases held,
+//! a worker's batch budget); it draws on the [`BUCKET`] bucket; it asks of
+//! the store's data only what [`QueueHost`] says.
 
 mod leases;
 #[cfg(test)]
@@ -27,17 +31,20 @@ mod wire;
 
 pub use leases::{Lease, Leases};
 
-use super::VmBusCtx;
 use super::bindings::weft::vmbus::queue::{Message, Peeked};
 use super::bindings::weft::vmbus::types::Error as WitError;
-use crate::rate_limit::{Interface, RateLimited};
-use crate::sandbox::GuestState;
+use super::caller::Caller;
+use super::lifecycle::LifecycleState;
+use crate::rate_limit::{Interface, RateLimited, byte_count};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, WasmList};
-use weft_broker::{BrokerError, MAX_BATCH, ReceiveRequest, SendOptions, check_batch};
-use wire::{GuestStr, WireSendOptions, check_queue, read_queue, read_receipt, read_send};
+use weft_broker::{BrokerError, MAX_BATCH, QueueBroker, ReceiveRequest, SendOptions, check_batch};
+use wire::{
+    GuestStr, WireSendOptions, bad_queue_name, check_queue, read_queue, read_receipt, read_send,
+};
 
 /// The longest a `receive` waits for a message, whatever the guest asks: a
 /// bounded long poll keeps an idle worker cheap without hiding it from the host.
@@ -50,6 +57,52 @@ pub const MAX_DELAY_MS: u32 = 7 * 24 * 60 * 60 * 1000;
 const NAME_ECHO: usize = 64;
 
 const INTERFACE: &str = "weft:vmbus/queue@0.1.0";
+
+/// The rate-limit bucket this interface draws on.
+pub const BUCKET: Interface = Interface::Queue;
+
+/// An instance's queue state.
+pub struct QueueState {
+    pub(crate) broker: Arc<dyn QueueBroker>,
+    /// The receipts it holds, to abandon if it fails.
+    pub(crate) leases: Leases,
+    /// A worker's per-batch budget; `None` for a web request's sandbox.
+    pub(crate) batch: Option<BatchControl>,
+}
+
+impl QueueState {
+    /// State for an instance whose queues `broker` holds.
+    pub fn new(broker: Arc<dyn QueueBroker>) -> Self {
+        Self {
+            broker,
+            leases: Leases::default(),
+            batch: None,
+        }
+    }
+}
+
+/// What a queue call works on: the instance's queue state, its caller, and
+/// whether it has been asked to stop.
+pub struct QueueView<'a> {
+    /// The instance's queue state.
+    pub state: &'a mut QueueState,
+    /// Who calls.
+    pub caller: &'a Caller,
+    /// Whether the host has asked the instance to stop.
+    pub lifecycle: &'a LifecycleState,
+}
+
+/// What `weft:vmbus/queue` needs of a store's data: its view, and the two
+/// things a worker's `receive` changes in the sandbox around it.
+pub trait QueueHost: Send + Sized + 'static {
+    /// The view queue calls work on.
+    fn queue(&mut self) -> QueueView<'_>;
+    /// Starts a worker's new batch: charges what the last one burnt and
+    /// gives the guest `fuel` afresh.
+    fn start_batch(store: &mut StoreContextMut<'_, Self>, fuel: u64) -> wasmtime::Result<()>;
+    /// Sets (or, with `None`, clears) the current invocation's deadline.
+    fn set_deadline(&mut self, deadline: Option<Instant>);
+}
 
 /// A worker's per-batch budget, and where it announces its batch deadline
 /// to the supervisor that enforces it.
@@ -88,12 +141,7 @@ impl From<RateLimited> for WitError {
     }
 }
 
-/// A length as bucket tokens.
-pub(crate) fn byte_count(len: usize) -> u64 {
-    u64::try_from(len).unwrap_or(u64::MAX)
-}
-
-impl VmBusCtx {
+impl Caller {
     /// The backend's name for `queue`, if the role may use it.
     fn granted_queue(&self, queue: &str) -> Result<String, WitError> {
         if self.grants.queues.contains(queue) {
@@ -116,20 +164,21 @@ enum Settle {
     Extend { visibility_ms: u32 },
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+/// Links `weft:vmbus/queue` (and its types) into `linker`.
+pub fn add_to_linker<T: QueueHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     // The interface's types live in their own (function-less) instance.
     linker.instance("weft:vmbus/types@0.1.0")?;
     let mut queue = linker.instance(INTERFACE)?;
     queue.func_wrap_async(
         "send",
-        |store: StoreContextMut<'_, GuestState>,
+        |store: StoreContextMut<'_, T>,
          (name, body, options): (GuestStr, WasmList<u8>, WireSendOptions)| {
             Box::new(async move { Ok((send_call(store, name, body, options).await,)) })
         },
     )?;
     queue.func_wrap_async(
         "receive",
-        |store: StoreContextMut<'_, GuestState>,
+        |store: StoreContextMut<'_, T>,
          (name, max, visibility_ms, wait_ms): (GuestStr, u32, u32, u32)| {
             Box::new(
                 async move { Ok((receive_call(store, name, max, visibility_ms, wait_ms).await,)) },
@@ -138,7 +187,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     queue.func_wrap_async(
         "complete",
-        |store: StoreContextMut<'_, GuestState>, (name, receipt): (GuestStr, GuestStr)| {
+        |store: StoreContextMut<'_, T>, (name, receipt): (GuestStr, GuestStr)| {
             Box::new(
                 async move { Ok((settle_call(store, name, receipt, Settle::Complete).await,)) },
             )
@@ -146,8 +195,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     queue.func_wrap_async(
         "abandon",
-        |store: StoreContextMut<'_, GuestState>,
-         (name, receipt, delay_ms): (GuestStr, GuestStr, u32)| {
+        |store: StoreContextMut<'_, T>, (name, receipt, delay_ms): (GuestStr, GuestStr, u32)| {
             Box::new(async move {
                 Ok((settle_call(store, name, receipt, Settle::Abandon { delay_ms }).await,))
             })
@@ -155,7 +203,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     queue.func_wrap_async(
         "extend",
-        |store: StoreContextMut<'_, GuestState>,
+        |store: StoreContextMut<'_, T>,
          (name, receipt, visibility_ms): (GuestStr, GuestStr, u32)| {
             Box::new(async move {
                 let how = Settle::Extend { visibility_ms };
@@ -165,10 +213,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     queue.func_wrap_async(
         "length",
-        |mut store: StoreContextMut<'_, GuestState>, (name,): (GuestStr,)| {
+        |mut store: StoreContextMut<'_, T>, (name,): (GuestStr,)| {
             Box::new(async move {
                 Ok((match admit_named(&mut store, &name, 0).await {
-                    Ok(name) => length(&mut store.data_mut().vmbus, &name).await,
+                    Ok(name) => length(&mut store.data_mut().queue(), &name).await,
                     Err(e) => Err(e),
                 },))
             })
@@ -176,10 +224,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     queue.func_wrap_async(
         "peek",
-        |mut store: StoreContextMut<'_, GuestState>, (name, max): (GuestStr, u32)| {
+        |mut store: StoreContextMut<'_, T>, (name, max): (GuestStr, u32)| {
             Box::new(async move {
                 Ok((match admit_named(&mut store, &name, 0).await {
-                    Ok(name) => peek(&mut store.data_mut().vmbus, &name, max).await,
+                    Ok(name) => peek(&mut store.data_mut().queue(), &name, max).await,
                     Err(e) => Err(e),
                 },))
             })
@@ -191,22 +239,23 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
 /// The start of every call naming a queue: the name's length checked
 /// unread, the call (carrying `bytes`) admitted by the role's rate limiter,
 /// then the name read.
-async fn admit_named(
-    store: &mut StoreContextMut<'_, GuestState>,
+async fn admit_named<T: QueueHost>(
+    store: &mut StoreContextMut<'_, T>,
     name: &GuestStr,
     bytes: u64,
 ) -> Result<String, WitError> {
-    let limiter = {
-        let ctx = &store.data().vmbus;
-        check_queue(&ctx.grants.role, name)?;
-        ctx.limiter.clone()
-    };
-    limiter.admit(Interface::Queue, bytes).await?;
+    // The caller is borrowed from the store while the limiter waits (nothing
+    // else uses the store meanwhile), and again for the role's name only if
+    // the name cannot be read: no reference count is touched per call.
+    let caller = store.data_mut().queue().caller;
+    check_queue(&caller.grants.role, name)?;
+    caller.limiter.admit(BUCKET, bytes).await?;
     read_queue(&*store, name)
+        .map_err(|bad| bad_queue_name(bad, &store.data_mut().queue().caller.grants.role))
 }
 
-async fn send_call(
-    mut store: StoreContextMut<'_, GuestState>,
+async fn send_call<T: QueueHost>(
+    mut store: StoreContextMut<'_, T>,
     name: GuestStr,
     body: WasmList<u8>,
     options: WireSendOptions,
@@ -214,11 +263,11 @@ async fn send_call(
     let bytes = wire::check_send(&body, &options)?;
     let name = admit_named(&mut store, &name, bytes).await?;
     let (body, options) = read_send(&store, &body, &options)?;
-    send(&mut store.data_mut().vmbus, &name, body, options).await
+    send(&mut store.data_mut().queue(), &name, body, options).await
 }
 
-async fn receive_call(
-    mut store: StoreContextMut<'_, GuestState>,
+async fn receive_call<T: QueueHost>(
+    mut store: StoreContextMut<'_, T>,
     name: GuestStr,
     max_messages: u32,
     visibility_ms: u32,
@@ -228,8 +277,8 @@ async fn receive_call(
     receive(store, &name, max_messages, visibility_ms, wait_ms).await
 }
 
-async fn settle_call(
-    mut store: StoreContextMut<'_, GuestState>,
+async fn settle_call<T: QueueHost>(
+    mut store: StoreContextMut<'_, T>,
     name: GuestStr,
     receipt: GuestStr,
     how: Settle,
@@ -242,32 +291,32 @@ async fn settle_call(
     let bytes = byte_count(receipt.min_bytes());
     let name = admit_named(&mut store, &name, bytes).await?;
     let receipt = read_receipt(&store, &receipt)?;
-    settle(&mut store.data_mut().vmbus, &name, &receipt, how).await
+    settle(&mut store.data_mut().queue(), &name, &receipt, how).await
 }
 
 /// Sends, once admitted: the grant checked, then the backend called.
 async fn send(
-    ctx: &mut VmBusCtx,
+    view: &mut QueueView<'_>,
     name: &str,
     body: Vec<u8>,
     options: SendOptions,
 ) -> Result<String, WitError> {
-    let queue = ctx.granted_queue(name)?;
-    Ok(ctx.queues.send(&queue, body, options).await?)
+    let queue = view.caller.granted_queue(name)?;
+    Ok(view.state.broker.send(&queue, body, options).await?)
 }
 
-async fn length(ctx: &mut VmBusCtx, name: &str) -> Result<u64, WitError> {
-    let queue = ctx.granted_queue(name)?;
-    let len = ctx.queues.len(&queue).await?;
+async fn length(view: &mut QueueView<'_>, name: &str) -> Result<u64, WitError> {
+    let queue = view.caller.granted_queue(name)?;
+    let len = view.state.broker.len(&queue).await?;
     Ok(u64::try_from(len).unwrap_or(u64::MAX))
 }
 
-async fn peek(ctx: &mut VmBusCtx, name: &str, max: u32) -> Result<Vec<Peeked>, WitError> {
-    let queue = ctx.granted_queue(name)?;
+async fn peek(view: &mut QueueView<'_>, name: &str, max: u32) -> Result<Vec<Peeked>, WitError> {
+    let queue = view.caller.granted_queue(name)?;
     check_batch(max)?;
-    let peeked = ctx.queues.peek(&queue, max).await?;
-    ctx.limiter.charge(
-        Interface::Queue,
+    let peeked = view.state.broker.peek(&queue, max).await?;
+    view.caller.limiter.charge(
+        BUCKET,
         byte_count(peeked.iter().map(|p| p.body.len()).sum()),
     );
     Ok(peeked
@@ -306,39 +355,35 @@ fn receive_request(
     })
 }
 
-async fn receive(
-    mut store: StoreContextMut<'_, GuestState>,
+async fn receive<T: QueueHost>(
+    mut store: StoreContextMut<'_, T>,
     name: &str,
     max_messages: u32,
     visibility_ms: u32,
     wait_ms: u32,
 ) -> Result<Vec<Message>, WitError> {
-    let queue = store.data().vmbus.granted_queue(name)?;
+    let view = store.data_mut().queue();
+    let queue = view.caller.granted_queue(name)?;
     let request = receive_request(max_messages, visibility_ms, wait_ms)?;
     // An instance asked to stop takes no new work: it settles what it
     // holds and returns from `run`. A wait under way ends when the ask comes.
-    let stopping = store.data().vmbus.stopping.clone();
-    if stopping.as_ref().is_some_and(|flag| *flag.borrow()) {
+    if view.lifecycle.is_stopping() {
         return Ok(Vec::new());
     }
-    let limiter = store.data().vmbus.limiter.clone();
+    let stopping = view.lifecycle.stopping.clone();
+    let limiter = view.caller.limiter.clone();
     let visibility_timeout = request.visibility_timeout;
 
     // A worker's batch is settled once it holds no live lease: then no
     // deadline runs while it waits. A guest that still holds messages keeps
     // its batch's deadline and fuel, however often it calls receive.
-    let batch = store
-        .data()
-        .vmbus
-        .batch
-        .as_ref()
-        .map(|b| (b.fuel, b.deadline));
-    let settled = !store.data_mut().vmbus.leases.holds_any();
+    let batch = view.state.batch.as_ref().map(|b| (b.fuel, b.deadline));
+    let settled = !view.state.leases.holds_any();
+    let broker = view.state.broker.clone();
     if batch.is_some() && settled {
         set_batch_deadline(&mut store, None);
     }
 
-    let broker = store.data().vmbus.queues.clone();
     let deliveries = match stopping {
         Some(mut flag) => tokio::select! {
             deliveries = broker.receive(&queue, request) => deliveries?,
@@ -349,7 +394,7 @@ async fn receive(
     // The bodies are handed over already: charge them, to be waited out by
     // the role's next calls.
     limiter.charge(
-        Interface::Queue,
+        BUCKET,
         byte_count(deliveries.iter().map(|d| d.body.len()).sum()),
     );
 
@@ -359,16 +404,16 @@ async fn receive(
         && settled
         && !deliveries.is_empty()
     {
-        crate::sandbox::start_batch(&mut store, fuel)
+        T::start_batch(&mut store, fuel)
             .map_err(|e| WitError::Unavailable(format!("cannot refuel: {e}")))?;
         set_batch_deadline(&mut store, Some(Instant::now() + deadline));
     }
     let expires = Instant::now() + visibility_timeout;
-    let ctx = &mut store.data_mut().vmbus;
+    let leases = &mut store.data_mut().queue().state.leases;
     Ok(deliveries
         .into_iter()
         .map(|d| {
-            ctx.leases.hold(&queue, d.receipt.clone(), expires);
+            leases.hold(&queue, d.receipt.clone(), expires);
             Message {
                 id: d.id,
                 body: d.body,
@@ -383,20 +428,21 @@ async fn receive(
 
 /// Sets a worker's batch deadline where the epoch callback and the
 /// supervising task both see it.
-fn set_batch_deadline(store: &mut StoreContextMut<'_, GuestState>, deadline: Option<Instant>) {
-    store.data_mut().deadline = deadline;
-    if let Some(control) = &store.data().vmbus.batch {
+fn set_batch_deadline<T: QueueHost>(store: &mut StoreContextMut<'_, T>, deadline: Option<Instant>) {
+    store.data_mut().set_deadline(deadline);
+    if let Some(control) = &store.data_mut().queue().state.batch {
         control.current.send_replace(deadline);
     }
 }
 
 async fn settle(
-    ctx: &mut VmBusCtx,
+    view: &mut QueueView<'_>,
     name: &str,
     receipt: &str,
     how: Settle,
 ) -> Result<(), WitError> {
-    let queue = ctx.granted_queue(name)?;
+    let queue = view.caller.granted_queue(name)?;
+    let ctx = &mut *view.state;
     match how {
         Settle::Abandon { delay_ms } if delay_ms > MAX_DELAY_MS => {
             return Err(WitError::Invalid(format!(
@@ -414,10 +460,10 @@ async fn settle(
     }
     let ms = |n: u32| Duration::from_millis(u64::from(n));
     let result = match how {
-        Settle::Complete => ctx.queues.complete(&queue, receipt).await,
-        Settle::Abandon { delay_ms } => ctx.queues.abandon(&queue, receipt, ms(delay_ms)).await,
+        Settle::Complete => ctx.broker.complete(&queue, receipt).await,
+        Settle::Abandon { delay_ms } => ctx.broker.abandon(&queue, receipt, ms(delay_ms)).await,
         Settle::Extend { visibility_ms } => {
-            let result = ctx.queues.extend(&queue, receipt, ms(visibility_ms)).await;
+            let result = ctx.broker.extend(&queue, receipt, ms(visibility_ms)).await;
             if result.is_ok() {
                 ctx.leases
                     .extend(&queue, receipt, Instant::now() + ms(visibility_ms));

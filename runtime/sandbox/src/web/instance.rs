@@ -20,10 +20,10 @@
 //! request failed in any way (a trap, fuel, deadline, memory, or no
 //! response) is never reused.
 
-use crate::config::SandboxLimits;
 use crate::error::GuestFailure;
+use crate::limits::SandboxLimits;
+use crate::role_version::RoleVersion;
 use crate::sandbox::{Failed, GuestState, sandbox_store, settle_cpu};
-use crate::tenant::Tenant;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::Store;
@@ -41,19 +41,19 @@ pub(super) struct WebInstance {
 }
 
 impl WebInstance {
-    /// A new sandbox for `tenant`, labelled in logs with the number of the
+    /// A new sandbox for a `version` of a role, labelled in logs with the number of the
     /// request it is made for. The component is instantiated in it by the
     /// first [`Self::run`], under that request's deadline.
     pub(super) fn new(
         pre: &ProxyPre<GuestState>,
-        tenant: &Arc<Tenant>,
+        version: &Arc<RoleVersion>,
         request_number: u64,
     ) -> Result<Self, GuestFailure> {
         let store = sandbox_store(
             pre.engine(),
-            tenant,
+            version,
             format!("req-{request_number}"),
-            tenant.vmbus(),
+            version.vmbus(),
         )?;
         Ok(Self {
             store,
@@ -203,6 +203,11 @@ impl IdleInstances {
             drop(idle);
             drop(instance);
         }
+    }
+
+    /// How many instances wait now.
+    pub(super) fn count(&self) -> usize {
+        self.lock().instances.len()
     }
 
     /// Drops every idle instance and keeps none from now on; how many

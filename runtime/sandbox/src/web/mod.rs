@@ -11,24 +11,30 @@
 //! request, including time blocked in host calls and streaming the response
 //! body. Request and response bodies pass the role's `http` bytes bucket. A
 //! failure ends only this request, with a 5xx and a short reason (and an
-//! `x-weft-failure` header naming the kind of failure).
+//! [`FAILURE_HEADER`] naming the kind of failure), built by [`failure`],
+//! which the host uses too for the answers it makes itself.
 //!
 //! A role that takes no more requests calls [`WebRole::release_idle`]: its
 //! idle instances are freed at once and those still serving when they finish,
-//! so a draining role is done as soon as its last request is.
+//! so a draining role is done as soon as its last request is. A version of
+//! a role runs its lifecycle hooks in sandboxes of their own ([`hooks`]).
 
+mod failure;
+mod hooks;
 mod instance;
 
 use crate::body::MeteredBody;
-use crate::config::SandboxLimits;
 use crate::error::GuestFailure;
+use crate::hooks::Hooks;
+use crate::limits::SandboxLimits;
 use crate::rate_limit::Interface;
+use crate::role_version::RoleVersion;
 use crate::sandbox::GuestState;
-use crate::tenant::Tenant;
-use crate::usage::Flow;
+use crate::usage::{Flow, UsageSnapshot};
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+pub use failure::{FAILURE_HEADER, busy_response, failure_response};
+use http::StatusCode;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use instance::{IdleInstances, WebInstance};
 use std::sync::Arc;
@@ -46,9 +52,10 @@ pub type WebResponse = hyper::Response<HyperOutgoingBody>;
 /// A web role ready to serve requests.
 pub struct WebRole {
     pub(crate) pre: ProxyPre<GuestState>,
-    pub(crate) tenant: Arc<Tenant>,
+    /// The version of the role it serves, shared by all its sandboxes.
+    pub(crate) version: Arc<RoleVersion>,
     /// The component's lifecycle hooks, if it exports them ([`crate::hooks`]).
-    pub(crate) hooks: Option<crate::hooks::Hooks>,
+    pub(crate) hooks: Option<Hooks>,
     requests: AtomicU64,
     /// Slots for requests in flight.
     in_flight: Arc<Semaphore>,
@@ -62,18 +69,18 @@ pub struct WebRole {
 impl WebRole {
     pub(crate) fn new(
         pre: ProxyPre<GuestState>,
-        tenant: Arc<Tenant>,
-        hooks: Option<crate::hooks::Hooks>,
+        version: Arc<RoleVersion>,
+        hooks: Option<Hooks>,
     ) -> Self {
-        let slots = usize::try_from(tenant.limits().max_in_flight).unwrap_or(usize::MAX);
+        let slots = usize::try_from(version.limits().max_in_flight).unwrap_or(usize::MAX);
         let slots = slots.min(Semaphore::MAX_PERMITS);
         let in_flight = Arc::new(Semaphore::new(slots));
-        let idle = IdleInstances::new(tenant.limits().requests_per_instance, slots);
+        let idle = IdleInstances::new(version.limits().requests_per_instance, slots);
         Self {
             in_flight,
             idle: Arc::new(idle),
             pre,
-            tenant,
+            version,
             hooks,
             requests: AtomicU64::new(0),
             queued: AtomicU32::new(0),
@@ -82,12 +89,12 @@ impl WebRole {
 
     /// The role's limits.
     pub fn limits(&self) -> &SandboxLimits {
-        self.tenant.limits()
+        self.version.limits()
     }
 
     /// What the role has used of the host so far.
-    pub fn usage(&self) -> crate::UsageSnapshot {
-        self.tenant.snapshot()
+    pub fn usage(&self) -> UsageSnapshot {
+        self.version.snapshot()
     }
 
     /// Serves one request in a fresh sandbox, or in one of the role's idle
@@ -97,7 +104,7 @@ impl WebRole {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let limits = *self.tenant.limits();
+        let limits = *self.version.limits();
         let max_body = limits.max_request_body_bytes();
         let declared = request
             .headers()
@@ -128,8 +135,8 @@ impl WebRole {
         // guest then sees a read error, and the client a 413.
         let overflowed = Arc::new(AtomicBool::new(false));
         let flag = overflowed.clone();
-        let limiter = self.tenant.limiter.clone();
-        let usage = self.tenant.usage.clone();
+        let limiter = self.version.limiter.clone();
+        let usage = self.version.usage.clone();
         let request = request.map(|body| {
             let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
             let limited = Limited::new(body.map_err(Into::into), limit).map_err(move |e| {
@@ -144,22 +151,28 @@ impl WebRole {
             MeteredBody::new(limited.boxed_unsync(), limiter, usage, Flow::HttpIn)
         });
 
-        if self.tenant.limiter.admit(Interface::Http, 0).await.is_err() {
-            return busy(
+        if self
+            .version
+            .limiter
+            .admit(Interface::Http, 0)
+            .await
+            .is_err()
+        {
+            return busy_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate",
                 "over the role's request rate; retry shortly",
             );
         }
         let Some(slot) = self.slot(&limits).await else {
-            return busy(
+            return busy_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "capacity",
                 "too many requests in flight; retry shortly",
             );
         };
         let number = self.requests.fetch_add(1, Ordering::Relaxed);
-        self.tenant.usage.add_invocation();
+        self.version.usage.add_invocation();
         let outcome = self.serve(request, number, slot).await;
         // Whatever the guest made of a truncated body, the client learns
         // its body was refused, as long as the response head is not yet out.
@@ -168,34 +181,19 @@ impl WebRole {
         }
         match outcome {
             Ok(response) => response.map(|body| {
-                let (limiter, usage) = (self.tenant.limiter.clone(), self.tenant.usage.clone());
+                let (limiter, usage) = (self.version.limiter.clone(), self.version.usage.clone());
                 MeteredBody::new(body, limiter, usage, Flow::HttpOut).boxed_unsync()
             }),
             Err(failure) => {
-                self.tenant.usage.add_failure(&failure);
+                self.version.usage.add_failure(&failure);
                 tracing::warn!(
-                    service = %self.tenant.grants.service,
-                    role = %self.tenant.grants.role,
+                    service = %self.version.grants.service,
+                    role = %self.version.grants.role,
                     request = number,
                     failure = %failure,
                     "request failed"
                 );
-                let (status, kind) = match &failure {
-                    GuestFailure::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline"),
-                    GuestFailure::OutOfFuel => (StatusCode::INTERNAL_SERVER_ERROR, "fuel"),
-                    GuestFailure::MemoryCap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "memory"),
-                    // No pool slot or no room in the role's memory: it
-                    // passes as other requests end.
-                    GuestFailure::Capacity(_) => {
-                        return busy(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "capacity",
-                            &failure.to_string(),
-                        );
-                    }
-                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "trap"),
-                };
-                failure_response(status, kind, &failure.to_string())
+                failure::for_guest(&failure)
             }
         }
     }
@@ -209,6 +207,14 @@ impl WebRole {
         self.idle.release()
     }
 
+    /// How many instances wait for a request now (none unless the role
+    /// reuses instances). An instance is back among them, or dropped, only
+    /// once its guest's handler has returned: just after the client has
+    /// read the response's end, not before.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.count()
+    }
+
     /// Creates a sandbox exactly as a request finding no idle instance
     /// does (its store, WASI and HTTP contexts, VMBus state, limits and CPU
     /// account), instantiates the component in it, and drops it: what a
@@ -216,8 +222,8 @@ impl WebRole {
     /// it takes no slot and counts no request.
     pub async fn instantiate_once(&self) -> Result<(), GuestFailure> {
         let number = self.requests.load(Ordering::Relaxed);
-        let mut instance = WebInstance::new(&self.pre, &self.tenant, number)?;
-        let limits = *self.tenant.limits();
+        let mut instance = WebInstance::new(&self.pre, &self.version, number)?;
+        let limits = *self.version.limits();
         instance.prepare(&limits, Instant::now() + limits.deadline())?;
         let outcome = instance.instantiate(&self.pre).await;
         instance.finish();
@@ -253,14 +259,14 @@ impl WebRole {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let tenant = &self.tenant;
-        let limits = *tenant.limits();
+        let version = &self.version;
+        let limits = *version.limits();
         let deadline = Instant::now() + limits.deadline();
         // A role over its CPU quota waits here, before it takes a sandbox.
-        tenant.cpu.wait_for_quota(Some(deadline.into())).await;
+        version.cpu.wait_for_quota(Some(deadline.into())).await;
         let mut instance = match self.idle.take() {
             Some(instance) => instance,
-            None => WebInstance::new(&self.pre, tenant, number)?,
+            None => WebInstance::new(&self.pre, version, number)?,
         };
         instance.prepare(&limits, deadline)?;
 
@@ -304,11 +310,11 @@ impl WebRole {
             Ok(Ok(response)) => {
                 // The head is out; if the guest fails while streaming the
                 // body, the client sees the body cut short and the log says why.
-                let tenant = self.tenant.clone();
+                let version = self.version.clone();
                 tokio::spawn(async move {
                     if let Ok(Err(failure)) = task.await {
-                        tenant.usage.add_failure(&failure);
-                        let grants = &tenant.grants;
+                        version.usage.add_failure(&failure);
+                        let grants = &version.grants;
                         tracing::warn!(service = %grants.service, role = %grants.role, request = number, failure = %failure, "request failed after its response began");
                     }
                 });
@@ -356,29 +362,4 @@ impl Drop for QueuePlace<'_> {
 fn short_code(code: &ErrorCode) -> String {
     let text = format!("{code:?}");
     text.chars().take(200).collect()
-}
-
-/// A refusal the client should retry: `status` with `Retry-After: 1`.
-fn busy(status: StatusCode, kind: &'static str, reason: &str) -> WebResponse {
-    let mut response = failure_response(status, kind, reason);
-    response
-        .headers_mut()
-        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-/// A plain-text 5xx/4xx produced by the host, not the guest.
-fn failure_response(status: StatusCode, kind: &'static str, reason: &str) -> WebResponse {
-    let body = Full::new(Bytes::from(format!("weft: {reason}\n")))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut response = hyper::Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert("x-weft-failure", HeaderValue::from_static(kind));
-    response
 }

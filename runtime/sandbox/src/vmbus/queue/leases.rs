@@ -2,12 +2,12 @@
 //! so that if the instance fails they go back to their queue at once
 //! instead of after their visibility timeout.
 //!
-//! Every queue call a guest makes touches this book (a receive records its
+//! Every queue call a guest makes touches this map (a receive records its
 //! receipts, a settle forgets one, an extend moves one's expiry), and a
 //! guest may hold as many leases as its queues hold messages, so each
 //! operation costs O(log n): a map by (queue, receipt), and the same leases
 //! ordered by expiry, from whose front lapsed leases are dropped. Lapsed
-//! leases are worthless (the backend refuses their receipts), so the book
+//! leases are worthless (the backend refuses their receipts), so the map
 //! holds only what the guest leased within its visibility timeouts.
 
 use std::collections::{BTreeSet, HashMap};
@@ -165,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn the_book_holds_only_leases_in_force_however_many_were_taken() {
+    fn only_leases_in_force_are_kept_however_many_were_taken() {
         let mut leases = Leases::default();
         let past = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
         for i in 0..100_000 {

@@ -5,12 +5,11 @@
 //! limiter admits the call.
 
 use super::add_to_linker;
-use crate::config::Grants;
+use crate::grants::Grants;
 use crate::guest_log::GuestTags;
 use crate::rate_limit::{BucketConfig, Interface, RateLimits};
+use crate::role_version::RoleVersion;
 use crate::sandbox::GuestState;
-use crate::tenant::Tenant;
-use crate::vmbus::VmBusCtx;
 use crate::{CpuScheduler, CpuShare, RoleSpec, SandboxLimits};
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker, TypedFunc};
@@ -136,7 +135,7 @@ struct Guest {
     store: Store<GuestState>,
     run: Run,
     broker: Arc<MemoryBroker>,
-    tenant: Arc<Tenant>,
+    version: Arc<RoleVersion>,
 }
 
 impl Guest {
@@ -162,24 +161,18 @@ impl Guest {
             queues: broker.clone(),
             kv: broker.clone(),
         };
-        let tenant = Arc::new(Tenant::new(
+        let version = Arc::new(RoleVersion::new(
             spec,
             "web",
             &CpuScheduler::new(1, false, 0),
             None,
         ));
-        let vmbus = VmBusCtx::new(
-            tenant.grants.clone(),
-            broker.clone(),
-            broker.clone(),
-            tenant.limiter.clone(),
-        );
         let tags = Arc::new(GuestTags {
             service: "svc".into(),
             role: "web".into(),
             instance: "0".into(),
         });
-        let state = GuestState::new(&tenant, tags, vmbus, 0).unwrap();
+        let state = GuestState::new(&version, tags, version.vmbus(), 0).unwrap();
         let mut store = Store::new(&engine, state);
         let instance = linker
             .instantiate_async(&mut store, &component)
@@ -190,7 +183,7 @@ impl Guest {
             store,
             run,
             broker,
-            tenant,
+            version,
         }
     }
 
@@ -204,7 +197,7 @@ impl Guest {
     }
 
     fn admitted(&self) -> (u64, u64) {
-        let stats = self.tenant.limiter.stats();
+        let stats = self.version.limiter.stats();
         let queue = stats
             .iter()
             .find(|s| s.interface == Interface::Queue)
@@ -253,7 +246,7 @@ async fn hostile_strings_through_the_real_lift_get_errors_not_traps() {
 async fn a_call_is_admitted_before_its_strings_are_read() {
     // One queue call per minute, and no waiting for the next.
     let mut rate_limits = RateLimits::default();
-    rate_limits.queue.ops = Some(BucketConfig {
+    rate_limits[Interface::Queue].ops = Some(BucketConfig {
         size: 1,
         refill_ms: 60_000,
         burst: 0,

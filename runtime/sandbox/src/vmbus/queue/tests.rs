@@ -4,11 +4,29 @@
 
 use super::wire::send_options;
 use super::*;
-use crate::config::Grants;
+use crate::grants::Grants;
 use std::sync::Arc;
 use weft_broker::MemoryBroker;
 
-fn ctx(queues: &[&str]) -> VmBusCtx {
+/// An instance's queue state, its caller and its lifecycle, as a
+/// [`QueueView`] borrows them.
+struct Ctx {
+    state: QueueState,
+    caller: Caller,
+    lifecycle: LifecycleState,
+}
+
+impl Ctx {
+    fn view(&mut self) -> QueueView<'_> {
+        QueueView {
+            state: &mut self.state,
+            caller: &self.caller,
+            lifecycle: &self.lifecycle,
+        }
+    }
+}
+
+fn ctx(queues: &[&str]) -> Ctx {
     let broker = Arc::new(MemoryBroker::default());
     let grants = Grants {
         service: "svc".into(),
@@ -19,29 +37,33 @@ fn ctx(queues: &[&str]) -> VmBusCtx {
     let limiter = Arc::new(crate::rate_limit::RoleLimiter::new(
         &crate::RateLimits::default(),
     ));
-    VmBusCtx::new(Arc::new(grants), broker.clone(), broker, limiter)
+    Ctx {
+        state: QueueState::new(broker),
+        caller: Caller::new(Arc::new(grants), limiter),
+        lifecycle: LifecycleState::default(),
+    }
 }
 
 #[tokio::test]
 async fn send_is_denied_for_ungranted_queues_and_scoped_for_granted_ones() {
     let mut ctx = ctx(&["jobs"]);
-    let denied = send(&mut ctx, "other", b"x".to_vec(), SendOptions::now()).await;
+    let denied = send(&mut ctx.view(), "other", b"x".to_vec(), SendOptions::now()).await;
     assert!(
         matches!(denied, Err(WitError::Denied(ref why)) if why.contains("'other'")),
         "{denied:?}"
     );
-    send(&mut ctx, "jobs", b"x".to_vec(), SendOptions::now())
+    send(&mut ctx.view(), "jobs", b"x".to_vec(), SendOptions::now())
         .await
         .unwrap();
-    assert_eq!(ctx.queues.len("svc/jobs").await.unwrap(), 1);
-    assert_eq!(ctx.queues.len("jobs").await.unwrap(), 0);
+    assert_eq!(ctx.state.broker.len("svc/jobs").await.unwrap(), 1);
+    assert_eq!(ctx.state.broker.len("jobs").await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn hostile_arguments_get_errors_not_traps() {
     let mut ctx = ctx(&["jobs"]);
     let huge_name = "q".repeat(10_000);
-    match send(&mut ctx, &huge_name, vec![], SendOptions::now()).await {
+    match send(&mut ctx.view(), &huge_name, vec![], SendOptions::now()).await {
         Err(WitError::Denied(why)) => assert!(why.len() < 200),
         other => panic!("{other:?}"),
     }
@@ -50,16 +72,22 @@ async fn hostile_arguments_get_errors_not_traps() {
         Err(WitError::Invalid(_))
     ));
     assert!(matches!(
-        send(&mut ctx, "jobs", vec![0; 64 * 1024 + 1], SendOptions::now()).await,
+        send(
+            &mut ctx.view(),
+            "jobs",
+            vec![0; 64 * 1024 + 1],
+            SendOptions::now()
+        )
+        .await,
         Err(WitError::TooLarge(_))
     ));
     assert!(matches!(
-        settle(&mut ctx, "jobs", "nonsense", Settle::Complete).await,
+        settle(&mut ctx.view(), "jobs", "nonsense", Settle::Complete).await,
         Err(WitError::NotFound(_))
     ));
     assert!(matches!(
         settle(
-            &mut ctx,
+            &mut ctx.view(),
             "nope",
             "nonsense",
             Settle::Abandon { delay_ms: 0 }
@@ -76,7 +104,7 @@ async fn hostile_arguments_get_errors_not_traps() {
     ] {
         assert!(
             matches!(
-                settle(&mut ctx, "jobs", "r", how).await,
+                settle(&mut ctx.view(), "jobs", "r", how).await,
                 Err(WitError::Invalid(_))
             ),
             "{how:?}"
@@ -84,15 +112,15 @@ async fn hostile_arguments_get_errors_not_traps() {
     }
     for max in [0, 33, u32::MAX] {
         assert!(matches!(
-            peek(&mut ctx, "jobs", max).await,
+            peek(&mut ctx.view(), "jobs", max).await,
             Err(WitError::Invalid(_))
         ));
     }
     assert!(matches!(
-        length(&mut ctx, "nope").await,
+        length(&mut ctx.view(), "nope").await,
         Err(WitError::Denied(_))
     ));
-    assert_eq!(length(&mut ctx, "jobs").await.unwrap(), 0);
+    assert_eq!(length(&mut ctx.view(), "jobs").await.unwrap(), 0);
     let ttl = send_options(0, 5, Some("d".into())).unwrap();
     assert_eq!(ttl.ttl, Some(Duration::from_millis(5)));
     assert_eq!(send_options(0, 0, None).unwrap().ttl, None);

@@ -10,9 +10,20 @@
 //! pass over (or a copy of) its whole memory. [`GuestStr`] lifts exactly as
 //! `WasmStr` does (bounds, alignment and hostcall fuel are checked by
 //! wasmtime), and keeps the length the guest passed.
+//!
+//! To do so it implements `ComponentType` and `Lift` with the types of
+//! `wasmtime::component::__internal`, which wasmtime does not keep stable.
+//! So the workspace pins wasmtime to one exact version, and the lift tests
+//! (`lift_tests.rs`, a hand-written component passing hostile strings in
+//! every encoding through wasmtime's real lifting path) are the canary for
+//! each upgrade. Taking a plain `String` (public API, bounded by the
+//! hostcall fuel) was weighed and refused: wasmtime would validate or
+//! transcode up to the hostcall fuel (4 MiB) of it before the
+//! length check and the rate limiter, on every call, and a string that is
+//! not text would trap the guest instead of returning `invalid`.
 
 use super::MAX_DELAY_MS;
-use crate::sandbox::GuestState;
+use crate::rate_limit::byte_count;
 use crate::vmbus::bindings::weft::vmbus::types::Error as WitError;
 use std::time::Duration;
 use wasmtime::AsContext;
@@ -115,8 +126,11 @@ pub(super) struct WireSendOptions {
 }
 
 /// A guest string that was too long to read, or not text.
-enum BadStr {
+#[derive(Debug)]
+pub(super) enum BadStr {
+    /// Longer than allowed.
     TooLong,
+    /// Not valid text in its encoding.
     NotText,
 }
 
@@ -124,7 +138,7 @@ enum BadStr {
 /// is already over `max` is refused unread; any other is short enough that
 /// decoding it costs next to nothing.
 fn read_str(
-    store: impl AsContext<Data = GuestState>,
+    store: impl AsContext<Data: 'static>,
     s: &GuestStr,
     max: usize,
 ) -> Result<String, BadStr> {
@@ -154,21 +168,27 @@ fn too_long_name(role: &str) -> WitError {
     ))
 }
 
-/// Reads a queue name; one too long to be granted is denied unread.
+/// Reads a queue name (after [`check_queue`]); what went wrong, if
+/// anything, becomes the guest's error with [`bad_queue_name`].
 pub(super) fn read_queue(
-    store: impl AsContext<Data = GuestState>,
+    store: impl AsContext<Data: 'static>,
     name: &GuestStr,
-) -> Result<String, WitError> {
-    match read_str(&store, name, MAX_NAME_BYTES) {
-        Ok(name) => Ok(name),
-        Err(BadStr::TooLong) => Err(too_long_name(&store.as_context().data().vmbus.grants.role)),
-        Err(BadStr::NotText) => Err(WitError::Invalid("queue name is not valid text".into())),
+) -> Result<String, BadStr> {
+    read_str(&store, name, MAX_NAME_BYTES)
+}
+
+/// The error for a queue name that could not be read: one too long to be
+/// granted is denied (the error names `role`).
+pub(super) fn bad_queue_name(bad: BadStr, role: &str) -> WitError {
+    match bad {
+        BadStr::TooLong => too_long_name(role),
+        BadStr::NotText => WitError::Invalid("queue name is not valid text".into()),
     }
 }
 
 /// Reads a receipt; one longer than any backend issues is unknown.
 pub(super) fn read_receipt(
-    store: impl AsContext<Data = GuestState>,
+    store: impl AsContext<Data: 'static>,
     receipt: &GuestStr,
 ) -> Result<String, WitError> {
     read_str(store, receipt, MAX_RECEIPT_BYTES)
@@ -188,7 +208,7 @@ pub(super) fn check_send(body: &WasmList<u8>, options: &WireSendOptions) -> Resu
     if dedupe > MAX_DEDUPE_ID_BYTES {
         return Err(bad_dedupe_id());
     }
-    Ok(super::byte_count(body.len() + dedupe))
+    Ok(byte_count(body.len() + dedupe))
 }
 
 fn bad_dedupe_id() -> WitError {
@@ -199,7 +219,7 @@ fn bad_dedupe_id() -> WitError {
 
 /// Reads a send's arguments (after [`check_send`]).
 pub(super) fn read_send(
-    store: impl AsContext<Data = GuestState>,
+    store: impl AsContext<Data: 'static>,
     body: &WasmList<u8>,
     options: &WireSendOptions,
 ) -> Result<(Vec<u8>, SendOptions), WitError> {

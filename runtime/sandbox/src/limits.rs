@@ -1,14 +1,13 @@
-//! Configuration as data: what the engine is built with, what bounds each
-//! sandbox, and what each role is granted.
+//! What bounds one sandbox: memory, fuel, deadline, body size, concurrency,
+//! stop grace, instance reuse and scratch space ([`SandboxLimits`]), as a
+//! role's `limits` table in the service manifest gives them.
 //!
-//! Engine-wide settings ([`EngineConfig`]) and per-sandbox settings
-//! ([`SandboxLimits`], [`Grants`]) are separate types, as wasmtime separates
-//! its `Config` from a `Store`. Every field's default is safe for a hostile
-//! guest that nobody configured.
+//! These are per-sandbox settings, checked against the engine's own
+//! ([`EngineConfig`]) when a role is prepared. Every field's default is safe
+//! for a hostile guest that nobody configured.
 
+use crate::engine_config::EngineConfig;
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// One mebibyte.
@@ -18,64 +17,6 @@ pub const MIB: u64 = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidSetting(pub String);
-
-/// Settings of the one wasmtime engine a host runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineConfig {
-    /// Where compiled components are cached, keyed by content hash; `None`
-    /// disables the cache. Default: `None` (the host shim passes its state dir).
-    pub cache_dir: Option<PathBuf>,
-    /// The largest linear memory any guest may have, in bytes: the pooling
-    /// allocator reserves this much address space per memory slot. Default
-    /// 128 MiB, the default per-guest cap.
-    pub max_memory_bytes: u64,
-    /// Component instances alive at once across the host (pooling slots).
-    /// Default 1,000: plenty for one machine's in-flight requests and
-    /// workers, and its address-space reservation is modest.
-    pub max_instances: u32,
-    /// How often the epoch ticks. Each tick a running guest's fuel is
-    /// accounted to its role, the CPU scheduler decides whether it keeps
-    /// running, and its deadline is checked. Default 10 ms: the scheduler's
-    /// time slice, and the precision of deadlines.
-    pub epoch_tick: Duration,
-    /// A running guest yields to the async executor after every this many
-    /// units of fuel, so a short request waiting for a thread never waits
-    /// long behind a CPU-bound guest. It is also the granularity at which
-    /// the CPU scheduler sees a looping guest's fuel (wasmtime saves the
-    /// count only at calls and yields). `None` yields only at epoch ticks.
-    /// Default [`DEFAULT_FUEL_YIELD_INTERVAL`], chosen by measurement (see
-    /// `docs/benchmarks.md`).
-    pub fuel_yield_interval: Option<u64>,
-    /// Guests that may execute at once; the rest wait their turn in the
-    /// CPU scheduler, ordered by their role's weighted fuel account.
-    /// Default: the number of CPUs (the async executor's threads).
-    pub cpu_slots: u32,
-    /// Whether the CPU scheduler shares the slots by role weight. Off, guests
-    /// run as the async executor polls them (fuel is still accounted and
-    /// hard quotas still bite). Default on; off exists to measure its cost.
-    pub fair_cpu: bool,
-}
-
-/// The default [`EngineConfig::fuel_yield_interval`]: about a millisecond of
-/// wasm on this class of machine.
-pub const DEFAULT_FUEL_YIELD_INTERVAL: u64 = 2_000_000;
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            cache_dir: None,
-            max_memory_bytes: 128 * MIB,
-            max_instances: 1000,
-            epoch_tick: Duration::from_millis(10),
-            fuel_yield_interval: Some(DEFAULT_FUEL_YIELD_INTERVAL),
-            cpu_slots: std::thread::available_parallelism()
-                .ok()
-                .and_then(|n| u32::try_from(n.get()).ok())
-                .unwrap_or(1),
-            fair_cpu: true,
-        }
-    }
-}
 
 /// What bounds one sandbox. Deserialized from a role's `limits` table in the
 /// service manifest, so fields are kebab-case and unknown keys are refused.
@@ -293,75 +234,6 @@ impl SandboxLimits {
                 "role-memory-mib {role_mib} is below memory-mib {}: not one instance would fit",
                 self.memory_mib
             )));
-        }
-        Ok(())
-    }
-}
-
-/// What a role may reach over the VMBus; anything absent is denied.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants {
-    /// The service the role belongs to; queue and bucket names are scoped by it.
-    pub service: String,
-    /// The role's name, for logs.
-    pub role: String,
-    /// Queues the role may send to and receive from.
-    pub queues: BTreeSet<String>,
-    /// Key-value buckets the role may open.
-    pub buckets: BTreeSet<String>,
-    /// Settings the role reads through `wasi:config/store`.
-    pub settings: BTreeMap<String, String>,
-    /// A host folder the guest sees as `/scratch`, read-write; `None` means
-    /// the guest has no filesystem at all.
-    pub scratch_dir: Option<PathBuf>,
-    /// Origins a web role may send HTTP requests to; empty (the default)
-    /// means no outgoing HTTP at all.
-    pub egress: crate::egress::EgressAllowlist,
-}
-
-/// How a role shares the host's CPU with other roles. Deserialized from a
-/// role's `cpu` table in the service manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct CpuShare {
-    /// The role's relative share when guests wait for CPU (1 to 10,000).
-    /// Default 100, as cgroup v2's `cpu.weight`: a role of weight 200 gets
-    /// twice the fuel of a role of weight 100 while both want more than the
-    /// host has; an idle role's share goes to the others.
-    pub weight: u32,
-    /// A hard quota: fuel per second all the role's guests together may
-    /// burn, like cgroup v2's `cpu.max`, whether or not the host is busy.
-    /// A guest over it is parked until the quota refills, not killed.
-    /// Default `None`: no quota.
-    pub max_fuel_per_sec: Option<u64>,
-}
-
-impl Default for CpuShare {
-    fn default() -> Self {
-        Self {
-            weight: 100,
-            max_fuel_per_sec: None,
-        }
-    }
-}
-
-impl CpuShare {
-    /// The largest weight a role may have.
-    pub const MAX_WEIGHT: u32 = 10_000;
-
-    /// Checks the weight and the quota are in range.
-    pub fn validate(&self) -> Result<(), InvalidSetting> {
-        if self.weight == 0 || self.weight > Self::MAX_WEIGHT {
-            return Err(InvalidSetting(format!(
-                "weight must be 1 to {}, not {}",
-                Self::MAX_WEIGHT,
-                self.weight
-            )));
-        }
-        if self.max_fuel_per_sec == Some(0) {
-            return Err(InvalidSetting(
-                "max-fuel-per-sec must be at least 1 (leave it out for no quota)".into(),
-            ));
         }
         Ok(())
     }

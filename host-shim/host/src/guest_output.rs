@@ -1,13 +1,14 @@
 //! The host's bounded memory of each role's guest output, for `weft logs`.
 //!
 //! The runtime logs every line a guest prints as a `tracing` event on the
-//! target `weft::guest`, with `service`, `role`, `instance` and `stream`
-//! fields ([`weft_sandbox::guest_log`]). [`LogLayer`] tees those events
-//! into a [`LogBook`], which keeps the last [`MAX_LINES`] lines (and at most
-//! [`MAX_BYTES`] of text) per role, numbered by one host-wide sequence, so a
-//! client reads "everything after N" and waits for more (`weft logs -f`).
+//! target [`GUEST_LOG_TARGET`] (`weft::guest`), with `service`, `role`,
+//! `instance` and `stream` fields ([`weft_sandbox::guest_log`]).
+//! [`GuestOutputLayer`] tees those events into a [`GuestOutput`], which keeps
+//! the last [`MAX_LINES`] lines (and at most [`MAX_BYTES`] of text) per role,
+//! numbered by one host-wide sequence, so a client reads "everything after
+//! N" and waits for more (`weft logs -f`).
 //! The guest's own rate limit on output (500 lines/s and 1 MiB/s per role
-//! by default) bounds what arrives; the book bounds what is kept.
+//! by default) bounds what arrives; this module bounds what is kept.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -22,8 +23,9 @@ use tracing_subscriber::layer::Context;
 pub const MAX_LINES: usize = 1000;
 /// Bytes of text kept per role.
 pub const MAX_BYTES: usize = 1024 * 1024;
-/// The target the runtime logs guest output on.
-pub const GUEST_TARGET: &str = "weft::guest";
+/// The target the runtime logs guest output on (one spelling, the
+/// sandbox's).
+pub use weft_sandbox::guest_log::GUEST_LOG_TARGET;
 
 /// One line a guest printed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,30 +49,30 @@ struct RoleLog {
 }
 
 #[derive(Default)]
-struct Book {
+struct Kept {
     roles: BTreeMap<(String, String), RoleLog>,
     last_seq: u64,
 }
 
 /// Every role's recent output.
-pub struct LogBook {
-    book: Mutex<Book>,
+pub struct GuestOutput {
+    kept: Mutex<Kept>,
     /// The last sequence number, for waiting readers.
     latest: watch::Sender<u64>,
 }
 
-impl Default for LogBook {
+impl Default for GuestOutput {
     fn default() -> Self {
         Self {
-            book: Mutex::new(Book::default()),
+            kept: Mutex::new(Kept::default()),
             latest: watch::channel(0).0,
         }
     }
 }
 
-impl LogBook {
-    fn lock(&self) -> MutexGuard<'_, Book> {
-        self.book
+impl GuestOutput {
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        self.kept
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -81,10 +83,10 @@ impl LogBook {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let seq = {
-            let mut book = self.lock();
-            book.last_seq += 1;
-            let seq = book.last_seq;
-            let log = book
+            let mut output = self.lock();
+            output.last_seq += 1;
+            let seq = output.last_seq;
+            let log = output
                 .roles
                 .entry((service.to_owned(), role.to_owned()))
                 .or_default();
@@ -110,8 +112,8 @@ impl LogBook {
     /// Up to `limit` of the role's lines after sequence number `after`, and
     /// the sequence number to read after next time.
     pub fn read(&self, service: &str, role: &str, after: u64, limit: usize) -> (Vec<LogLine>, u64) {
-        let book = self.lock();
-        let Some(log) = book.roles.get(&(service.to_owned(), role.to_owned())) else {
+        let output = self.lock();
+        let Some(log) = output.roles.get(&(service.to_owned(), role.to_owned())) else {
             return (Vec::new(), after);
         };
         let lines: Vec<LogLine> = log
@@ -125,7 +127,7 @@ impl LogBook {
         (lines, next)
     }
 
-    /// As [`LogBook::read`], but waits up to `wait` for a first line.
+    /// As [`GuestOutput::read`], but waits up to `wait` for a first line.
     pub async fn wait(
         &self,
         service: &str,
@@ -157,8 +159,8 @@ impl LogBook {
     }
 }
 
-/// A `tracing` layer that copies guest output into a [`LogBook`].
-pub struct LogLayer(pub std::sync::Arc<LogBook>);
+/// A `tracing` layer that copies guest output into a [`GuestOutput`].
+pub struct GuestOutputLayer(pub std::sync::Arc<GuestOutput>);
 
 #[derive(Default)]
 struct Fields {
@@ -192,9 +194,9 @@ impl Fields {
     }
 }
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogLayer {
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GuestOutputLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != GUEST_TARGET {
+        if event.metadata().target() != GUEST_LOG_TARGET {
             return;
         }
         let mut fields = Fields::default();
@@ -220,18 +222,18 @@ mod tests {
 
     #[test]
     fn the_layer_keeps_guest_lines_per_role_and_nothing_else() {
-        let book = Arc::new(LogBook::default());
-        let subscriber = tracing_subscriber::registry().with(LogLayer(book.clone()));
+        let output = Arc::new(GuestOutput::default());
+        let subscriber = tracing_subscriber::registry().with(GuestOutputLayer(output.clone()));
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(target: "weft::guest", service = "s", role = "web", instance = "req-1", stream = "stdout", "hello {}", "there");
-            tracing::info!(target: "weft::guest", service = "s", role = "worker", instance = "0", stream = "stderr", "other role");
+            tracing::info!(target: GUEST_LOG_TARGET, service = "s", role = "web", instance = "req-1", stream = "stdout", "hello {}", "there");
+            tracing::info!(target: GUEST_LOG_TARGET, service = "s", role = "worker", instance = "0", stream = "stderr", "other role");
             tracing::info!(
                 service = "s",
                 role = "web",
                 "a host event, not guest output"
             );
         });
-        let (lines, next) = book.read("s", "web", 0, 10);
+        let (lines, next) = output.read("s", "web", 0, 10);
         assert_eq!(lines.len(), 1);
         assert_eq!(
             (
@@ -241,46 +243,46 @@ mod tests {
             ),
             ("hello there", "req-1", "stdout")
         );
-        assert_eq!(book.read("s", "web", next, 10).0, Vec::new());
-        assert_eq!(book.read("s", "worker", 0, 10).0[0].text, "other role");
+        assert_eq!(output.read("s", "web", next, 10).0, Vec::new());
+        assert_eq!(output.read("s", "worker", 0, 10).0[0].text, "other role");
     }
 
     #[test]
     fn each_role_keeps_a_bounded_tail() {
-        let book = LogBook::default();
+        let output = GuestOutput::default();
         for i in 0..(MAX_LINES + 50) {
-            book.push("s", "r", "0".into(), "stdout".into(), format!("line {i}"));
+            output.push("s", "r", "0".into(), "stdout".into(), format!("line {i}"));
         }
-        book.push("s", "other", "0".into(), "stdout".into(), "kept".into());
-        let (lines, _) = book.read("s", "r", 0, usize::MAX);
+        output.push("s", "other", "0".into(), "stdout".into(), "kept".into());
+        let (lines, _) = output.read("s", "r", 0, usize::MAX);
         assert_eq!(lines.len(), MAX_LINES);
         assert_eq!(lines[0].text, "line 50");
         // Bytes bound it too: 300 lines of 4 KiB are 1.2 MiB.
         for _ in 0..300 {
-            book.push("s", "big", "0".into(), "stdout".into(), "x".repeat(4096));
+            output.push("s", "big", "0".into(), "stdout".into(), "x".repeat(4096));
         }
-        let (big, _) = book.read("s", "big", 0, usize::MAX);
+        let (big, _) = output.read("s", "big", 0, usize::MAX);
         assert!(
             big.len() * 4096 <= MAX_BYTES && big.len() >= 250,
             "{}",
             big.len()
         );
-        assert_eq!(book.read("s", "other", 0, 10).0.len(), 1);
-        book.forget("s");
-        assert!(book.read("s", "other", 0, 10).0.is_empty());
+        assert_eq!(output.read("s", "other", 0, 10).0.len(), 1);
+        output.forget("s");
+        assert!(output.read("s", "other", 0, 10).0.is_empty());
     }
 
     #[tokio::test]
     async fn a_waiting_reader_wakes_for_a_new_line() {
-        let book = Arc::new(LogBook::default());
-        let writer = book.clone();
+        let output = Arc::new(GuestOutput::default());
+        let writer = output.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             writer.push("s", "r", "0".into(), "stdout".into(), "late".into());
         });
-        let (lines, _) = book.wait("s", "r", 0, 10, Duration::from_secs(10)).await;
+        let (lines, _) = output.wait("s", "r", 0, 10, Duration::from_secs(10)).await;
         assert_eq!(lines[0].text, "late");
-        let (none, next) = book
+        let (none, next) = output
             .wait("s", "r", lines[0].seq, 10, Duration::from_millis(20))
             .await;
         assert!(none.is_empty());

@@ -1,7 +1,7 @@
-//! One queue of the book: its messages, the index that finds the next one
-//! to deliver, its byte count and its dedupe ids.
+//! One queue as the rules keep it: its messages, the index that finds the
+//! next one to deliver, its byte count and its dedupe ids.
 
-use super::Message;
+use crate::message::Message;
 use crate::persist::{Change, Changes};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;

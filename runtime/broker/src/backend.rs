@@ -1,7 +1,7 @@
 //! [`QueuesConfig`]: which backend holds a service's queues and key-value
 //! buckets, as data (the manifest's `[queues]` table).
 
-use super::QueueSettings;
+use crate::limits::QueueSettings;
 use serde::Deserialize;
 
 /// Where queues and buckets live.

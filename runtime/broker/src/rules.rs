@@ -1,15 +1,17 @@
-//! The queue book: every queue's messages, leases and dedupe ids in memory,
-//! and the rules of the semantics in one place ([`super::queues`] puts it
-//! behind a lock and adds the waiting).
+//! [`QueueRules`]: the one queue rulebook every backend but NATS runs.
+//! Every queue's messages, leases and dedupe ids in memory, and the rules of
+//! the semantics in one place ([`Queues`](crate::queues::Queues) puts them
+//! behind a lock and adds the waiting); the NATS backend follows the same
+//! rules on the server, and the conformance suite holds both to them.
 //!
-//! The in-process backend is a book and nothing else. The embedded backend
-//! is a book whose every change is also written to its store: each
-//! operation on the book reports its [`Change`]s, which
-//! [`Persist`](super::persist::Persist) writes, either before the operation
+//! The in-process backend is the rules and nothing else. The embedded
+//! backend is the rules with every change also written to its store: each
+//! operation reports its [`Change`]s, which
+//! [`Persist`](crate::persist::Persist) writes, either before the operation
 //! answers (sends, receives: what must not be lost or repeated) or with the
 //! next commit (completes, abandons, extends: losing one in a crash only
 //! means a redelivery, which at-least-once allows). A message sent to a
-//! durable book becomes receivable only once it is on disk, so nothing is
+//! durable backend becomes receivable only once it is on disk, so nothing is
 //! ever delivered that a crash could take back; and a retried send that
 //! names a dedupe id is answered only once the first send is on disk.
 //!
@@ -20,59 +22,28 @@
 //! failed, and dropping the oldest would lose exactly that.
 //!
 //! Time is kept in milliseconds since the Unix epoch (it must mean the same
-//! after a restart), read from a [`Clock`] that follows `tokio::time`, so
-//! tests drive leases with a paused clock.
+//! after a restart), read from a [`Clock`](crate::clock::Clock) that follows
+//! `tokio::time`, so tests drive leases with a paused clock.
 
 mod queue;
 
-use super::persist::{Change, Changes};
-use super::{
-    BrokerError, DEDUPE_WINDOW, Delivery, POISON_RETRY, POISON_SUFFIX, Peeked, QueueSettings,
-    SendOptions, dedupe_message_id, millis, poison_reason, random_message_id, unix_millis,
-};
+use crate::api::{Delivery, Peeked, SendOptions};
+use crate::clock::millis;
+use crate::error::BrokerError;
+use crate::limits::{DEDUPE_WINDOW, POISON_RETRY, QueueSettings};
+use crate::message::{Message, dedupe_message_id, poison_reason, random_message_id};
+use crate::names::{POISON_SUFFIX, poison_queue};
+use crate::persist::{Change, Changes};
 use queue::{Dedupe, Entry, Queue};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Wall-clock milliseconds that advance with `tokio::time` (so a paused
-/// test clock pauses them too) and never go backwards within a process.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    base_ms: u64,
-    start: tokio::time::Instant,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        Self {
-            base_ms: unix_millis(),
-            start: tokio::time::Instant::now(),
-        }
-    }
-
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.base_ms.saturating_add(millis(self.start.elapsed()))
-    }
-}
-
-/// A message as the book (and the embedded store) keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Message {
-    pub(crate) id: String,
-    pub(crate) body: Vec<u8>,
-    pub(crate) inserted_at_ms: u64,
-    /// When it is dropped unreceived; `None`: never.
-    pub(crate) expires_at_ms: Option<u64>,
-    pub(crate) visible_at_ms: u64,
-    pub(crate) dequeue_count: u32,
-    pub(crate) poison_reason: Option<String>,
-}
-
-/// Every queue. [`super::queues::Queues`] keeps it under a lock.
+/// Every queue, and the rules they follow. [`Queues`](crate::queues::Queues)
+/// keeps it under a lock.
 #[derive(Debug)]
-pub(crate) struct Book {
+pub(crate) struct QueueRules {
     settings: QueueSettings,
     queues: HashMap<String, Queue>,
 }
@@ -87,17 +58,17 @@ pub(super) enum Prepared {
     New { seq: u64, id: String },
 }
 
-/// What [`Book::take`] leased.
+/// What [`QueueRules::take`] leased.
 #[derive(Debug, Default)]
 pub(super) struct Taken {
     pub(super) deliveries: Vec<Delivery>,
     /// When nothing was delivered: when the next message becomes visible.
     pub(super) next_visible: Option<u64>,
-    /// How to give the deliveries back ([`Book::untake`]).
+    /// How to give the deliveries back ([`QueueRules::untake`]).
     pub(super) undo: Vec<Undo>,
 }
 
-/// A delivery's state before [`Book::take`] leased it.
+/// A delivery's state before [`QueueRules::take`] leased it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Undo {
     seq: u64,
@@ -149,7 +120,7 @@ fn stale() -> BrokerError {
     BrokerError::NotFound("no current delivery has this receipt".into())
 }
 
-impl Book {
+impl QueueRules {
     pub(super) fn new(settings: QueueSettings) -> Self {
         Self {
             settings,
@@ -172,11 +143,13 @@ impl Book {
     }
 
     /// Puts back a message read from the store at start.
+    #[cfg(feature = "embedded")]
     pub(super) fn restore(&mut self, name: &str, seq: u64, message: Message) {
         self.queue(name).insert_ready(seq, message);
     }
 
     /// Puts back a dedupe id read from the store at start.
+    #[cfg(feature = "embedded")]
     pub(super) fn restore_dedupe(
         &mut self,
         name: &str,
@@ -197,6 +170,7 @@ impl Book {
     }
 
     /// Orders restored dedupe ids by expiry, once all are restored.
+    #[cfg(feature = "embedded")]
     pub(super) fn restored(&mut self) {
         for queue in self.queues.values_mut() {
             queue.dedupe_order.make_contiguous().sort();
@@ -204,7 +178,7 @@ impl Book {
     }
 
     /// Checks a send against the queue's dedupe ids and limits, and holds a
-    /// new message back until [`Book::finish_send`]. `body` is taken only
+    /// new message back until [`QueueRules::finish_send`]. `body` is taken only
     /// for a new message (a retry that must wait still has it).
     pub(super) fn prepare_send(
         &mut self,
@@ -330,7 +304,7 @@ impl Book {
         let mut taken = Taken::default();
         let mut poisoned = Vec::new();
         let mut held_back = 0usize;
-        let poison_name = format!("{name}{POISON_SUFFIX}");
+        let poison_name = poison_queue(name);
         // A poison queue never poisons: its messages come back however often.
         let mut room = (!name.ends_with(POISON_SUFFIX)).then(|| self.room(&poison_name));
         let queue = self.queue(name);
@@ -461,7 +435,7 @@ impl Book {
         }
     }
 
-    /// Gives back deliveries [`Book::take`] made that never reached their
+    /// Gives back deliveries [`QueueRules::take`] made that never reached their
     /// receiver: each is visible again where it was in the queue, its
     /// receipt refused. With `restore_counts` (the delivery's write failed,
     /// so the store never saw it) dequeue counts go back too and memory
@@ -537,8 +511,8 @@ impl Book {
     }
 
     /// Every message `name` holds, as (id, dequeue count), for tests that
-    /// compare the book with its store.
-    #[cfg(test)]
+    /// compare the rules' view with the store.
+    #[cfg(all(test, feature = "embedded"))]
     pub(super) fn contents(&self, name: &str) -> Vec<(String, u32)> {
         let mut all: Vec<(String, u32)> = self.queues.get(name).map_or_else(Vec::new, |q| {
             q.entries

@@ -1,30 +1,39 @@
-//! A deployed service on this host: its queues and buckets, its roles
-//! (web roles behind their listeners, worker roles' instance slots), its
-//! deployment record, and the operation changing it, if any.
+//! A service running on this host, the live state of one deployment: its
+//! queues and buckets, its roles (web roles behind their listeners, worker
+//! roles' instance slots, each a [`RoleRunner`]), its deployment record,
+//! and the operation changing it, if any (an upgrade or a settings change
+//! is rolled out by [`super::rollout`]).
 //!
-//! [`Service::start`] builds every role's version before anything runs (a
+//! [`RunningService::start`] builds every role's version before anything runs (a
 //! malformed component or manifest stops the deploy with nothing started),
 //! binds every listener, starts each web version (its start hook, then its
 //! health path) before it takes traffic, and starts the worker instances.
-//! [`Service::stop`] drains it: listeners close and in-flight requests
+//! [`RunningService::stop`] drains it: listeners close and in-flight requests
 //! finish (bounded by the grace period), worker instances finish or
 //! abandon their batch, stop hooks run, the queue store is closed.
 
-use super::status::{QueueStatus, RoleStatus, ServiceStatus, UsageStatus};
+use super::build::{Version, VersionBuilder};
+use super::context::HostContext;
+use super::error::ControllerError;
+use super::lock::lock;
+use super::role::{RoleRunner, Stopping};
+use super::slots::slots_needed;
+use super::status::{
+    OperationKind, OperationState, OperationStatus, QueueStatus, RoleStatus, ServiceStatus,
+    UsageStatus,
+};
 use super::store::{DeploymentRecord, Digest};
-use super::web::{WebFront, WebVersion};
-use super::workers::{WorkerPool, WorkerVersion};
-use super::{ControllerError, HostContext, VersionInfo};
-use crate::manifest::{Manifest, Role, RoleKind};
-use crate::service::{Backends, role_spec};
+use super::web::WebVersion;
+use super::workers::WorkerPool;
+use crate::backends::Backends;
+use crate::http_server::WebServer;
+use crate::manifest::{Manifest, Role};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::OwnedMutexGuard;
 use tokio::task::JoinHandle;
 use weft_broker::{POISON_SUFFIX, StoreHealth};
 use weft_sandbox::UsageSnapshot;
@@ -35,47 +44,18 @@ const QUEUE_DEPTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// worker instances get to stop before they are abandoned.
 const WORKER_STOP_SLACK: Duration = Duration::from_secs(5);
 
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A new version of one role.
-#[derive(Clone)]
-pub(super) enum Version {
-    Web(Arc<WebVersion>),
-    Worker(Arc<WorkerVersion>),
-}
-
-/// A web role on this host.
-pub(super) struct WebRunner {
-    pub(super) front: Arc<WebFront>,
-    pub(super) url: String,
-    /// The version committed last (all shares go to it outside upgrades).
-    pub(super) current: Mutex<Arc<WebVersion>>,
-    stop: watch::Sender<bool>,
-    server: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// A role on this host.
-pub(super) enum RoleRunner {
-    Web(WebRunner),
-    Worker(Arc<WorkerPool>),
-}
-
 /// What changes as operations run.
 pub(super) struct ServiceState {
     pub(super) record: DeploymentRecord,
     pub(super) manifest: Manifest,
-    pub(super) operation: Option<super::status::OperationStatus>,
+    pub(super) operation: Option<OperationStatus>,
     /// The components of the rollout under way, kept from the blob sweep
     /// until it is committed (then the record names them) or rolled back.
     pub(super) incoming: Vec<Digest>,
 }
 
 /// A service running on this host.
-pub struct Service {
+pub struct RunningService {
     pub(super) name: String,
     pub(super) host: HostContext,
     pub(super) backends: Backends,
@@ -84,21 +64,23 @@ pub struct Service {
     /// Held by the operation changing the service.
     pub(super) busy: Arc<tokio::sync::Mutex<()>>,
     /// The rollout under way; `stopped` is set under the same lock, so a
-    /// rollout is either aborted by [`Service::stop`] or never spawned.
+    /// rollout is either aborted by [`RunningService::stop`] or never spawned.
     pub(super) rollout: Mutex<Option<JoinHandle<()>>>,
-    /// Set once [`Service::stop`] began: no operation may change the
+    /// Set once [`RunningService::stop`] began: no operation may change the
     /// service from then on (its pools are stopped, its store closing).
     pub(super) stopped: AtomicBool,
 }
 
-impl Service {
+impl RunningService {
     /// Builds, starts and serves the service `record` describes.
     pub async fn start(
         host: &HostContext,
         name: &str,
         record: DeploymentRecord,
     ) -> Result<Arc<Self>, ControllerError> {
-        let manifest = record.manifest().map_err(ControllerError::Invalid)?;
+        let manifest = record
+            .manifest()
+            .map_err(|e| ControllerError::Invalid(e.to_string()))?;
         if manifest.service != name {
             return Err(ControllerError::Invalid(format!(
                 "{}: service.name is '{}', not '{name}'",
@@ -108,12 +90,13 @@ impl Service {
         }
         // Private, and refused if others could write there: they could
         // plant the queue store or a scratch file.
-        let folder = host.state.prepare_service_dir(name).map_err(|e| {
-            ControllerError::Internal(format!("the state folder is not safe to use: {e}"))
-        })?;
+        let folder = host
+            .state
+            .prepare_service_dir(name)
+            .map_err(ControllerError::State)?;
         let backends = Backends::open(&manifest.queues, &folder)
             .await
-            .map_err(|e| ControllerError::Invalid(format!("{e:#}")))?;
+            .map_err(ControllerError::Backend)?;
         match Self::start_roles(host, &manifest, &record, &backends).await {
             Ok(roles) => Ok(Arc::new(Self {
                 name: name.to_owned(),
@@ -143,21 +126,26 @@ impl Service {
         record: &DeploymentRecord,
         backends: &Backends,
     ) -> Result<BTreeMap<String, RoleRunner>, ControllerError> {
+        let builder = VersionBuilder {
+            host,
+            manifest,
+            record,
+            backends,
+        };
         let mut versions = Vec::new();
         for name in manifest.roles.keys().filter(|n| host.runs(n)) {
-            let version = build_version(host, manifest, name, record, backends).await?;
-            versions.push((name.clone(), version));
+            versions.push((name.clone(), builder.build(name).await?));
         }
         // Every address is bound before any role serves, so a taken port
         // stops the deploy with nothing started.
         let mut listeners = BTreeMap::new();
-        for (name, _) in versions
+        let web_roles = manifest
+            .roles
             .iter()
-            .filter(|(_, v)| matches!(v, Version::Web(_)))
-        {
-            let addr = manifest.roles[name]
-                .listen
-                .ok_or_else(|| ControllerError::Invalid(format!("roles.{name}.listen: missing")))?;
+            .filter(|(name, _)| host.runs(name))
+            .filter_map(|(name, role)| Some((name, role.web()?)));
+        for (name, web) in web_roles {
+            let addr = web.listen;
             let listener = TcpListener::bind(addr).await.map_err(|e| {
                 ControllerError::Invalid(format!(
                     "roles.{name}.listen: cannot listen on {addr}: {e}"
@@ -188,33 +176,19 @@ impl Service {
                     let listener = listeners
                         .remove(&name)
                         .ok_or_else(|| ControllerError::Internal("listener missing".into()))?;
-                    let local: SocketAddr = listener
-                        .local_addr()
-                        .map_err(|e| ControllerError::Internal(e.to_string()))?;
-                    let front = Arc::new(WebFront::default());
-                    front.route_all(&web, policy.domains);
-                    let (stop, mut stopped) = watch::channel(false);
-                    let shutdown = async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    };
-                    let server = tokio::spawn(crate::http_server::serve(
+                    let server = WebServer::start(
                         listener,
+                        &web,
+                        policy.domains,
                         host.web_pool.clone(),
-                        front.clone(),
-                        name.clone(),
-                        shutdown,
+                        &name,
                         host.grace,
-                    ));
-                    RoleRunner::Web(WebRunner {
-                        front,
-                        url: format!("http://{local}"),
-                        current: Mutex::new(web),
-                        stop,
-                        server: Mutex::new(Some(server)),
-                    })
+                    )
+                    .map_err(|e| ControllerError::Internal(e.to_string()))?;
+                    RoleRunner::web(server, web)
                 }
                 Version::Worker(worker) => {
-                    let count = manifest.roles[&name].instances;
+                    let count = manifest.roles[&name].instances();
                     RoleRunner::Worker(WorkerPool::start(
                         &manifest.service,
                         &name,
@@ -252,9 +226,126 @@ impl Service {
             .collect()
     }
 
-    /// Whether [`Service::stop`] began.
+    /// Whether [`RunningService::stop`] began.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Unavailable once the service is stopping (the host shuts down, or
+    /// the service is being removed).
+    fn still_running(&self) -> Result<(), ControllerError> {
+        if self.is_stopped() {
+            return Err(ControllerError::Unavailable(format!(
+                "service '{}' is stopping",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Claims the service for an operation (409 while another changes it).
+    pub(super) fn claim(&self) -> Result<OwnedMutexGuard<()>, ControllerError> {
+        self.busy.clone().try_lock_owned().map_err(|_| {
+            ControllerError::Conflict(format!(
+                "service '{}' is changing (see `weft status`); try again when it is done",
+                self.name
+            ))
+        })
+    }
+
+    /// Role `role`, or 404.
+    pub(super) fn role(&self, role: &str) -> Result<&RoleRunner, ControllerError> {
+        self.roles.get(role).ok_or_else(|| {
+            ControllerError::NotFound(format!("service '{}' has no role '{role}' here", self.name))
+        })
+    }
+
+    /// Sets worker role `role`'s instance count, once the record saying so
+    /// is saved: new instances start at once, or the highest-numbered ones
+    /// drain.
+    pub async fn scale(&self, role: &str, count: u32) -> Result<OperationStatus, ControllerError> {
+        let _busy = self.claim()?;
+        self.still_running()?;
+        let pool = self.role(role)?.scalable(role)?;
+        let mut record = self.record();
+        record.overrides.instances.insert(role.to_owned(), count);
+        let manifest = record
+            .manifest()
+            .map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        let held = self.host.slots.held(&self.name);
+        let need = slots_needed(&manifest, |name| self.host.runs(name));
+        self.host.slots.reserve(&self.name, need)?;
+        // The record first: if it cannot be saved, nothing changes.
+        if let Err(e) = self
+            .host
+            .state
+            .save_record_off_thread(&self.name, &record)
+            .await
+        {
+            self.host.slots.set(&self.name, held);
+            return Err(ControllerError::State(e));
+        }
+        pool.scale(count);
+        let operation = OperationStatus {
+            kind: OperationKind::Scale,
+            state: OperationState::Done,
+            step: format!("role '{role}' scaled to {count} instances"),
+            steps: Vec::new(),
+            generation: record.generation,
+            domains_done: 0,
+            domains: 0,
+            reason: None,
+        };
+        let mut state = lock(&self.state);
+        state.record = record;
+        state.manifest = manifest;
+        state.operation = Some(operation.clone());
+        Ok(operation)
+    }
+
+    /// Spawns `rollout` as `operation`, keeping `incoming` from the blob
+    /// sweep, unless the service is stopping. Checked under the lock
+    /// [`RunningService::stop`] sets its flag under, so a rollout is either
+    /// spawned before `stop` aborts it, or never.
+    pub(super) fn begin(
+        &self,
+        operation: OperationStatus,
+        incoming: Vec<Digest>,
+        rollout: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ControllerError> {
+        let mut slot = lock(&self.rollout);
+        self.still_running()?;
+        {
+            let mut state = lock(&self.state);
+            state.operation = Some(operation);
+            state.incoming = incoming;
+        }
+        *slot = Some(tokio::spawn(rollout));
+        Ok(())
+    }
+
+    /// Records the operation's next step.
+    pub(super) fn progress(&self, step: String, domains_done: u32) {
+        if let Some(operation) = &mut lock(&self.state).operation {
+            tracing::info!(service = %self.name, kind = %operation.kind, %step, "rollout");
+            operation.record(step);
+            operation.domains_done = domains_done;
+        }
+    }
+
+    /// Marks the operation failed after its rollout panicked (a bug): its
+    /// state and step say so, rather than `running` for ever. The service
+    /// keeps the larger reservation of the two versions, which may both
+    /// hold instances, until its next operation or its removal.
+    pub(super) fn rollout_failed(&self, why: &str) {
+        tracing::error!(service = %self.name, reason = %why, "the rollout failed unexpectedly");
+        let mut state = lock(&self.state);
+        state.incoming.clear();
+        if let Some(operation) = &mut state.operation {
+            operation.state = OperationState::Failed;
+            operation.record("failed unexpectedly: see the host's log and `weft status`".into());
+            operation.reason = Some(format!("the rollout failed unexpectedly: {why}"));
+        }
     }
 
     /// Drains and stops every role, then closes the queue store.
@@ -268,38 +359,22 @@ impl Service {
             rollout.abort();
         }
         let grace = self.host.grace;
-        let mut servers = Vec::new();
+        let stopping: Vec<Stopping> = self.roles.values().map(RoleRunner::begin_stop).collect();
         let mut workers = Vec::new();
         let mut longest_deadline = Duration::ZERO;
-        for runner in self.roles.values() {
-            match runner {
-                RoleRunner::Web(web) => {
-                    let _ = web.stop.send(true);
-                    if let Some(server) = lock(&web.server).take() {
-                        servers.push(server);
-                    }
-                }
-                RoleRunner::Worker(pool) => {
-                    longest_deadline =
-                        longest_deadline.max(pool.current().role.limits().deadline());
-                    workers.extend(pool.stop());
-                }
-            }
+        let mut servers = Vec::new();
+        for role in stopping {
+            servers.extend(role.server);
+            workers.extend(role.instances);
+            longest_deadline = longest_deadline.max(role.deadline);
         }
         for server in servers {
             let _ = server.await;
         }
         // Requests are answered; the versions' stop hooks run, those of
         // versions an upgrade retired too (their drains are under way).
-        for runner in self.roles.values() {
-            if let RoleRunner::Web(web) = runner {
-                for version in web.front.close() {
-                    version.drain_and_stop(grace).await;
-                }
-                for retiring in web.front.retiring() {
-                    let _ = retiring.await;
-                }
-            }
+        for role in self.roles.values() {
+            role.drain(grace).await;
         }
         let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
         let all = async {
@@ -334,30 +409,18 @@ impl Service {
             let Some(role) = manifest.roles.get(name) else {
                 continue;
             };
-            let (kind, url, info, instances, ready, declared) = match runner {
-                RoleRunner::Web(web) => {
-                    let (instances, ready) = web.front.status();
-                    let info = lock(&web.current).info.clone();
-                    let url = Some(web.url.clone());
-                    ("web", url, info, instances, ready, manifest.upgrade.domains)
-                }
-                RoleRunner::Worker(pool) => {
-                    let (instances, ready) = pool.status();
-                    let info = pool.current().info.clone();
-                    ("worker", None, info, instances, ready, pool.count())
-                }
-            };
+            let report = runner.report(manifest.upgrade.domains);
             roles.push(RoleStatus {
                 name: name.clone(),
-                kind: kind.to_owned(),
-                url,
-                component: info.digest.to_string(),
-                generation: info.generation,
-                declared,
-                ready,
-                settings: info.settings.clone(),
-                health: role.health.clone(),
-                instances,
+                kind: report.kind,
+                url: report.url,
+                component: report.info.digest.to_string(),
+                generation: report.info.generation,
+                declared: report.declared,
+                ready: report.ready,
+                settings: report.info.settings,
+                health: role.health().map(str::to_owned),
+                instances: report.instances,
                 usage: usage_of(usage, &self.name, name),
                 queues: self.queue_depths(role).await,
             });
@@ -381,7 +444,7 @@ impl Service {
         for queue in &role.queues {
             let depth = |name: String| {
                 let queues = self.backends.queues.clone();
-                let scoped = format!("{}/{name}", self.name);
+                let scoped = weft_broker::scoped(&self.name, &name);
                 async move {
                     tokio::time::timeout(QUEUE_DEPTH_TIMEOUT, queues.len(&scoped))
                         .await
@@ -396,7 +459,7 @@ impl Service {
                 poison: if queue.ends_with(POISON_SUFFIX) {
                     None
                 } else {
-                    depth(format!("{queue}{POISON_SUFFIX}")).await
+                    depth(weft_broker::poison_queue(queue)).await
                 },
             });
         }
@@ -423,64 +486,4 @@ fn usage_of(usage: &[UsageSnapshot], service: &str, role: &str) -> UsageStatus {
         invocations: total.counters.invocations,
         failures: total.counters.failures.iter().map(|(_, n)| n).sum(),
     })
-}
-
-/// Builds (compiles, or loads from the cache, and pre-instantiates) role
-/// `name`'s version from `record`, off the async threads.
-pub(super) async fn build_version(
-    host: &HostContext,
-    manifest: &Manifest,
-    name: &str,
-    record: &DeploymentRecord,
-    backends: &Backends,
-) -> Result<Version, ControllerError> {
-    let invalid = |why: String| ControllerError::Invalid(why);
-    let role = manifest
-        .roles
-        .get(name)
-        .ok_or_else(|| invalid(format!("roles.{name}: no such role")))?;
-    let digest: Digest = record
-        .source
-        .components
-        .get(name)
-        .cloned()
-        .ok_or_else(|| invalid(format!("roles.{name}: no component given for the role")))?;
-    // The bytes must still be the ones uploaded: a damaged or planted blob
-    // is never compiled. (Between this check and the read that compiles,
-    // only this user could change the file: the folder is private.)
-    let (state, blob) = (host.state.clone(), digest.clone());
-    tokio::task::spawn_blocking(move || state.check_blob(&blob))
-        .await
-        .map_err(|e| ControllerError::Internal(format!("checking role '{name}': {e}")))?
-        .map_err(|e| invalid(format!("roles.{name}: component {digest} {e}")))?;
-    let path = host.state.blob_path(&digest);
-    let folder = host.state.service_dir(&manifest.service);
-    let spec = role_spec(manifest, name, role, &folder, backends)
-        .map_err(|e| invalid(format!("{e:#}")))?;
-    let info = VersionInfo {
-        generation: record.generation,
-        digest: digest.clone(),
-        settings: role.settings.clone(),
-    };
-    let runtime = host.runtime.clone();
-    let kind = role.kind;
-    let health = role.health.clone();
-    let describe = move |e: weft_sandbox::RuntimeError, path: &Path| {
-        let text = e
-            .to_string()
-            .replace(&path.display().to_string(), &format!("component {digest}"));
-        ControllerError::Invalid(format!("roles.{name}: {text}"))
-    };
-    let build_path = path.clone();
-    let built = tokio::task::spawn_blocking(move || match kind {
-        RoleKind::Web => runtime
-            .web_role(&build_path, spec)
-            .map(|role| Version::Web(Arc::new(WebVersion::new(info, role, health)))),
-        RoleKind::Worker => runtime
-            .worker_role(&build_path, spec)
-            .map(|role| Version::Worker(Arc::new(WorkerVersion { info, role }))),
-    })
-    .await
-    .map_err(|e| ControllerError::Internal(format!("building role '{name}': {e}")))?;
-    built.map_err(|e| describe(e, &path))
 }

@@ -1,24 +1,29 @@
-//! A role as one tenant of the host: the state all of its sandboxes share.
+//! One version of a role: the state all of its sandboxes share.
 //!
-//! However many sandboxes a role runs (a web request each, or its worker
-//! instances), they draw on one set of shared limits: one [`RoleLimiter`]
-//! (its token buckets), one CPU account with the scheduler ([`RoleCpu`]),
-//! one memory pool ([`RoleMemory`]) and one set of usage counters
-//! ([`RoleUsage`]). The [`crate::Runtime`] keeps a weak reference to every
-//! tenant, to report their usage.
+//! Each time the host prepares a role's component ([`crate::Runtime::web_role`],
+//! [`crate::Runtime::worker_role`]), for its first version or an upgrade, it
+//! gets a [`RoleVersion`]. However many sandboxes that version runs (a web
+//! request each, or its worker instances), they draw on one set of shared
+//! limits: one [`RoleLimiter`] (its token buckets), one CPU account with the
+//! scheduler ([`RoleCpu`]), one memory pool ([`RoleMemory`]) and one set of
+//! usage counters ([`RoleUsage`]). Versions of a role running side by side
+//! (an upgrade's old and new) share only its scratch quota
+//! ([`ScratchQuota::of`]). The [`crate::Runtime`] keeps a weak reference to
+//! every version, to report their usage.
 
-use crate::config::{CpuShare, Grants, SandboxLimits};
-use crate::cpu::{CpuScheduler, RoleCpu};
-use crate::engine::RoleSpec;
+use crate::cpu::{CpuScheduler, CpuShare, RoleCpu};
+use crate::grants::Grants;
+use crate::limits::SandboxLimits;
 use crate::memory::RoleMemory;
 use crate::rate_limit::RoleLimiter;
+use crate::role_spec::RoleSpec;
 use crate::scratch::ScratchQuota;
 use crate::usage::{MemoryUsage, RoleUsage, UsageSnapshot};
 use crate::vmbus::VmBusCtx;
 use std::sync::Arc;
 
-/// What all the sandboxes of one role share.
-pub(crate) struct Tenant {
+/// What all the sandboxes of one version of a role share.
+pub(crate) struct RoleVersion {
     pub(crate) spec: RoleSpec,
     pub(crate) kind: &'static str,
     pub(crate) grants: Arc<Grants>,
@@ -32,7 +37,7 @@ pub(crate) struct Tenant {
     pub(crate) fuel_yield_interval: Option<u64>,
 }
 
-impl Tenant {
+impl RoleVersion {
     /// A new sandbox's VMBus: the role's grants, backends and rate limits.
     pub(crate) fn vmbus(&self) -> VmBusCtx {
         VmBusCtx::new(
@@ -75,7 +80,7 @@ impl Tenant {
         self.spec.cpu
     }
 
-    /// Everything measured of this role now.
+    /// Everything measured of this version of the role now.
     pub(crate) fn snapshot(&self) -> UsageSnapshot {
         UsageSnapshot {
             service: self.grants.service.clone(),

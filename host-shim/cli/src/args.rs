@@ -1,0 +1,337 @@
+//! The command line: each command's arguments, built from a few shared
+//! groups flattened into them, so a flag is declared (and documented) once:
+//!
+//! - [`ServiceSource`]: the manifest, `--env` and `--no-build` (`up`,
+//!   `check`, `deploy`, `upgrade`);
+//! - [`HostArgs`]: what every host has, its cache, grace, admin address and
+//!   [`ConnectionArgs`] (`serve`, `up`, `host`);
+//! - [`HostTokenArg`]: the admin token a host serves (`up`, `host`);
+//! - [`ClientArgs`]: the admin address and token a client uses (`deploy`,
+//!   `upgrade`, `status`, `scale`, `settings`, `logs`, `remove`).
+//!
+//! Each group turns into the library's plain options
+//! ([`weft_host::launch`]) here, so nothing past this file sees clap.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use weft_host::launch::{self, ConnectionOptions, DEFAULT_MAX_COMPONENT_MIB};
+use weft_sandbox::SandboxLimits;
+
+#[derive(Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "Runs Wasm web and worker roles in isolated, metered sandboxes"
+)]
+pub struct Cli {
+    /// How host logs (and captured guest output) are written to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve one wasi:http component over HTTP, a fresh sandbox per request.
+    Serve(ServeArgs),
+    /// Build a service from its manifest and run it on a host of its own
+    /// (the admin API serves it too) until SIGINT or SIGTERM.
+    Up(UpArgs),
+    /// Run a long-lived host: it redeploys the services its state folder
+    /// records and takes deployments through its admin API.
+    Host(HostModeArgs),
+    /// Check a manifest (and overlay) and compile its components, without running anything.
+    Check(UpArgs),
+    /// Show the length of each queue the manifest grants (and of its poison
+    /// queue), and with --peek N its next messages. The embedded store can
+    /// be read only while the service is stopped; NATS at any time.
+    Queues(QueuesArgs),
+    /// Build a service, upload its components and deploy it to a host.
+    Deploy(DeployArgs),
+    /// Build a service, upload its components and upgrade it on a host, one
+    /// upgrade domain at a time (rolled back if a domain is not healthy).
+    Upgrade(DeployArgs),
+    /// Show a host's services, roles and instances.
+    Status(StatusArgs),
+    /// Set a worker role's instance count.
+    Scale(ScaleArgs),
+    /// Change settings a role declares (a rolling change).
+    Settings(SettingsArgs),
+    /// Show a role's recent guest output; -f follows it.
+    Logs(LogsArgs),
+    /// Stop and remove a service (its data folder stays).
+    Remove(RemoveArgs),
+}
+
+/// A service's source folder, as `up`, `check`, `deploy` and `upgrade` read it.
+#[derive(Args)]
+pub struct ServiceSource {
+    /// The manifest, or the folder holding its weft.toml.
+    #[arg(default_value = ".")]
+    pub manifest: PathBuf,
+    /// Apply the environment overlay weft.ENV.toml beside the manifest.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Skip the roles' build commands and use the components as they are.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// The admin token a host serves (`up`, `host`).
+#[derive(Args)]
+pub struct HostTokenArg {
+    /// The admin API's token file [default: WEFT_ADMIN_TOKEN, else
+    /// admin-token in the state folder, made on first start].
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct QueuesArgs {
+    /// The manifest, or the folder holding its weft.toml.
+    #[arg(default_value = ".")]
+    pub manifest: PathBuf,
+    /// The service's state folder [default: as for `weft up`].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Also show up to this many (at most 32) of each queue's next visible
+    /// messages, without receiving them.
+    #[arg(long, default_value_t = 0)]
+    pub peek: u32,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// The component to serve.
+    pub component: PathBuf,
+    /// Memory cap per request, in MiB.
+    #[arg(long, default_value_t = SandboxLimits::default().memory_mib)]
+    pub memory_mib: u64,
+    /// Fuel budget per request.
+    #[arg(long, default_value_t = SandboxLimits::default().fuel)]
+    pub fuel: u64,
+    /// Wall-clock deadline per request, in milliseconds.
+    #[arg(long, default_value_t = SandboxLimits::default().deadline_ms)]
+    pub deadline_ms: u64,
+    /// Largest request body, in KiB.
+    #[arg(long, default_value_t = SandboxLimits::default().max_request_body_kib)]
+    pub max_request_body_kib: u64,
+    /// Requests running at once.
+    #[arg(long, default_value_t = SandboxLimits::default().max_in_flight)]
+    pub max_in_flight: u32,
+    /// Requests that may wait for a free slot before getting a 503.
+    #[arg(long, default_value_t = SandboxLimits::default().max_queued)]
+    pub max_queued: u32,
+    /// Requests one instance may serve in sequence; 1 is a fresh instance
+    /// per request. Above 1, what one request leaves in the guest's memory
+    /// is visible to the next.
+    #[arg(long, default_value_t = SandboxLimits::default().requests_per_instance)]
+    pub requests_per_instance: u32,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub source: ServiceSource,
+    /// The service's state folder (the embedded queue store and scratch
+    /// folders live there)
+    /// [default: $XDG_STATE_HOME/weft/SERVICE or ~/.local/state/weft/SERVICE].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Run only this role (repeatable); the default is every role. Hosts
+    /// sharing a NATS server each run some of a service's roles.
+    #[arg(long = "role", value_name = "NAME")]
+    pub roles: Vec<String>,
+    #[command(flatten)]
+    pub token: HostTokenArg,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Args)]
+pub struct HostModeArgs {
+    /// The host's state folder: component blobs, each service's record,
+    /// queues and scratch folders
+    /// [default: $XDG_STATE_HOME/weft/_host or ~/.local/state/weft/_host].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub token: HostTokenArg,
+    /// Sandboxes alive at once across every service (pooling slots).
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_instances: u32,
+    /// The largest component the admin API accepts, in MiB.
+    #[arg(long, default_value_t = DEFAULT_MAX_COMPONENT_MIB,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_component_mib: u64,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// What every host has (`serve`, `up`, `host`).
+#[derive(Args)]
+pub struct HostArgs {
+    /// Where compiled components are cached; it must be private to this user
+    /// [default: $XDG_CACHE_HOME/weft/components or ~/.cache/weft/components].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// How long in-flight requests may take to finish at shutdown, and a
+    /// retired version to drain, in seconds (at most a day).
+    #[arg(long, default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub grace_secs: u64,
+    /// The admin address: the admin API under /v1 (bearer token), and
+    /// `/metrics` (Prometheus) and `/healthz`. Keep it on loopback or a
+    /// private network.
+    #[arg(long, default_value = "127.0.0.1:9070")]
+    pub admin_addr: SocketAddr,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+impl HostArgs {
+    /// `--cache-dir`, else the per-user default.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        self.cache_dir
+            .clone()
+            .or_else(launch::dirs::default_cache_dir)
+    }
+
+    /// `--grace-secs`.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.grace_secs)
+    }
+}
+
+/// What bounds the connections clients hold of a host.
+#[derive(Args)]
+pub struct ConnectionArgs {
+    /// Connections the web roles' listeners hold open at once, all together;
+    /// more wait in the kernel's backlog [default: from the descriptor limit,
+    /// after the admin's share and a quarter kept for the host; at most 16384].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_web_connections: Option<u64>,
+    /// Connections the admin address holds open at once, apart from the web
+    /// roles' [default: a sixteenth of the descriptor limit, from 8 to 64].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_admin_connections: Option<u64>,
+    /// How long a connection may go without sending a complete request head,
+    /// idle keep-alive connections included, in seconds (the admin address
+    /// waits 10 at most).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+    /// The slowest a request body may come once its grace is spent, in bytes
+    /// a second on average; slower bodies are cut. 0 turns the bound off.
+    #[arg(long, default_value_t = 1024)]
+    pub min_body_rate: u64,
+    /// How long a request body may take before the minimum rate applies, in
+    /// seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub body_grace_secs: u64,
+}
+
+impl ConnectionArgs {
+    /// The library's options.
+    pub fn options(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            max_web: self.max_web_connections,
+            max_admin: self.max_admin_connections,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            min_body_rate: self.min_body_rate,
+            body_grace: Duration::from_secs(self.body_grace_secs),
+        }
+    }
+}
+
+/// How a client reaches a host's admin API.
+#[derive(Args)]
+pub struct ClientArgs {
+    /// The host's admin address [default: $WEFT_ADMIN, else http://127.0.0.1:9070].
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// The admin token's file [default: $WEFT_ADMIN_TOKEN, else the default
+    /// host state folder's admin-token].
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub source: ServiceSource,
+    /// Return once the host has accepted the deployment, without waiting
+    /// for instances to be ready (deploy) or for the rollout to end (upgrade).
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Only this service.
+    pub service: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct ScaleArgs {
+    /// The worker role: SERVICE/ROLE, or ROLE when one service has it.
+    pub role: String,
+    /// Its new instance count.
+    pub count: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct SettingsArgs {
+    /// The role: SERVICE/ROLE, or ROLE when one service has it.
+    pub role: String,
+    /// KEY=VALUE pairs; each key must be a setting the role declares.
+    #[arg(required = true)]
+    pub settings: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// The role: SERVICE/ROLE, or ROLE when one service has it.
+    pub role: String,
+    /// Keep printing new lines as they come.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many of the latest lines to show first.
+    #[arg(long, default_value_t = 100)]
+    pub lines: usize,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct RemoveArgs {
+    /// The service.
+    pub service: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
