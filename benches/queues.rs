@@ -157,7 +157,7 @@ async fn run() -> anyhow::Result<()> {
             None,
         );
         let config = QueuesConfig {
-            backend: BackendKind::Nats,
+            backend: Some(BackendKind::Nats),
             url: Some(url.clone()),
             max_messages: 1_000_000,
             max_mib: 1024,

@@ -127,6 +127,16 @@ else
     echo "Every run failed: see the harness's output." >"$results/queues.md"
 fi
 
+echo "--- placement (10,000 instances over 100 simulated hosts)"
+cargo bench -q -p weft-fabric --bench placement >"$results/placement.md"
+
+echo "--- fabric (kill -9 of a host, of the leader: to healed)"
+if [ -n "${QUICK:-}" ]; then
+    RUNS=1 DOWN_AFTERS=4 WEFT="$weft" benches/fabric.sh >"$results/fabric.md"
+else
+    WEFT="$weft" benches/fabric.sh >"$results/fabric.md"
+fi
+
 echo "--- docs/benchmarks.md"
 "$bench" report --template benches/report.md --results "$results" --out docs/benchmarks.md
 cat "$aims"

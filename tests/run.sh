@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine (the README's second command): adds the
-# wasm32-wasip2 target the guests need, installs nats-server if it is
-# missing (Debian's package), starts one with JetStream on loopback for the
-# NATS backend's tests, runs `cargo test --workspace` with any arguments
-# given, and stops the server. Set WEFT_TEST_NATS_URL to use a server of
-# your own instead.
+# wasm32-wasip2 target the guests need, installs nats-server and haproxy if
+# they are missing (Debian's packages: the fabric's tests start servers of
+# their own and put HAProxy in front of three hosts), starts a nats-server
+# with JetStream on loopback for the NATS backend's tests, runs `cargo test
+# --workspace` with any arguments given, and stops the server. Set
+# WEFT_TEST_NATS_URL to use a server of your own for the backend's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,13 +16,14 @@ fi
 # shellcheck source=tests/nats.sh
 source tests/nats.sh
 
+if ! command -v nats-server >/dev/null || ! command -v haproxy >/dev/null; then
+    echo "--- installing nats-server and haproxy (the NATS and fabric tests need them)"
+    sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq nats-server haproxy
+fi
+
 if [ -z "${WEFT_TEST_NATS_URL:-}" ]; then
-    if ! command -v nats-server >/dev/null; then
-        echo "--- installing nats-server (the NATS backend's tests need it)"
-        sudo=
-        [ "$(id -u)" -eq 0 ] || sudo=sudo
-        $sudo apt-get update -qq && $sudo apt-get install -y -qq nats-server
-    fi
     # Its own port and a temporary store, so a server already on this
     # machine is neither used nor disturbed. Tests that kill or restart
     # NATS start servers of their own.

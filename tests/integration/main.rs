@@ -10,6 +10,7 @@ mod controller;
 mod controller_ops;
 mod durable;
 mod egress;
+mod fabric;
 mod fairness;
 mod flood;
 mod full_disk;

@@ -17,12 +17,12 @@ use weft_broker::QueueBroker;
 use weft_broker::{BackendKind, NatsBroker, QueuesConfig};
 
 /// A `nats-server` with JetStream on loopback, killed on drop.
-struct NatsServer {
+pub(crate) struct NatsServer {
     child: Child,
     port: u16,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -33,7 +33,7 @@ fn free_port() -> u16 {
 impl NatsServer {
     /// Starts a server on `port` keeping its streams in `store`, and waits
     /// until it accepts connections.
-    fn start(port: u16, store: &Path) -> Self {
+    pub(crate) fn start(port: u16, store: &Path) -> Self {
         let child = Command::new("nats-server")
             .args([
                 "--jetstream",
@@ -59,7 +59,7 @@ impl NatsServer {
         Self { child, port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 }
@@ -99,7 +99,7 @@ fn host(dir: &Path, name: &str, roles: &[&str]) -> Weft {
 
 async fn client(url: &str) -> NatsBroker {
     NatsBroker::connect(&QueuesConfig {
-        backend: BackendKind::Nats,
+        backend: Some(BackendKind::Nats),
         url: Some(url.to_owned()),
         connect_timeout_secs: 10,
         ..QueuesConfig::default()

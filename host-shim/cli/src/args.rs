@@ -7,13 +7,18 @@
 //!   [`ConnectionArgs`] (`serve`, `up`, `host`);
 //! - [`HostTokenArg`]: the admin token a host serves (`up`, `host`);
 //! - [`ClientArgs`]: the admin address and token a client uses (`deploy`,
-//!   `upgrade`, `status`, `scale`, `settings`, `logs`, `remove`).
+//!   `upgrade`, `status`, `scale`, `settings`, `logs`, `remove`);
+//! - [`FabricArgs`]: how `weft host` joins a fabric;
+//! - [`FabricConnectArgs`], [`FabricTarget`], [`FabricSigner`]: how a
+//!   client reaches a fabric instead of one host (`deploy`, `upgrade`,
+//!   `status`, `scale`, `settings`, `logs`, `remove`, `endpoints`,
+//!   `fabric ...`).
 //!
 //! Each group turns into the library's plain options
 //! ([`weft_host::launch`]) here, so nothing past this file sees clap.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 use weft_host::launch::{self, ConnectionOptions, DEFAULT_MAX_COMPONENT_MIB};
@@ -70,6 +75,38 @@ pub enum Command {
     Logs(LogsArgs),
     /// Stop and remove a service (its data folder stays).
     Remove(RemoveArgs),
+    /// Print where a web role of a fabric is served and ready, one IP:PORT
+    /// a line, or as an HAProxy backend.
+    Endpoints(EndpointsArgs),
+    /// Manage a fabric of hosts: its operators' keys, its members.
+    Fabric(FabricCommandArgs),
+}
+
+impl Command {
+    /// The fabric this command drives (`--fabric URL`), if it drives one
+    /// rather than a host or nothing: a client command given `--fabric`,
+    /// `weft endpoints`, `weft fabric hosts|drain`.
+    pub fn fabric_url(&self) -> Option<&str> {
+        match self {
+            Command::Deploy(args) | Command::Upgrade(args) => args.fabric.target.fabric.as_deref(),
+            Command::Scale(args) => args.fabric.target.fabric.as_deref(),
+            Command::Settings(args) => args.fabric.target.fabric.as_deref(),
+            Command::Logs(args) => args.fabric.fabric.as_deref(),
+            Command::Status(args) => args.fabric.fabric.as_deref(),
+            Command::Remove(args) => args.fabric.fabric.as_deref(),
+            Command::Endpoints(args) => Some(&args.fabric.fabric),
+            Command::Fabric(args) => match &args.command {
+                FabricCommand::Hosts(args) => Some(&args.fabric.fabric),
+                FabricCommand::Drain(args) => Some(&args.fabric.fabric),
+                FabricCommand::Keygen(_) => None,
+            },
+            Command::Serve(_)
+            | Command::Up(_)
+            | Command::Host(_)
+            | Command::Check(_)
+            | Command::Queues(_) => None,
+        }
+    }
 }
 
 /// A service's source folder, as `up`, `check`, `deploy` and `upgrade` read it.
@@ -181,6 +218,177 @@ pub struct HostModeArgs {
     pub max_component_mib: u64,
     #[command(flatten)]
     pub host: HostArgs,
+    #[command(flatten)]
+    pub fabric: FabricArgs,
+}
+
+/// How `weft host` joins a fabric.
+#[derive(Args)]
+pub struct FabricArgs {
+    /// Join the fabric on this NATS JetStream server (nats:// or tls://):
+    /// the fabric's operators, not this host's state folder, say what it
+    /// runs.
+    #[arg(long, value_name = "URL", requires_all = ["advertise", "fabric_trust"])]
+    pub fabric: Option<String>,
+    /// This host's id in the fabric [default: the machine's host name].
+    #[arg(long, value_name = "ID", requires = "fabric")]
+    pub host_id: Option<String>,
+    /// The address the fabric's web roles listen on here, and that load
+    /// balancers reach (required with --fabric).
+    #[arg(long, value_name = "IP", requires = "fabric")]
+    pub advertise: Option<IpAddr>,
+    /// The hosts that can fail together with this one (a rack, a zone):
+    /// a role's instances are spread across fault domains.
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        default_value = "default",
+        requires = "fabric"
+    )]
+    pub fault_domain: String,
+    /// A label a role's `placement` may require (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", requires = "fabric")]
+    pub labels: Vec<String>,
+    /// The fabric operators' public keys, one base64 key a line: only
+    /// services signed by one of them run here (required with --fabric).
+    #[arg(long, value_name = "FILE", requires = "fabric")]
+    pub fabric_trust: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: FabricHostConnectArgs,
+    /// How long a silent host may stay silent before its instances are
+    /// placed elsewhere, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10, requires = "fabric",
+          value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub fabric_down_after: u64,
+    /// Copies the fabric's server keeps of the fabric's buckets when this
+    /// host is the first to make them: 1 for one server, 3 for a cluster.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "fabric",
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub fabric_replicas: u8,
+}
+
+/// How a host reaches the fabric's server.
+#[derive(Args)]
+pub struct FabricHostConnectArgs {
+    /// A NATS credentials file for the fabric's server.
+    #[arg(long, value_name = "FILE", requires = "fabric")]
+    pub fabric_creds: Option<PathBuf>,
+    /// The CA certificate (PEM) the fabric's server must present a
+    /// certificate from; TLS is then required.
+    #[arg(long, value_name = "FILE", requires = "fabric")]
+    pub fabric_tls_ca: Option<PathBuf>,
+    /// How long to keep trying to reach the fabric's server at start, in
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "fabric",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub fabric_connect_timeout: u64,
+}
+
+/// How a client reaches a fabric's server.
+#[derive(Args)]
+pub struct FabricConnectArgs {
+    /// A NATS credentials file for the fabric's server.
+    #[arg(long, value_name = "FILE")]
+    pub fabric_creds: Option<PathBuf>,
+    /// The CA certificate (PEM) the fabric's server must present a
+    /// certificate from; TLS is then required.
+    #[arg(long, value_name = "FILE")]
+    pub fabric_tls_ca: Option<PathBuf>,
+    /// How long to keep trying to reach the fabric's server, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub fabric_connect_timeout: u64,
+}
+
+/// A fabric a client command may drive instead of one host's admin API.
+#[derive(Args)]
+pub struct FabricTarget {
+    /// Drive the fabric on this NATS server (nats:// or tls://) instead
+    /// of one host's admin API.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["admin", "token_file"])]
+    pub fabric: Option<String>,
+    #[command(flatten)]
+    pub connect: FabricConnectArgs,
+}
+
+/// A fabric, and the operator's key that signs a change to it.
+#[derive(Args)]
+pub struct FabricSigner {
+    #[command(flatten)]
+    pub target: FabricTarget,
+    /// With --fabric: the operator's signing key (made by `weft fabric
+    /// keygen`).
+    #[arg(long, value_name = "FILE", requires = "fabric")]
+    pub fabric_key: Option<PathBuf>,
+    /// With --fabric: the operators' public keys (one base64 key a line)
+    /// the service's current desired state may be signed by, checked before
+    /// a change builds on it [default: only --fabric-key's own].
+    #[arg(long, value_name = "FILE", requires = "fabric_key")]
+    pub fabric_trust: Option<PathBuf>,
+}
+
+/// A fabric a command must be given.
+#[derive(Args)]
+pub struct FabricRequired {
+    /// The fabric's NATS server (nats:// or tls://).
+    #[arg(long, value_name = "URL")]
+    pub fabric: String,
+    #[command(flatten)]
+    pub connect: FabricConnectArgs,
+}
+
+#[derive(Args)]
+pub struct EndpointsArgs {
+    /// The web role, as SERVICE/ROLE.
+    pub role: String,
+    /// Print an HAProxy backend of this name instead of the addresses.
+    #[arg(long, value_name = "BACKEND")]
+    pub haproxy: Option<String>,
+    #[command(flatten)]
+    pub fabric: FabricRequired,
+}
+
+#[derive(Args)]
+pub struct FabricCommandArgs {
+    #[command(subcommand)]
+    pub command: FabricCommand,
+}
+
+#[derive(Subcommand)]
+pub enum FabricCommand {
+    /// Make an operator's signing key: DIR/fabric.key (keep it private)
+    /// and DIR/fabric.pub (for every host's --fabric-trust).
+    Keygen(KeygenArgs),
+    /// List the fabric's members: state, fault domain, labels, slots,
+    /// what each runs, and who leads.
+    Hosts(FabricHostsArgs),
+    /// Empty a host before maintenance: its instances move to other hosts
+    /// and nothing new is placed on it until it joins again.
+    Drain(DrainArgs),
+}
+
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// The folder to write the key pair into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct FabricHostsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub fabric: FabricRequired,
+}
+
+#[derive(Args)]
+pub struct DrainArgs {
+    /// The host's id.
+    pub host: String,
+    #[command(flatten)]
+    pub fabric: FabricRequired,
 }
 
 /// What every host has (`serve`, `up`, `host`).
@@ -274,12 +482,20 @@ pub struct ClientArgs {
 pub struct DeployArgs {
     #[command(flatten)]
     pub source: ServiceSource,
-    /// Return once the host has accepted the deployment, without waiting
+    /// Return once the host has accepted the deployment (with --fabric:
+    /// once the signed change is written to the fabric), without waiting
     /// for instances to be ready (deploy) or for the rollout to end (upgrade).
     #[arg(long)]
     pub no_wait: bool,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub fabric: FabricSigner,
+    /// With --fabric: how long to wait for every host to run it, ready, in
+    /// seconds.
+    #[arg(long, value_name = "N", default_value_t = 60, requires = "fabric",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub wait_secs: u64,
 }
 
 #[derive(Args)]
@@ -291,16 +507,21 @@ pub struct StatusArgs {
     pub json: bool,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub fabric: FabricTarget,
 }
 
 #[derive(Args)]
 pub struct ScaleArgs {
     /// The worker role: SERVICE/ROLE, or ROLE when one service has it.
     pub role: String,
-    /// Its new instance count.
+    /// Its new instance count (with --fabric: the total across the
+    /// fabric's hosts).
     pub count: u32,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub fabric: FabricSigner,
 }
 
 #[derive(Args)]
@@ -312,11 +533,14 @@ pub struct SettingsArgs {
     pub settings: Vec<String>,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub fabric: FabricSigner,
 }
 
 #[derive(Args)]
 pub struct LogsArgs {
-    /// The role: SERVICE/ROLE, or ROLE when one service has it.
+    /// The role: SERVICE/ROLE, or ROLE when one service has it; with
+    /// --fabric, SERVICE (every role) or SERVICE/ROLE.
     pub role: String,
     /// Keep printing new lines as they come.
     #[arg(short, long)]
@@ -326,6 +550,8 @@ pub struct LogsArgs {
     pub lines: usize,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub fabric: FabricTarget,
 }
 
 #[derive(Args)]
@@ -334,4 +560,6 @@ pub struct RemoveArgs {
     pub service: String,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub fabric: FabricTarget,
 }

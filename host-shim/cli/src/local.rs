@@ -1,8 +1,9 @@
 //! The commands that run a host in this process: `weft serve` (one
 //! component), `weft up` (a host with one service, deployed from a folder),
 //! `weft host` (a long-lived host that takes deployments through its admin
-//! API and redeploys them when it starts again), and the offline ones,
-//! `weft check` and `weft queues`.
+//! API and redeploys them when it starts again, or, with `--fabric`, runs
+//! what a fabric of hosts assigns it), and the offline ones, `weft check`
+//! and `weft queues`.
 //!
 //! What a host is made of comes from the library ([`weft_host::launch`]);
 //! what is the process's own stays here: the signals it stops on, the
@@ -16,6 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use weft_fabric::admin_view::FabricAdminView;
+use weft_fabric::member::{Member, MemberOptions};
+use weft_fabric::store::shown_url;
+use weft_host::admin::fabric_view::FabricSlot;
 use weft_host::admin::{Admin, auth};
 use weft_host::builder;
 use weft_host::connections::Listening;
@@ -56,9 +61,9 @@ pub async fn serve(args: ServeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()
         pools.admin.clone(),
         runtime,
         None,
-        None,
         logs,
         DEFAULT_MAX_COMPONENT_MIB,
+        None,
     )
     .await?;
     let grace = args.host.grace();
@@ -131,10 +136,10 @@ pub async fn up(args: UpArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
         args.host.admin_addr,
         pools.admin.clone(),
         runtime,
-        Some(controller.clone()),
-        Some(token),
+        Some((controller.clone(), token)),
         logs,
         DEFAULT_MAX_COMPONENT_MIB,
+        None,
     )
     .await?;
     tracing::info!(service = %manifest.service, manifest = %manifest.path.display(), "starting");
@@ -170,11 +175,13 @@ pub async fn up(args: UpArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
 }
 
 /// `weft host`: a long-lived host, redeploying what its state folder
-/// records and taking deployments through its admin API.
+/// records and taking deployments through its admin API; with `--fabric`,
+/// a member of a fabric instead, running what the fabric assigns it.
 pub async fn host(args: HostModeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
     let pools = Pools::new(&args.host.connections.options());
     let mut signals = StopSignals::watch()?;
     anyhow::ensure!(args.max_instances > 0, "--max-instances must be at least 1");
+    let fabric = crate::fabric::member_options(&args.fabric, args.max_instances, logs.clone())?;
     let state_dir = match args.state_dir.clone() {
         Some(dir) => dir,
         None => dirs::default_host_state_dir()
@@ -184,7 +191,14 @@ pub async fn host(args: HostModeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<
         args.max_instances,
         args.host.cache_dir(),
     ))?);
-    let state = StateDir::open(&state_dir, Layout::Host)?;
+    // In a fabric, the fabric records what runs here: the folder keeps no
+    // record of its own, and none is restored.
+    let layout = if fabric.is_some() {
+        Layout::Fabric
+    } else {
+        Layout::Host
+    };
+    let state = StateDir::open(&state_dir, layout)?;
     let controller = launch::controller(
         runtime.clone(),
         state,
@@ -194,14 +208,16 @@ pub async fn host(args: HostModeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<
     );
     let (token, source) = auth::host_token(args.token.token_file.as_deref(), &state_dir)?;
     tracing::info!(?source, "admin token");
+    // Filled once the host has joined, so the admin API reads the fabric.
+    let fabric_slot = fabric.as_ref().map(|_| FabricSlot::default());
     let admin = start_admin(
         args.host.admin_addr,
         pools.admin.clone(),
         runtime,
-        Some(controller.clone()),
-        Some(token),
+        Some((controller.clone(), token)),
         logs,
         args.max_component_mib,
+        fabric_slot.clone(),
     )
     .await?;
     // Beside the token: a client finding the token here sends it only to
@@ -211,6 +227,10 @@ pub async fn host(args: HostModeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<
         weft_sandbox::private_fs::write_private_file(&recorded, admin.addr.to_string().as_bytes())
     {
         tracing::warn!(file = %recorded.display(), error = %e, "cannot record the admin address; clients must be given the token");
+    }
+    if let (Some(mut options), Some(slot)) = (fabric, fabric_slot) {
+        options.admin = Some(admin.addr);
+        return run_in_fabric(options, signals, controller, admin, slot).await;
     }
     // Every recorded service restores at once, each on its own. `ready`
     // waits for those that need nothing outside the host; those whose
@@ -258,6 +278,58 @@ pub async fn host(args: HostModeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<
     }
     run_until_signalled(signals, &controller, admin).await;
     Ok(())
+}
+
+/// Joins the fabric with `controller` (its admin server already up, and
+/// reading the fabric through `admin_view` once joined), says
+/// `fabric URL host ID` and `ready`, and runs until SIGINT or SIGTERM;
+/// then leaves the fabric (so another host leads and the leader moves
+/// this host's instances at once) before the services drain.
+async fn run_in_fabric(
+    options: MemberOptions,
+    mut signals: StopSignals,
+    controller: Arc<Controller>,
+    admin: AdminServer,
+    admin_view: FabricSlot,
+) -> anyhow::Result<()> {
+    let url = shown_url(&options.connect.url);
+    let id = options.host_id.clone();
+    let joined = tokio::select! {
+        joined = Member::join(options, controller.clone()) => joined,
+        () = signals.next() => {
+            tracing::info!("shutting down while joining the fabric");
+            stop_host(&controller, admin).await;
+            return Ok(());
+        }
+    };
+    let member = match joined {
+        Ok(member) => member,
+        Err(e) => {
+            controller.shutdown().await;
+            admin.stop().await;
+            anyhow::bail!("{e}");
+        }
+    };
+    // Set once, here: nothing else fills the slot.
+    let _ = admin_view.set(Arc::new(FabricAdminView::new(member.store().clone())));
+    status_line(&format!("fabric {url} host {id}"));
+    status_line("ready");
+    // A member whose task died has already stepped down and stopped
+    // beating: the process ends too (non-zero), so a supervisor restarts it
+    // rather than leaving a host that serves but is no longer in the fabric.
+    let failure = tokio::select! {
+        () = signals.next() => None,
+        why = member.failed() => Some(why),
+    };
+    tracing::info!(
+        "shutting down: leaving the fabric, then finishing in-flight requests and batches"
+    );
+    member.leave().await;
+    stop_host(&controller, admin).await;
+    match failure {
+        Some(why) => anyhow::bail!("left the fabric: {why}"),
+        None => Ok(()),
+    }
 }
 
 /// `failed NAME` for a restore that failed (not one shutdown cancelled).
@@ -308,17 +380,20 @@ async fn stop_host(controller: &Controller, admin: AdminServer) {
     status_line("stopped");
 }
 
-/// Starts the admin server, taking components of up to
-/// `max_component_mib` MiB, and says `admin URL`.
+/// Starts the admin server, its API (`api`: the controller, and the token
+/// it requires) taking components of up to `max_component_mib` MiB and
+/// reading the fabric through `fabric` (a member's; `None` outside a
+/// fabric), and says `admin URL`.
 async fn start_admin(
     addr: SocketAddr,
     pool: Arc<Listening>,
     runtime: Arc<Runtime>,
-    controller: Option<Arc<Controller>>,
-    token: Option<auth::Token>,
+    api: Option<(Arc<Controller>, auth::Token)>,
     logs: Arc<GuestOutput>,
     max_component_mib: u64,
+    fabric: Option<FabricSlot>,
 ) -> anyhow::Result<AdminServer> {
+    let (controller, token) = api.unzip();
     let admin = Admin {
         runtime,
         controller,
@@ -326,6 +401,7 @@ async fn start_admin(
         logs,
         max_blob_bytes: usize::try_from(max_component_mib.saturating_mul(MIB))
             .unwrap_or(usize::MAX),
+        fabric,
     };
     let server = AdminServer::start(addr, pool, admin).await?;
     status_line(&format!("admin http://{}", server.addr));

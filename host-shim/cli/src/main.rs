@@ -5,7 +5,9 @@
 //! - `weft host` runs a long-lived host that redeploys the services in its
 //!   state folder and takes new ones through its admin API.
 //! - `weft deploy`, `upgrade`, `status`, `scale`, `settings`, `logs` and
-//!   `remove` drive a host through that API ([`client`]).
+//!   `remove` drive a host through that API ([`client`]); with `--fabric
+//!   URL`, each drives a fabric of hosts instead, as do `weft endpoints`
+//!   and `weft fabric` ([`fabric`]).
 //! - `weft check DIR` and `weft queues DIR` work offline.
 //!
 //! The host itself is the `weft-host` library; this binary parses the
@@ -16,10 +18,12 @@
 
 mod args;
 mod client;
+mod fabric;
 mod local;
 
 use args::{Cli, Command, LogFormat};
 use clap::Parser as _;
+use fabric::SourceChange;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +32,14 @@ use weft_host::guest_output::{GUEST_LOG_TARGET, GuestOutput, GuestOutputLayer};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let logs = Arc::new(GuestOutput::default());
-    init_logging(cli.log_format, logs.clone());
+    // A command that drives a fabric is a short-lived client: the NATS
+    // client's connection events are noise there.
+    let default_filter = if cli.command.fabric_url().is_some() {
+        "info,async_nats=warn"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_format, default_filter, logs.clone());
     // One executor thread more than the CPU scheduler has slots: however
     // many guests are CPU-bound, a thread is free for I/O and short
     // requests, and the OS scheduler preempts a hog for it (see
@@ -59,14 +70,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Host logs go to stderr, filtered by `WEFT_LOG` (default `info`); guest
-/// output is also kept, whatever the filter, for `weft logs`.
-fn init_logging(format: LogFormat, logs: Arc<GuestOutput>) {
+/// Host logs go to stderr, filtered by `WEFT_LOG` (default
+/// `default_filter`); guest output is also kept, whatever the filter, for
+/// `weft logs`.
+fn init_logging(format: LogFormat, default_filter: &str, logs: Arc<GuestOutput>) {
     use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{Layer as _, fmt};
-    let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let printed = match format {
         LogFormat::Text => fmt::layer()
@@ -89,25 +102,64 @@ fn init_logging(format: LogFormat, logs: Arc<GuestOutput>) {
 }
 
 async fn run(command: Command, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
-    match command {
-        Command::Serve(args) => local::serve(args, logs).await,
-        Command::Up(args) => local::up(args, logs).await,
-        Command::Host(args) => local::host(args, logs).await,
-        Command::Check(args) => local::check(args).await,
-        Command::Queues(args) => local::queues(args).await,
-        Command::Deploy(args) => client::deploy(args).await,
-        Command::Upgrade(args) => client::upgrade(args).await,
-        Command::Status(args) => client::status(args).await,
-        Command::Scale(args) => client::scale(args).await,
-        Command::Settings(args) => client::settings(args).await,
-        Command::Logs(args) => client::logs(args).await,
-        Command::Remove(args) => client::remove(args).await,
+    let fabric = command.fabric_url().map(str::to_owned);
+    match (command, fabric.as_deref()) {
+        (Command::Serve(args), _) => local::serve(args, logs).await,
+        (Command::Up(args), _) => local::up(args, logs).await,
+        (Command::Host(args), _) => local::host(args, logs).await,
+        (Command::Check(args), _) => local::check(args).await,
+        (Command::Queues(args), _) => local::queues(args).await,
+        (Command::Deploy(args), Some(url)) => {
+            fabric::deploy_or_upgrade(url, args, SourceChange::Deploy).await
+        }
+        (Command::Deploy(args), None) => client::deploy(args).await,
+        (Command::Upgrade(args), Some(url)) => {
+            fabric::deploy_or_upgrade(url, args, SourceChange::Upgrade).await
+        }
+        (Command::Upgrade(args), None) => client::upgrade(args).await,
+        (Command::Status(args), Some(url)) => fabric::status(url, args).await,
+        (Command::Status(args), None) => client::status(args).await,
+        (Command::Scale(args), Some(url)) => fabric::scale(url, args).await,
+        (Command::Scale(args), None) => client::scale(args).await,
+        (Command::Settings(args), Some(url)) => fabric::settings(url, args).await,
+        (Command::Settings(args), None) => client::settings(args).await,
+        (Command::Logs(args), Some(url)) => fabric::logs::logs(url, args).await,
+        (Command::Logs(args), None) => client::logs(args).await,
+        (Command::Remove(args), Some(url)) => fabric::remove(url, args).await,
+        (Command::Remove(args), None) => client::remove(args).await,
+        (Command::Endpoints(args), _) => fabric::endpoints(args).await,
+        (Command::Fabric(args), _) => fabric::command(args.command).await,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--fabric` alone picks the fabric's client; a host's fabric flags
+    /// mean nothing without it, and it needs the address and trust file.
+    #[test]
+    fn the_fabric_flag_decides_who_is_driven() {
+        let url = "nats://192.0.2.1:4222";
+        let parsed = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.command);
+        let command = parsed(&["weft", "scale", "shop/worker", "3", "--fabric", url]).unwrap();
+        assert_eq!(command.fabric_url(), Some(url));
+        let command = parsed(&["weft", "scale", "shop/worker", "3"]).unwrap();
+        assert_eq!(command.fabric_url(), None);
+        let command = parsed(&["weft", "fabric", "hosts", "--fabric", url]).unwrap();
+        assert_eq!(command.fabric_url(), Some(url));
+        let command = parsed(&["weft", "fabric", "keygen", "--out", "keys"]).unwrap();
+        assert_eq!(command.fabric_url(), None);
+        for flag in ["--fabric-down-after", "--fabric-connect-timeout"] {
+            let refused = parsed(&["weft", "host", flag, "5"]).err().unwrap();
+            assert!(
+                refused.to_string().contains("--fabric <URL>"),
+                "{flag}: {refused}"
+            );
+        }
+        let refused = parsed(&["weft", "host", "--fabric", url]).err().unwrap();
+        assert!(refused.to_string().contains("--advertise"), "{refused}");
+    }
 
     /// Extreme numbers on the command line are refused by name, never
     /// carried into a sum that overflows.

@@ -46,7 +46,7 @@ impl Backends {
     /// cannot be reached, up to its connect timeout).
     pub async fn open(config: &QueuesConfig, state_dir: &Path) -> Result<Self, OpenError> {
         config.validate()?;
-        match config.backend {
+        match config.kind() {
             BackendKind::Embedded => {
                 let store = Arc::new(EmbeddedBroker::open(state_dir, config.settings())?);
                 Ok(Self {

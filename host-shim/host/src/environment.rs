@@ -170,9 +170,15 @@ impl Overrides {
     }
 }
 
-fn set_instances(role: &mut Role, count: u32) -> Result<(), String> {
+/// Why a web role's instances cannot change outside its manifest: what
+/// they mean, and where they are changed.
+pub(crate) const WEB_INSTANCES: &str = "a web role gets a fresh instance per request, and in a fabric a web role's instances is its number of hosts, set in weft.toml (change it with weft upgrade)";
+
+/// Sets worker role `role`'s instance count, 1 to [`MAX_INSTANCES`]; a web
+/// role has none to set.
+pub(crate) fn set_instances(role: &mut Role, count: u32) -> Result<(), String> {
     let RoleByKind::Worker(worker) = &mut role.by_kind else {
-        return Err("applies to worker roles; a web role gets a fresh instance per request".into());
+        return Err(format!("applies to worker roles; {WEB_INSTANCES}"));
     };
     if !(1..=MAX_INSTANCES).contains(&count) {
         return Err(format!("must be 1 to {MAX_INSTANCES}, not {count}"));
@@ -298,11 +304,11 @@ component = "worker.wasm"
         );
         let mut bad = Overrides::default();
         bad.instances.insert("web".into(), 2);
+        let err = bad.apply(&mut manifest()).unwrap_err().to_string();
+        assert!(err.contains("applies to worker roles"), "{err}");
         assert!(
-            bad.apply(&mut manifest())
-                .unwrap_err()
-                .to_string()
-                .contains("applies to worker roles")
+            err.ends_with("in a fabric a web role's instances is its number of hosts, set in weft.toml (change it with weft upgrade)"),
+            "{err}"
         );
     }
 }

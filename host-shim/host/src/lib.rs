@@ -9,7 +9,9 @@
 //!   web role (a wasi:http component behind an address, a fresh sandbox per
 //!   request) or a worker role (a fixed number of long-running instances),
 //!   with the queues and buckets each may use and the limits that bound it.
-//!   An [`environment`] overlay changes instance counts and settings.
+//!   An [`environment`] overlay changes instance counts and settings; a
+//!   [`local_part`] narrows a service that runs on many hosts to this
+//!   host's roles.
 //! - Its **backends** ([`backends`]) are the queues and buckets its roles
 //!   share: an embedded store in its state folder, or a NATS server.
 //! - The [`controller`] deploys, scales, upgrades (one upgrade domain at a
@@ -43,6 +45,7 @@ pub mod guest_output;
 pub mod http_server;
 pub mod launch;
 pub mod lingering;
+pub mod local_part;
 pub mod manifest;
 pub mod metrics;
 pub mod supervisor;

@@ -20,8 +20,10 @@ pub enum BackendKind {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct QueuesConfig {
-    /// `embedded` (default) or `nats`.
-    pub backend: BackendKind,
+    /// `embedded` or `nats`, as declared; `None` when the table names no
+    /// backend, which is embedded on one host (see [`Self::kind`]) and
+    /// lets a fabric host put the service on its NATS server.
+    pub backend: Option<BackendKind>,
     /// NATS only: the server's URL. Default `nats://127.0.0.1:4222`.
     pub url: Option<String>,
     /// Deliveries after which a message moves to `<queue>-poison`. Default 5,
@@ -132,7 +134,7 @@ impl Default for QueuesConfig {
     fn default() -> Self {
         let settings = QueueSettings::default();
         Self {
-            backend: BackendKind::Embedded,
+            backend: None,
             url: None,
             max_deliveries: settings.max_deliveries,
             max_messages: u32::try_from(settings.max_messages).unwrap_or(u32::MAX),
@@ -145,6 +147,21 @@ impl Default for QueuesConfig {
 }
 
 impl QueuesConfig {
+    /// The backend in force: the one declared, else embedded.
+    pub fn kind(&self) -> BackendKind {
+        self.backend.unwrap_or_default()
+    }
+
+    /// The table as in force: the backend named even where it was left
+    /// out, so that two tables putting the queues in the same place
+    /// compare equal whether or not they spelled out `embedded`.
+    pub fn in_force(&self) -> Self {
+        Self {
+            backend: Some(self.kind()),
+            ..self.clone()
+        }
+    }
+
     /// The settings every queue of this backend gets.
     pub fn settings(&self) -> QueueSettings {
         QueueSettings {
@@ -185,7 +202,7 @@ impl QueuesConfig {
                 self.connect_timeout_secs != defaults.connect_timeout_secs,
             ),
         ];
-        if self.backend == BackendKind::Embedded
+        if self.kind() == BackendKind::Embedded
             && let Some((field, _)) = nats_only.iter().find(|(_, set)| *set)
         {
             return Err(QueuesConfigError::NatsOnly { field });
@@ -222,8 +239,23 @@ mod tests {
     fn defaults_are_embedded_with_five_deliveries() {
         let config = parse("").unwrap();
         assert_eq!(config, QueuesConfig::default());
-        assert_eq!(config.backend, BackendKind::Embedded);
+        assert_eq!(config.backend, None, "not declared");
+        assert_eq!(config.kind(), BackendKind::Embedded);
         assert_eq!(config.settings(), QueueSettings::default());
+    }
+
+    #[test]
+    fn a_declared_backend_is_kept_apart_from_the_default() {
+        let embedded = parse("backend = \"embedded\"").unwrap();
+        assert_eq!(embedded.backend, Some(BackendKind::Embedded));
+        assert_eq!(embedded.kind(), BackendKind::Embedded);
+        assert_ne!(embedded, QueuesConfig::default());
+        assert_eq!(embedded.in_force(), QueuesConfig::default().in_force());
+        let nats = parse("backend = \"nats\"").unwrap();
+        assert_eq!(nats.backend, Some(BackendKind::Nats));
+        assert_eq!(nats.kind(), BackendKind::Nats);
+        let err = parse("backend = \"embedded\"\nreplicas = 3").unwrap_err();
+        assert!(err.contains("replicas applies only"), "{err}");
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub use limits::{
 pub use memory::MemoryBroker;
 pub use names::{POISON_SUFFIX, poison_queue, scoped};
 #[cfg(feature = "nats")]
-pub use nats::{NatsBroker, NatsError};
+pub use nats::{NatsBroker, NatsError, open_or_create_kv};
 pub use open::OpenError;
 #[cfg(feature = "embedded")]
 pub use store::{StoreError, StoreHealth};

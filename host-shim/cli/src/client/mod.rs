@@ -12,7 +12,8 @@ mod http;
 mod table;
 
 use crate::args::{
-    ClientArgs, DeployArgs, LogsArgs, RemoveArgs, ScaleArgs, SettingsArgs, StatusArgs,
+    ClientArgs, DeployArgs, LogsArgs, RemoveArgs, ScaleArgs, ServiceSource, SettingsArgs,
+    StatusArgs,
 };
 use ::http::Method;
 use anyhow::{Context as _, bail};
@@ -107,19 +108,54 @@ fn admin_url_is(url: &str, recorded: SocketAddr) -> bool {
         .any(|ip| *ip == recorded.ip() || (recorded.ip().is_unspecified() && ip.is_loopback()))
 }
 
-/// Builds and uploads the components of the service in `args.source.manifest`;
-/// returns its name and what to deploy.
-async fn prepare(client: &Client, args: &DeployArgs) -> anyhow::Result<(String, DeploymentSource)> {
+/// A service's folder, read: its name, what to deploy, and each role's
+/// component (name, digest, bytes).
+pub(crate) struct ReadService {
+    /// The service's name.
+    pub name: String,
+    /// What to deploy.
+    pub source: DeploymentSource,
+    /// Each role's component: its role, digest and bytes.
+    pub components: Vec<(String, Digest, Bytes)>,
+}
+
+/// Builds the roles of the service in `source` (unless `--no-build`) and
+/// reads its manifest and components (`deploy` and `upgrade`, to a host
+/// or a fabric).
+pub(crate) fn read_service(source: &ServiceSource) -> anyhow::Result<ReadService> {
     let (manifest, environment) =
-        weft_host::launch::load_manifest(&args.source.manifest, args.source.env.as_deref())?;
-    if !args.source.no_build {
+        weft_host::launch::load_manifest(&source.manifest, source.env.as_deref())?;
+    if !source.no_build {
         weft_host::builder::build_roles(&manifest)?;
     }
-    let mut components = BTreeMap::new();
+    let mut components = Vec::new();
     for (name, role) in &manifest.roles {
         let bytes = std::fs::read(&role.component)
             .with_context(|| format!("{}: cannot read", role.component.display()))?;
-        let digest = Digest::of(&bytes);
+        components.push((name.clone(), Digest::of(&bytes), Bytes::from(bytes)));
+    }
+    let text = std::fs::read_to_string(&manifest.path)
+        .with_context(|| format!("{}: cannot read", manifest.path.display()))?;
+    Ok(ReadService {
+        name: manifest.service.clone(),
+        source: DeploymentSource {
+            manifest_file: manifest.path.display().to_string(),
+            manifest: text,
+            environment,
+            components: components
+                .iter()
+                .map(|(name, digest, _)| (name.clone(), digest.clone()))
+                .collect(),
+        },
+        components,
+    })
+}
+
+/// Builds and uploads the components of the service in `args.source.manifest`;
+/// returns its name and what to deploy.
+async fn prepare(client: &Client, args: &DeployArgs) -> anyhow::Result<(String, DeploymentSource)> {
+    let service = read_service(&args.source)?;
+    for (name, digest, bytes) in service.components {
         let path = format!("/v1/blobs/{digest}");
         let (status, _) = client
             .call(Method::HEAD, &path, "application/wasm", Bytes::new())
@@ -127,26 +163,15 @@ async fn prepare(client: &Client, args: &DeployArgs) -> anyhow::Result<(String, 
         if status == ::http::StatusCode::NOT_FOUND {
             let size = bytes.len();
             let (status, body) = client
-                .call(Method::PUT, &path, "application/wasm", Bytes::from(bytes))
+                .call(Method::PUT, &path, "application/wasm", bytes)
                 .await?;
             http::check(status, &body)?;
             println!("uploaded {name} {} ({} KiB)", digest.short(), size / 1024);
         } else {
             http::check(status, &[])?;
         }
-        components.insert(name.clone(), digest);
     }
-    let text = std::fs::read_to_string(&manifest.path)
-        .with_context(|| format!("{}: cannot read", manifest.path.display()))?;
-    Ok((
-        manifest.service.clone(),
-        DeploymentSource {
-            manifest_file: manifest.path.display().to_string(),
-            manifest: text,
-            environment,
-            components,
-        },
-    ))
+    Ok((service.name, service.source))
 }
 
 /// `weft deploy DIR`: deploys a new service and waits for it to be ready.
@@ -261,20 +286,48 @@ async fn resolve_role(client: &Client, spec: &str) -> anyhow::Result<(String, St
     let host: HostStatus = client
         .json(Method::GET, "/v1/services", None::<&()>)
         .await?;
-    let owners: Vec<&str> = host
-        .services
-        .iter()
-        .filter(|s| s.roles.iter().any(|r| r.name == spec))
-        .map(|s| s.name.as_str())
+    let services = host.services.iter().map(|service| {
+        let roles = service.roles.iter().map(|role| role.name.as_str());
+        (service.name.as_str(), roles)
+    });
+    Ok((pick_owner(spec, services, "on this host")?, spec.to_owned()))
+}
+
+/// The one service among `services` (each a name and its roles' names)
+/// that has a role named `role`; `place` says where they run in the error
+/// (`on this host`, `in the fabric`).
+pub(crate) fn pick_owner<'a, Roles>(
+    role: &str,
+    services: impl IntoIterator<Item = (&'a str, Roles)>,
+    place: &str,
+) -> anyhow::Result<String>
+where
+    Roles: IntoIterator<Item = &'a str>,
+{
+    let owners: Vec<&str> = services
+        .into_iter()
+        .filter_map(|(service, roles)| roles.into_iter().any(|r| r == role).then_some(service))
         .collect();
     match owners.as_slice() {
-        [one] => Ok(((*one).to_owned(), spec.to_owned())),
-        [] => bail!("no service on this host has a role '{spec}'"),
+        [one] => Ok((*one).to_owned()),
+        [] => bail!("no service {place} has a role '{role}'"),
         many => bail!(
-            "several services have a role '{spec}' ({}): say SERVICE/{spec}",
+            "several services have a role '{role}' ({}): say SERVICE/{role}",
             many.join(", ")
         ),
     }
+}
+
+/// `KEY=VALUE` pairs (`weft settings`), by key.
+pub(crate) fn parse_settings(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut settings = BTreeMap::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("'{pair}' is not KEY=VALUE"))?;
+        settings.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(settings)
 }
 
 /// `weft status [SERVICE]`: a table (or `--json`).
@@ -320,15 +373,9 @@ pub async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
 
 /// `weft settings [SERVICE/]ROLE KEY=VALUE...`: a rolling settings change.
 pub async fn settings(args: SettingsArgs) -> anyhow::Result<()> {
+    let settings = parse_settings(&args.settings)?;
     let client = client(&args.client)?;
     let (service, role) = resolve_role(&client, &args.role).await?;
-    let mut settings = BTreeMap::new();
-    for pair in &args.settings {
-        let (key, value) = pair
-            .split_once('=')
-            .with_context(|| format!("'{pair}' is not KEY=VALUE"))?;
-        settings.insert(key.to_owned(), value.to_owned());
-    }
     let operation: OperationStatus = client
         .json(
             Method::PUT,
@@ -398,6 +445,31 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_role_names_the_one_service_that_has_it() {
+        let services = [("shop", vec!["web", "mailer"]), ("blog", vec!["web"])];
+        let pick = |role| pick_owner(role, services.iter().map(|(s, r)| (*s, r.clone())), "here");
+        assert_eq!(pick("mailer").unwrap(), "shop");
+        assert_eq!(
+            pick("web").unwrap_err().to_string(),
+            "several services have a role 'web' (shop, blog): say SERVICE/web"
+        );
+        assert_eq!(
+            pick("cron").unwrap_err().to_string(),
+            "no service here has a role 'cron'"
+        );
+    }
+
+    #[test]
+    fn settings_are_key_value_pairs() {
+        let pairs = ["greeting=hi=there".to_owned(), "empty=".to_owned()];
+        let settings = parse_settings(&pairs).unwrap();
+        assert_eq!(settings["greeting"], "hi=there");
+        assert_eq!(settings["empty"], "");
+        let refused = parse_settings(&["greeting".to_owned()]).unwrap_err();
+        assert_eq!(refused.to_string(), "'greeting' is not KEY=VALUE");
+    }
 
     #[test]
     fn the_local_token_goes_only_to_the_address_its_host_recorded() {

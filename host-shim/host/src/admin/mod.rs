@@ -14,11 +14,18 @@
 //!   MiB, component blobs at `--max-component-mib`. A body left unread
 //!   is drained after the answer ([`crate::lingering`]), so a client still
 //!   sending sees the answer, not a reset.
-//! - Controller errors map to 400 (invalid), 404, 409 (exists, or an
-//!   operation is under way), 503 (shutting down) and 500, each with a JSON
-//!   body `{"error": "..."}` on one line.
+//! - Controller errors map to 400 (invalid), 404, 409 (exists, an
+//!   operation is under way, or the fabric runs the service: a fabric's
+//!   service changes only through the fabric), 503 (shutting down) and
+//!   500, each with a JSON body `{"error": "..."}` on one line.
+//! - `/v1/fabric/*` reads the fabric the host is a member of through a
+//!   [`fabric_view::FabricView`] (404 outside a fabric, 503 while joining),
+//!   and a web role's endpoints are the fabric's in one, else this host's.
 
 pub mod auth;
+#[cfg(test)]
+mod fabric_tests;
+pub mod fabric_view;
 pub mod routes;
 
 use crate::connections::{Accepted, Listening};
@@ -28,6 +35,7 @@ use crate::guest_output::GuestOutput;
 use crate::lingering::LingeringBody;
 use crate::manifest::MAX_INSTANCES;
 use bytes::Bytes;
+use fabric_view::{FabricSlot, FabricViewError};
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::service::service_fn;
@@ -64,6 +72,8 @@ pub struct Admin {
     pub logs: Arc<GuestOutput>,
     /// The largest component accepted, in bytes.
     pub max_blob_bytes: usize,
+    /// The fabric this host is a member of; `None` outside a fabric.
+    pub fabric: Option<FabricSlot>,
 }
 
 /// Serves the admin endpoints on `listener`, holding its connections in
@@ -186,6 +196,19 @@ fn scale_count(body: &[u8]) -> Result<u32, ControllerError> {
         })
 }
 
+/// Refuses (409) a change through this API to a service the fabric runs
+/// here (its record has a local part): the fabric's agent would undo it as
+/// soon as it compared the service with its signed desired state. The
+/// agent itself calls the controller directly, never through this API.
+fn not_run_by_the_fabric(controller: &Controller, name: &str) -> Result<(), ControllerError> {
+    match controller.record(name) {
+        Some(record) if record.local.is_some() => Err(ControllerError::Conflict(format!(
+            "service '{name}' is run by the fabric; change it with --fabric"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsRequest {
@@ -218,6 +241,7 @@ async fn operate(
             )
         }
         Route::Upgrade(name) => {
+            not_run_by_the_fabric(controller, &name)?;
             let source: DeploymentSource = read_json(request).await?;
             json(
                 StatusCode::ACCEPTED,
@@ -225,6 +249,7 @@ async fn operate(
             )
         }
         Route::Remove(name) => {
+            not_run_by_the_fabric(controller, &name)?;
             // In a task of its own, so the log is forgotten with the
             // service even if the client goes away meanwhile.
             let (controller, logs, removing) =
@@ -239,6 +264,7 @@ async fn operate(
             json(StatusCode::OK, &serde_json::json!({ "removed": name }))
         }
         Route::Scale(name, role) => {
+            not_run_by_the_fabric(controller, &name)?;
             let count = scale_count(&read_body(request, MAX_JSON_BYTES).await?)?;
             json(
                 StatusCode::OK,
@@ -246,6 +272,7 @@ async fn operate(
             )
         }
         Route::Settings(name, role) => {
+            not_run_by_the_fabric(controller, &name)?;
             let change: SettingsRequest = read_json(request).await?;
             let operation = controller
                 .set_settings(&name, &role, change.settings)
@@ -276,6 +303,28 @@ async fn operate(
                 StatusCode::CREATED,
                 &serde_json::json!({ "digest": digest }),
             )
+        }
+        Route::Endpoints(service, role) => match &admin.fabric {
+            Some(slot) => {
+                let view = fabric_view::joined_view(Some(slot))?;
+                json(StatusCode::OK, &view.endpoints(&service, &role).await?)
+            }
+            None => json(
+                StatusCode::OK,
+                &fabric_view::local_endpoints(controller, &service, &role).await?,
+            ),
+        },
+        Route::FabricHosts => {
+            let view = fabric_view::joined_view(admin.fabric.as_ref())?;
+            json(StatusCode::OK, &view.hosts().await?)
+        }
+        Route::FabricServices => {
+            let view = fabric_view::joined_view(admin.fabric.as_ref())?;
+            json(StatusCode::OK, &view.status(None).await?)
+        }
+        Route::FabricService(service) => {
+            let view = fabric_view::joined_view(admin.fabric.as_ref())?;
+            json(StatusCode::OK, &view.status(Some(&service)).await?)
         }
         Route::Metrics | Route::Healthz | Route::OpenApi => {
             return Err(ControllerError::Internal("an open route reached the API".into()).into());
@@ -330,6 +379,9 @@ enum ApiError {
     /// The body is over its limit, in bytes.
     #[error("the body is over the limit of {0} bytes")]
     TooLarge(usize),
+    /// The fabric's view's answer.
+    #[error(transparent)]
+    Fabric(#[from] FabricViewError),
 }
 
 async fn read_body(request: http::Request<LingeringBody>, limit: usize) -> Result<Bytes, ApiError> {
@@ -368,6 +420,14 @@ fn api_error(e: &ApiError) -> Reply {
     match e {
         ApiError::TooLarge(_) => error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
         ApiError::Controller(e) => controller_error(e),
+        ApiError::Fabric(e) => {
+            let status = match e {
+                FabricViewError::NotFound(_) => StatusCode::NOT_FOUND,
+                FabricViewError::Invalid(_) => StatusCode::BAD_REQUEST,
+                FabricViewError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, &e.to_string())
+        }
     }
 }
 

@@ -25,6 +25,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/services/{service}/roles/{role}/logs"),
     ("HEAD", "/v1/blobs/{digest}"),
     ("PUT", "/v1/blobs/{digest}"),
+    ("GET", "/v1/services/{service}/roles/{role}/endpoints"),
+    ("GET", "/v1/fabric/hosts"),
+    ("GET", "/v1/fabric/services"),
+    ("GET", "/v1/fabric/services/{service}"),
 ];
 
 /// A matched request.
@@ -56,6 +60,14 @@ pub enum Route {
     HasBlob(Digest),
     /// Store a blob.
     PutBlob(Digest),
+    /// Where a web role is served and ready (across the fabric, in one).
+    Endpoints(String, String),
+    /// The fabric's members, and who leads.
+    FabricHosts,
+    /// Every service's fabric-wide status.
+    FabricServices,
+    /// One service's fabric-wide status.
+    FabricService(String),
 }
 
 impl Route {
@@ -158,7 +170,11 @@ fn build(index: usize, params: &[(&'static str, &str)]) -> Result<Route, Miss> {
         9 => Route::Settings(name("service")?, name("role")?),
         10 => Route::Logs(name("service")?, name("role")?),
         11 => Route::HasBlob(digest()?),
-        _ => Route::PutBlob(digest()?),
+        12 => Route::PutBlob(digest()?),
+        13 => Route::Endpoints(name("service")?, name("role")?),
+        14 => Route::FabricHosts,
+        15 => Route::FabricServices,
+        _ => Route::FabricService(name("service")?),
     })
 }
 
@@ -174,6 +190,34 @@ mod tests {
         );
         assert_eq!(route(&Method::GET, "/v1/services"), Ok(Route::ListServices));
         assert_eq!(route(&Method::GET, "/v1/nothing"), Err(Miss::NotFound));
+        assert_eq!(
+            route(&Method::GET, "/v1/services/shop/roles/web/endpoints"),
+            Ok(Route::Endpoints("shop".into(), "web".into()))
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/fabric/hosts"),
+            Ok(Route::FabricHosts)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/fabric/services"),
+            Ok(Route::FabricServices)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/fabric/services/shop"),
+            Ok(Route::FabricService("shop".into()))
+        );
+        assert_eq!(
+            route(&Method::PUT, "/v1/fabric/hosts"),
+            Err(Miss::Method(vec!["GET"]))
+        );
+        assert!(matches!(
+            route(&Method::GET, "/v1/fabric/services/..%2Fx"),
+            Err(Miss::BadParameter(_))
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/v1/services/shop/roles/Web/endpoints"),
+            Err(Miss::BadParameter(_))
+        ));
         assert_eq!(
             route(&Method::POST, "/v1/services/shop"),
             Err(Miss::Method(vec!["GET", "PUT", "DELETE"]))

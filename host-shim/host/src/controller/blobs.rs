@@ -234,6 +234,7 @@ mod undeployed_blob_tests {
             },
             overrides: Overrides::default(),
             generation: 1,
+            local: None,
         };
         state.save_record("x", &record).unwrap();
         upload(MAX_UNDEPLOYED_BLOBS).unwrap();

@@ -55,6 +55,8 @@ pub mod web;
 pub mod workers;
 
 #[cfg(test)]
+mod local_tests;
+#[cfg(test)]
 mod test_support;
 
 pub(crate) use build::LoadedRole;
@@ -209,7 +211,7 @@ impl Controller {
             let remote = record.as_ref().is_ok_and(|record| {
                 record
                     .manifest()
-                    .is_ok_and(|m| m.queues.backend != BackendKind::Embedded)
+                    .is_ok_and(|m| m.queues.kind() != BackendKind::Embedded)
             });
             let (this, service) = (self.clone(), name.clone());
             let task = tokio::spawn(async move {
@@ -244,22 +246,36 @@ impl Controller {
         name: &str,
         source: DeploymentSource,
     ) -> Result<ServiceStatus, ControllerError> {
+        let record = DeploymentRecord {
+            source,
+            overrides: Overrides::default(),
+            generation: 1,
+            local: None,
+        };
+        self.deploy_record(name, record).await
+    }
+
+    /// Deploys a new service `name` from a whole `record`: its generation,
+    /// overrides and local part as given (a service that runs on many
+    /// hosts is deployed here with this host's part). Like [`Self::deploy`]
+    /// it runs to its end in a task of its own.
+    pub async fn deploy_record(
+        self: &Arc<Self>,
+        name: &str,
+        record: DeploymentRecord,
+    ) -> Result<ServiceStatus, ControllerError> {
         let (this, name) = (self.clone(), name.to_owned());
-        detached(async move { this.deploy_now(&name, source).await }).await
+        detached(async move { this.deploy_now(&name, record).await }).await
     }
 
     async fn deploy_now(
         &self,
         name: &str,
-        source: DeploymentSource,
+        record: DeploymentRecord,
     ) -> Result<ServiceStatus, ControllerError> {
         self.open_for_changes()?;
-        let incoming = self.blobs.hold(&source);
-        let record = DeploymentRecord {
-            source,
-            overrides: Overrides::default(),
-            generation: 1,
-        };
+        // Its components stay out of the sweep until the service runs them.
+        let incoming = self.blobs.hold(&record.source);
         let started = self.start(name, record).await;
         drop(incoming);
         self.sweep_blobs().await;
@@ -321,27 +337,65 @@ impl Controller {
         Ok(service)
     }
 
-    /// Starts a rolling upgrade of service `name` to `source`.
+    /// Starts a rolling upgrade of service `name` to `source`. Overrides
+    /// made through the API are dropped (the new manifest and overlay are
+    /// the whole truth); a service that runs on many hosts keeps this
+    /// host's part of it.
     pub async fn upgrade(
         self: &Arc<Self>,
         name: &str,
         source: DeploymentSource,
     ) -> Result<OperationStatus, ControllerError> {
         let (this, name) = (self.clone(), name.to_owned());
-        detached(async move { this.unless_stopping(this.upgrade_now(&name, source)).await }).await
+        let held = source.clone();
+        let target = move |running: DeploymentRecord| DeploymentRecord {
+            source,
+            overrides: Overrides::default(),
+            ..running
+        };
+        detached(async move {
+            this.unless_stopping(this.upgrade_now(&name, &held, target))
+                .await
+        })
+        .await
     }
 
+    /// Starts one rolling upgrade of service `name` to the whole `record`:
+    /// its source, its overrides (settings, instance counts) and its local
+    /// part, so the new version starts with the record's settings from its
+    /// first request or instance on. Its generation is this host's next
+    /// for the service (the record's own is not used). The roles, their
+    /// addresses and the queues must stay as they are, as in every upgrade.
+    pub async fn upgrade_record(
+        self: &Arc<Self>,
+        name: &str,
+        record: DeploymentRecord,
+    ) -> Result<OperationStatus, ControllerError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        let held = record.source.clone();
+        let target = move |_: DeploymentRecord| record;
+        detached(async move {
+            this.unless_stopping(this.upgrade_now(&name, &held, target))
+                .await
+        })
+        .await
+    }
+
+    /// Upgrades `name` to what `target` makes of its record, keeping the
+    /// components of `incoming` (the target's source) from the blob sweep
+    /// until the rollout holds them.
     async fn upgrade_now(
         &self,
         name: &str,
-        source: DeploymentSource,
+        incoming: &DeploymentSource,
+        target: impl FnOnce(DeploymentRecord) -> DeploymentRecord,
     ) -> Result<OperationStatus, ControllerError> {
         self.open_for_changes()?;
         let service = self.service(name)?;
-        let incoming = self.blobs.hold(&source);
+        let incoming = self.blobs.hold(incoming);
         // Once the rollout is under way the service keeps its components
         // from the sweep itself.
-        let started = Rollout::upgrade(&service, source).await;
+        let started = Rollout::upgrade(&service, target).await;
         drop(incoming);
         self.sweep_blobs().await;
         started
@@ -461,6 +515,19 @@ impl Controller {
             services: statuses,
             pending,
         })
+    }
+
+    /// The record service `name` runs now; `None` if it does not run here
+    /// (not deployed, still starting, or removed).
+    pub fn record(&self, name: &str) -> Option<DeploymentRecord> {
+        let service = lock(&self.services).get(name).cloned();
+        service.map(|service| service.record())
+    }
+
+    /// The names of the services running here (not those starting, nor
+    /// those whose redeploy failed).
+    pub fn service_names(&self) -> Vec<String> {
+        lock(&self.services).keys().cloned().collect()
     }
 
     /// Whether each service's embedded queue store can write now (services

@@ -16,6 +16,7 @@ use super::status::InstanceStatus;
 use super::version::VersionInfo;
 use super::web::WebVersion;
 use super::workers::{DomainHealth, WorkerPool, WorkerVersion};
+use crate::environment::WEB_INSTANCES;
 use crate::http_server::WebServer;
 use crate::manifest::RoleKind;
 use std::sync::{Arc, Mutex};
@@ -112,7 +113,7 @@ impl RoleRunner {
         match self {
             RoleRunner::Worker(pool) => Ok(pool),
             RoleRunner::Web(_) => Err(ControllerError::Invalid(format!(
-                "roles.{name}: a web role gets a fresh instance per request; only worker roles scale"
+                "roles.{name}: only worker roles scale; {WEB_INSTANCES}"
             ))),
         }
     }

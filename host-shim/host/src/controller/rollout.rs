@@ -23,6 +23,11 @@
 //!    domains, and worker pools take their new instance counts: the
 //!    upgrade is *done*.
 //!
+//! An upgrade to a whole record (a fabric host's part of a signed service)
+//! rolls out its overrides and local part with its source, so the new
+//! version starts with the record's settings. A domain's health check is
+//! bounded by the timeout too: one that never answers is not healthy.
+//!
 //! A settings change is an upgrade of one role to a version with the same
 //! component and new setting values: web requests read them from the next
 //! request on, worker instances are recycled domain by domain. Roles an
@@ -41,9 +46,8 @@ use super::role::RoleChange;
 use super::running::RunningService;
 use super::slots::slots_needed;
 use super::status::{OperationKind, OperationState, OperationStatus};
-use super::store::{DeploymentRecord, DeploymentSource};
+use super::store::DeploymentRecord;
 use super::workers::DomainHealth;
-use crate::environment::Overrides;
 use crate::manifest::Manifest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -117,18 +121,21 @@ pub(super) struct Rollout {
 }
 
 impl Rollout {
-    /// Starts a rolling upgrade to `source` (overrides made through the API
-    /// are dropped: the new manifest and overlay are the whole truth).
+    /// Starts a rolling upgrade to the record `target` makes of the one in
+    /// force (read once the service is claimed, so no change slips in
+    /// between): its source, overrides and local part all roll out
+    /// together, so the new version starts as the target says. Its
+    /// generation is the service's next, whatever `target` gives.
     pub(super) async fn upgrade(
         service: &Arc<RunningService>,
-        source: DeploymentSource,
+        target: impl FnOnce(DeploymentRecord) -> DeploymentRecord,
     ) -> Result<OperationStatus, ControllerError> {
         let busy = service.claim()?;
-        let generation = service.record().generation + 1;
+        let running = service.record();
+        let generation = running.generation + 1;
         let record = DeploymentRecord {
-            source,
-            overrides: Overrides::default(),
             generation,
+            ..target(running)
         };
         Rollout::launch(service, OperationKind::Upgrade, record, busy).await
     }
@@ -283,14 +290,26 @@ impl Rollout {
             .checked_add(policy.timeout)
             .unwrap_or(moved_at + MAX_DOMAIN_WAIT);
         let mut healthy_since: Option<Instant> = None;
+        let timed_out = || format!("not healthy within {} s", policy.timeout.as_secs());
         loop {
             let mut all_healthy = true;
             for change in &self.changes {
-                match change.health(domain, moved_at).await {
-                    DomainHealth::Healthy => {}
-                    DomainHealth::Waiting => all_healthy = false,
-                    DomainHealth::Failed(why) => {
+                // A health check that hangs (a web version's probe that
+                // never answers) must not hold the rollout past its bound.
+                let health =
+                    tokio::time::timeout_at(give_up.into(), change.health(domain, moved_at)).await;
+                match health {
+                    Ok(DomainHealth::Healthy) => {}
+                    Ok(DomainHealth::Waiting) => all_healthy = false,
+                    Ok(DomainHealth::Failed(why)) => {
                         return Err(format!("role '{}': {why}", change.name()));
+                    }
+                    Err(_) => {
+                        let why = timed_out();
+                        return Err(format!(
+                            "role '{}': {why} (its health check did not answer)",
+                            change.name()
+                        ));
                     }
                 }
             }
@@ -304,7 +323,7 @@ impl Rollout {
                 healthy_since = None;
             }
             if now >= give_up {
-                return Err(format!("not healthy within {} s", policy.timeout.as_secs()));
+                return Err(timed_out());
             }
             tokio::time::sleep(HEALTH_INTERVAL).await;
         }
@@ -410,7 +429,7 @@ fn check_compatible(name: &str, old: &Manifest, new: &Manifest) -> Result<(), Co
             return refuse(format!("roles.{role}.listen"));
         }
     }
-    if old.queues != new.queues {
+    if old.queues.in_force() != new.queues.in_force() {
         return refuse("the [queues] table".into());
     }
     Ok(())

@@ -260,15 +260,24 @@ impl RunningService {
         })
     }
 
-    /// Sets worker role `role`'s instance count, once the record saying so
-    /// is saved: new instances start at once, or the highest-numbered ones
-    /// drain.
+    /// Sets worker role `role`'s instance count (on this host, for a
+    /// service that runs on many), once the record saying so is saved:
+    /// new instances start at once, or the highest-numbered ones drain.
     pub async fn scale(&self, role: &str, count: u32) -> Result<OperationStatus, ControllerError> {
         let _busy = self.claim()?;
         self.still_running()?;
         let pool = self.role(role)?.scalable(role)?;
         let mut record = self.record();
-        record.overrides.instances.insert(role.to_owned(), count);
+        // A host running its part of a service scales that part: the
+        // part's counts are the ones in force here.
+        match &mut record.local {
+            Some(part) => {
+                part.roles.insert(role.to_owned(), count);
+            }
+            None => {
+                record.overrides.instances.insert(role.to_owned(), count);
+            }
+        }
         let manifest = record
             .manifest()
             .map_err(|e| ControllerError::Invalid(e.to_string()))?;

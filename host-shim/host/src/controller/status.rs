@@ -12,6 +12,7 @@ use crate::manifest::RoleKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 
 /// Every service on the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,6 +239,14 @@ pub struct QueueStatus {
     pub poison: Option<u64>,
 }
 
+impl RoleStatus {
+    /// Where a web role listens, read from its `url` (`http://ADDR`, as
+    /// [`crate::http_server::WebServer`] writes it); `None` for a worker.
+    pub fn listen(&self) -> Option<SocketAddr> {
+        self.url.as_deref()?.strip_prefix("http://")?.parse().ok()
+    }
+}
+
 impl OperationStatus {
     /// Moves on to `step`, remembering it.
     pub fn record(&mut self, step: String) {
@@ -251,6 +260,30 @@ impl OperationStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_web_role_s_listen_address_is_read_from_its_url() {
+        let role = |url: Option<&str>| RoleStatus {
+            name: "web".into(),
+            kind: RoleKind::Web,
+            url: url.map(str::to_owned),
+            component: String::new(),
+            generation: 1,
+            declared: 1,
+            ready: 1,
+            settings: BTreeMap::new(),
+            health: None,
+            instances: Vec::new(),
+            usage: UsageStatus::default(),
+            queues: Vec::new(),
+        };
+        let v4: SocketAddr = "10.0.0.7:8080".parse().unwrap();
+        assert_eq!(role(Some("http://10.0.0.7:8080")).listen(), Some(v4));
+        let v6: SocketAddr = "[::1]:9000".parse().unwrap();
+        assert_eq!(role(Some("http://[::1]:9000")).listen(), Some(v6));
+        assert_eq!(role(None).listen(), None);
+        assert_eq!(role(Some("https://10.0.0.7:8080")).listen(), None);
+    }
 
     /// The JSON the admin API answered when kinds and states were strings.
     #[test]

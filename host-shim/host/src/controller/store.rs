@@ -10,7 +10,10 @@
 //!
 //! `weft up` keeps one service, whose folder is STATE itself (as it always
 //! has), and writes no record: it deploys its manifest afresh at each
-//! start. Every file is written to a temporary name, fsynced, then renamed,
+//! start. A host whose services are recorded elsewhere (a store that many
+//! hosts share) lays its services out as `weft host` does but keeps no
+//! record either ([`Layout::Fabric`]): what it runs is that store's to say,
+//! and the same folder opened later as a plain host must not redeploy it. Every file is written to a temporary name, fsynced, then renamed,
 //! so a crash leaves the old file or the new one, never half of one.
 //!
 //! The folder is private whatever the umask: every folder made here is
@@ -129,6 +132,17 @@ pub enum Layout {
     Host,
     /// `weft up`: one service in the folder itself, no records.
     Single,
+    /// A host told what to run by a store outside it: each service in
+    /// `services/NAME` as [`Layout::Host`], but no record is saved, read
+    /// or removed, since that store holds them.
+    Fabric,
+}
+
+impl Layout {
+    /// Whether services have folders of their own under `services/`.
+    fn has_services_folder(self) -> bool {
+        matches!(self, Self::Host | Self::Fabric)
+    }
 }
 
 /// The state folder.
@@ -148,14 +162,14 @@ impl StateDir {
             layout,
         };
         let mut folders = vec![root.to_path_buf(), root.join("blobs"), state.blob_dir()];
-        if layout == Layout::Host {
+        if layout.has_services_folder() {
             folders.push(root.join("services"));
         }
         for folder in &folders {
             private_fs::create_private_dir(folder).map_err(StoreError::Unsafe)?;
         }
         private_fs::remove_stale_temporaries(&state.blob_dir(), STALE_TEMPORARY);
-        if layout == Layout::Host
+        if layout.has_services_folder()
             && let Ok(entries) = std::fs::read_dir(root.join("services"))
         {
             for entry in entries.flatten() {
@@ -173,7 +187,7 @@ impl StateDir {
         Ok(folder)
     }
 
-    /// Whether records are kept (host mode).
+    /// Whether records are kept ([`Layout::Host`]).
     pub fn keeps_records(&self) -> bool {
         self.layout == Layout::Host
     }
@@ -181,7 +195,7 @@ impl StateDir {
     /// Service `name`'s own folder (its queue store, its scratch folders).
     pub fn service_dir(&self, name: &str) -> PathBuf {
         match self.layout {
-            Layout::Host => self.root.join("services").join(name),
+            Layout::Host | Layout::Fabric => self.root.join("services").join(name),
             Layout::Single => self.root.clone(),
         }
     }
@@ -325,9 +339,13 @@ impl StateDir {
         self.keeps_records() && self.service_dir(name).join(RECORD_FILE).is_file()
     }
 
-    /// Forgets service `name`'s record; its data folder (queues, scratch)
-    /// stays, for an operator to keep or delete.
+    /// Forgets service `name`'s record (host mode; a no-op otherwise); its
+    /// data folder (queues, scratch) stays, for an operator to keep or
+    /// delete.
     pub fn remove_record(&self, name: &str) -> Result<(), StoreError> {
+        if !self.keeps_records() {
+            return Ok(());
+        }
         let path = self.service_dir(name).join(RECORD_FILE);
         match std::fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
@@ -403,6 +421,7 @@ mod tests {
             },
             overrides: Overrides::default(),
             generation: 3,
+            local: None,
         };
         state.save_record("x", &record).unwrap();
         let records = state.records();
@@ -413,6 +432,44 @@ mod tests {
         state.remove_record("x").unwrap();
         assert!(state.records().is_empty());
         assert!(!state.has_record("x"));
+    }
+
+    #[test]
+    fn a_fabric_host_keeps_service_folders_but_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = DeploymentRecord {
+            source: DeploymentSource {
+                manifest_file: "weft.toml".into(),
+                manifest: "[service]\nname = \"x\"\n".into(),
+                environment: None,
+                components: BTreeMap::new(),
+            },
+            overrides: Overrides::default(),
+            generation: 1,
+            local: None,
+        };
+        // A record a plain host left: a fabric host neither follows nor
+        // deletes it.
+        let host = StateDir::open(dir.path(), Layout::Host).unwrap();
+        host.save_record("old", &record).unwrap();
+        let fabric = StateDir::open(dir.path(), Layout::Fabric).unwrap();
+        assert!(!fabric.keeps_records());
+        assert_eq!(
+            fabric.service_dir("x"),
+            dir.path().join("services").join("x")
+        );
+        assert_eq!(
+            fabric.prepare_service_dir("x").unwrap(),
+            fabric.service_dir("x")
+        );
+        fabric.save_record("x", &record).unwrap();
+        assert!(!fabric.service_dir("x").join(RECORD_FILE).exists());
+        assert!(!fabric.has_record("x"));
+        assert!(fabric.records().is_empty());
+        fabric.remove_record("old").unwrap();
+        assert!(!fabric.has_record("old"));
+        assert!(host.has_record("old"), "the plain host's record stays");
+        assert_eq!(host.records().len(), 1, "and only it");
     }
 
     #[test]
@@ -459,6 +516,7 @@ mod tests {
             },
             overrides: Overrides::default(),
             generation: 1,
+            local: None,
         };
         state.save_record("x", &record).unwrap();
         let at = |folder: &str| {

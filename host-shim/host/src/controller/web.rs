@@ -102,7 +102,12 @@ impl WebVersion {
             }
         }
         loop {
-            match self.probe().await {
+            // A probe that never answers must not hold the start past its
+            // bound either.
+            let probed = tokio::time::timeout_at(give_up.into(), self.probe())
+                .await
+                .unwrap_or_else(|_| Err("its health path did not answer".into()));
+            match probed {
                 Ok(()) => break,
                 Err(why) if Instant::now() + PROBE_INTERVAL >= give_up => {
                     self.set_state(InstanceState::Failed);
@@ -350,5 +355,26 @@ mod tests {
         }
         assert_eq!(version.state(), InstanceState::Stopped);
         assert!(front.retiring().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_health_path_that_never_answers_fails_the_start_within_its_timeout() {
+        let runtime = Runtime::new(EngineConfig::default()).unwrap();
+        let spec = role_spec("web", &[], &[]);
+        let role = runtime
+            .web_role(Path::new(weft_test_artifacts::ROLLOUT_WEB), spec)
+            .unwrap();
+        let info = first_version("rollout-web");
+        // Its "health path" answers after 20 s: far past the timeout.
+        let version = WebVersion::new(info, role, Some("/sleep/20000".into()));
+        let began = Instant::now();
+        let why = version.start(Duration::from_secs(1)).await.unwrap_err();
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(why.contains("did not answer"), "{why}");
+        assert_eq!(version.state(), InstanceState::Failed);
     }
 }

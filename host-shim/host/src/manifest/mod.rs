@@ -20,7 +20,9 @@ mod extremes;
 mod role;
 pub use checks::{check_health_path, check_name, check_setting_name, describe_toml_error, line_of};
 use role::RawRole;
-pub use role::{Role, RoleByKind, RoleKind, SandboxCount, WebRoleManifest, WorkerRoleManifest};
+pub use role::{
+    Role, RoleByKind, RoleKind, SandboxCount, WebRoleManifest, WorkerRoleManifest, check_label,
+};
 use weft_broker::QueuesConfig;
 use weft_sandbox::EngineConfig;
 use weft_sandbox::limits::MIB;
@@ -148,8 +150,16 @@ impl RawService {
 /// Wasm memory can address).
 pub const MAX_MEMORY_MIB: u64 = 4096;
 
-/// Most worker instances one role may ask for on one host.
+/// Most worker instances one role may ask for on one host, and most hosts
+/// a web role may ask for in a fabric.
 pub const MAX_INSTANCES: u32 = 1000;
+
+/// Most host labels one role's `placement` may name (the one bound on a
+/// count of labels, a host's own too).
+pub const MAX_PLACEMENT_LABELS: usize = 16;
+
+/// Longest host label key or value, in characters ([`check_label`]).
+pub const MAX_LABEL_LEN: usize = 63;
 
 impl Manifest {
     /// Reads `path`, or `path/weft.toml` when `path` is a folder.
@@ -405,12 +415,12 @@ queues = ["jobs"]
     fn the_queues_table_picks_the_backend_and_refuses_unknown_keys() {
         use weft_broker::BackendKind;
         let m = parse(GOOD).unwrap();
-        assert_eq!(m.queues.backend, BackendKind::Embedded);
+        assert_eq!(m.queues.kind(), BackendKind::Embedded);
         let nats = format!(
             "{GOOD}\n[queues]\nbackend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nmax-deliveries = 7\n"
         );
         let m = parse(&nats).unwrap();
-        assert_eq!(m.queues.backend, BackendKind::Nats);
+        assert_eq!(m.queues.backend, Some(BackendKind::Nats));
         assert_eq!(m.queues.settings().max_deliveries, 7);
         let err = parse(&format!(
             "{GOOD}\n[queues]\nbackend = \"nats\"\nspeed = 3\n"
@@ -421,6 +431,113 @@ queues = ["jobs"]
         assert!(err.contains("queues.max-deliveries"), "{err}");
         let err = parse(&format!("{GOOD}\n[queues]\nurl = \"nats://x:1\"\n")).unwrap_err();
         assert!(err.contains("queues.url applies only"), "{err}");
+    }
+
+    #[test]
+    fn a_web_role_takes_its_fabric_host_count_from_instances() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.roles["web"].fabric_instances(), 1, "one host by default");
+        assert_eq!(m.roles["worker"].fabric_instances(), 3);
+        let text = GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\ninstances = 3",
+        );
+        let m = parse(&text).unwrap();
+        let web = &m.roles["web"];
+        assert_eq!(web.web().map(|web| web.hosts), Some(3));
+        assert_eq!(web.fabric_instances(), 3);
+        // One host still gives it a fresh instance per request.
+        assert_eq!(web.instances(), 1);
+        assert_eq!(web.sandboxes(), SandboxCount::PerRequest);
+        assert_eq!(
+            web.definition(),
+            parse(GOOD).unwrap().roles["web"].definition(),
+            "the host count is not part of what a version runs"
+        );
+        for bad in ["0", "1001"] {
+            let text = GOOD.replace(
+                "listen = \"127.0.0.1:8080\"",
+                &format!("listen = \"127.0.0.1:8080\"\ninstances = {bad}"),
+            );
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.contains(&format!(
+                    "roles.web.instances: must be 1 to 1000, not {bad}"
+                )),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn placement_names_host_labels_and_refuses_bad_ones() {
+        let m = parse(GOOD).unwrap();
+        assert!(m.roles["web"].placement.is_empty());
+        let text = GOOD.replace(
+            "instances = 3",
+            "instances = 3\nplacement = { zone = \"eu-1\", disk.kind = \"ssd\" }",
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.contains("line 24") && err.contains("expected a string"),
+            "a dotted key is a table, not a label: {err}"
+        );
+        let text = GOOD.replace(
+            "instances = 3",
+            "instances = 3\nplacement = { zone = \"eu-1\", \"disk.kind\" = \"ssd_2\" }",
+        );
+        let m = parse(&text).unwrap();
+        assert_eq!(
+            m.roles["worker"].placement,
+            BTreeMap::from([
+                ("disk.kind".to_owned(), "ssd_2".to_owned()),
+                ("zone".to_owned(), "eu-1".to_owned()),
+            ])
+        );
+        let cases = [
+            ("{ Zone = \"eu\" }", "roles.worker.placement: key 'Zone'"),
+            (
+                "{ zone = \"EU\" }",
+                "roles.worker.placement: zone = 'EU': the value",
+            ),
+            (
+                "{ zone = \"\" }",
+                "roles.worker.placement: zone = '': the value",
+            ),
+            (
+                "{ \"-zone\" = \"eu\" }",
+                "roles.worker.placement: key '-zone'",
+            ),
+            (
+                "{ zone = 3 }",
+                "line 24, column 22: zone: invalid type: integer",
+            ),
+        ];
+        for (table, expected) in cases {
+            let text = GOOD.replace(
+                "instances = 3",
+                &format!("instances = 3\nplacement = {table}"),
+            );
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let long = "a".repeat(64);
+        let text = GOOD.replace(
+            "instances = 3",
+            &format!("instances = 3\nplacement = {{ zone = \"{long}\" }}"),
+        );
+        assert!(parse(&text).unwrap_err().contains("roles.worker.placement"));
+        let many: Vec<String> = (0..17).map(|i| format!("k{i} = \"v\"")).collect();
+        let text = GOOD.replace(
+            "instances = 3",
+            &format!("instances = 3\nplacement = {{ {} }}", many.join(", ")),
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.contains("roles.worker.placement: may name at most 16 labels, not 17"),
+            "{err}"
+        );
     }
 
     #[test]

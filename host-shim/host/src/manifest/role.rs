@@ -1,12 +1,17 @@
 //! One role of a manifest, `[roles.NAME]`: what every role has (its
 //! component, grants and limits) and what only one kind has, as a type per
 //! kind ([`RoleByKind`]): a web role's address and health path cannot be
-//! missing or given to a worker, and a worker's instance count cannot be
-//! given to a web role. The TOML keeps one flat table per role; the split is
-//! made, and each misplaced key refused by name, when it is resolved.
+//! missing or given to a worker. `instances` means what each kind can use:
+//! a worker's instances on a host, a web role's hosts in a fabric (one host
+//! gives a web role a fresh instance per request whatever it says). The
+//! TOML keeps one flat table per role; the split is made, and each
+//! misplaced key refused by name, when it is resolved.
+//!
+//! `placement` (every kind) names the host labels a role requires in a
+//! fabric; one host ignores it.
 
-use super::MAX_INSTANCES;
 use super::checks::{check_health_path, check_name, check_setting_name};
+use super::{MAX_INSTANCES, MAX_LABEL_LEN, MAX_PLACEMENT_LABELS};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -58,6 +63,10 @@ pub struct Role {
     pub settings: BTreeMap<String, String>,
     /// Whether the role gets a private scratch folder.
     pub scratch: bool,
+    /// The host labels the role requires in a fabric (`placement = { zone =
+    /// "eu-1" }`), each key and value a label ([`check_label`]); one host
+    /// ignores them.
+    pub placement: BTreeMap<String, String>,
 }
 
 /// What only one kind of role has.
@@ -79,6 +88,9 @@ pub struct WebRoleManifest {
     pub health: Option<String>,
     /// Origins it may send HTTP requests to; empty: none.
     pub egress: EgressAllowlist,
+    /// How many hosts serve it in a fabric (its `instances`), 1 to
+    /// [`MAX_INSTANCES`]; one host ignores it.
+    pub hosts: u32,
 }
 
 /// What only a worker role has.
@@ -121,16 +133,18 @@ impl Role {
     }
 
     /// What makes two versions of the role differ, beyond its component:
-    /// every field but a worker's instance count and where the component
-    /// came from (its file and build command).
+    /// every field but its counts (a worker's instances, a web role's
+    /// hosts), its placement and where the component came from (its file
+    /// and build command): none of those changes what an instance runs.
     pub fn definition(&self) -> Role {
         let mut role = Role {
             component: PathBuf::new(),
             build: None,
+            placement: BTreeMap::new(),
             ..self.clone()
         };
         match &mut role.by_kind {
-            RoleByKind::Web(_) => {}
+            RoleByKind::Web(web) => web.hosts = 0,
             RoleByKind::Worker(worker) => worker.instances = 0,
         }
         role
@@ -164,6 +178,15 @@ impl Role {
     pub fn instances(&self) -> u32 {
         match self.by_kind {
             RoleByKind::Web(_) => 1,
+            RoleByKind::Worker(worker) => worker.instances,
+        }
+    }
+
+    /// Its `instances` as a fabric counts them: a web role's hosts, a
+    /// worker role's instances (spread over the fabric's hosts).
+    pub fn fabric_instances(&self) -> u32 {
+        match &self.by_kind {
+            RoleByKind::Web(web) => web.hosts,
             RoleByKind::Worker(worker) => worker.instances,
         }
     }
@@ -208,6 +231,8 @@ pub(super) struct RawRole {
     #[serde(default)]
     scratch: bool,
     health: Option<String>,
+    #[serde(default)]
+    placement: BTreeMap<String, String>,
 }
 
 impl RawRole {
@@ -220,16 +245,11 @@ impl RawRole {
     ) -> Result<Role, (&'static str, String)> {
         // Checked in the order the fields were always checked, so a table
         // with two faults names the same one as before.
-        let instances = match (self.kind, self.instances) {
-            (RoleKind::Web, Some(_)) => {
-                return Err((
-                    "instances",
-                    "applies to worker roles; a web role gets a fresh instance per request".into(),
-                ));
-            }
-            (_, None) => 1,
-            (RoleKind::Worker, Some(n)) if (1..=MAX_INSTANCES).contains(&n) => n,
-            (RoleKind::Worker, Some(n)) => {
+        // A worker's instances, or a web role's hosts in a fabric.
+        let instances = match self.instances {
+            None => 1,
+            Some(n) if (1..=MAX_INSTANCES).contains(&n) => n,
+            Some(n) => {
                 return Err((
                     "instances",
                     format!("must be 1 to {MAX_INSTANCES}, not {n}"),
@@ -302,6 +322,7 @@ impl RawRole {
         for key in self.settings.keys() {
             check_setting_name(key).map_err(|why| ("settings", format!("'{key}' {why}")))?;
         }
+        check_placement(&self.placement).map_err(|why| ("placement", why))?;
         // An address is what a web role has, and only a web role (both
         // checked above).
         let by_kind = match listen {
@@ -309,6 +330,7 @@ impl RawRole {
                 listen,
                 health,
                 egress,
+                hosts: instances,
             }),
             None => RoleByKind::Worker(WorkerRoleManifest { instances }),
         };
@@ -323,6 +345,7 @@ impl RawRole {
             cpu: self.cpu,
             settings: self.settings,
             scratch: self.scratch,
+            placement: self.placement,
         })
     }
 }
@@ -337,4 +360,37 @@ fn names(list: Vec<String>) -> Result<BTreeSet<String>, String> {
         }
     }
     Ok(set)
+}
+
+/// A role's `placement`: at most [`MAX_PLACEMENT_LABELS`] entries, each key
+/// and value a label.
+fn check_placement(placement: &BTreeMap<String, String>) -> Result<(), String> {
+    if placement.len() > MAX_PLACEMENT_LABELS {
+        return Err(format!(
+            "may name at most {MAX_PLACEMENT_LABELS} labels, not {}",
+            placement.len()
+        ));
+    }
+    for (key, value) in placement {
+        check_label(key).map_err(|why| format!("key '{key}' {why}"))?;
+        check_label(value).map_err(|why| format!("{key} = '{value}': the value {why}"))?;
+    }
+    Ok(())
+}
+
+/// Checks a host label's key or value: 1 to [`MAX_LABEL_LEN`] characters of `a-z`, `0-9`,
+/// `.`, `_` and `-`, starting with a letter or digit.
+pub fn check_label(text: &str) -> Result<(), String> {
+    let mut bytes = text.bytes();
+    let first_fits = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let rest_fits = bytes
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    if text.len() > MAX_LABEL_LEN || !first_fits || !rest_fits {
+        return Err(format!(
+            "must be 1 to {MAX_LABEL_LEN} of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+        ));
+    }
+    Ok(())
 }

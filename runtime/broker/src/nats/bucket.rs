@@ -4,6 +4,7 @@
 
 use super::escape::{guest_key, kv_key, token};
 use super::failure::{check_connected, lock, unavailable};
+use super::open_kv::open_or_create_kv;
 use crate::api::{KeyPage, KvStore};
 use crate::error::BrokerError;
 use crate::limits::{KEY_PAGE, MAX_BUCKET_BYTES, MAX_VALUE_BYTES};
@@ -34,37 +35,20 @@ impl NatsBuckets {
             return Ok(store.clone());
         }
         let bucket = format!("weft_{}", token(name));
-        let store = match self.js.get_key_value(bucket.as_str()).await {
-            Ok(store) => store,
-            Err(_) => {
-                // The bucket's stream is made by hand, as the client's
-                // `create_key_value` would make it: that call first asks for
-                // account details the Debian package's 2.9 server words
-                // differently. A bucket another host made meanwhile is fine.
-                let config = jetstream::stream::Config {
-                    name: format!("KV_{bucket}"),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: 1,
-                    // The same bound as the other backends'.
-                    max_bytes: i64::try_from(MAX_BUCKET_BYTES).unwrap_or(i64::MAX),
-                    max_message_size: i32::try_from(MAX_STORED_BYTES).unwrap_or(i32::MAX),
-                    storage: StorageType::File,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    discard: jetstream::stream::DiscardPolicy::New,
-                    num_replicas: self.replicas,
-                    ..jetstream::stream::Config::default()
-                };
-                if let Err(e) = self.js.get_or_create_stream(config).await {
-                    return Err(unavailable("open a bucket", &e));
-                }
-                self.js
-                    .get_key_value(bucket.as_str())
-                    .await
-                    .map_err(|e| unavailable("open a bucket", &e))?
-            }
+        let config = kv::Config {
+            bucket,
+            history: 1,
+            // The same bound as the other backends'.
+            max_bytes: i64::try_from(MAX_BUCKET_BYTES).unwrap_or(i64::MAX),
+            max_value_size: i32::try_from(MAX_STORED_BYTES).unwrap_or(i32::MAX),
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            ..kv::Config::default()
         };
+        // Made by another host meanwhile, the bucket is opened as it is.
+        let store = open_or_create_kv(&self.js, config)
+            .await
+            .map_err(|e| unavailable("open a bucket", &e))?;
         lock(&self.buckets).insert(name.to_owned(), store.clone());
         Ok(store)
     }

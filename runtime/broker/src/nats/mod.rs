@@ -33,7 +33,9 @@
 //!   receiver polls. A time to live is a header; an expired message is
 //!   acknowledged instead of delivered.
 //! - A bucket is a JetStream key-value bucket (`weft_<bucket>`, history 1,
-//!   64 MiB, file storage); keys are escaped to NATS's key alphabet.
+//!   64 MiB, file storage); keys are escaped to NATS's key alphabet. It is
+//!   opened, or made, by [`open_or_create_kv`], which works on a 2.9 server
+//!   too (and serves other users of JetStream buckets, the fabric's state).
 //!
 //! When the server cannot be reached every call answers `unavailable`, and
 //! the client reconnects by itself; guests keep running. See ARCHITECTURE.md
@@ -44,9 +46,11 @@ mod bucket;
 mod escape;
 mod failure;
 mod leases;
+mod open_kv;
 mod queue;
 
 pub use broker::{NatsBroker, NatsError};
+pub use open_kv::open_or_create_kv;
 
 /// The NATS server the tests use: `WEFT_TEST_NATS_URL`, or the one `.ci/run`
 /// starts on this machine's default port.
@@ -65,7 +69,7 @@ mod conformance {
     /// server runs: start one with `nats-server --jetstream` (as `.ci/run` does).
     async fn nats() -> (Arc<dyn Backend>, Guard) {
         let config = QueuesConfig {
-            backend: BackendKind::Nats,
+            backend: Some(BackendKind::Nats),
             url: Some(super::test_url()),
             max_deliveries: SETTINGS.max_deliveries,
             max_messages: u32::try_from(SETTINGS.max_messages).unwrap_or(u32::MAX),
@@ -91,7 +95,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_server_is_named_without_its_credentials() {
         let config = QueuesConfig {
-            backend: BackendKind::Nats,
+            backend: Some(BackendKind::Nats),
             url: Some("nats://weft:hunter2@127.0.0.1:1".into()),
             connect_timeout_secs: 0,
             ..QueuesConfig::default()

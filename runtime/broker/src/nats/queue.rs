@@ -569,7 +569,7 @@ mod tests {
     #[tokio::test]
     async fn a_queue_made_by_the_earlier_layout_gains_its_delayed_subject() {
         let config = QueuesConfig {
-            backend: BackendKind::Nats,
+            backend: Some(BackendKind::Nats),
             url: Some(super::super::test_url()),
             connect_timeout_secs: 5,
             ..QueuesConfig::default()

@@ -3,6 +3,7 @@
 //! record a restarted host redeploys from.
 
 use crate::environment::{Environment, OverrideError, Overrides};
+use crate::local_part::{LocalPart, LocalPartError};
 use crate::manifest::{Manifest, ManifestError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -136,10 +137,14 @@ pub enum ResolveError {
     /// The changes made through the API no longer fit it.
     #[error(transparent)]
     Overrides(#[from] OverrideError),
+    /// This host's part of the service does not fit it.
+    #[error(transparent)]
+    Local(#[from] LocalPartError),
 }
 
 /// A deployed service's record: its source, the changes made since through
-/// the API, and its generation.
+/// the API, its generation, and, for a service that runs on many hosts,
+/// this host's part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     /// What was deployed.
@@ -149,18 +154,84 @@ pub struct DeploymentRecord {
     pub overrides: Overrides,
     /// Counts the deployment, upgrades and settings changes.
     pub generation: u64,
+    /// This host's part of a service that runs on many hosts; none: the
+    /// whole service runs here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalPart>,
 }
 
 impl DeploymentRecord {
-    /// The manifest in force.
+    /// The manifest in force: the source's with the overrides, narrowed
+    /// to this host's part if it has one.
     pub fn manifest(&self) -> Result<Manifest, ResolveError> {
-        self.source.resolve(&self.overrides)
+        let mut manifest = self.source.resolve(&self.overrides)?;
+        if let Some(part) = &self.local {
+            part.apply(&mut manifest)?;
+        }
+        Ok(manifest)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_without_a_local_part_loads_and_is_saved_as_before() {
+        let digest = Digest::of(b"web");
+        let json = format!(
+            r#"{{"source":{{"manifest_file":"weft.toml","manifest":"","components":{{"web":"{digest}"}}}},"overrides":{{"instances":{{}},"settings":{{}}}},"generation":4}}"#
+        );
+        let record: DeploymentRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(record.local, None);
+        assert_eq!(record.generation, 4);
+        assert_eq!(record.source.components["web"], digest);
+        let saved = serde_json::to_string(&record).unwrap();
+        assert!(!saved.contains("local"), "{saved}");
+        assert_eq!(
+            serde_json::from_str::<DeploymentRecord>(&saved).unwrap(),
+            record
+        );
+    }
+
+    #[test]
+    fn a_record_s_local_part_narrows_its_manifest() {
+        let manifest = "[service]\nname = \"x\"\n[roles.web]\nkind = \"web\"\ncomponent = \"web.wasm\"\nlisten = \"127.0.0.1:0\"\n[roles.worker]\nkind = \"worker\"\ncomponent = \"worker.wasm\"\n";
+        let mut record = DeploymentRecord {
+            source: DeploymentSource {
+                manifest_file: "weft.toml".into(),
+                manifest: manifest.into(),
+                environment: None,
+                components: BTreeMap::new(),
+            },
+            overrides: Overrides::default(),
+            generation: 1,
+            local: Some(LocalPart {
+                roles: [("worker".to_owned(), 3)].into(),
+                ..LocalPart::default()
+            }),
+        };
+        // The part's count wins over the overrides'.
+        record.overrides.instances.insert("worker".into(), 2);
+        let resolved = record.manifest().unwrap();
+        assert_eq!(resolved.roles.keys().collect::<Vec<_>>(), ["worker"]);
+        assert_eq!(resolved.roles["worker"].instances(), 3);
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            serde_json::from_str::<DeploymentRecord>(&json).unwrap(),
+            record
+        );
+        record.local = Some(LocalPart {
+            roles: [("nope".to_owned(), 1)].into(),
+            ..LocalPart::default()
+        });
+        let err = record.manifest().unwrap_err();
+        assert!(matches!(err, ResolveError::Local(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "local.roles.nope: the manifest has no such role"
+        );
+    }
 
     #[test]
     fn digests_parse_strictly() {
