@@ -242,8 +242,11 @@ impl Weft {
         if runs && !args.contains(&"--admin-addr") {
             command.args(["--admin-addr", "127.0.0.1:0"]);
         }
+        // `WEFT_TEST_HOST_LOG=info,weft_fabric=debug` (say) to see more of
+        // a failing test's hosts.
+        let log = std::env::var("WEFT_TEST_HOST_LOG").unwrap_or_else(|_| "info".into());
         let mut child = command
-            .env("WEFT_LOG", "info")
+            .env("WEFT_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -31,6 +31,10 @@ const STATE_HISTORY: i64 = 8;
 /// How long a silent host's last beat stays (the beats bucket's age
 /// limit; a down host is still listed from its `host.<id>` record).
 const BEATS_MAX_AGE: Duration = Duration::from_secs(60 * 60);
+/// The longest a read of a key list or a key's history may take: both are
+/// ordered consumers that end only when the server says nothing is pending,
+/// and one that never says so would hang its caller (the leader's round).
+const STREAM_READ_LIMIT: Duration = Duration::from_secs(10);
 
 /// How to reach the fabric.
 #[derive(Debug, Clone)]
@@ -288,20 +292,26 @@ impl FabricStore {
         key: &str,
         before: u64,
     ) -> Result<u64, FabricError> {
-        let mut history = self
-            .kv(bucket)
-            .history(key)
-            .await
-            .map_err(FabricError::store)?;
-        let mut previous = 0;
-        while let Some(entry) = history.next().await {
-            let entry = entry.map_err(FabricError::store)?;
-            if entry.revision >= before {
-                break;
+        let read = async {
+            let mut history = self
+                .kv(bucket)
+                .history(key)
+                .await
+                .map_err(FabricError::store)?;
+            let mut previous = 0;
+            while let Some(entry) = history.next().await {
+                let entry = entry.map_err(FabricError::store)?;
+                if entry.revision >= before {
+                    break;
+                }
+                previous = entry.revision;
             }
-            previous = entry.revision;
-        }
-        Ok(previous)
+            Ok(previous)
+        };
+        // A history that never ends must fail the read, not hang it.
+        tokio::time::timeout(STREAM_READ_LIMIT, read)
+            .await
+            .unwrap_or_else(|_| Err(unfinished(&format!("the history of {key}"))))
     }
 
     /// Writes `value` at `key` unless the key holds a value:
@@ -388,14 +398,21 @@ impl FabricStore {
         prefix: &str,
     ) -> Result<BTreeMap<String, Versioned<T>>, FabricError> {
         let store = self.kv(bucket);
-        let mut keys = store.keys().await.map_err(FabricError::store)?;
-        let mut wanted = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(FabricError::store)?;
-            if key.starts_with(prefix) {
-                wanted.push(key);
+        let read = async {
+            let mut keys = store.keys().await.map_err(FabricError::store)?;
+            let mut wanted = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(FabricError::store)?;
+                if key.starts_with(prefix) {
+                    wanted.push(key);
+                }
             }
-        }
+            Ok::<_, FabricError>(wanted)
+        };
+        // A key list that never ends must fail the read, not hang it.
+        let wanted = tokio::time::timeout(STREAM_READ_LIMIT, read)
+            .await
+            .unwrap_or_else(|_| Err(unfinished(&format!("the list of {prefix}* keys"))))?;
         let mut records = BTreeMap::new();
         for key in wanted {
             match self.get::<T>(bucket, &key).await {
@@ -425,6 +442,14 @@ impl FabricStore {
             .map_err(FabricError::store)?;
         Ok(watch.map(|_| ()))
     }
+}
+
+/// The error of a read of `what` that did not end within [`STREAM_READ_LIMIT`].
+fn unfinished(what: &str) -> FabricError {
+    FabricError::Store(format!(
+        "reading {what} did not finish within {} s",
+        STREAM_READ_LIMIT.as_secs()
+    ))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, FabricError> {

@@ -69,6 +69,19 @@ fn signing_key(args: &FabricSigner) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::load(key)?)
 }
 
+/// Connects to the fabric at `url` as the operator `args` names: signing
+/// with its key, trusting its `--fabric-trust` keys (default its own).
+async fn signing_operator(url: &str, args: &FabricSigner) -> anyhow::Result<Operator> {
+    let key = signing_key(args)?;
+    operator(
+        url,
+        &args.target.connect,
+        Some(key),
+        args.fabric_trust.as_deref(),
+    )
+    .await
+}
+
 /// Which change of a service's source `deploy_or_upgrade` writes.
 #[derive(Debug, Clone, Copy)]
 pub enum SourceChange {
@@ -86,15 +99,10 @@ pub async fn deploy_or_upgrade(
     args: DeployArgs,
     change: SourceChange,
 ) -> anyhow::Result<()> {
-    let key = signing_key(&args.fabric)?;
+    // The key and the fabric first: a key that cannot be used, or a fabric
+    // that cannot be reached, stops the command before it builds anything.
+    let operator = signing_operator(url, &args.fabric).await?;
     let service = read_service(&args.source)?;
-    let operator = operator(
-        url,
-        &args.fabric.target.connect,
-        Some(key),
-        args.fabric.fabric_trust.as_deref(),
-    )
-    .await?;
     let blobs = blobs(&service.components);
     let written = match change {
         SourceChange::Deploy => operator.deploy(service.source, blobs).await?,
@@ -122,14 +130,7 @@ pub async fn deploy_or_upgrade(
 
 /// `weft scale [SERVICE/]ROLE N --fabric URL --fabric-key FILE`.
 pub async fn scale(url: &str, args: ScaleArgs) -> anyhow::Result<()> {
-    let key = signing_key(&args.fabric)?;
-    let operator = operator(
-        url,
-        &args.fabric.target.connect,
-        Some(key),
-        args.fabric.fabric_trust.as_deref(),
-    )
-    .await?;
+    let operator = signing_operator(url, &args.fabric).await?;
     let (service, role) = resolve_role(&operator, &args.role).await?;
     let written = operator.scale(&service, &role, args.count).await?;
     println!(
@@ -142,14 +143,7 @@ pub async fn scale(url: &str, args: ScaleArgs) -> anyhow::Result<()> {
 /// `weft settings [SERVICE/]ROLE KEY=VALUE... --fabric URL --fabric-key FILE`.
 pub async fn settings(url: &str, args: SettingsArgs) -> anyhow::Result<()> {
     let settings = parse_settings(&args.settings)?;
-    let key = signing_key(&args.fabric)?;
-    let operator = operator(
-        url,
-        &args.fabric.target.connect,
-        Some(key),
-        args.fabric.fabric_trust.as_deref(),
-    )
-    .await?;
+    let operator = signing_operator(url, &args.fabric).await?;
     let (service, role) = resolve_role(&operator, &args.role).await?;
     let written = operator.settings(&service, &role, &settings).await?;
     println!(

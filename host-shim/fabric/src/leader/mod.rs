@@ -36,6 +36,9 @@ use tokio::task::JoinHandle;
 
 /// How often a leader reconciles when nothing changes.
 const TICK: Duration = Duration::from_secs(1);
+/// The longest one round may take: a store read that hangs must fail the
+/// round (logged, retried) rather than stop the leader's rounds silently.
+const ROUND_LIMIT: Duration = Duration::from_secs(30);
 
 /// When the leader judges a member suspect or down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +121,15 @@ impl Leader {
                 term,
                 thresholds: self.thresholds,
             };
-            match round.run(&mut memory).await {
+            let outcome = tokio::time::timeout(ROUND_LIMIT, round.run(&mut memory))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::FabricError::Store(format!(
+                        "the round did not finish within {} s",
+                        ROUND_LIMIT.as_secs()
+                    )))
+                });
+            match outcome {
                 Ok(()) => last_error = None,
                 Err(crate::FabricError::Conflict(reason)) => {
                     tracing::debug!(%reason, "a reconcile round stopped on a concurrent change");

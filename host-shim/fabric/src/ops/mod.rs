@@ -41,9 +41,9 @@ use crate::store::{Bucket, FabricStore, Versioned};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
-use weft_broker::BackendKind;
 use weft_host::controller::store::{DeploymentRecord, DeploymentSource, Digest};
 use weft_host::environment::Overrides;
+use weft_host::local_part::check_fabric_queues;
 use weft_host::manifest::Manifest;
 
 /// An operator's hold on a fabric: its store, the key that signs desired
@@ -165,13 +165,10 @@ impl Operator {
         let manifest = resolved(&record.source, &record.overrides)?;
         capacity::check_fits(&snapshot, &name, &manifest)?;
         let uploaded = self.upload(&record.source, &components).await?;
-        let generation = record.generation;
-        let revision = self.replace(key, &name, record, revision).await?;
+        let written = self.replace(key, &name, record, revision).await?;
         Ok(Written {
-            service: name,
-            revision,
-            generation,
             uploaded,
+            ..written
         })
     }
 
@@ -187,14 +184,7 @@ impl Operator {
         // a count out of range, each by name.
         let manifest = resolved(&record.source, &record.overrides)?;
         capacity::check_fits(&snapshot, name, &manifest)?;
-        let generation = record.generation;
-        let revision = self.replace(key, name, record, revision).await?;
-        Ok(Written {
-            service: name.to_owned(),
-            revision,
-            generation,
-            uploaded: Vec::new(),
-        })
+        self.replace(key, name, record, revision).await
     }
 
     /// Sets settings `settings` (key → value) of role `role` of service
@@ -212,14 +202,7 @@ impl Operator {
         let snapshot = Snapshot::read(&self.store).await?;
         let (current, revision) = self.settled_desired(&snapshot, name).await?;
         let record = with_settings(current.record, name, role, settings)?;
-        let generation = record.generation;
-        let revision = self.replace(key, name, record, revision).await?;
-        Ok(Written {
-            service: name.to_owned(),
-            revision,
-            generation,
-            uploaded: Vec::new(),
-        })
+        self.replace(key, name, record, revision).await
     }
 
     /// Removes service `name` from the fabric: every host stops it.
@@ -358,15 +341,23 @@ impl Operator {
         name: &str,
         record: DeploymentRecord,
         revision: u64,
-    ) -> Result<u64, FabricError> {
+    ) -> Result<Written, FabricError> {
+        let generation = record.generation;
         let signed = sign(key, name, record, revision)?;
-        self.store
+        let revision = self
+            .store
             .update(Bucket::State, &service_key(name), &signed, revision)
             .await
             .map_err(|e| match e {
                 FabricError::Conflict(_) => changed_meanwhile(name),
                 other => other,
-            })
+            })?;
+        Ok(Written {
+            service: name.to_owned(),
+            revision,
+            generation,
+            uploaded: Vec::new(),
+        })
     }
 }
 
@@ -376,12 +367,8 @@ fn resolved(source: &DeploymentSource, overrides: &Overrides) -> Result<Manifest
     let manifest = source
         .resolve(overrides)
         .map_err(|e| FabricError::Refused(one_line(&e.to_string())))?;
-    if manifest.queues.backend == Some(BackendKind::Embedded) {
-        return Err(FabricError::Refused(format!(
-            "service {}: [queues] backend \"embedded\" cannot run in a fabric (a queue on one host's disk strands its messages with that host)",
-            manifest.service
-        )));
-    }
+    check_fabric_queues(&manifest.queues)
+        .map_err(|e| FabricError::Refused(format!("service {}: {e}", manifest.service)))?;
     Ok(manifest)
 }
 
