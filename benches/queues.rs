@@ -405,6 +405,16 @@ impl<B: QueueBroker> QueueBroker for Timed<B> {
     async fn peek(&self, queue: &str, max: u32) -> Result<Vec<Peeked>, BrokerError> {
         self.inner.peek(queue, max).await
     }
+    async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
+        self.inner.purge(queue).await
+    }
+    async fn redrive(
+        &self,
+        queue: &str,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<String>, BrokerError> {
+        self.inner.redrive(queue, ids).await
+    }
 }
 
 /// Waits until `completed` reaches `target` (or a minute passes).

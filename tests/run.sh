@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine (the README's second command): adds the
-# wasm32-wasip2 target the guests need, installs nats-server and haproxy if
-# they are missing (Debian's packages: the fabric's tests start servers of
-# their own and put HAProxy in front of three hosts), starts a nats-server
-# with JetStream on loopback for the NATS backend's tests, runs `cargo test
-# --workspace` with any arguments given, and stops the server. Set
-# WEFT_TEST_NATS_URL to use a server of your own for the backend's tests.
+# wasm32-wasip2 target the guests need, installs nats-server, haproxy,
+# chromium and chromium-driver if they are missing (Debian's packages: the
+# fabric's tests start servers of their own and put HAProxy in front of three
+# hosts; the dashboard's test drives headless Chromium through chromedriver),
+# starts a nats-server with JetStream on loopback for the NATS backend's
+# tests, runs `cargo test --workspace` with any arguments given, and stops
+# the server. Set WEFT_TEST_NATS_URL to use a server of your own for the
+# backend's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,11 +18,12 @@ fi
 # shellcheck source=tests/nats.sh
 source tests/nats.sh
 
-if ! command -v nats-server >/dev/null || ! command -v haproxy >/dev/null; then
-    echo "--- installing nats-server and haproxy (the NATS and fabric tests need them)"
+if ! command -v nats-server >/dev/null || ! command -v haproxy >/dev/null ||
+    ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "--- installing nats-server, haproxy, chromium and chromium-driver (the NATS, fabric and dashboard tests need them)"
     sudo=
     [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq nats-server haproxy
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq nats-server haproxy chromium chromium-driver
 fi
 
 if [ -z "${WEFT_TEST_NATS_URL:-}" ]; then

@@ -3,6 +3,12 @@
 //! [`Bucket::open`] opens one of the buckets the role's manifest lists; any
 //! other name fails (with [`Error::AccessDenied`] or [`Error::NoSuchStore`]).
 //! Values are bytes; keys are strings. A bucket reads its own writes.
+//!
+//! A bucket holds at most 64 MiB (keys and values). A write to a full
+//! bucket fails with [`Error::BucketFull`]: unlike a passing failure,
+//! retrying soon does not help until entries are deleted, expire (the
+//! manifest's `[buckets.NAME] ttl-seconds`), or an operator purges them. An
+//! entry of a bucket with a time to live reads as missing once it expires.
 
 use std::fmt;
 
@@ -16,15 +22,24 @@ pub enum Error {
     NoSuchStore,
     /// The role may not open that bucket (which may or may not exist).
     AccessDenied,
+    /// The bucket is full: a write that would grow it is refused until
+    /// entries are deleted or expire. With the host's reason. (The host
+    /// sends it as `error::other("bucket-full: ...")`, as the standard WIT
+    /// has no variant for it.)
+    BucketFull(String),
     /// Anything else (a backend failure, a rate limit...), with the host's reason.
     Other(String),
 }
+
+/// How the host's `error::other` for a full bucket begins.
+const BUCKET_FULL: &str = "bucket-full";
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NoSuchStore => f.write_str("no such key-value bucket"),
             Error::AccessDenied => f.write_str("access to the key-value bucket denied"),
+            Error::BucketFull(why) => write!(f, "key-value bucket full: {why}"),
             Error::Other(why) => write!(f, "key-value error: {why}"),
         }
     }
@@ -37,8 +52,16 @@ impl From<wit::Error> for Error {
         match error {
             wit::Error::NoSuchStore => Error::NoSuchStore,
             wit::Error::AccessDenied => Error::AccessDenied,
-            wit::Error::Other(why) => Error::Other(why),
+            wit::Error::Other(why) => from_other(why),
         }
+    }
+}
+
+/// Reads the host's `error::other` text: a full bucket is its own variant.
+fn from_other(why: String) -> Error {
+    match why.strip_prefix(BUCKET_FULL) {
+        Some(rest) => Error::BucketFull(rest.trim_start_matches(':').trim_start().to_owned()),
+        None => Error::Other(why),
     }
 }
 
@@ -149,6 +172,35 @@ mod tests {
             collect_pages(failing).unwrap_err().to_string(),
             "key-value error: backend down"
         );
+    }
+
+    #[test]
+    fn a_full_bucket_is_its_own_error() {
+        let why = "bucket-full: the bucket holds 67108000 bytes; the limit is 67108864";
+        let error = Error::from(wit::Error::Other(why.into()));
+        assert_eq!(
+            error,
+            Error::BucketFull("the bucket holds 67108000 bytes; the limit is 67108864".into())
+        );
+        assert_eq!(
+            error.to_string(),
+            "key-value bucket full: the bucket holds 67108000 bytes; the limit is 67108864"
+        );
+        assert_eq!(
+            Error::from(wit::Error::Other("bucket-full".into())),
+            Error::BucketFull(String::new())
+        );
+        // Other reasons, even ones naming a full bucket, stay `Other`.
+        for other in [
+            "unavailable: down",
+            "rate-limited; retry later",
+            "not bucket-full",
+        ] {
+            assert_eq!(
+                Error::from(wit::Error::Other(other.into())),
+                Error::Other(other.into())
+            );
+        }
     }
 
     #[test]

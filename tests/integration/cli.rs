@@ -1,29 +1,15 @@
 //! The real `weft` binary: serving components, running the pipeline
 //! example end to end, shutting down gracefully, and one-line errors.
 
-use crate::support::{Weft, cache_dir, error_line, eventually, http, http_as, run_weft, up};
+use crate::support::{
+    cache_dir, error_line, eventually, http, http_as, pipeline_manifest, run_weft, serve, up,
+};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use weft_test_artifacts::{
-    HELLO_WEB, INTRUDER_WORKER, PIPELINE_WEB, PIPELINE_WORKER, PROBE, WSTD_HELLO,
-};
+use weft_test_artifacts::{HELLO_WEB, INTRUDER_WORKER, PROBE, WSTD_HELLO};
 
 fn cache_arg() -> String {
     cache_dir().display().to_string()
-}
-
-fn serve(component: &str, extra: &[&str]) -> Weft {
-    let cache = cache_arg();
-    let mut args = vec![
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--cache-dir",
-        cache.as_str(),
-    ];
-    args.extend_from_slice(extra);
-    args.push(component);
-    Weft::start(&args).unwrap()
 }
 
 /// Writes a manifest into a fresh folder and returns both.
@@ -88,26 +74,7 @@ async fn a_wasi_http_component_built_without_the_sdk_is_served_unchanged() {
 
 #[tokio::test]
 async fn the_pipeline_runs_end_to_end() {
-    let (_dir, path) = manifest(&format!(
-        r#"
-[service]
-name = "pipeline"
-
-[roles.web]
-kind = "web"
-component = "{PIPELINE_WEB}"
-listen = "127.0.0.1:0"
-queues = ["jobs"]
-buckets = ["jobs"]
-
-[roles.worker]
-kind = "worker"
-component = "{PIPELINE_WORKER}"
-instances = 2
-queues = ["jobs"]
-buckets = ["jobs"]
-"#
-    ));
+    let (_dir, path) = manifest(&pipeline_manifest("pipeline", "", ""));
     let mut weft = up(&path);
     let base = weft.url("web");
     let text = "the quick brown fox jumps over the lazy dog\nthe end";

@@ -5,7 +5,7 @@
 //! and crash-looping workers.
 
 use crate::hosting::{Host, TOKEN, token_file};
-use crate::support::{eventually, http, http_bytes};
+use crate::support::{eventually, http, http_bytes, write_manifest};
 use std::path::Path;
 use std::time::Duration;
 use weft_test_artifacts::{ROLLOUT_WEB, ROLLOUT_WORKER};
@@ -14,10 +14,9 @@ use weft_test_artifacts::{ROLLOUT_WEB, ROLLOUT_WORKER};
 /// roles from the rollout guests, `instances` workers), and the overlay
 /// `weft.crash.toml`, which makes the workers crash.
 pub fn service_dir(dir: &Path, name: &str, web: &str, worker: &str, instances: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("weft.toml"),
-        format!(
+    write_manifest(
+        dir,
+        &format!(
             r#"
 [service]
 name = "{name}"
@@ -53,8 +52,7 @@ mode = "work"
 start = "ok"
 "#
         ),
-    )
-    .unwrap();
+    );
     std::fs::write(
         dir.join("weft.crash.toml"),
         "[roles.worker.settings]\nmode = \"crash\"\n",
@@ -86,6 +84,8 @@ async fn the_admin_api_needs_a_valid_token_and_refuses_crafted_names() {
         let path = template
             .replace("{service}", "shop")
             .replace("{role}", "web")
+            .replace("{queue}", "jobs")
+            .replace("{bucket}", "results")
             .replace("{digest}", &digest);
         for method in operations.as_object().unwrap().keys() {
             if method == "parameters" {

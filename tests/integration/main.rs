@@ -3,11 +3,14 @@
 //! `tests/artifacts`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod buckets;
 mod cache;
 mod cli;
 mod client_token;
 mod controller;
 mod controller_ops;
+mod dashboard;
+mod dashboard_http;
 mod durable;
 mod egress;
 mod fabric;
@@ -21,6 +24,7 @@ mod lifecycle;
 mod nats;
 mod operators;
 mod private_state;
+mod queue_ops;
 mod rate;
 mod restore;
 mod reuse;
@@ -28,5 +32,6 @@ mod rollout;
 mod sandbox;
 mod scratch_quota;
 mod support;
+mod traces;
 mod usage;
 mod worker;

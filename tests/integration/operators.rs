@@ -2,7 +2,7 @@
 //! and, with `--peek`, its next messages, poison reasons included, without
 //! receiving them.
 
-use crate::support::{Weft, cache_dir, eventually, http, weft_command};
+use crate::support::{eventually, http, up, weft_command};
 use std::time::Duration;
 use weft_test_artifacts::{CHAOS_WORKER, LEDGER_WEB};
 
@@ -38,18 +38,8 @@ max-deliveries = 1
     )
     .unwrap();
     let state = dir.path().join("state").display().to_string();
-    let cache = cache_dir().display().to_string();
     let path = manifest.display().to_string();
-    let mut weft = Weft::start(&[
-        "up",
-        "--no-build",
-        "--cache-dir",
-        &cache,
-        "--state-dir",
-        &state,
-        &path,
-    ])
-    .unwrap();
+    let mut weft = up(&manifest);
     let base = weft.url("web");
     let sent = http("POST", &format!("{base}/send/jobs"), "first\nsecond\nthird")
         .await

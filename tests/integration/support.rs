@@ -136,6 +136,21 @@ pub async fn http_bytes(
     url: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<Reply> {
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = authorization
+        .iter()
+        .map(|value| ("authorization", value.as_str()))
+        .collect();
+    http_with(method, url, &headers, body).await
+}
+
+/// Sends one HTTP/1.1 request with these headers (besides `host`) over TCP.
+pub async fn http_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> anyhow::Result<Reply> {
     let uri: http::Uri = url.parse()?;
     let authority = uri.authority().context("url without host")?.clone();
     let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
@@ -146,8 +161,8 @@ pub async fn http_bytes(
         .method(method)
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header("host", authority.as_str());
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let request = request.body(Full::new(Bytes::from(body)))?;
     let response = sender.send_request(request).await?;
@@ -357,18 +372,75 @@ impl Drop for Weft {
 /// Runs `weft up` on a manifest, with the shared component cache and a
 /// state folder of its own beside the manifest.
 pub fn up(manifest: &Path) -> Weft {
+    up_with(manifest, &[])
+}
+
+/// [`up`] with `extra` flags before the manifest.
+pub fn up_with(manifest: &Path, extra: &[&str]) -> Weft {
     let cache = cache_dir().display().to_string();
     // Each host its own state folder: two tests' services of the same name
     // must not share (and lock each other out of) one queue store.
     let state = manifest.with_file_name("state");
-    Weft::start(&[
+    let mut args = vec![
         "up",
         "--no-build",
         "--cache-dir",
         cache.as_str(),
         "--state-dir",
         state.to_str().unwrap(),
-        manifest.to_str().unwrap(),
-    ])
-    .unwrap()
+    ];
+    args.extend_from_slice(extra);
+    args.push(manifest.to_str().unwrap());
+    Weft::start(&args).unwrap()
+}
+
+/// The pipeline example's manifest for service `name`, with the components
+/// tests/artifacts built: a web role sending to `jobs`, two workers
+/// receiving, both granted bucket `jobs`. `service_extra` goes under
+/// `[service]`; `tail` (more tables) after the roles.
+pub fn pipeline_manifest(name: &str, service_extra: &str, tail: &str) -> String {
+    use weft_test_artifacts::{PIPELINE_WEB, PIPELINE_WORKER};
+    format!(
+        r#"
+[service]
+name = "{name}"
+{service_extra}
+
+[roles.web]
+kind = "web"
+component = "{PIPELINE_WEB}"
+listen = "127.0.0.1:0"
+queues = ["jobs"]
+buckets = ["jobs"]
+
+[roles.worker]
+kind = "worker"
+component = "{PIPELINE_WORKER}"
+instances = 2
+queues = ["jobs"]
+buckets = ["jobs"]
+{tail}"#
+    )
+}
+
+/// `weft serve` on `component` with the shared compile cache and `extra`
+/// flags before it.
+pub fn serve(component: &str, extra: &[&str]) -> Weft {
+    let cache = cache_dir().display().to_string();
+    let mut args = vec![
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--cache-dir",
+        cache.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    args.push(component);
+    Weft::start(&args).unwrap()
+}
+
+/// Writes `text` as `dir`'s `weft.toml`, creating `dir`.
+pub fn write_manifest(dir: &Path, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("weft.toml"), text).unwrap();
 }

@@ -7,15 +7,19 @@
 //!   [`ConnectionArgs`] (`serve`, `up`, `host`);
 //! - [`HostTokenArg`]: the admin token a host serves (`up`, `host`);
 //! - [`ClientArgs`]: the admin address and token a client uses (`deploy`,
-//!   `upgrade`, `status`, `scale`, `settings`, `logs`, `remove`);
+//!   `upgrade`, `status`, `scale`, `settings`, `logs`, `remove`, `queue`,
+//!   `bucket`);
 //! - [`FabricArgs`]: how `weft host` joins a fabric;
 //! - [`FabricConnectArgs`], [`FabricTarget`], [`FabricSigner`]: how a
 //!   client reaches a fabric instead of one host (`deploy`, `upgrade`,
 //!   `status`, `scale`, `settings`, `logs`, `remove`, `endpoints`,
 //!   `fabric ...`).
 //!
+//! The `queue` and `bucket` commands' arguments, on a service's data, are
+//! in `args/data.rs`.
+//!
 //! Each group turns into the library's plain options
-//! ([`weft_host::launch`]) here, so nothing past this file sees clap.
+//! ([`weft_host::launch`]) here, so nothing past these files sees clap.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +27,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 use weft_host::launch::{self, ConnectionOptions, DEFAULT_MAX_COMPONENT_MIB};
 use weft_sandbox::SandboxLimits;
+
+mod data;
+
+pub use data::*;
 
 #[derive(Parser)]
 #[command(
@@ -57,9 +65,16 @@ pub enum Command {
     /// Check a manifest (and overlay) and compile its components, without running anything.
     Check(UpArgs),
     /// Show the length of each queue the manifest grants (and of its poison
-    /// queue), and with --peek N its next messages. The embedded store can
-    /// be read only while the service is stopped; NATS at any time.
+    /// queue), and with --peek N its next messages, of a stopped service
+    /// (the embedded store; NATS at any time); use `weft queue peek` while
+    /// it runs.
     Queues(QueuesArgs),
+    /// Send to, peek at, purge or redrive a running service's queue
+    /// through a host's admin API.
+    Queue(QueueCommandArgs),
+    /// List, read, delete or purge the keys of a running service's bucket
+    /// through a host's admin API.
+    Bucket(BucketCommandArgs),
     /// Build a service, upload its components and deploy it to a host.
     Deploy(DeployArgs),
     /// Build a service, upload its components and upgrade it on a host, one
@@ -104,7 +119,9 @@ impl Command {
             | Command::Up(_)
             | Command::Host(_)
             | Command::Check(_)
-            | Command::Queues(_) => None,
+            | Command::Queues(_)
+            | Command::Queue(_)
+            | Command::Bucket(_) => None,
         }
     }
 }
@@ -408,6 +425,17 @@ pub struct HostArgs {
     /// private network.
     #[arg(long, default_value = "127.0.0.1:9070")]
     pub admin_addr: SocketAddr,
+    /// Export traces (a span per web request, VMBus call and message
+    /// delivery) over OTLP/HTTP to this collector, `http://HOST[:PORT]`
+    /// (spans go to its /v1/traces); what is queued is sent when the host
+    /// stops, waiting for the collector at most 2 s. Off without it.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Spans kept waiting for the collector; past this they are dropped
+    /// (and counted in /metrics).
+    #[arg(long, default_value_t = launch::otlp::DEFAULT_QUEUE_SPANS,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub otlp_queue_spans: u64,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }
@@ -423,6 +451,18 @@ impl HostArgs {
     /// `--grace-secs`.
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.grace_secs)
+    }
+
+    /// The export of spans with `--otlp-endpoint` (`None`: tracing is
+    /// off). Starts the export task: call it within the runtime.
+    pub fn traces(&self) -> anyhow::Result<Option<launch::otlp::Exporter>> {
+        let Some(endpoint) = &self.otlp_endpoint else {
+            return Ok(None);
+        };
+        Ok(Some(launch::export_traces(
+            endpoint,
+            self.otlp_queue_spans,
+        )?))
     }
 }
 

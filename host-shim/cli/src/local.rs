@@ -29,13 +29,24 @@ use weft_host::controller::store::{Layout, StateDir};
 use weft_host::controller::{Controller, ControllerError, Restore};
 use weft_host::guest_output::GuestOutput;
 use weft_host::launch::dirs;
+use weft_host::launch::otlp::Exporter;
 use weft_host::launch::{self, AdminServer, DEFAULT_MAX_COMPONENT_MIB, Pools, ServedComponent};
 use weft_host::manifest::{Manifest, SandboxCount};
 use weft_sandbox::limits::MIB;
-use weft_sandbox::{Runtime, SandboxLimits};
+use weft_sandbox::{Runtime, SandboxLimits, SpanSink};
 
 /// `weft serve COMPONENT`: one wasi:http component, a fresh sandbox per request.
 pub async fn serve(args: ServeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
+    let traces = args.host.traces()?;
+    let sink = traces.as_ref().map(Exporter::sink);
+    flushed(traces, serve_traced(args, logs, sink)).await
+}
+
+async fn serve_traced(
+    args: ServeArgs,
+    logs: Arc<GuestOutput>,
+    spans: Option<Arc<dyn SpanSink>>,
+) -> anyhow::Result<()> {
     let pools = Pools::new(&args.host.connections.options());
     let mut signals = StopSignals::watch()?;
     let limits = SandboxLimits {
@@ -48,10 +59,13 @@ pub async fn serve(args: ServeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()
         requests_per_instance: args.requests_per_instance,
         ..SandboxLimits::default()
     };
-    let runtime = Arc::new(Runtime::new(launch::engine_config(
-        std::iter::once((limits, SandboxCount::PerRequest)),
-        args.host.cache_dir(),
-    ))?);
+    let runtime = Arc::new(
+        Runtime::new(launch::engine_config(
+            std::iter::once((limits, SandboxCount::PerRequest)),
+            args.host.cache_dir(),
+        ))?
+        .with_span_sink(spans),
+    );
     let component = ServedComponent::load(&runtime, &args.component, limits)?;
     let listener = TcpListener::bind(args.addr)
         .await
@@ -105,6 +119,16 @@ pub async fn check(args: UpArgs) -> anyhow::Result<()> {
 /// admin API serves it until SIGINT or SIGTERM. Nothing is recorded: the
 /// next `weft up` deploys DIR afresh.
 pub async fn up(args: UpArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
+    let traces = args.host.traces()?;
+    let sink = traces.as_ref().map(Exporter::sink);
+    flushed(traces, up_traced(args, logs, sink)).await
+}
+
+async fn up_traced(
+    args: UpArgs,
+    logs: Arc<GuestOutput>,
+    spans: Option<Arc<dyn SpanSink>>,
+) -> anyhow::Result<()> {
     let pools = Pools::new(&args.host.connections.options());
     let mut signals = StopSignals::watch()?;
     let (manifest, environment) =
@@ -118,10 +142,10 @@ pub async fn up(args: UpArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
         None => dirs::default_state_dir(&manifest.service)
             .context("no home folder to keep state in: pass --state-dir")?,
     };
-    let runtime = Arc::new(Runtime::new(launch::manifest_engine(
-        &manifest,
-        args.host.cache_dir(),
-    ))?);
+    let runtime = Arc::new(
+        Runtime::new(launch::manifest_engine(&manifest, args.host.cache_dir()))?
+            .with_span_sink(spans),
+    );
     let state = StateDir::open(&state_dir, Layout::Single)?;
     let staged = launch::stage(&manifest, environment, &state, &args.roles)?;
     let controller = launch::controller(
@@ -178,6 +202,16 @@ pub async fn up(args: UpArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
 /// records and taking deployments through its admin API; with `--fabric`,
 /// a member of a fabric instead, running what the fabric assigns it.
 pub async fn host(args: HostModeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
+    let traces = args.host.traces()?;
+    let sink = traces.as_ref().map(Exporter::sink);
+    flushed(traces, host_traced(args, logs, sink)).await
+}
+
+async fn host_traced(
+    args: HostModeArgs,
+    logs: Arc<GuestOutput>,
+    spans: Option<Arc<dyn SpanSink>>,
+) -> anyhow::Result<()> {
     let pools = Pools::new(&args.host.connections.options());
     let mut signals = StopSignals::watch()?;
     anyhow::ensure!(args.max_instances > 0, "--max-instances must be at least 1");
@@ -187,10 +221,13 @@ pub async fn host(args: HostModeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<
         None => dirs::default_host_state_dir()
             .context("no home folder to keep state in: pass --state-dir")?,
     };
-    let runtime = Arc::new(Runtime::new(launch::host_engine(
-        args.max_instances,
-        args.host.cache_dir(),
-    ))?);
+    let runtime = Arc::new(
+        Runtime::new(launch::host_engine(
+            args.max_instances,
+            args.host.cache_dir(),
+        ))?
+        .with_span_sink(spans),
+    );
     // In a fabric, the fabric records what runs here: the folder keeps no
     // record of its own, and none is restored.
     let layout = if fabric.is_some() {
@@ -278,6 +315,21 @@ pub async fn host(args: HostModeArgs, logs: Arc<GuestOutput>) -> anyhow::Result<
     }
     run_until_signalled(signals, &controller, admin).await;
     Ok(())
+}
+
+/// Runs a host command (given the sink of `traces`, if any), then sends
+/// the spans still queued, however it ended: a stopped host's last
+/// requests and deliveries are exported too, and stopping waits for the
+/// collector at most [`weft_host::otlp::FLUSH_TIMEOUT`].
+async fn flushed(
+    traces: Option<Exporter>,
+    command: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let outcome = command.await;
+    if let Some(traces) = traces {
+        traces.flush().await;
+    }
+    outcome
 }
 
 /// Joins the fabric with `controller` (its admin server already up, and
@@ -402,6 +454,8 @@ async fn start_admin(
         max_blob_bytes: usize::try_from(max_component_mib.saturating_mul(MIB))
             .unwrap_or(usize::MAX),
         fabric,
+        sessions: weft_host::admin::session::Sessions::default(),
+        queue_history: Arc::default(),
     };
     let server = AdminServer::start(addr, pool, admin).await?;
     status_line(&format!("admin http://{}", server.addr));

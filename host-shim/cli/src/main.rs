@@ -8,6 +8,9 @@
 //!   `remove` drive a host through that API ([`client`]); with `--fabric
 //!   URL`, each drives a fabric of hosts instead, as do `weft endpoints`
 //!   and `weft fabric` ([`fabric`]).
+//! - `weft queue` and `weft bucket` send to, peek at, purge and redrive a
+//!   running service's queues, and list, read and delete its buckets' keys,
+//!   through the admin API ([`client`]).
 //! - `weft check DIR` and `weft queues DIR` work offline.
 //!
 //! The host itself is the `weft-host` library; this binary parses the
@@ -109,6 +112,8 @@ async fn run(command: Command, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
         (Command::Host(args), _) => local::host(args, logs).await,
         (Command::Check(args), _) => local::check(args).await,
         (Command::Queues(args), _) => local::queues(args).await,
+        (Command::Queue(args), _) => client::queue(args).await,
+        (Command::Bucket(args), _) => client::bucket(args).await,
         (Command::Deploy(args), Some(url)) => {
             fabric::deploy_or_upgrade(url, args, SourceChange::Deploy).await
         }

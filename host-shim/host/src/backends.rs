@@ -1,5 +1,6 @@
 //! A service's backends, the queues and key-value buckets its roles share
-//! ([`Backends`], opened from the manifest's `[queues]` table), and the
+//! ([`Backends`], opened from the manifest's `[queues]` table, its buckets
+//! configured from its `[buckets.NAME]` tables), and the
 //! [`RoleSpec`] each role is built from: its grants (with its scratch
 //! folder), limits and those backends. The controller
 //! ([`crate::controller`]) runs services from them; `weft check` only loads
@@ -12,10 +13,11 @@
 //! state in the way needs an operator (500).
 
 use crate::manifest::{Manifest, Role};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use weft_broker::{BackendKind, EmbeddedBroker, NatsBroker, QueuesConfig};
-use weft_broker::{KvStore, MemoryBroker, OpenError, QueueBroker, StoreHealth};
+use weft_broker::{KvStore, MemoryBroker, OpenError, QueueBroker, StoreHealth, scoped};
 use weft_sandbox::private_fs::PrivateFsError;
 use weft_sandbox::{Grants, RoleSpec};
 
@@ -43,8 +45,38 @@ impl Backends {
 
     /// The backend the manifest's `[queues]` table names: the embedded store
     /// in `state_dir`, or a NATS server (retried with backoff while it
-    /// cannot be reached, up to its connect timeout).
-    pub async fn open(config: &QueuesConfig, state_dir: &Path) -> Result<Self, OpenError> {
+    /// cannot be reached, up to its connect timeout); its buckets
+    /// configured ([`Backends::configure_buckets`]).
+    pub async fn open(manifest: &Manifest, state_dir: &Path) -> Result<Self, OpenError> {
+        let backends = Self::open_queues(&manifest.queues, state_dir).await?;
+        backends.configure_buckets(manifest).await?;
+        Ok(backends)
+    }
+
+    /// Applies the manifest's bucket settings to every bucket a role of
+    /// it is granted: a `[buckets.NAME]` table's, or the default (no time
+    /// to live) for a bucket without one, so a table removed by an upgrade
+    /// stops applying.
+    pub async fn configure_buckets(&self, manifest: &Manifest) -> Result<(), OpenError> {
+        let granted: BTreeSet<&String> = manifest
+            .roles
+            .values()
+            .flat_map(|role| &role.buckets)
+            .collect();
+        for name in granted {
+            let settings = manifest.buckets.get(name).copied().unwrap_or_default();
+            self.kv
+                .configure_bucket(&scoped(&manifest.service, name), settings)
+                .await
+                .map_err(|error| OpenError::Bucket {
+                    bucket: name.clone(),
+                    error,
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn open_queues(config: &QueuesConfig, state_dir: &Path) -> Result<Self, OpenError> {
         config.validate()?;
         match config.kind() {
             BackendKind::Embedded => {
@@ -141,4 +173,47 @@ fn scratch_dir(folder: &Path, service: &str, role: &str) -> Result<PathBuf, Scra
         })?;
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The manifest's tables reach the backend, under the service's scoped
+    /// names: a declared TTL expires entries (by the paused clock); a bucket
+    /// granted without a table keeps them.
+    #[tokio::test(start_paused = true)]
+    async fn a_declared_ttl_reaches_the_backend_and_an_undeclared_bucket_keeps_entries() {
+        let text = r#"
+[service]
+name = "svc"
+[roles.web]
+kind = "web"
+component = "web.wasm"
+listen = "127.0.0.1:0"
+buckets = ["jobs", "kept"]
+[buckets.jobs]
+ttl-seconds = 60
+"#;
+        let manifest = Manifest::parse(Path::new("dir/weft.toml"), text).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let backends = Backends::open(&manifest, dir.path()).await.unwrap();
+        for bucket in ["svc/jobs", "svc/kept"] {
+            backends.kv.set(bucket, "k", b"v".to_vec()).await.unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(backends.kv.exists("svc/jobs", "k").await.unwrap());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!backends.kv.exists("svc/jobs", "k").await.unwrap());
+        assert!(backends.kv.exists("svc/kept", "k").await.unwrap());
+        backends.close().await;
+
+        // The in-memory backends take the same settings.
+        let memory = Backends::memory();
+        memory.configure_buckets(&manifest).await.unwrap();
+        memory.kv.set("svc/jobs", "k", b"v".to_vec()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(memory.kv.get("svc/jobs", "k").await.unwrap(), None);
+    }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
@@ -79,9 +79,7 @@ impl GuestOutput {
 
     /// Records a line role `role` of `service` printed.
     pub fn push(&self, service: &str, role: &str, instance: String, stream: String, text: String) {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let at_ms = crate::clock::now_ms();
         let seq = {
             let mut output = self.lock();
             output.last_seq += 1;

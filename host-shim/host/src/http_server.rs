@@ -13,6 +13,7 @@
 use crate::connections::{Accepted, Listening};
 use crate::controller::web::{WebFront, WebVersion, not_ready};
 use crate::lingering::LingeringBody;
+use crate::session_cookie;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use weft_sandbox::WebResponse;
 
 /// A web role behind its listener: the front that shares its requests out
 /// among its versions, and the task serving the listener.
@@ -130,13 +132,15 @@ async fn serve(
                 }
                 let front = front.clone();
                 let service = service_fn(move |request| {
-                    let request = LingeringBody::wrap(request, min_rate);
+                    let mut request = LingeringBody::wrap(request, min_rate);
+                    session_cookie::strip_cookie(request.headers_mut());
                     let version = front.pick();
                     async move {
-                        Ok::<_, Infallible>(match version {
+                        let response = match version {
                             Some(version) => version.serve(request).await,
                             None => not_ready(),
-                        })
+                        };
+                        Ok::<_, Infallible>(from_guest(response))
                     }
                 });
                 let connection = pool.http1().serve_connection(TokioIo::new(stream), service);
@@ -156,5 +160,44 @@ async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!(role = %role_name, "all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!(role = %role_name, "grace period over; dropping open connections"),
+    }
+}
+
+/// A guest's answer as it may leave: without a `Set-Cookie` for the
+/// dashboard's session, which a browser would file under the admin
+/// address's host name too (cookies ignore ports), overwriting or planting
+/// the operator's session. The request's session cookie was taken out
+/// before the guest saw it, so an operator's session is never a guest's in
+/// either direction.
+fn from_guest(mut response: WebResponse) -> WebResponse {
+    session_cookie::strip_set_cookie(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderValue, StatusCode, header};
+
+    #[test]
+    fn a_guest_answer_loses_only_the_session_s_set_cookie() {
+        let mut response = weft_sandbox::busy_response(StatusCode::OK, "ok", "a guest answer");
+        for value in [
+            "weft_session=planted; HttpOnly; Path=/",
+            "cart=3; Path=/",
+            "=weft_session=nameless",
+        ] {
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, HeaderValue::from_static(value));
+        }
+        let response = from_guest(response);
+        let left: Vec<_> = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .collect();
+        assert_eq!(left, vec!["cart=3; Path=/"]);
+        assert_eq!(response.status(), StatusCode::OK);
     }
 }

@@ -23,6 +23,8 @@
 //! - What a client may hold of the host is bounded by [`connections`]
 //!   (connection pools, idle timeouts) and [`lingering`] (slow bodies).
 //! - What guests print is kept per role by [`guest_output`] for `weft logs`.
+//! - Each running service's queue lengths over the last minutes are kept by
+//!   [`queue_history`], sampled by a task per host.
 //!
 //! # Lifecycle of a host
 //!
@@ -38,16 +40,21 @@
 pub mod admin;
 pub mod backends;
 pub mod builder;
+pub mod clock;
 pub mod connections;
 pub mod controller;
 pub mod environment;
 pub mod guest_output;
+mod hex;
 pub mod http_server;
 pub mod launch;
 pub mod lingering;
 pub mod local_part;
 pub mod manifest;
 pub mod metrics;
+pub mod otlp;
+pub mod queue_history;
+pub mod session_cookie;
 pub mod supervisor;
 
 pub use backends::Backends;

@@ -6,6 +6,7 @@
 //! Counters end in `_total`; times are in seconds and memory in bytes, as
 //! Prometheus' conventions ask.
 
+use crate::otlp::SpanStats;
 use std::fmt::Write as _;
 use weft_broker::StoreHealth;
 use weft_sandbox::UsageSnapshot;
@@ -231,7 +232,30 @@ pub fn render(roles: &[UsageSnapshot]) -> String {
             })
         }),
     );
+    render_traces(&mut out, &SpanStats::process());
     out
+}
+
+/// The trace exporter's counts (zero while tracing is off): one series
+/// each, with no labels.
+fn render_traces(out: &mut String, stats: &SpanStats) {
+    let figures = [
+        (
+            "weft_trace_spans_dropped_total",
+            "Spans dropped instead of exported: the queue was full (the collector slow or down) or their batch failed.",
+            stats.dropped(),
+        ),
+        (
+            "weft_trace_spans_exported_total",
+            "Spans the OTLP collector accepted.",
+            stats.exported(),
+        ),
+    ];
+    for (name, help, value) in figures {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// The text for each service's embedded queue store: 1 while it writes,

@@ -18,6 +18,10 @@ pub struct SendOptions {
     /// id of a send made within [`DEDUPE_WINDOW`](crate::DEDUPE_WINDOW) stores nothing and returns
     /// the earlier message's id.
     pub dedupe_id: Option<String>,
+    /// The W3C `traceparent` of the span that sent the message (at most
+    /// [`MAX_TRACE_PARENT_BYTES`](crate::MAX_TRACE_PARENT_BYTES)); handed back with every delivery and
+    /// peek, so the worker's handling joins the sender's trace.
+    pub trace_parent: Option<String>,
 }
 
 impl SendOptions {
@@ -50,6 +54,8 @@ pub struct Delivery {
     pub receipt: String,
     /// Why the message was moved to this (poison) queue, if it was.
     pub poison_reason: Option<String>,
+    /// The sender's `traceparent`, if it sent one.
+    pub trace_parent: Option<String>,
 }
 
 /// A message seen by [`QueueBroker::peek`], which leases nothing.
@@ -66,6 +72,8 @@ pub struct Peeked {
     pub inserted_at_ms: u64,
     /// Why the message was moved to this (poison) queue, if it was.
     pub poison_reason: Option<String>,
+    /// The sender's `traceparent`, if it sent one.
+    pub trace_parent: Option<String>,
 }
 
 /// A request to receive messages.
@@ -117,6 +125,29 @@ pub trait QueueBroker: Send + Sync + 'static {
     /// Up to `max` (1 to [`MAX_BATCH`](crate::MAX_BATCH)) of the next visible messages, in the
     /// order they would be received, without leasing them.
     async fn peek(&self, queue: &str, max: u32) -> Result<Vec<Peeked>, BrokerError>;
+    /// Deletes every message the queue holds (visible, delayed or leased;
+    /// the leases' receipts stop working) and returns how many. An
+    /// operator's tool: guests cannot call it.
+    async fn purge(&self, queue: &str) -> Result<u64, BrokerError>;
+    /// Moves messages from `queue`'s poison queue back to `queue`, visible
+    /// at once, their dequeue count back to 0 and their poison reason gone:
+    /// those with the given ids (ids not found there are skipped), or all
+    /// of them when `ids` is `None`. A poison message leased at the time is
+    /// not moved. Returns the ids moved. An operator's tool.
+    async fn redrive(
+        &self,
+        queue: &str,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<String>, BrokerError>;
+}
+
+/// How a bucket keeps its entries, set by the host when it opens a
+/// service's backends (the manifest's `[buckets.NAME]` table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BucketSettings {
+    /// How long an entry lives after its last write; an expired entry reads
+    /// as missing and its bytes are freed. `None`: entries live until deleted.
+    pub ttl: Option<Duration>,
 }
 
 /// One page of keys from [`KvStore::list_keys`].
@@ -141,4 +172,19 @@ pub trait KvStore: Send + Sync + 'static {
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, BrokerError>;
     /// One page of keys in ascending order, starting at `cursor`.
     async fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<KeyPage, BrokerError>;
+    /// Applies `settings` to `bucket` from now on (creating it if the
+    /// backend needs to). The in-process and embedded backends give each
+    /// entry its deadline when it is written, so entries written before
+    /// keep theirs until rewritten. NATS applies the new time to live to
+    /// every entry at once (it is the stream's `max_age`, counted from each
+    /// entry's last write): shortening it there expires the older entries
+    /// now past it at once.
+    async fn configure_bucket(
+        &self,
+        bucket: &str,
+        settings: BucketSettings,
+    ) -> Result<(), BrokerError>;
+    /// Deletes every entry of `bucket` and returns how many. An operator's
+    /// tool: guests cannot call it.
+    async fn purge_bucket(&self, bucket: &str) -> Result<u64, BrokerError>;
 }

@@ -15,8 +15,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod buckets;
 mod limits;
+mod operator;
+pub(crate) use buckets::*;
 pub(crate) use limits::*;
+pub(crate) use operator::*;
 
 /// Both halves of a backend.
 pub(crate) trait Backend: QueueBroker + KvStore {}
@@ -58,7 +62,15 @@ macro_rules! conformance_tests {
             a_long_poll_wakes_for_a_new_message,
             a_full_queue_refuses_sends,
             concurrent_receivers_never_share_a_lease,
+            purge_empties_visible_delayed_and_leased_messages,
+            redrive_moves_poison_messages_back_by_id_or_all,
+            redrive_stops_when_the_queue_is_full,
+            a_trace_parent_stays_with_its_message_through_poison_and_redrive,
+            a_bad_trace_parent_is_refused,
             kv_sets_gets_deletes_and_pages_keys,
+            a_bucket_entry_expires_after_its_ttl_and_a_rewrite_renews_it,
+            a_full_bucket_answers_bucket_full_and_its_neighbour_takes_writes,
+            purge_bucket_empties_it_and_counts_its_entries,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

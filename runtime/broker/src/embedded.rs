@@ -12,9 +12,12 @@
 //! The rules hold every message in memory too (bounded by the queues' limits),
 //! so receiving never reads the disk. Key-value entries live only in the
 //! file: reads are read transactions, writes are fsynced before they answer.
+//! An entry's deadline (its bucket's time to live, [`expiry`](crate::expiry))
+//! is stored with it, so it holds across a restart.
 
-use crate::api::{KeyPage, KvStore};
+use crate::api::{BucketSettings, KeyPage, KvStore};
 use crate::error::BrokerError;
+use crate::expiry::{Expiry, MAX_SWEEP};
 use crate::limits::QueueSettings;
 use crate::persist::{Change, Done, Persist};
 use crate::queues::Queues;
@@ -29,6 +32,7 @@ pub const STORE_FILE: &str = "queues.redb";
 pub struct EmbeddedBroker {
     queues: Queues<Store>,
     path: PathBuf,
+    expiry: Expiry,
 }
 
 impl std::fmt::Debug for EmbeddedBroker {
@@ -100,7 +104,11 @@ impl EmbeddedBroker {
         }
         queues.restored();
         tracing::info!(store = %path.display(), messages = restored, "queue store opened");
-        Self { queues, path }
+        Self {
+            queues,
+            path,
+            expiry: Expiry::default(),
+        }
     }
 
     /// The store's file.
@@ -132,26 +140,62 @@ crate::queues::queue_broker_over_queues!(EmbeddedBroker);
 #[async_trait]
 impl KvStore for EmbeddedBroker {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
-        self.queues.persist().kv_get(bucket, key)
+        let now = self.queues.now_ms();
+        self.queues.persist().kv_get(bucket, key, now)
     }
 
     async fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), BrokerError> {
-        self.queues
-            .persist()
-            .kv_write(bucket, key, Some(value))
-            .await
+        let now = self.queues.now_ms();
+        let store = self.queues.persist();
+        let sweep = if self.expiry.sweep_due(now) {
+            Some(store.kv_sweep(now)?)
+        } else {
+            None
+        };
+        let deadline = self.expiry.deadline(bucket, now);
+        let written = store
+            .kv_write(bucket, key, Some(value), deadline, now)
+            .await;
+        // The sweep was answered before this write: if it stopped at its
+        // cap (or failed), expired entries are left, and the next write
+        // sweeps again.
+        if let Some(mut sweep) = sweep
+            && !matches!(sweep.try_recv(), Ok(Ok(n)) if n < MAX_SWEEP as u64)
+        {
+            self.expiry.sweep_soon();
+        }
+        written
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError> {
-        self.queues.persist().kv_write(bucket, key, None).await
+        let now = self.queues.now_ms();
+        self.queues
+            .persist()
+            .kv_write(bucket, key, None, None, now)
+            .await
     }
 
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, BrokerError> {
-        Ok(self.queues.persist().kv_get(bucket, key)?.is_some())
+        Ok(self.get(bucket, key).await?.is_some())
     }
 
     async fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<KeyPage, BrokerError> {
-        self.queues.persist().kv_keys(bucket, cursor)
+        let now = self.queues.now_ms();
+        self.queues.persist().kv_keys(bucket, cursor, now)
+    }
+
+    async fn configure_bucket(
+        &self,
+        bucket: &str,
+        settings: BucketSettings,
+    ) -> Result<(), BrokerError> {
+        self.expiry.configure(bucket, settings);
+        Ok(())
+    }
+
+    async fn purge_bucket(&self, bucket: &str) -> Result<u64, BrokerError> {
+        let now = self.queues.now_ms();
+        self.queues.persist().kv_purge(bucket, now).await
     }
 }
 
@@ -241,6 +285,60 @@ mod tests {
         assert!(!seen.iter().any(|(id, _)| *id == completed));
     }
 
+    /// An entry's deadline is on disk: it holds after a reopen that
+    /// configures nothing, and expired entries (counted in the bucket's
+    /// bytes at open) are swept when a write finds the bucket full. Time is
+    /// the paused test clock.
+    #[tokio::test(start_paused = true)]
+    async fn an_entrys_deadline_survives_a_reopen_and_expiry_frees_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = QueueSettings::default();
+        let ttl = Duration::from_secs(60);
+        let value = vec![3; crate::MAX_VALUE_BYTES];
+        let stored = {
+            let broker = EmbeddedBroker::open(dir.path(), settings).unwrap();
+            broker
+                .configure_bucket("b", BucketSettings { ttl: Some(ttl) })
+                .await
+                .unwrap();
+            let mut stored = 0;
+            let refused = loop {
+                match broker
+                    .set("b", &format!("k{stored:03}"), value.clone())
+                    .await
+                {
+                    Ok(()) => stored += 1,
+                    Err(e) => break e,
+                }
+            };
+            assert!(matches!(refused, BrokerError::BucketFull(_)), "{refused:?}");
+            broker.set("kept", "k", b"v".to_vec()).await.unwrap();
+            broker.close();
+            stored
+        };
+        assert_eq!(stored, crate::MAX_BUCKET_BYTES / value.len() - 1);
+        let broker = EmbeddedBroker::open(dir.path(), settings).unwrap();
+        assert_eq!(broker.get("b", "k000").await.unwrap(), Some(value.clone()));
+        assert!(matches!(
+            broker.set("b", "new", value.clone()).await,
+            Err(BrokerError::BucketFull(_))
+        ));
+        tokio::time::advance(ttl + Duration::from_secs(1)).await;
+        assert_eq!(broker.get("b", "k000").await.unwrap(), None);
+        assert!(!broker.exists("b", "k001").await.unwrap());
+        assert!(broker.list_keys("b", None).await.unwrap().keys.is_empty());
+        assert_eq!(broker.get("kept", "k").await.unwrap(), Some(b"v".to_vec()));
+        // Unconfigured after the reopen, "b" now keeps what it is given.
+        broker.set("b", "new", value.clone()).await.unwrap();
+        broker.close();
+        drop(broker);
+        let broker = EmbeddedBroker::open(dir.path(), settings).unwrap();
+        tokio::time::advance(ttl * 10).await;
+        assert_eq!(broker.get("b", "new").await.unwrap(), Some(value));
+        assert_eq!(broker.purge_bucket("b").await.unwrap(), 1);
+        assert_eq!(broker.purge_bucket("kept").await.unwrap(), 1);
+    }
+
     #[tokio::test]
     async fn a_send_dropped_while_its_commit_waits_becomes_receivable() {
         let dir = tempfile::tempdir().unwrap();
@@ -256,6 +354,84 @@ mod tests {
         drop(broker);
         let broker = EmbeddedBroker::open(dir.path(), settings).unwrap();
         assert_eq!(broker.len("q").await.unwrap(), 1);
+    }
+
+    /// A purge or redrive that answered is on disk: a power cut right after
+    /// it (losing every write not synced) takes neither back, and the
+    /// redriven message keeps its `traceparent`.
+    #[tokio::test]
+    async fn a_purge_and_a_redrive_survive_a_power_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = crate::store::power_cut::Disk::new();
+        let settings = QueueSettings {
+            max_deliveries: 1,
+            ..QueueSettings::default()
+        };
+        let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (redriven, left) = {
+            let broker = EmbeddedBroker::open_on(dir.path(), settings, disk.handle()).unwrap();
+            let traced = SendOptions {
+                trace_parent: Some(trace.into()),
+                ..SendOptions::default()
+            };
+            let redriven = broker.send("q", b"bad".to_vec(), traced).await.unwrap();
+            let left = broker
+                .send("q", b"worse".to_vec(), SendOptions::now())
+                .await
+                .unwrap();
+            for body in [b"p1", b"p2"] {
+                broker
+                    .send("other", body.to_vec(), SendOptions::now())
+                    .await
+                    .unwrap();
+            }
+            for delivery in broker
+                .receive("q", request(MAX_BATCH, 60_000))
+                .await
+                .unwrap()
+            {
+                broker
+                    .abandon("q", &delivery.receipt, Duration::ZERO)
+                    .await
+                    .unwrap();
+            }
+            assert!(
+                broker
+                    .receive("q", request(MAX_BATCH, 60_000))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(broker.len("q-poison").await.unwrap(), 2);
+            assert_eq!(broker.purge("other").await.unwrap(), 2);
+            let moved = broker
+                .redrive("q", Some(std::slice::from_ref(&redriven)))
+                .await
+                .unwrap();
+            assert_eq!(moved, [redriven.as_str()]);
+            disk.cut_at_write(0, || false);
+            (redriven, left)
+        };
+        let broker = EmbeddedBroker::open_on(dir.path(), settings, disk.handle()).unwrap();
+        assert_eq!(broker.len("other").await.unwrap(), 0, "the purge was lost");
+        let got = broker
+            .receive("q", request(MAX_BATCH, 60_000))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1, "the redrive was lost");
+        assert_eq!(
+            (
+                got[0].id.as_str(),
+                got[0].dequeue_count,
+                got[0].poison_reason.as_deref()
+            ),
+            (redriven.as_str(), 1, None)
+        );
+        assert_eq!(got[0].trace_parent.as_deref(), Some(trace));
+        let poison = broker.peek("q-poison", MAX_BATCH).await.unwrap();
+        assert_eq!(poison.len(), 1);
+        assert_eq!(poison[0].id, left);
+        assert!(poison[0].poison_reason.is_some());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -397,5 +573,35 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let error = EmbeddedBroker::open(dir.path(), QueueSettings::default()).unwrap_err();
         assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_sweep_stops_at_its_cap_and_the_next_write_sweeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = EmbeddedBroker::open(dir.path(), QueueSettings::default()).unwrap();
+        let broker = std::sync::Arc::new(broker);
+        let ttl = Some(Duration::from_millis(200));
+        let settings = crate::BucketSettings { ttl };
+        broker.configure_bucket("b", settings).await.unwrap();
+        // Concurrent, so they share commits.
+        let writes = (0..crate::expiry::MAX_SWEEP + 10).map(|i| {
+            let broker = broker.clone();
+            async move { broker.set("b", &format!("k{i:05}"), vec![1]).await }
+        });
+        for written in futures::future::join_all(writes).await {
+            written.unwrap();
+        }
+        broker.set("kept", "k", vec![1]).await.unwrap();
+        let store = broker.queues.persist();
+        assert_eq!(store.kv_rows(), u64::try_from(MAX_SWEEP + 11).unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // As if the period had passed: the next write sweeps.
+        broker.expiry.sweep_soon();
+        broker.set("kept", "k1", vec![1]).await.unwrap();
+        assert_eq!(store.kv_rows(), 10 + 2, "the sweep did not stop at its cap");
+        // It stopped at its cap, so the next write sweeps again.
+        broker.set("kept", "k2", vec![1]).await.unwrap();
+        assert_eq!(store.kv_rows(), 3);
+        assert_eq!(broker.get("kept", "k").await.unwrap(), Some(vec![1]));
     }
 }

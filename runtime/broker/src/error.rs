@@ -20,6 +20,11 @@ pub enum BrokerError {
     /// The backend cannot serve the call now; it may later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The bucket holds [`MAX_BUCKET_BYTES`](crate::MAX_BUCKET_BYTES) already: a write that would grow
+    /// it is refused until entries are deleted or expire. Unlike
+    /// `Unavailable`, retrying soon does not help by itself.
+    #[error("bucket full: {0}")]
+    BucketFull(String),
 }
 
 /// What a failure to open a backend means for its caller: the one thing an
@@ -40,7 +45,9 @@ pub enum OpenErrorKind {
     HostState,
 }
 
-/// The first line of an error, for one-line logs and reports.
+/// The first line of an error, for one-line logs and reports (of the
+/// backends beyond memory, which the sandbox's build leaves out).
+#[cfg(any(feature = "embedded", feature = "nats"))]
 pub(crate) fn one_line(error: &dyn std::fmt::Display) -> String {
     error
         .to_string()

@@ -51,6 +51,8 @@
 //!   it) and the poison queue's name;
 //! - `clock`, `message`: time in epoch milliseconds, and a message as the
 //!   rules keep it, with its id and poison reason;
+//! - `expiry`: each bucket's [`BucketSettings`] (its entries' time to live)
+//!   and when the memory and embedded backends sweep expired entries;
 //! - `persist`: the changes a durable backend writes, and the `Persist`
 //!   trait that writes them in order;
 //! - `rules`: `QueueRules`, the one queue rulebook (leases, receipts,
@@ -71,6 +73,7 @@ mod conformance;
 #[cfg(feature = "embedded")]
 mod embedded;
 mod error;
+mod expiry;
 mod limits;
 mod memory;
 mod message;
@@ -84,14 +87,17 @@ mod rules;
 #[cfg(feature = "embedded")]
 mod store;
 
-pub use api::{Delivery, KeyPage, KvStore, Peeked, QueueBroker, ReceiveRequest, SendOptions};
+pub use api::{
+    BucketSettings, Delivery, KeyPage, KvStore, Peeked, QueueBroker, ReceiveRequest, SendOptions,
+};
 pub use backend::{BackendKind, QueuesConfig, QueuesConfigError, redact_url};
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedBroker;
 pub use error::{BrokerError, OpenErrorKind};
 pub use limits::{
     DEDUPE_WINDOW, MAX_BATCH, MAX_BUCKET_BYTES, MAX_DEDUPE_ID_BYTES, MAX_KEY_BYTES,
-    MAX_MESSAGE_BYTES, MAX_VALUE_BYTES, POISON_RETRY, QueueSettings, check_batch,
+    MAX_MESSAGE_BYTES, MAX_TRACE_PARENT_BYTES, MAX_VALUE_BYTES, POISON_RETRY, QueueSettings,
+    check_batch,
 };
 pub use memory::MemoryBroker;
 pub use names::{POISON_SUFFIX, poison_queue, scoped};

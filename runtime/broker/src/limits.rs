@@ -28,6 +28,9 @@ pub const POISON_RETRY: Duration = Duration::from_secs(30);
 /// stores is host memory or disk, so it is bounded like any host allocation
 /// made on a guest's behalf.
 pub const MAX_BUCKET_BYTES: usize = 64 * 1024 * 1024;
+/// The longest `traceparent` a message may carry, in bytes (a W3C
+/// version-00 `traceparent` is 55; later versions may append fields).
+pub const MAX_TRACE_PARENT_BYTES: usize = 256;
 /// The longest key a guest may use in a bucket, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// The largest value a guest may store in a bucket, in bytes (1 MiB):
@@ -62,8 +65,8 @@ impl Default for QueueSettings {
     }
 }
 
-/// Checks what every backend checks before a send: the body size and the
-/// dedupe id's length.
+/// Checks what every backend checks before a send: the body size, the
+/// dedupe id's length and the `traceparent`'s length and characters.
 pub(crate) fn check_send(body: &[u8], options: &SendOptions) -> Result<(), BrokerError> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(BrokerError::TooLarge(format!(
@@ -76,6 +79,17 @@ pub(crate) fn check_send(body: &[u8], options: &SendOptions) -> Result<(), Broke
     {
         return Err(BrokerError::Invalid(format!(
             "a dedupe id must be 1 to {MAX_DEDUPE_ID_BYTES} bytes"
+        )));
+    }
+    if let Some(trace) = &options.trace_parent
+        && (trace.is_empty()
+            || trace.len() > MAX_TRACE_PARENT_BYTES
+            || !trace.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        // Printable ASCII with no spaces: what a W3C `traceparent` holds,
+        // and what every backend can carry (NATS as a header value).
+        return Err(BrokerError::Invalid(format!(
+            "a traceparent must be 1 to {MAX_TRACE_PARENT_BYTES} bytes of printable ASCII"
         )));
     }
     Ok(())

@@ -3,21 +3,23 @@
 //! It keeps every promise of [`QueueBroker`](crate::QueueBroker) except
 //! durability: what it holds is gone when the process exits. Its queues are
 //! the bare [`rules`](crate::rules); time comes from `tokio::time`, so tests drive
-//! leases with a paused clock instead of sleeping.
+//! leases with a paused clock instead of sleeping. Its buckets (`kv.rs`)
+//! expire entries as [`expiry`](crate::expiry) says.
 
-use crate::api::{KeyPage, KvStore};
+mod kv;
+
+use crate::api::{BucketSettings, KeyPage, KvStore};
 use crate::error::BrokerError;
-use crate::limits::{KEY_PAGE, MAX_BUCKET_BYTES, QueueSettings};
+use crate::limits::QueueSettings;
 use crate::persist::Volatile;
 use crate::queues::Queues;
 use async_trait::async_trait;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use kv::Buckets;
 
 /// Queues and key-value buckets in memory.
 pub struct MemoryBroker {
     queues: Queues<Volatile>,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    kv: Buckets,
 }
 
 impl std::fmt::Debug for MemoryBroker {
@@ -32,25 +34,13 @@ impl Default for MemoryBroker {
     }
 }
 
-#[derive(Debug, Default)]
-struct Bucket {
-    entries: BTreeMap<String, Vec<u8>>,
-    bytes: usize,
-}
-
 impl MemoryBroker {
     /// An empty broker with the given queue settings.
     pub fn new(settings: QueueSettings) -> Self {
         Self {
             queues: Queues::new(settings, Volatile),
-            buckets: Mutex::default(),
+            kv: Buckets::default(),
         }
-    }
-
-    fn buckets(&self) -> MutexGuard<'_, HashMap<String, Bucket>> {
-        self.buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -59,65 +49,37 @@ crate::queues::queue_broker_over_queues!(MemoryBroker);
 #[async_trait]
 impl KvStore for MemoryBroker {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
-        Ok(self
-            .buckets()
-            .get(bucket)
-            .and_then(|b| b.entries.get(key).cloned()))
+        Ok(self.kv.get(bucket, key, self.queues.now_ms()))
     }
 
     async fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), BrokerError> {
-        let mut buckets = self.buckets();
-        let b = buckets.entry(bucket.to_owned()).or_default();
-        let replaced = b.entries.get(key).map_or(0, |old| key.len() + old.len());
-        let bytes = b.bytes - replaced + key.len() + value.len();
-        if bytes > MAX_BUCKET_BYTES {
-            return Err(BrokerError::Unavailable(format!(
-                "bucket is full ({} bytes; the limit is {MAX_BUCKET_BYTES})",
-                b.bytes
-            )));
-        }
-        b.bytes = bytes;
-        b.entries.insert(key.to_owned(), value);
-        Ok(())
+        self.kv.set(bucket, key, value, self.queues.now_ms())
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError> {
-        if let Some(b) = self.buckets().get_mut(bucket)
-            && let Some(old) = b.entries.remove(key)
-        {
-            b.bytes -= key.len() + old.len();
-        }
+        self.kv.delete(bucket, key);
         Ok(())
     }
 
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, BrokerError> {
-        Ok(self
-            .buckets()
-            .get(bucket)
-            .is_some_and(|b| b.entries.contains_key(key)))
+        Ok(self.kv.exists(bucket, key, self.queues.now_ms()))
     }
 
     async fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<KeyPage, BrokerError> {
-        let start = usize::try_from(cursor.unwrap_or(0))
-            .map_err(|_| BrokerError::Invalid("cursor out of range".into()))?;
-        let buckets = self.buckets();
-        let Some(b) = buckets.get(bucket) else {
-            return Ok(KeyPage::default());
-        };
-        let keys: Vec<String> = b
-            .entries
-            .keys()
-            .skip(start)
-            .take(KEY_PAGE)
-            .cloned()
-            .collect();
-        let end = start + keys.len();
-        let cursor = if end < b.entries.len() {
-            u64::try_from(end).ok()
-        } else {
-            None
-        };
-        Ok(KeyPage { keys, cursor })
+        self.kv.list_keys(bucket, cursor, self.queues.now_ms())
+    }
+
+    async fn configure_bucket(
+        &self,
+        bucket: &str,
+        settings: BucketSettings,
+    ) -> Result<(), BrokerError> {
+        self.kv.configure(bucket, settings);
+        Ok(())
+    }
+
+    async fn purge_bucket(&self, bucket: &str) -> Result<u64, BrokerError> {
+        Ok(self.kv.purge(bucket, self.queues.now_ms()))
     }
 }
 
@@ -481,21 +443,6 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_full_bucket_refuses_writes_and_counts_replacements() {
-        let broker = MemoryBroker::default();
-        let half = vec![0; MAX_BUCKET_BYTES / 2];
-        broker.set("b", "a", half.clone()).await.unwrap();
-        // Replacing a value does not count it twice.
-        broker.set("b", "a", half.clone()).await.unwrap();
-        assert!(matches!(
-            broker.set("b", "b", half.clone()).await,
-            Err(BrokerError::Unavailable(_))
-        ));
-        broker.delete("b", "a").await.unwrap();
-        broker.set("b", "b", half).await.unwrap();
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_poison_queue_receiver_wakes_when_a_message_is_poisoned() {
         let broker = std::sync::Arc::new(MemoryBroker::new(QueueSettings {
@@ -530,29 +477,5 @@ mod tests {
             started.elapsed() < Duration::from_secs(1),
             "the poison receiver slept out its wait"
         );
-    }
-
-    #[tokio::test]
-    async fn kv_pages_through_keys() {
-        let broker = MemoryBroker::default();
-        for i in 0..2500 {
-            broker.set("b", &format!("k{i:05}"), vec![1]).await.unwrap();
-        }
-        let mut all = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = broker.list_keys("b", cursor).await.unwrap();
-            all.extend(page.keys);
-            match page.cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        assert_eq!(all.len(), 2500);
-        assert!(all.windows(2).all(|w| w[0] < w[1]));
-        broker.delete("b", "k00000").await.unwrap();
-        assert!(!broker.exists("b", "k00000").await.unwrap());
-        assert_eq!(broker.get("b", "k00001").await.unwrap(), Some(vec![1]));
-        assert_eq!(broker.get("other", "k").await.unwrap(), None);
     }
 }

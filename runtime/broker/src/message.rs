@@ -14,6 +14,9 @@ pub(crate) struct Message {
     pub(crate) visible_at_ms: u64,
     pub(crate) dequeue_count: u32,
     pub(crate) poison_reason: Option<String>,
+    /// The sender's W3C `traceparent`, kept through every delivery, poison
+    /// move and redrive.
+    pub(crate) trace_parent: Option<String>,
 }
 
 /// The id of a message sent with a dedupe id: derived from it, so that every

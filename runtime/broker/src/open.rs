@@ -3,7 +3,7 @@
 //! 503 and a refused `[queues]` table with 400.
 
 use crate::backend::QueuesConfigError;
-use crate::error::OpenErrorKind;
+use crate::error::{BrokerError, OpenErrorKind};
 #[cfg(feature = "nats")]
 use crate::nats::NatsError;
 #[cfg(feature = "embedded")]
@@ -25,6 +25,15 @@ pub enum OpenError {
     #[cfg(feature = "nats")]
     #[error(transparent)]
     Nats(#[from] NatsError),
+    /// A bucket's settings (the manifest's `[buckets.NAME]`) could not be
+    /// applied: the backend cannot be used now.
+    #[error("bucket '{bucket}': cannot apply its settings: {error}")]
+    Bucket {
+        /// The bucket, as the service names it.
+        bucket: String,
+        /// What the backend answered.
+        error: BrokerError,
+    },
 }
 
 impl OpenError {
@@ -36,6 +45,7 @@ impl OpenError {
             Self::Store(e) => e.kind(),
             #[cfg(feature = "nats")]
             Self::Nats(e) => e.kind(),
+            Self::Bucket { .. } => OpenErrorKind::Unavailable,
         }
     }
 }

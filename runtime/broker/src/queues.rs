@@ -86,7 +86,7 @@ impl<P: Persist> Queues<P> {
         self.rules().restored();
     }
 
-    #[cfg(feature = "embedded")]
+    /// Now, by the queues' clock (which buckets' expiry shares).
     pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
@@ -276,6 +276,53 @@ impl<P: Persist> Queues<P> {
         self.settle(queue, receipt, Settle::Extend(visibility))
     }
 
+    /// Submits an operator's changes and waits until they are on disk, so
+    /// what the operation answered survives a restart. The changes are
+    /// made in memory at once, so they are submitted as a settle is, with
+    /// no one waiting on them: a failed commit carries them to the next
+    /// one (see `store/writer.rs`) instead of dropping them, and memory and
+    /// disk agree again once a commit succeeds. The wait is on an empty job
+    /// behind them; if that commit fails the caller gets `unavailable`,
+    /// though the change is made and reaches the disk with the next commit
+    /// that succeeds.
+    async fn write_now(
+        &self,
+        write: impl FnOnce(&mut QueueRules, &mut Changes),
+    ) -> Result<(), BrokerError> {
+        let (tx, written) = oneshot::channel();
+        {
+            let mut changes = Changes::new(P::DURABLE);
+            let mut rules = self.rules();
+            write(&mut rules, &mut changes);
+            let changes = changes.take();
+            if changes.is_empty() {
+                return Ok(());
+            }
+            self.persist.submit(changes, None)?;
+            self.persist.submit(Vec::new(), Some(answer(tx)))?;
+        }
+        written.await.map_err(|_| closed())?
+    }
+
+    pub(crate) async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
+        let mut purged = 0;
+        self.write_now(|rules, changes| purged = rules.purge(queue, changes))
+            .await?;
+        Ok(purged)
+    }
+
+    pub(crate) async fn redrive(
+        &self,
+        queue: &str,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<String>, BrokerError> {
+        let now = self.clock.now_ms();
+        let mut moved = Vec::new();
+        self.write_now(|rules, changes| moved = rules.redrive(queue, ids, now, changes))
+            .await?;
+        Ok(moved)
+    }
+
     pub(crate) fn len(&self, queue: &str) -> usize {
         self.rules().len(queue)
     }
@@ -351,6 +398,18 @@ macro_rules! queue_broker_over_queues {
                 max: u32,
             ) -> Result<Vec<$crate::api::Peeked>, $crate::error::BrokerError> {
                 self.queues.peek(queue, max)
+            }
+
+            async fn purge(&self, queue: &str) -> Result<u64, $crate::error::BrokerError> {
+                self.queues.purge(queue).await
+            }
+
+            async fn redrive(
+                &self,
+                queue: &str,
+                ids: Option<&[String]>,
+            ) -> Result<Vec<String>, $crate::error::BrokerError> {
+                self.queues.redrive(queue, ids).await
             }
         }
     };

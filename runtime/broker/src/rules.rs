@@ -25,6 +25,7 @@
 //! after a restart), read from a [`Clock`](crate::clock::Clock) that follows
 //! `tokio::time`, so tests drive leases with a paused clock.
 
+mod operator;
 mod queue;
 
 use crate::api::{Delivery, Peeked, SendOptions};
@@ -244,6 +245,7 @@ impl QueueRules {
             visible_at_ms: now.saturating_add(millis(options.delay)),
             dequeue_count: 0,
             poison_reason: None,
+            trace_parent: options.trace_parent.clone(),
         };
         changes.push(|| Change::Put {
             queue: name.to_owned(),
@@ -385,6 +387,7 @@ impl QueueRules {
                 inserted_at_ms: message.inserted_at_ms,
                 receipt: receipt(seq, token),
                 poison_reason: message.poison_reason.clone(),
+                trace_parent: message.trace_parent.clone(),
             });
         }
         if taken.deliveries.is_empty() {
@@ -541,6 +544,7 @@ impl QueueRules {
                 dequeue_count: entry.message.dequeue_count,
                 inserted_at_ms: entry.message.inserted_at_ms,
                 poison_reason: entry.message.poison_reason.clone(),
+                trace_parent: entry.message.trace_parent.clone(),
             })
             .collect()
     }

@@ -17,7 +17,8 @@
 //! Tables: `messages` ((queue, seq) → the whole message: id, times,
 //! visibility, dequeue count, poison reason and body; rewritten on each
 //! delivery), `dedupe` ((queue, dedupe id) → expiry and message id), `kv`
-//! ((bucket, key) → value) and `meta` (the format version). One row per
+//! ((bucket, key) → value, with its deadlines in two more tables: see
+//! [`kv`]) and `meta` (the format version). One row per
 //! message, rather than a second table for what changes per delivery, keeps
 //! a message's life at three row writes: the writer thread's B-tree work is
 //! what bounds throughput once fsyncs are shared.
@@ -27,6 +28,7 @@
 //! to is refused, as the compiled-component cache refuses one: whoever can
 //! write there can swap the store for one of their own.
 
+mod kv;
 #[cfg(test)]
 pub(crate) mod power_cut;
 mod record;
@@ -38,9 +40,9 @@ pub use shared::StoreHealth;
 use crate::api::KeyPage;
 use crate::error::one_line;
 use crate::error::{BrokerError, OpenErrorKind};
-use crate::limits::KEY_PAGE;
 use crate::message::Message;
 use crate::persist::{Change, Done};
+use kv::KvOp;
 use record::decode;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError};
 use shared::{BucketBytes, DEDUPE, KV, MESSAGES, META, Shared};
@@ -225,74 +227,98 @@ impl Store {
             .map_err(|_| BrokerError::Unavailable("the queue store is closed".into()))?
     }
 
-    /// Stores (or, with `None`, removes) a key-value entry, on disk on return.
-    pub(crate) async fn kv_write(
-        &self,
-        bucket: &str,
-        key: &str,
-        value: Option<Vec<u8>>,
-    ) -> Result<(), BrokerError> {
+    /// Runs a key-value operation at `now_ms`, on disk on return; answers
+    /// what it counted (a purge's entries).
+    async fn kv(&self, op: KvOp, now_ms: u64) -> Result<u64, BrokerError> {
         let (done, written) = oneshot::channel();
         self.submit(Job::Kv {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            value,
-            done,
+            op,
+            now_ms,
+            done: Some(done),
         })?;
         written
             .await
             .map_err(|_| BrokerError::Unavailable("the queue store is closed".into()))?
     }
 
-    /// The value under `key` in `bucket`, as last committed.
-    pub(crate) fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
-        let db = self.shared.db();
-        let db = db.as_ref().ok_or_else(reopening)?;
-        let read = || -> Result<Option<Vec<u8>>, redb::Error> {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(KV)?;
-            Ok(table.get((bucket, key))?.map(|v| v.value().to_vec()))
+    /// Stores (or, with `None`, removes) a key-value entry expiring at
+    /// `deadline` (`None`: never), on disk on return.
+    pub(crate) async fn kv_write(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Option<Vec<u8>>,
+        deadline: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), BrokerError> {
+        let op = KvOp::Write {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            value,
+            deadline,
         };
-        read().map_err(|e| unavailable("read", e))
+        self.kv(op, now_ms).await.map(|_| ())
     }
 
-    /// One page of `bucket`'s keys, in order, from `cursor` on.
+    /// Deletes every entry of `bucket`; answers how many had not expired.
+    pub(crate) async fn kv_purge(&self, bucket: &str, now_ms: u64) -> Result<u64, BrokerError> {
+        let op = KvOp::Purge {
+            bucket: bucket.to_owned(),
+        };
+        self.kv(op, now_ms).await
+    }
+
+    /// Frees entries expired at `now_ms` (at most
+    /// [`MAX_SWEEP`](crate::expiry::MAX_SWEEP)), with the next commit;
+    /// waits for nothing. The receiver gets how many it freed (or why it
+    /// failed), before the answer of any job submitted after it.
+    pub(crate) fn kv_sweep(
+        &self,
+        now_ms: u64,
+    ) -> Result<oneshot::Receiver<Result<u64, BrokerError>>, BrokerError> {
+        let (done, swept) = oneshot::channel();
+        self.submit(Job::Kv {
+            op: KvOp::Sweep,
+            now_ms,
+            done: Some(done),
+        })?;
+        Ok(swept)
+    }
+
+    /// How many key-value rows the file holds, expired or not.
+    #[cfg(test)]
+    pub(crate) fn kv_rows(&self) -> u64 {
+        use redb::ReadableTableMetadata;
+        let db = self.shared.db();
+        let txn = db.as_ref().unwrap().begin_read().unwrap();
+        txn.open_table(KV).unwrap().len().unwrap()
+    }
+
+    /// The value under `key` in `bucket`, as last committed, unless it has
+    /// expired at `now_ms`.
+    pub(crate) fn kv_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, BrokerError> {
+        let db = self.shared.db();
+        let db = db.as_ref().ok_or_else(reopening)?;
+        kv::get(db, bucket, key, now_ms).map_err(|e| unavailable("read", e))
+    }
+
+    /// One page of `bucket`'s unexpired keys, in order, from `cursor` on.
     pub(crate) fn kv_keys(
         &self,
         bucket: &str,
         cursor: Option<u64>,
+        now_ms: u64,
     ) -> Result<KeyPage, BrokerError> {
         let start = usize::try_from(cursor.unwrap_or(0))
             .map_err(|_| BrokerError::Invalid("cursor out of range".into()))?;
         let db = self.shared.db();
         let db = db.as_ref().ok_or_else(reopening)?;
-        let read = || -> Result<KeyPage, redb::Error> {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(KV)?;
-            let mut keys = Vec::new();
-            let mut more = false;
-            for (index, entry) in table.range((bucket, "")..)?.enumerate() {
-                let (k, _) = entry?;
-                let (b, key) = k.value();
-                if b != bucket {
-                    break;
-                }
-                if index < start {
-                    continue;
-                }
-                if keys.len() == KEY_PAGE {
-                    more = true;
-                    break;
-                }
-                keys.push(key.to_owned());
-            }
-            let end = start + keys.len();
-            Ok(KeyPage {
-                keys,
-                cursor: more.then(|| u64::try_from(end).ok()).flatten(),
-            })
-        };
-        read().map_err(|e| unavailable("read", e))
+        kv::keys(db, bucket, start, now_ms).map_err(|e| unavailable("read", e))
     }
 
     /// Whether writes succeed now, and if not, why.
@@ -421,6 +447,7 @@ fn prepare(db: &Database) -> Result<(), String> {
         txn.open_table(MESSAGES)?;
         txn.open_table(DEDUPE)?;
         txn.open_table(KV)?;
+        kv::prepare(&txn)?;
         txn.commit()?;
         Ok(format)
     };

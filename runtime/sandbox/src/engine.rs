@@ -19,6 +19,7 @@ use crate::role_spec::RoleSpec;
 use crate::role_version::RoleVersion;
 use crate::sandbox::GuestState;
 use crate::scratch;
+use crate::trace::SpanSink;
 use crate::usage::UsageSnapshot;
 use crate::vmbus;
 use crate::web::WebRole;
@@ -41,6 +42,8 @@ pub struct Runtime {
     /// Every version of a role it prepared, while it lives.
     versions: Mutex<Vec<Weak<RoleVersion>>>,
     ticker: EpochTicker,
+    /// Where the spans of the roles it makes go; `None`: tracing is off.
+    spans: Option<Arc<dyn SpanSink>>,
 }
 
 impl Runtime {
@@ -83,7 +86,15 @@ impl Runtime {
             scheduler,
             versions: Mutex::new(Vec::new()),
             ticker,
+            spans: None,
         })
+    }
+
+    /// Records the spans of every role made from now on in `sink`
+    /// ([`crate::trace`]); without one (the default) tracing is off.
+    pub fn with_span_sink(mut self, sink: Option<Arc<dyn SpanSink>>) -> Self {
+        self.spans = sink;
+        self
     }
 
     /// The engine configuration this runtime was built with.
@@ -168,6 +179,7 @@ impl Runtime {
             kind,
             &self.scheduler,
             self.config.fuel_yield_interval,
+            self.spans.as_ref(),
         ));
         let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         versions.retain(|v| v.strong_count() > 0);

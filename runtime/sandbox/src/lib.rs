@@ -56,6 +56,8 @@
 //!    [`InstancePhase`]); a web role runs them once per version
 //!    ([`WebRole::start_hook`], [`WebRole::stop_hook`]).
 //! 5. [`Runtime::usage`] reports what every live version has used.
+//! 6. With a [`SpanSink`] installed ([`Runtime::with_span_sink`]), requests,
+//!    queue calls and deliveries are recorded as spans ([`trace`]).
 //!
 //! # Modules
 //!
@@ -87,6 +89,7 @@ mod role_spec;
 mod role_version;
 mod sandbox;
 mod scratch;
+pub mod trace;
 pub mod usage;
 pub mod vmbus;
 mod web;
@@ -103,6 +106,7 @@ pub use limits::{InvalidSetting, SandboxLimits};
 pub use rate_limit::RateLimits;
 pub use role_spec::RoleSpec;
 pub use sandbox::SCRATCH_GUEST_PATH;
+pub use trace::{FinishedSpan, SpanSink};
 pub use usage::UsageSnapshot;
 pub use web::{FAILURE_HEADER, WebResponse, WebRole, busy_response, failure_response};
 pub use worker::{InstancePhase, WorkerExit, WorkerRole};

@@ -18,6 +18,7 @@ use crate::memory::RoleMemory;
 use crate::rate_limit::RoleLimiter;
 use crate::role_spec::RoleSpec;
 use crate::scratch::ScratchQuota;
+use crate::trace::{RoleTrace, SpanSink};
 use crate::usage::{MemoryUsage, RoleUsage, UsageSnapshot};
 use crate::vmbus::VmBusCtx;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub(crate) struct RoleVersion {
     pub(crate) scratch: Option<Arc<ScratchQuota>>,
     /// How often its guests yield, in fuel (the engine's setting).
     pub(crate) fuel_yield_interval: Option<u64>,
+    /// Its spans' tags and sink (off without one).
+    pub(crate) trace: RoleTrace,
 }
 
 impl RoleVersion {
@@ -53,9 +56,11 @@ impl RoleVersion {
         kind: &'static str,
         scheduler: &Arc<CpuScheduler>,
         fuel_yield_interval: Option<u64>,
+        spans: Option<&Arc<dyn SpanSink>>,
     ) -> Self {
         let usage = Arc::new(RoleUsage::default());
         Self {
+            trace: RoleTrace::new(spans, &spec.grants.service, &spec.grants.role),
             kind,
             grants: Arc::new(spec.grants.clone()),
             limiter: Arc::new(RoleLimiter::new(&spec.rate_limits)),

@@ -27,6 +27,7 @@ use crate::rate_limit::RoleLimiter;
 use crate::role_version::RoleVersion;
 use crate::scratch::{ScratchQuota, ScratchView};
 use crate::usage::LiveInstance;
+use crate::vmbus::caller::Caller;
 use crate::vmbus::queue::{QueueHost, QueueView};
 use crate::vmbus::usage::{Measured, UsageHost};
 use crate::vmbus::{VmBusCtx, VmBusHost, VmBusView};
@@ -129,8 +130,8 @@ impl QueueHost for GuestState {
 }
 
 impl UsageHost for GuestState {
-    fn usage_limiter(&self) -> &RoleLimiter {
-        self.vmbus.limiter()
+    fn usage_caller(&self) -> &Caller {
+        &self.vmbus.caller
     }
 
     fn measured(&self) -> Measured {
@@ -199,9 +200,10 @@ pub(crate) fn sandbox_store(
     engine: &Engine,
     version: &Arc<RoleVersion>,
     instance: String,
-    vmbus: VmBusCtx,
+    mut vmbus: VmBusCtx,
 ) -> Result<Store<GuestState>, GuestFailure> {
     let fuel = version.limits().fuel;
+    vmbus.caller.trace = version.trace.instance(&instance);
     let tags = Arc::new(GuestTags {
         service: version.grants.service.clone(),
         role: version.grants.role.clone(),

@@ -30,8 +30,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use wasmtime::Store;
 use wasmtime::component::Instance;
+use wasmtime::{AsContextMut, Store};
 use wasmtime_wasi::p2::bindings::{Command, CommandIndices, CommandPre};
 
 /// A worker role ready to run instances.
@@ -234,6 +234,10 @@ impl WorkerRole {
         if let Err(failure) = &result {
             self.version.usage.add_failure(failure);
         }
+        // Its deliveries end here: those it still holds are abandoned below.
+        let fuel = crate::vmbus::queue::instance_fuel(&mut store.as_context_mut());
+        let deliveries = &mut store.data_mut().vmbus.queue.deliveries;
+        deliveries.end_all("abandoned", fuel);
         self.abandon_held(store).await;
         result
     }

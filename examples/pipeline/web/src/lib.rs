@@ -8,8 +8,12 @@
 //!   `result`, or `failed` with its `reason`.
 //!
 //! VMBus failures that may pass (queue rate limits and outages, key-value
-//! backend errors) answer `503` with `Retry-After: 1`; other failures (a
-//! bucket or queue the manifest does not grant) answer `500`.
+//! backend errors) answer `503` with `Retry-After: 1`. A full `jobs` bucket
+//! does not pass by itself (its records expire an hour after their last
+//! write, or an operator purges it), so it answers `507 Insufficient
+//! Storage` with `{"error": "job store full", "reason": ...}` rather than
+//! ask clients to retry at once. Other failures (a bucket or queue the
+//! manifest does not grant) answer `500`.
 
 use serde_json::json;
 use weft_sdk::kv::{self, Bucket};
@@ -149,6 +153,10 @@ fn queue_failure(e: &weft_sdk::Error) -> Result<Response<Body>, Error> {
 fn kv_failure(e: &kv::Error) -> Result<Response<Body>, Error> {
     eprintln!("pipeline-web: key-value call failed: {e}");
     match e {
+        kv::Error::BucketFull(why) => json_reply(
+            StatusCode::INSUFFICIENT_STORAGE,
+            &json!({ "error": "job store full", "reason": why }),
+        ),
         // Backend trouble (an outage, a rate limit) may pass.
         kv::Error::Other(_) => unavailable(),
         _ => internal_error(),

@@ -1,6 +1,7 @@
 //! The CLI commands that drive a host through its admin API, like any other
 //! client: `weft deploy`, `upgrade`, `status`, `scale`, `settings`, `logs`
-//! and `remove`.
+//! and `remove`, and an operator's `weft queue` and `weft bucket` on a
+//! service's data (`data`).
 //!
 //! A deploy or upgrade builds the roles (unless `--no-build`), uploads each
 //! component the host does not have yet (by SHA-256), sends the manifest
@@ -8,8 +9,11 @@
 //! until it is done or rolled back (a non-zero exit). Roles are named
 //! `SERVICE/ROLE`, or just `ROLE` when one service on the host has it.
 
+mod data;
 mod http;
 mod table;
+
+pub use data::{bucket, queue};
 
 use crate::args::{
     ClientArgs, DeployArgs, LogsArgs, RemoveArgs, ScaleArgs, ServiceSource, SettingsArgs,

@@ -18,10 +18,11 @@ use crate::store::{Bucket, FabricStore};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use weft_host::Controller;
+use weft_host::clock::now_ms;
 use weft_host::controller::slots::slots_needed;
 use weft_host::controller::status::{OperationState, OperationStatus, RoleStatus, ServiceStatus};
 use weft_host::manifest::RoleKind;
@@ -193,14 +194,6 @@ fn role_part(role: &RoleStatus) -> RolePart {
 fn listen_address(url: &str) -> Option<SocketAddr> {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     rest.trim_end_matches('/').parse().ok()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 #[cfg(test)]

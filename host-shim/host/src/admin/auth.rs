@@ -22,7 +22,10 @@ pub const TOKEN_FILE: &str = "admin-token";
 /// Where `weft host` records, beside its token, the address its admin API
 /// listens on: a client sends the token it found there only to that address.
 pub const ADMIN_ADDRESS_FILE: &str = "admin-address";
-/// The shortest token accepted.
+/// The shortest token accepted. Length is what protects a token: the
+/// bearer check is never rate limited (a limit would let anyone lock the
+/// operators out), so a token an operator chooses should be far longer than
+/// this, as random as the generated one (32 bytes, hex).
 const MIN_TOKEN_LEN: usize = 16;
 
 /// Why no admin token could be had. Each message is one line naming the
@@ -90,8 +93,14 @@ impl Token {
         let presented = authorization
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
-            .unwrap_or("")
-            .trim();
+            .unwrap_or("");
+        self.matches(presented)
+    }
+
+    /// Whether `presented` (surrounding whitespace ignored) is this token,
+    /// as the dashboard's sign-in form gives it.
+    pub fn matches(&self, presented: &str) -> bool {
+        let presented = presented.trim();
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let pairs = digest.iter().copied().zip(self.0.iter().copied());
         same_bytes(pairs) && !presented.is_empty()
@@ -101,7 +110,7 @@ impl Token {
 /// Whether every pair holds equal bytes, looking at all of them whatever
 /// the first difference: the differences are folded together, never
 /// tested one by one, so how long it takes does not say where they differ.
-fn same_bytes(pairs: impl Iterator<Item = (u8, u8)>) -> bool {
+pub(crate) fn same_bytes(pairs: impl Iterator<Item = (u8, u8)>) -> bool {
     let difference = pairs.fold(0u8, |acc, (a, b)| acc | (a ^ b));
     std::hint::black_box(difference) == 0
 }
@@ -182,8 +191,7 @@ fn read_token_file(path: &Path) -> Result<String, TokenError> {
 /// yet, so a crash never leaves an empty or half-written token, and a token
 /// made meanwhile by another process is never replaced.
 fn create_token_file(path: &Path) -> Result<String, TokenError> {
-    let bytes: [u8; 32] = rand::random();
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = crate::hex::hex(&rand::random::<[u8; 32]>());
     let folder = path.parent().unwrap_or(Path::new("."));
     private_fs::create_private_dir(folder).map_err(|reason| TokenError::Folder {
         folder: folder.to_path_buf(),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use weft_sandbox::{EngineConfig, Runtime};
 
-const SECRET: &str = "a-test-token-long-enough-for-the-admin-api";
+pub(super) const SECRET: &str = "a-test-token-long-enough-for-the-admin-api";
 
 const MANIFEST: &str = r#"
 [service]
@@ -55,7 +55,10 @@ start = "ok"
 
 /// A host with an admin server (its fabric `fabric`) over a controller
 /// keeping state in `dir`.
-async fn host(dir: &std::path::Path, fabric: Option<FabricSlot>) -> (Arc<Controller>, AdminServer) {
+pub(super) async fn host(
+    dir: &std::path::Path,
+    fabric: Option<FabricSlot>,
+) -> (Arc<Controller>, AdminServer) {
     let runtime = Arc::new(
         Runtime::new(EngineConfig {
             max_instances: 16,
@@ -82,6 +85,8 @@ async fn host(dir: &std::path::Path, fabric: Option<FabricSlot>) -> (Arc<Control
         logs: Arc::new(GuestOutput::default()),
         max_blob_bytes: MAX_JSON_BYTES,
         fabric,
+        sessions: crate::admin::session::Sessions::default(),
+        queue_history: Arc::default(),
     };
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = AdminServer::start(addr, Listening::new(limits), admin)

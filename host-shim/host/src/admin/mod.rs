@@ -9,24 +9,36 @@
 //!   (the document too) is 404 there, before anything else is checked.
 //! - Everything else under `/v1` needs `Authorization: Bearer TOKEN`
 //!   ([`auth`]); without a valid token the answer is 401 and nothing is
-//!   read or changed. Path parameters are checked next (400), then the
-//!   body, whose size is bounded before it is read (413): JSON bodies at 1
-//!   MiB, component blobs at `--max-component-mib`. A body left unread
+//!   read or changed. A dashboard session's cookie ([`session`]) is
+//!   admitted as the token is, but a change made with it also needs the
+//!   session's CSRF token from the address's own origin (else 403). The
+//!   dashboard itself is `/ui` (`admin/ui.rs`), routed before this table. Path
+//!   parameters are checked next (400), then the body, whose size is
+//!   bounded before it is read (413): JSON bodies at 1 MiB, component
+//!   blobs at `--max-component-mib`. A body left unread
 //!   is drained after the answer ([`crate::lingering`]), so a client still
 //!   sending sees the answer, not a reset.
 //! - Controller errors map to 400 (invalid), 404, 409 (exists, an
 //!   operation is under way, or the fabric runs the service: a fabric's
 //!   service changes only through the fabric), 503 (shutting down) and
 //!   500, each with a JSON body `{"error": "..."}` on one line.
+//! - Every answer, of every route and the dashboard's, leaves with the
+//!   security headers of [`reply::secured`]: `nosniff`, no framing, no
+//!   caching and a content security policy.
 //! - `/v1/fabric/*` reads the fabric the host is a member of through a
 //!   [`fabric_view::FabricView`] (404 outside a fabric, 503 while joining),
 //!   and a web role's endpoints are the fabric's in one, else this host's.
 
 pub mod auth;
+pub mod data;
 #[cfg(test)]
 mod fabric_tests;
 pub mod fabric_view;
+mod query;
+mod reply;
 pub mod routes;
+pub mod session;
+mod ui;
 
 use crate::connections::{Accepted, Listening};
 use crate::controller::store::DeploymentSource;
@@ -36,10 +48,11 @@ use crate::lingering::LingeringBody;
 use crate::manifest::MAX_INSTANCES;
 use bytes::Bytes;
 use fabric_view::{FabricSlot, FabricViewError};
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use reply::{Reply, error, json, text, unauthorized};
 use routes::{Miss, Route};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -74,6 +87,11 @@ pub struct Admin {
     pub max_blob_bytes: usize,
     /// The fabric this host is a member of; `None` outside a fabric.
     pub fabric: Option<FabricSlot>,
+    /// The services' queue lengths over the last minutes, sampled by the
+    /// task [`crate::launch::AdminServer`] starts (with a controller).
+    pub queue_history: Arc<crate::queue_history::QueueHistory>,
+    /// The dashboard's sign-in sessions, admitted to `/v1` as the token is.
+    pub sessions: session::Sessions,
 }
 
 /// Serves the admin endpoints on `listener`, holding its connections in
@@ -106,23 +124,38 @@ pub async fn serve(
     }
 }
 
-type Reply = Response<Full<Bytes>>;
-
 /// The answer to every `/v1` request under `weft serve`, whatever its
 /// method, parameters or token: it has no admin API (not even its document).
 const NO_API: &str = "weft serve has no admin API; run services with weft up or weft host";
 
+/// Answers one request, every answer with the security headers
+/// ([`reply::secured`]), whichever route made it.
 async fn answer(admin: &Admin, request: http::Request<LingeringBody>) -> Reply {
+    reply::secured(route(admin, request).await)
+}
+
+async fn route(admin: &Admin, request: http::Request<LingeringBody>) -> Reply {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The dashboard's pages and sign-in, apart from the API's table.
+    if ui::is_ui(&path) {
+        return ui::answer(admin, request).await;
+    }
     if admin.controller.is_none() && (path == "/v1" || path.starts_with("/v1/")) {
         return error(StatusCode::NOT_FOUND, NO_API);
     }
-    let admitted = || {
-        admin
-            .token
-            .as_ref()
-            .is_some_and(|token| token.admits(request.headers().get(header::AUTHORIZATION)))
+    // The bearer token, or a dashboard session (with its CSRF token for a
+    // change); a session without it is refused (403), not asked to sign in.
+    let admission = admin.sessions.admit(
+        admin.token.as_ref(),
+        &method,
+        request.headers(),
+        std::time::Instant::now(),
+    );
+    let admitted = || admission.admitted();
+    let refused = || match admission {
+        session::Admission::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
+        _ => unauthorized(),
     };
     let route = match routes::route(&method, &path) {
         Ok(route) => route,
@@ -143,12 +176,12 @@ async fn answer(admin: &Admin, request: http::Request<LingeringBody>) -> Reply {
             return if admitted() {
                 error(StatusCode::BAD_REQUEST, &why)
             } else {
-                unauthorized()
+                refused()
             };
         }
     };
     if !route.is_open() && !admitted() {
-        return unauthorized();
+        return refused();
     }
     match route {
         Route::Metrics => {
@@ -326,6 +359,17 @@ async fn operate(
             let view = fabric_view::joined_view(admin.fabric.as_ref())?;
             json(StatusCode::OK, &view.status(Some(&service)).await?)
         }
+        Route::Queues(s) => data::queues(&admin.queue_history, controller, &s).await?,
+        Route::SendMessage(s, q) => data::send(controller, &s, &q, request).await?,
+        Route::PeekMessages(s, q) => data::peek(controller, &s, &q, &query).await?,
+        Route::PurgeQueue(s, q) => data::purge(controller, &s, &q).await?,
+        Route::Redrive(s, q) => data::redrive(controller, &s, &q, request).await?,
+        Route::Buckets(s) => data::buckets(controller, &s)?,
+        Route::BucketKeys(s, b) => data::keys(controller, &s, &b, &query).await?,
+        Route::BucketValue(s, b) => data::value(controller, &s, &b, &query).await?,
+        Route::DeleteKeys(s, b) => data::delete_keys(controller, &s, &b, request).await?,
+        Route::PurgeBucket(s, b) => data::purge_bucket(controller, &s, &b).await?,
+        Route::Source(s) => data::source(controller, &s)?,
         Route::Metrics | Route::Healthz | Route::OpenApi => {
             return Err(ControllerError::Internal("an open route reached the API".into()).into());
         }
@@ -345,17 +389,7 @@ struct LogQuery {
 
 impl LogQuery {
     fn parse(query: &str) -> Result<Self, ControllerError> {
-        let number = |key: &str| -> Result<Option<u64>, ControllerError> {
-            query
-                .split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| {
-                    v.parse()
-                        .map_err(|_| ControllerError::Invalid(format!("query {key}: not a number")))
-                })
-                .transpose()
-        };
+        let number = |key: &str| query::number(query, key);
         let limit = number("limit")?.map_or(MAX_LOG_LINES, |n| {
             usize::try_from(n)
                 .unwrap_or(MAX_LOG_LINES)
@@ -407,11 +441,16 @@ async fn read_body(request: http::Request<LingeringBody>, limit: usize) -> Resul
         })
 }
 
+/// A JSON body of at most [`MAX_JSON_BYTES`], or one line saying why not.
 async fn read_json<T: serde::de::DeserializeOwned>(
     request: http::Request<LingeringBody>,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(request, MAX_JSON_BYTES).await?;
-    serde_json::from_slice(&bytes)
+    parse_json(&read_body(request, MAX_JSON_BYTES).await?)
+}
+
+/// `bytes` as JSON, or one line saying why not.
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
         .map_err(|e| ControllerError::Invalid(format!("the JSON body: {e}")).into())
 }
 
@@ -445,42 +484,6 @@ fn controller_error(e: &ControllerError) -> Reply {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, &e.to_string())
-}
-
-fn unauthorized() -> Reply {
-    let mut reply = error(
-        StatusCode::UNAUTHORIZED,
-        "a valid admin token is required (Authorization: Bearer TOKEN)",
-    );
-    reply
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    reply
-}
-
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
-    match serde_json::to_string(value) {
-        Ok(body) => text(status, "application/json", body),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
-}
-
-fn error(status: StatusCode, message: &str) -> Reply {
-    let one_line = message.replace('\n', " ");
-    json_text(status, serde_json::json!({ "error": one_line }).to_string())
-}
-
-fn json_text(status: StatusCode, body: String) -> Reply {
-    text(status, "application/json", body)
-}
-
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
 }
 
 #[cfg(test)]

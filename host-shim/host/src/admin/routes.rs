@@ -4,11 +4,13 @@
 //!
 //! Path parameters are checked before anything else reads them: service and
 //! role names as the manifest's names are (so `..` and anything with a `/`,
-//! `%` or `.` is refused), blob digests as 64 hex digits.
+//! `%` or `.` is refused), queue and bucket names likewise (a queue's may
+//! be its poison queue's, `NAME-poison`), blob digests as 64 hex digits.
 
 use crate::controller::store::Digest;
 use crate::manifest::check_name;
 use http::Method;
+use weft_broker::POISON_SUFFIX;
 
 /// Every route: method and path template.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -29,6 +31,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/fabric/hosts"),
     ("GET", "/v1/fabric/services"),
     ("GET", "/v1/fabric/services/{service}"),
+    ("GET", "/v1/services/{service}/queues"),
+    ("POST", "/v1/services/{service}/queues/{queue}/messages"),
+    ("GET", "/v1/services/{service}/queues/{queue}/messages"),
+    ("DELETE", "/v1/services/{service}/queues/{queue}/messages"),
+    ("POST", "/v1/services/{service}/queues/{queue}/redrive"),
+    ("GET", "/v1/services/{service}/buckets"),
+    ("GET", "/v1/services/{service}/buckets/{bucket}/keys"),
+    (
+        "POST",
+        "/v1/services/{service}/buckets/{bucket}/keys/delete",
+    ),
+    ("DELETE", "/v1/services/{service}/buckets/{bucket}/keys"),
+    ("GET", "/v1/services/{service}/buckets/{bucket}/value"),
+    ("GET", "/v1/services/{service}/source"),
 ];
 
 /// A matched request.
@@ -68,6 +84,28 @@ pub enum Route {
     FabricServices,
     /// One service's fabric-wide status.
     FabricService(String),
+    /// A service's queues: lengths and their recent history.
+    Queues(String),
+    /// Send a message to a service's queue.
+    SendMessage(String, String),
+    /// Peek at a queue's next messages (a poison queue's too).
+    PeekMessages(String, String),
+    /// Delete every message of a queue.
+    PurgeQueue(String, String),
+    /// Move a queue's poison messages back to it.
+    Redrive(String, String),
+    /// A service's buckets.
+    Buckets(String),
+    /// One page of a bucket's keys.
+    BucketKeys(String, String),
+    /// Delete some keys of a bucket.
+    DeleteKeys(String, String),
+    /// Delete every key of a bucket.
+    PurgeBucket(String, String),
+    /// The value under one key of a bucket.
+    BucketValue(String, String),
+    /// The deployment source a service runs now.
+    Source(String),
 }
 
 impl Route {
@@ -134,6 +172,8 @@ fn param_name(name: &str) -> &'static str {
     match name {
         "service" => "service",
         "role" => "role",
+        "queue" => "queue",
+        "bucket" => "bucket",
         _ => "digest",
     }
 }
@@ -149,6 +189,18 @@ fn build(index: usize, params: &[(&'static str, &str)]) -> Result<Route, Miss> {
             Miss::BadParameter(format!("{which} name '{shown}' {why}"))
         })?;
         Ok(value.to_owned())
+    };
+    // A queue's name, or its poison queue's (`NAME-poison`, which may be
+    // longer than a name may be).
+    let queue = || -> Result<String, Miss> {
+        let value = params
+            .iter()
+            .find(|(n, _)| *n == "queue")
+            .map_or("", |(_, v)| *v);
+        match value.strip_suffix(POISON_SUFFIX) {
+            Some(of) if check_name(of).is_ok() => Ok(value.to_owned()),
+            _ => name("queue"),
+        }
     };
     let digest = || -> Result<Digest, Miss> {
         let value = params
@@ -174,7 +226,20 @@ fn build(index: usize, params: &[(&'static str, &str)]) -> Result<Route, Miss> {
         13 => Route::Endpoints(name("service")?, name("role")?),
         14 => Route::FabricHosts,
         15 => Route::FabricServices,
-        _ => Route::FabricService(name("service")?),
+        16 => Route::FabricService(name("service")?),
+        17 => Route::Queues(name("service")?),
+        18 => Route::SendMessage(name("service")?, queue()?),
+        19 => Route::PeekMessages(name("service")?, queue()?),
+        20 => Route::PurgeQueue(name("service")?, queue()?),
+        21 => Route::Redrive(name("service")?, queue()?),
+        22 => Route::Buckets(name("service")?),
+        23 => Route::BucketKeys(name("service")?, name("bucket")?),
+        24 => Route::DeleteKeys(name("service")?, name("bucket")?),
+        25 => Route::PurgeBucket(name("service")?, name("bucket")?),
+        26 => Route::BucketValue(name("service")?, name("bucket")?),
+        27 => Route::Source(name("service")?),
+        // Past the table's end: [`route`] never builds one.
+        _ => return Err(Miss::NotFound),
     })
 }
 
@@ -246,6 +311,75 @@ mod tests {
     }
 
     #[test]
+    fn queue_and_bucket_routes_check_their_names_and_take_poison_queues() {
+        let long = "q".repeat(64);
+        assert_eq!(
+            route(&Method::GET, "/v1/services/shop/queues/jobs/messages"),
+            Ok(Route::PeekMessages("shop".into(), "jobs".into()))
+        );
+        assert_eq!(
+            route(
+                &Method::GET,
+                "/v1/services/shop/queues/jobs-poison/messages"
+            ),
+            Ok(Route::PeekMessages("shop".into(), "jobs-poison".into()))
+        );
+        // The poison queue of a queue whose name is as long as may be.
+        let poison = format!("/v1/services/shop/queues/{long}-poison/messages");
+        assert_eq!(
+            route(&Method::DELETE, &poison),
+            Ok(Route::PurgeQueue("shop".into(), format!("{long}-poison")))
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/services/shop/queues/jobs/redrive"),
+            Ok(Route::Redrive("shop".into(), "jobs".into()))
+        );
+        assert_eq!(
+            route(
+                &Method::POST,
+                "/v1/services/shop/buckets/results/keys/delete"
+            ),
+            Ok(Route::DeleteKeys("shop".into(), "results".into()))
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/services/shop/buckets/results/value"),
+            Ok(Route::BucketValue("shop".into(), "results".into()))
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/services/shop/source"),
+            Ok(Route::Source("shop".into()))
+        );
+        for crafted in [
+            "/v1/services/shop/queues/..%2Fother/messages",
+            "/v1/services/shop/queues/Jobs/messages",
+            "/v1/services/shop/queues/-poison/messages",
+            "/v1/services/shop/queues/..-poison/messages",
+            "/v1/services/shop/queues/%2e%2e/messages",
+            &format!("/v1/services/shop/queues/{long}q/messages"),
+            &format!("/v1/services/shop/queues/{long}q-poison/messages"),
+        ] {
+            assert!(
+                matches!(route(&Method::GET, crafted), Err(Miss::BadParameter(why)) if why.starts_with("queue name")),
+                "{crafted}"
+            );
+        }
+        for crafted in [
+            "/v1/services/shop/buckets/..%2Fother/keys",
+            "/v1/services/shop/buckets/results-poison%2F/keys",
+            "/v1/services/shop/buckets/.results/keys",
+        ] {
+            assert!(
+                matches!(route(&Method::GET, crafted), Err(Miss::BadParameter(why)) if why.starts_with("bucket name")),
+                "{crafted}"
+            );
+        }
+        assert_eq!(
+            route(&Method::PUT, "/v1/services/shop/queues/jobs/messages"),
+            Err(Miss::Method(vec!["POST", "GET", "DELETE"]))
+        );
+    }
+
+    #[test]
     fn the_openapi_document_lists_exactly_the_routes_the_server_has() {
         let document: serde_json::Value =
             serde_json::from_str(include_str!("openapi.json")).unwrap();
@@ -264,5 +398,29 @@ mod tests {
             .collect();
         served.sort();
         assert_eq!(documented, served);
+    }
+
+    /// The document names both ways in (the token and the dashboard's
+    /// cookie), and the 403 a session's change without its CSRF header
+    /// gets, on every change under /v1 (a read is never 403).
+    #[test]
+    fn the_openapi_document_names_the_session_cookie_and_its_403() {
+        let document: serde_json::Value =
+            serde_json::from_str(include_str!("openapi.json")).unwrap();
+        let schemes = &document["components"]["securitySchemes"];
+        assert_eq!(schemes["cookie"]["in"], "cookie");
+        assert_eq!(schemes["cookie"]["name"], super::super::session::COOKIE);
+        assert_eq!(schemes["bearer"]["scheme"], "bearer");
+        assert_eq!(
+            document["security"],
+            serde_json::json!([{ "bearer": [] }, { "cookie": [] }])
+        );
+        for (method, path) in ROUTES {
+            let operation = &document["paths"][path][method.to_lowercase()];
+            let open = operation["security"] == serde_json::json!([]);
+            let change = !matches!(*method, "GET" | "HEAD");
+            let forbidden = operation["responses"].get("403").is_some();
+            assert_eq!(forbidden, change && !open, "{method} {path}");
+        }
     }
 }

@@ -20,6 +20,8 @@
 //! - `rollout`: upgrades and settings changes, domain by domain.
 //! - [`slots`]: the engine's instance pool, and what each service reserved.
 //! - [`status`]: what the API reports, with the operations' kinds and states.
+//! - [`data`]: a running service's data (its queues and buckets), as an
+//!   operator's tools reach them.
 //! - [`context`]: what every service on the host shares; [`error`]: why an
 //!   operation was refused.
 //!
@@ -41,6 +43,7 @@
 mod blobs;
 mod build;
 pub mod context;
+pub mod data;
 pub mod error;
 pub mod instance;
 mod lock;

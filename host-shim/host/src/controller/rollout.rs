@@ -387,6 +387,14 @@ impl Rollout {
             role.settle(domains, self.manifest.roles[name].instances());
         }
         service.host.slots.set(&service.name, self.new_slots);
+        // The new manifest's `[buckets.NAME]` tables apply from now on: the
+        // memory and embedded backends keep each entry's deadline from its
+        // write, NATS applies the new TTL to every entry at once (a shorter
+        // one expires older entries now). A backend that cannot take them
+        // now keeps the old ones until the service restarts.
+        if let Err(e) = service.backends.configure_buckets(&self.manifest).await {
+            tracing::warn!(service = %service.name, error = %e, "cannot apply the new bucket settings");
+        }
         let generation = self.record.generation;
         let kind = self.kind;
         let mut state = lock(&service.state);

@@ -94,7 +94,7 @@ impl RunningService {
             .state
             .prepare_service_dir(name)
             .map_err(ControllerError::State)?;
-        let backends = Backends::open(&manifest.queues, &folder)
+        let backends = Backends::open(&manifest, &folder)
             .await
             .map_err(ControllerError::Backend)?;
         match Self::start_roles(host, &manifest, &record, &backends).await {
@@ -494,5 +494,6 @@ fn usage_of(usage: &[UsageSnapshot], service: &str, role: &str) -> UsageStatus {
         memory_high_water: total.memory.high_water,
         invocations: total.counters.invocations,
         failures: total.counters.failures.iter().map(|(_, n)| n).sum(),
+        cpu_share_ppm: total.counters.cpu_share_ppm,
     })
 }

@@ -226,6 +226,11 @@ pub struct UsageStatus {
     pub invocations: u64,
     /// Failures of every kind.
     pub failures: u64,
+    /// Its share of one CPU over the scheduler's last window, in parts
+    /// per million (every version of it added up; 1,000,000 is one whole
+    /// CPU). Absent from the JSON of hosts that did not report it.
+    #[serde(default)]
+    pub cpu_share_ppm: u32,
 }
 
 /// A queue a role may use.

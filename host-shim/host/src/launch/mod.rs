@@ -11,7 +11,8 @@
 //! - [`ServedComponent`] runs `weft serve`'s one component;
 //! - [`AdminServer`] serves the admin API in the background;
 //! - [`queue_reports`] reads a stopped service's queues (`weft queues`);
-//! - [`dirs`] says where state and caches live by default.
+//! - [`dirs`] says where state and caches live by default;
+//! - [`export_traces`] exports traces for `--otlp-endpoint` ([`otlp`]).
 //!
 //! The commands' own flow (signals, status lines, the order of shutdown)
 //! stays in the binary.
@@ -22,6 +23,8 @@ mod error;
 mod pools;
 mod serve;
 
+/// Traces' export, which [`export_traces`] starts.
+pub use crate::otlp;
 pub use admin_server::{AdminServer, DEFAULT_MAX_COMPONENT_MIB};
 pub use error::LaunchError;
 pub use pools::{ConnectionOptions, Pools};
@@ -93,6 +96,19 @@ pub fn host_engine(max_instances: u32, cache_dir: Option<PathBuf>) -> EngineConf
         max_instances,
         ..EngineConfig::default()
     }
+}
+
+/// Starts exporting traces to the OTLP/HTTP collector at `endpoint`
+/// (`--otlp-endpoint`), at most `queue_spans` spans waiting: its sink goes
+/// on the engine ([`Runtime::with_span_sink`]), and it is flushed when the
+/// host stops ([`otlp::Exporter::flush`]). Call it within the tokio
+/// runtime the host runs on.
+pub fn export_traces(endpoint: &str, queue_spans: u64) -> Result<otlp::Exporter, otlp::OtlpError> {
+    otlp::start(&otlp::OtlpSettings {
+        endpoint: endpoint.to_owned(),
+        host_name: otlp::host_name(),
+        queue_spans,
+    })
 }
 
 /// The controller of a host whose engine is `runtime`: the engine's
@@ -253,7 +269,7 @@ pub async fn queue_reports(
     state_dir: &Path,
     peek: u32,
 ) -> Result<Vec<QueueReport>, LaunchError> {
-    let backends = Backends::open(&manifest.queues, state_dir).await?;
+    let backends = Backends::open(manifest, state_dir).await?;
     // Each granted queue and its poison queue, once (a poison queue has none).
     let mut names = BTreeSet::new();
     for name in manifest.roles.values().flat_map(|r| &r.queues) {

@@ -51,10 +51,14 @@ queues = ["jobs"]
 kind = "worker"
 component = "worker.wasm"
 queues = ["jobs"]
+buckets = ["jobs"]
 #WORKER#
 
 [queues]
 #QUEUES#
+
+[buckets.jobs]
+#BUCKETS#
 "#;
 
 /// Each field: where it goes, and the name its error must carry.
@@ -101,6 +105,7 @@ fn fields() -> Vec<(&'static str, String, &'static str)> {
     for key in ["ack-wait-ms", "replicas", "connect-timeout-secs"] {
         fields.push(("#QUEUES#", format!("backend = \"nats\"\n{key} = V"), key));
     }
+    fields.push(("#BUCKETS#", "ttl-seconds = V".into(), "ttl-seconds"));
     fields
 }
 
@@ -113,6 +118,7 @@ fn manifest_with(slot: &str, line: &str) -> String {
         "#RATE#",
         "#WORKER#",
         "#QUEUES#",
+        "#BUCKETS#",
     ] {
         text = text.replace(hole, if hole == slot { line } else { "" });
     }
@@ -147,6 +153,13 @@ fn use_everything(manifest: &Manifest) {
     let _ = now + Duration::from_millis(manifest.queues.ack_wait_ms);
     let _ = now + Duration::from_secs(manifest.queues.connect_timeout_secs);
     let _ = (settings.max_bytes, settings.max_messages);
+    // A backend adds a bucket's time to live to now, in epoch milliseconds.
+    for bucket in manifest.buckets.values() {
+        if let Some(ttl) = bucket.ttl {
+            let _ = now + ttl;
+            let _ = u64::MAX / 2 + u64::try_from(ttl.as_millis()).unwrap();
+        }
+    }
 }
 
 #[test]

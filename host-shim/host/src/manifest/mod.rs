@@ -7,6 +7,8 @@
 //! roles.web.listen: ...`). A role's `settings` table declares the settings
 //! it reads, with their default values; an environment overlay
 //! ([`crate::environment`]) may change their values and the instance counts.
+//! A `[buckets.NAME]` table ([`buckets`]) sets how a bucket some role is
+//! granted keeps its entries (a time to live).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -14,16 +16,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+mod buckets;
 mod checks;
 #[cfg(test)]
 mod extremes;
 mod role;
+pub use buckets::MAX_BUCKET_TTL_SECS;
 pub use checks::{check_health_path, check_name, check_setting_name, describe_toml_error, line_of};
 use role::RawRole;
 pub use role::{
     Role, RoleByKind, RoleKind, SandboxCount, WebRoleManifest, WorkerRoleManifest, check_label,
 };
-use weft_broker::QueuesConfig;
+use weft_broker::{BucketSettings, QueuesConfig};
 use weft_sandbox::EngineConfig;
 use weft_sandbox::limits::MIB;
 
@@ -51,6 +55,10 @@ pub struct Manifest {
     pub roles: BTreeMap<String, Role>,
     /// Where the service's queues and buckets live (`[queues]`).
     pub queues: QueuesConfig,
+    /// The buckets with a `[buckets.NAME]` table, and their settings; a
+    /// bucket a role is granted without one has the default settings
+    /// (no time to live).
+    pub buckets: BTreeMap<String, BucketSettings>,
     /// How the service is upgraded.
     pub upgrade: UpgradePolicy,
 }
@@ -99,6 +107,8 @@ struct RawManifest {
     roles: BTreeMap<Spanned<String>, RawRole>,
     #[serde(default)]
     queues: QueuesConfig,
+    #[serde(default)]
+    buckets: BTreeMap<Spanned<String>, buckets::RawBucket>,
 }
 
 #[derive(Deserialize)]
@@ -224,11 +234,13 @@ impl Manifest {
             }
             roles.insert(name, role);
         }
+        let buckets = buckets::resolve(raw.buckets, &roles, text).map_err(fail)?;
         Ok(Self {
             path: path.to_path_buf(),
             service: raw.service.name,
             roles,
             queues: raw.queues,
+            buckets,
             upgrade,
         })
     }

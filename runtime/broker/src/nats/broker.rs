@@ -3,9 +3,12 @@
 //! one half: [`NatsQueues`] (`queue.rs`) and [`NatsBuckets`] (`bucket.rs`).
 
 use super::bucket::NatsBuckets;
+use super::handles::QueueStreams;
 use super::leases::Leases;
 use super::queue::NatsQueues;
-use crate::api::{Delivery, KeyPage, KvStore, Peeked, QueueBroker, ReceiveRequest, SendOptions};
+use crate::api::{
+    BucketSettings, Delivery, KeyPage, KvStore, Peeked, QueueBroker, ReceiveRequest, SendOptions,
+};
 use crate::backend::QueuesConfig;
 use crate::error::one_line;
 use crate::error::{BrokerError, OpenErrorKind};
@@ -153,7 +156,7 @@ impl NatsBroker {
         tracing::info!(url = %shown, "queues: using NATS JetStream");
         let replicas = usize::from(config.replicas);
         Ok(Self {
-            queues: NatsQueues {
+            queues: NatsQueues(QueueStreams {
                 client: client.clone(),
                 js: js.clone(),
                 settings: config.settings(),
@@ -161,12 +164,13 @@ impl NatsBroker {
                 replicas,
                 opened: Mutex::default(),
                 leases,
-            },
+            }),
             buckets: NatsBuckets {
                 client,
                 js,
                 replicas,
                 buckets: Mutex::default(),
+                settings: Mutex::default(),
             },
             keeper,
         })
@@ -223,6 +227,18 @@ impl QueueBroker for NatsBroker {
     async fn peek(&self, queue: &str, max: u32) -> Result<Vec<Peeked>, BrokerError> {
         self.queues.peek(queue, max).await
     }
+
+    async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
+        self.queues.purge(queue).await
+    }
+
+    async fn redrive(
+        &self,
+        queue: &str,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<String>, BrokerError> {
+        self.queues.redrive(queue, ids).await
+    }
 }
 
 #[async_trait]
@@ -245,5 +261,17 @@ impl KvStore for NatsBroker {
 
     async fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<KeyPage, BrokerError> {
         self.buckets.list_keys(bucket, cursor).await
+    }
+
+    async fn configure_bucket(
+        &self,
+        bucket: &str,
+        settings: BucketSettings,
+    ) -> Result<(), BrokerError> {
+        self.buckets.configure_bucket(bucket, settings).await
+    }
+
+    async fn purge_bucket(&self, bucket: &str) -> Result<u64, BrokerError> {
+        self.buckets.purge_bucket(bucket).await
     }
 }

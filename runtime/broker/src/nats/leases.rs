@@ -134,6 +134,14 @@ impl Leases {
         }
     }
 
+    /// Drops every lease of `queue` this host holds, without telling the
+    /// server: their messages were purged, so their receipts must stop
+    /// working (other hosts' receipts of a purged message fail when used:
+    /// the server no longer has it).
+    pub(crate) fn forget(&self, queue: &str) {
+        self.held().retain(|_, lease| lease.queue != queue);
+    }
+
     /// Acknowledges a delivery that was never handed out (an expired message,
     /// one moved to its poison queue, a delayed one that was promoted).
     pub(crate) async fn ack(&self, reply: String) {

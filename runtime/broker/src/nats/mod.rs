@@ -27,6 +27,11 @@
 //!   negative acknowledgement to let it go when the lease lapses. Receipts
 //!   are known only to the host that issued them, so a stale receipt, or one
 //!   from another host, is refused.
+//! - A message's `traceparent` is its `traceparent` header, copied with it
+//!   to the visible subject and to its poison queue.
+//! - A purge purges the queue's stream (visible and delayed messages) and
+//!   drops this host's leases of it. A redrive moves poison messages no one
+//!   holds a lease on back to the queue as new messages (see `poison.rs`).
 //! - A delayed send goes to the delayed subject; a receive moves the
 //!   messages that are due to the visible one (at most every 250 ms per
 //!   queue and host), so delays are honoured to about a second while a
@@ -45,8 +50,10 @@ mod broker;
 mod bucket;
 mod escape;
 mod failure;
+mod handles;
 mod leases;
 mod open_kv;
+mod poison;
 mod queue;
 
 pub use broker::{NatsBroker, NatsError};

@@ -1,40 +1,27 @@
 //! Queues on JetStream: sends, receives (with poison moves, expiry and
 //! delayed messages), settles, length and peek. See the module above for
-//! the mapping.
+//! the mapping; `poison.rs` moves messages to and from poison queues and
+//! purges, and `handles.rs` opens queues and publishes.
 
-use super::escape::token;
-use super::failure::{check_connected, lock, unavailable};
-use super::leases::{Leases, Settle};
+use super::failure::{check_connected, unavailable};
+use super::handles::{
+    EXPIRES, Handles, ID, MSG_ID, QueueStreams, REASON, SENT, TRACE, VISIBLE, header, header_ms,
+};
+use super::leases::Settle;
+use super::poison::Poisons;
 use crate::api::{Delivery, Peeked, QueueBroker, ReceiveRequest, SendOptions};
 use crate::clock::{millis, unix_millis};
 use crate::error::BrokerError;
-use crate::limits::{
-    DEDUPE_WINDOW, MAX_BATCH, MAX_MESSAGE_BYTES, POISON_RETRY, QueueSettings, check_batch,
-    check_send,
-};
+use crate::limits::{MAX_BATCH, POISON_RETRY, check_batch, check_send};
 use crate::message::{dedupe_message_id, poison_reason, random_message_id};
-use crate::names::{POISON_SUFFIX, poison_queue};
+use crate::names::POISON_SUFFIX;
 use async_nats::HeaderMap;
-use async_nats::jetstream;
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_trait::async_trait;
 use futures::StreamExt;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-const ID: &str = "Weft-Id";
-const SENT: &str = "Weft-Sent-Ms";
-const EXPIRES: &str = "Weft-Expires-Ms";
-const VISIBLE: &str = "Weft-Visible-Ms";
-const REASON: &str = "Weft-Poison-Reason";
-const MSG_ID: &str = "Nats-Msg-Id";
-/// The durable consumer every host shares, of the queue's visible messages.
-const CONSUMER: &str = "weft";
-/// The durable consumer of the queue's delayed messages.
-const DELAYED_CONSUMER: &str = "weft-delayed";
 /// How long a due delayed message that could not be moved into its queue
 /// (the queue is full) waits before the next try.
 const PROMOTE_RETRY: Duration = Duration::from_secs(1);
@@ -43,45 +30,6 @@ const PROMOTE_EVERY_MS: u64 = 250;
 /// The longest one long-poll request waits; a receive waiting longer makes
 /// several, looking for due delayed messages in between.
 const POLL_SLICE: Duration = Duration::from_secs(1);
-
-/// A service's queues on the server: streams and consumers, made on first
-/// use, and the leases this host holds.
-pub(super) struct NatsQueues {
-    pub(super) client: async_nats::Client,
-    pub(super) js: jetstream::Context,
-    pub(super) settings: QueueSettings,
-    /// The consumers' ack wait: how long a message stays hidden when the
-    /// host holding it vanishes.
-    pub(super) ack_wait: Duration,
-    /// Copies the server keeps of each stream.
-    pub(super) replicas: usize,
-    /// The queues opened so far, by name.
-    pub(super) opened: Mutex<HashMap<String, Arc<Handles>>>,
-    pub(super) leases: Arc<Leases>,
-}
-
-/// A queue's stream and consumers, made on first use.
-pub(super) struct Handles {
-    /// Where visible messages are published.
-    subject: String,
-    /// The queue's one stream: its duplicate window covers delayed and
-    /// immediate sends alike, so a dedupe id is recognised across both.
-    stream: String,
-    consumer: PullConsumer,
-    /// Where delayed messages wait, in the same stream.
-    delayed_subject: String,
-    delayed: PullConsumer,
-    /// When this host last moved due delayed messages (ms since the epoch).
-    promoted_at: AtomicU64,
-}
-
-fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
-    headers?.get(name).map(|v| v.as_str())
-}
-
-fn header_ms(headers: Option<&HeaderMap>, name: &str) -> Option<u64> {
-    header(headers, name)?.parse().ok()
-}
 
 fn stale() -> BrokerError {
     BrokerError::NotFound("no current delivery has this receipt".into())
@@ -92,131 +40,18 @@ fn parse_receipt(receipt: &str) -> Option<u64> {
     u64::from_str_radix(token, 16).ok()
 }
 
+/// A service's queues on the server (see [`QueueStreams`]).
+pub(super) struct NatsQueues(pub(super) QueueStreams);
+
+impl Deref for NatsQueues {
+    type Target = QueueStreams;
+
+    fn deref(&self) -> &QueueStreams {
+        &self.0
+    }
+}
+
 impl NatsQueues {
-    fn stream_config(&self, name: String, subjects: Vec<String>) -> stream::Config {
-        let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        stream::Config {
-            name,
-            subjects,
-            retention: RetentionPolicy::WorkQueue,
-            storage: StorageType::File,
-            max_messages: limit(self.settings.max_messages),
-            // No byte limit on the stream: JetStream reserves a stream's
-            // `max_bytes` of server storage when the stream is made, so a
-            // service's queues would use up the server while empty. The
-            // message limit holds, and the server's own storage limit.
-            discard: DiscardPolicy::New,
-            duplicate_window: DEDUPE_WINDOW,
-            // Room for Weft's headers beside a full body.
-            max_message_size: i32::try_from(MAX_MESSAGE_BYTES + 4096).unwrap_or(i32::MAX),
-            num_replicas: self.replicas,
-            ..stream::Config::default()
-        }
-    }
-
-    /// One of a queue's two consumers: each takes one subject of the
-    /// stream (a work-queue stream allows several consumers whose subjects
-    /// do not overlap).
-    async fn consumer(
-        stream: &stream::Stream,
-        name: &str,
-        subject: &str,
-        ack_wait: Duration,
-    ) -> Result<PullConsumer, BrokerError> {
-        stream
-            .get_or_create_consumer(
-                name,
-                pull::Config {
-                    durable_name: Some(name.into()),
-                    filter_subject: subject.into(),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait,
-                    // Weft counts deliveries itself (see the module docs).
-                    max_deliver: -1,
-                    max_ack_pending: 20_000,
-                    ..pull::Config::default()
-                },
-            )
-            .await
-            .map_err(|e| unavailable("open a queue", &e))
-    }
-
-    /// The streams and consumers of `queue`, created on first use.
-    async fn handles(&self, queue: &str) -> Result<Arc<Handles>, BrokerError> {
-        check_connected(&self.client)?;
-        if let Some(handles) = lock(&self.opened).get(queue) {
-            return Ok(handles.clone());
-        }
-        let name = token(queue);
-        let (subject, delayed_subject) = (format!("weft.q.{name}"), format!("weft.d.{name}"));
-        let stream_name = format!("WEFT_{name}");
-        let config = self.stream_config(
-            stream_name.clone(),
-            vec![subject.clone(), delayed_subject.clone()],
-        );
-        let mut stream = self
-            .js
-            .get_or_create_stream(config.clone())
-            .await
-            .map_err(|e| unavailable("open a queue", &e))?;
-        if !stream
-            .cached_info()
-            .config
-            .subjects
-            .contains(&delayed_subject)
-        {
-            // A queue made by an earlier Weft, whose delayed messages had
-            // a stream of their own: give this one the delayed subject.
-            // The server refuses while that old stream (`WEFTD_<queue>`)
-            // still holds the subject: drain it and delete it first.
-            if let Err(e) = self.js.update_stream(&config).await {
-                tracing::warn!(queue, stream = %stream_name, old = %format!("WEFTD_{name}"), error = %e, "queues: NATS: a queue made by an earlier Weft needs its old delayed stream deleted");
-                return Err(unavailable("open a queue", &e));
-            }
-            stream = self
-                .js
-                .get_stream(&stream_name)
-                .await
-                .map_err(|e| unavailable("open a queue", &e))?;
-        }
-        let consumer = Self::consumer(&stream, CONSUMER, &subject, self.ack_wait).await?;
-        let delayed =
-            Self::consumer(&stream, DELAYED_CONSUMER, &delayed_subject, self.ack_wait).await?;
-        let handles = Arc::new(Handles {
-            subject,
-            stream: stream_name,
-            consumer,
-            delayed_subject,
-            delayed,
-            promoted_at: AtomicU64::new(0),
-        });
-        lock(&self.opened).insert(queue.to_owned(), handles.clone());
-        Ok(handles)
-    }
-
-    /// Publishes and waits for the server's acknowledgement; `Ok(true)` if
-    /// the server knew the message id already (a deduped retry).
-    async fn publish(
-        &self,
-        subject: &str,
-        headers: HeaderMap,
-        body: Vec<u8>,
-    ) -> Result<bool, BrokerError> {
-        let sent = self
-            .js
-            .publish_with_headers(subject.to_owned(), headers, body.into())
-            .await
-            .map_err(|e| unavailable("send", &e))?;
-        match sent.await {
-            Ok(ack) => Ok(ack.duplicate),
-            Err(e) if e.to_string().contains("maximum") => Err(BrokerError::Unavailable(format!(
-                "queue is full (the limits are {} messages and {} bytes)",
-                self.settings.max_messages, self.settings.max_bytes
-            ))),
-            Err(e) => Err(unavailable("send", &e)),
-        }
-    }
-
     /// Moves the delayed messages of `handles` that are due into the queue,
     /// and asks for the others again when they will be.
     async fn promote_due(&self, handles: &Handles) -> Result<(), BrokerError> {
@@ -338,7 +173,10 @@ impl NatsQueues {
                 // Every delivery up to the maximum was handed out; later ones
                 // were tries to move it (see below), not deliveries.
                 let reason = poison_reason(max_deliveries, max_deliveries);
-                match self.poison(queue, &id, headers, &reason, &message).await {
+                match Poisons(self)
+                    .poison(queue, &id, seq, headers, &reason, &message)
+                    .await
+                {
                     Ok(()) => {
                         tracing::warn!(queue, message = %id, deliveries = max_deliveries, "message moved to poison queue");
                         self.leases.ack(reply).await;
@@ -361,30 +199,9 @@ impl NatsQueues {
                 inserted_at_ms: header_ms(headers, SENT).unwrap_or(0),
                 receipt: format!("{seq:x}.{lease:016x}"),
                 poison_reason: header(headers, REASON).map(str::to_owned),
+                trace_parent: header(headers, TRACE).map(str::to_owned),
             });
         }
-    }
-
-    /// Copies a message delivered too often to `<queue>-poison`, with its
-    /// reason, deduped by its id (a copy retried after this host died
-    /// before acknowledging the original is stored once).
-    async fn poison(
-        &self,
-        queue: &str,
-        id: &str,
-        headers: Option<&HeaderMap>,
-        reason: &str,
-        message: &async_nats::jetstream::Message,
-    ) -> Result<(), BrokerError> {
-        let handles = self.handles(&poison_queue(queue)).await?;
-        let mut moved = HeaderMap::new();
-        moved.insert(ID, id);
-        moved.insert(SENT, header(headers, SENT).unwrap_or("0"));
-        moved.insert(REASON, reason);
-        moved.insert(MSG_ID, format!("poison-{id}").as_str());
-        self.publish(&handles.subject, moved, message.payload.to_vec())
-            .await
-            .map(|_| ())
     }
 
     async fn settle(&self, queue: &str, receipt: &str, how: Settle) -> Result<(), BrokerError> {
@@ -428,6 +245,9 @@ impl QueueBroker for NatsQueues {
         if let Some(ttl) = options.ttl {
             let at = now.saturating_add(millis(ttl));
             headers.insert(EXPIRES, at.to_string().as_str());
+        }
+        if let Some(trace) = &options.trace_parent {
+            headers.insert(TRACE, trace.as_str());
         }
         if options.dedupe_id.is_some() {
             // The id derives from the dedupe id, and is safe in a header
@@ -504,6 +324,18 @@ impl QueueBroker for NatsQueues {
             .await
     }
 
+    async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
+        Poisons(self).purge_stream(queue).await
+    }
+
+    async fn redrive(
+        &self,
+        queue: &str,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<String>, BrokerError> {
+        Poisons(self).redrive_poison(queue, ids).await
+    }
+
     async fn len(&self, queue: &str) -> Result<usize, BrokerError> {
         let handles = self.handles(queue).await?;
         let held = self.stream_len(&handles.stream).await?;
@@ -555,45 +387,9 @@ impl QueueBroker for NatsQueues {
                 dequeue_count: 0,
                 inserted_at_ms: header_ms(headers, SENT).unwrap_or(0),
                 poison_reason: header(headers, REASON).map(str::to_owned),
+                trace_parent: header(headers, TRACE).map(str::to_owned),
             });
         }
         Ok(peeked)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{BackendKind, NatsBroker, QueuesConfig};
-
-    #[tokio::test]
-    async fn a_queue_made_by_the_earlier_layout_gains_its_delayed_subject() {
-        let config = QueuesConfig {
-            backend: Some(BackendKind::Nats),
-            url: Some(super::super::test_url()),
-            connect_timeout_secs: 5,
-            ..QueuesConfig::default()
-        };
-        let broker = NatsBroker::connect(&config).await.unwrap();
-        let queue = format!("old{:012x}/q", rand::random::<u64>() >> 16);
-        let name = token(&queue);
-        // The stream an earlier Weft made: visible messages only.
-        let old = broker
-            .queues
-            .stream_config(format!("WEFT_{name}"), vec![format!("weft.q.{name}")]);
-        broker.queues.js.create_stream(old).await.unwrap();
-        let later = SendOptions {
-            delay: Duration::from_millis(300),
-            ..SendOptions::default()
-        };
-        let id = broker.send(&queue, b"later".to_vec(), later).await.unwrap();
-        let request = ReceiveRequest {
-            max_messages: 1,
-            visibility_timeout: Duration::from_secs(60),
-            wait: Duration::from_secs(10),
-        };
-        let got = broker.receive(&queue, request).await.unwrap();
-        assert_eq!(got[0].id, id);
-        broker.complete(&queue, &got[0].receipt).await.unwrap();
     }
 }

@@ -36,6 +36,8 @@ struct Platter {
     /// False for a disk whose sync does nothing (the control: a store
     /// without its fsync).
     sync_works: bool,
+    /// True for a disk that refuses every write, as a full one does.
+    full: bool,
     /// A cut armed to happen at a page write: how many pages to go, and
     /// which unsynced changes it keeps.
     armed: Option<(usize, Keep)>,
@@ -86,6 +88,7 @@ impl Disk {
                 seen: Vec::new(),
                 life: 0,
                 sync_works: true,
+                full: false,
                 armed: None,
                 last_cut: None,
             })),
@@ -110,6 +113,11 @@ impl Disk {
         self.platter().sync_works = works;
     }
 
+    /// Makes every write and resize fail, as on a full disk (or work again).
+    pub(crate) fn set_full(&self, full: bool) {
+        self.platter().full = full;
+    }
+
     /// Cuts the power as the `pages`-th page from now on is written (at
     /// once if 0), so the cut lands inside a commit: each change not yet
     /// synced reaches the platter only if `keep` says so, every handle made
@@ -128,6 +136,19 @@ impl Disk {
     pub(crate) fn cuts(&self) -> (u64, Option<Cut>) {
         let platter = self.platter();
         (platter.life, platter.last_cut)
+    }
+
+    /// The platter to change, if this handle's life is the current one
+    /// and the disk is not full.
+    fn writable(&self) -> io::Result<MutexGuard<'_, Platter>> {
+        let platter = self.live()?;
+        if platter.full {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "the disk is full",
+            ));
+        }
+        Ok(platter)
     }
 
     /// The platter, if this handle's life is the current one.
@@ -190,7 +211,7 @@ impl StorageBackend for Disk {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut platter = self.live()?;
+        let mut platter = self.writable()?;
         let len = usize::try_from(len).map_err(io::Error::other)?;
         platter.seen.resize(len, 0);
         platter.volatile.push(Op::SetLen(len));
@@ -209,7 +230,7 @@ impl StorageBackend for Disk {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut platter = self.live()?;
+        let mut platter = self.writable()?;
         let platter = &mut *platter;
         let start = range(offset, data.len(), platter.seen.len())?;
         platter.seen[start..start + data.len()].copy_from_slice(data);
@@ -496,5 +517,51 @@ mod tests {
         );
         assert!(messages > 0);
         assert_eq!(entries, told.stored.len());
+    }
+
+    #[tokio::test]
+    async fn a_purge_whose_commit_fails_reaches_the_disk_with_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::new();
+        let broker = EmbeddedBroker::open_on(dir.path(), SETTINGS, disk.handle()).unwrap();
+        for body in [b"a", b"b", b"c"] {
+            let options = SendOptions::default();
+            broker.send("jobs", body.to_vec(), options).await.unwrap();
+        }
+        disk.set_full(true);
+        let refused = broker.purge("jobs").await;
+        assert!(
+            matches!(refused, Err(crate::BrokerError::Unavailable(_))),
+            "a purge on a full disk answered {refused:?}"
+        );
+        // Made in memory all the same: the queue answers empty.
+        assert_eq!(broker.len("jobs").await.unwrap(), 0);
+        disk.set_full(false);
+        // The store retries by itself; a flush returns once a commit (the
+        // carried purge first) gets through.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while broker.flush().await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no commit got through"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Lose whatever was not synced, then open the store again: the
+        // purge is on the platter, so the messages stay gone.
+        disk.cut_at_write(0, || false);
+        drop(broker);
+        let broker = EmbeddedBroker::open_on(dir.path(), SETTINGS, disk.handle()).unwrap();
+        assert_eq!(
+            broker.len("jobs").await.unwrap(),
+            0,
+            "purged messages came back"
+        );
+        assert_eq!(broker.len("jobs-poison").await.unwrap(), 0);
+        broker
+            .send("jobs", b"d".to_vec(), SendOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(broker.len("jobs").await.unwrap(), 1);
     }
 }

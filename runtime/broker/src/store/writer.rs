@@ -8,8 +8,9 @@
 //!   key-value write) is answered `unavailable`, and the rules undo it
 //!   (a send is forgotten and its room given back), so the rules still
 //!   match the file;
-//! - a job nobody waits for (a settle, a forgotten dedupe id) was already
-//!   applied to the rules, so it is kept, newest change per row, and written
+//! - a job nobody waits for (a settle, a forgotten dedupe id, an operator's
+//!   purge or redrive, whose caller waits on an empty job behind it) was
+//!   already applied to the rules, so it is kept, newest change per row, and written
 //!   first by the next commit that succeeds: file and rules agree again
 //!   without reading the file back. At most one change per message or
 //!   dedupe id the rules held is kept, so what waits is bounded by the
@@ -22,12 +23,12 @@
 //! answered at once. The store's [`StoreHealth`] says `Failing` with the
 //! reason until a commit succeeds.
 
+use super::kv::KvOp;
 use super::record::encode;
-use super::shared::{BucketBytes, DEDUPE, KV, MESSAGES, Shared, StoreHealth};
+use super::shared::{BucketBytes, DEDUPE, MESSAGES, Shared, StoreHealth};
 use crate::error::{BrokerError, one_line};
-use crate::limits::MAX_BUCKET_BYTES;
 use crate::persist::{Change, Done};
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, WriteTransaction};
 use std::collections::HashMap;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -53,12 +54,12 @@ pub(super) enum Job {
         changes: Vec<Change>,
         done: Option<Done>,
     },
-    /// A key-value write (`value: None` deletes).
+    /// A key-value operation at `now_ms`; `done` (if any) gets what it
+    /// counted (a purge's entries) once it is on disk, or why not.
     Kv {
-        bucket: String,
-        key: String,
-        value: Option<Vec<u8>>,
-        done: oneshot::Sender<Result<(), BrokerError>>,
+        op: KvOp,
+        now_ms: u64,
+        done: Option<oneshot::Sender<Result<u64, BrokerError>>>,
     },
 }
 
@@ -149,7 +150,7 @@ impl Writer {
         &mut self,
         batch: &[Job],
         sizes: &mut BucketBytes,
-    ) -> Result<Vec<Result<(), BrokerError>>, String> {
+    ) -> Result<Vec<Result<u64, BrokerError>>, String> {
         if self.shared.db().is_none() {
             let db = (self.reopen)()?;
             *self.shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
@@ -227,13 +228,15 @@ pub(super) fn write_loop(mut writer: Writer, jobs: &mpsc::Receiver<Job>) {
     }
 }
 
-fn answer(job: Job, outcome: Result<(), BrokerError>) {
+fn answer(job: Job, outcome: Result<u64, BrokerError>) {
     match job {
         Job::Changes {
             done: Some(done), ..
-        } => done(outcome),
-        Job::Changes { done: None, .. } => {}
-        Job::Kv { done, .. } => {
+        } => done(outcome.map(|_| ())),
+        Job::Changes { done: None, .. } | Job::Kv { done: None, .. } => {}
+        Job::Kv {
+            done: Some(done), ..
+        } => {
             let _ = done.send(outcome);
         }
     }
@@ -276,7 +279,7 @@ fn commit(
     carry: &Carry,
     batch: &[Job],
     bucket_bytes: &mut BucketBytes,
-) -> Result<Vec<Result<(), BrokerError>>, redb::Error> {
+) -> Result<Vec<Result<u64, BrokerError>>, redb::Error> {
     // redb's default durability, Immediate: the commit returns once fsynced.
     let txn = db.begin_write()?;
     apply(&txn, carry.0.values())?;
@@ -285,11 +288,9 @@ fn commit(
         outcomes.push(match job {
             Job::Changes { changes, .. } => {
                 apply(&txn, changes)?;
-                Ok(())
+                Ok(0)
             }
-            Job::Kv {
-                bucket, key, value, ..
-            } => kv_apply(&txn, bucket, key, value.as_deref(), bucket_bytes)?,
+            Job::Kv { op, now_ms, .. } => op.apply(&txn, *now_ms, bucket_bytes)?,
         });
     }
     txn.commit()?;
@@ -331,36 +332,6 @@ fn apply<'a>(
         }
     }
     Ok(())
-}
-
-fn kv_apply(
-    txn: &WriteTransaction,
-    bucket: &str,
-    key: &str,
-    value: Option<&[u8]>,
-    bucket_bytes: &mut BucketBytes,
-) -> Result<Result<(), BrokerError>, redb::Error> {
-    let mut table = txn.open_table(KV)?;
-    let old = table
-        .get((bucket, key))?
-        .map_or(0, |v| key.len() + v.value().len());
-    let held = bucket_bytes.get(bucket).copied().unwrap_or(0);
-    let Some(value) = value else {
-        if old > 0 {
-            table.remove((bucket, key))?;
-            bucket_bytes.insert(bucket.to_owned(), held - old);
-        }
-        return Ok(Ok(()));
-    };
-    let bytes = held - old + key.len() + value.len();
-    if bytes > MAX_BUCKET_BYTES {
-        return Ok(Err(BrokerError::Unavailable(format!(
-            "bucket is full ({held} bytes; the limit is {MAX_BUCKET_BYTES})"
-        ))));
-    }
-    table.insert((bucket, key), value)?;
-    bucket_bytes.insert(bucket.to_owned(), bytes);
-    Ok(Ok(()))
 }
 
 #[cfg(test)]

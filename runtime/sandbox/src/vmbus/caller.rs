@@ -1,8 +1,10 @@
 //! Who makes a VMBus call: the role's [`Grants`], checked by every call,
-//! and its [`RoleLimiter`], which every call passes.
+//! and its [`RoleLimiter`], which every call passes; and the instance's
+//! tracing, under whose current span each queue call is recorded.
 
 use crate::grants::Grants;
 use crate::rate_limit::RoleLimiter;
+use crate::trace::InstanceTrace;
 use std::sync::Arc;
 
 /// The role an instance runs for, as every interface sees it.
@@ -10,12 +12,18 @@ use std::sync::Arc;
 pub struct Caller {
     pub(crate) grants: Arc<Grants>,
     pub(crate) limiter: Arc<RoleLimiter>,
+    /// The instance's tracing (off unless the host installed a sink).
+    pub(crate) trace: InstanceTrace,
 }
 
 impl Caller {
     /// The caller for a role with `grants`, rate limited by its `limiter`.
     pub fn new(grants: Arc<Grants>, limiter: Arc<RoleLimiter>) -> Self {
-        Self { grants, limiter }
+        Self {
+            grants,
+            limiter,
+            trace: InstanceTrace::default(),
+        }
     }
 
     /// The backend's name for a guest's queue or bucket: scoped by service,

@@ -1,10 +1,13 @@
 //! Host side of the standard `wasi:config/store`: the settings the role's
 //! manifest gives it, read-only. No per-instance state: the settings are
-//! the role's grants. Draws on the [`BUCKET`] bucket.
+//! the role's grants. Draws on the [`BUCKET`] bucket. With tracing on
+//! ([`crate::trace`]), each call is a `weft.vmbus` span (`config.get`,
+//! `config.get-all`).
 
 use super::bindings::wasi::config::store::{self, Error, Host};
 use super::caller::Caller;
 use crate::rate_limit::{Interface, RoleLimiter};
+use crate::trace::{CallError, CallSpan, SpanKind};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
@@ -41,21 +44,38 @@ async fn admit(limiter: Arc<RoleLimiter>) -> Result<(), Error> {
         .map_err(|_| Error::Upstream(super::keyvalue::RATE_LIMITED.into()))
 }
 
+/// A config error's kind, as its call's span names it.
+impl CallError for Error {
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Upstream(why) if why == super::keyvalue::RATE_LIMITED => "rate-limited",
+            Error::Upstream(_) => "upstream",
+            Error::Io(_) => "io",
+        }
+    }
+}
+
 impl Host for ConfigView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, Error>> {
-        Ok(admit(self.caller.limiter.clone())
+        let span = CallSpan::start(&self.caller.trace, "config.get", SpanKind::Internal);
+        let result = admit(self.caller.limiter.clone())
             .await
-            .map(|()| self.caller.grants.settings.get(&key).cloned()))
+            .map(|()| self.caller.grants.settings.get(&key).cloned());
+        span.end(&result);
+        Ok(result)
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, Error>> {
-        Ok(admit(self.caller.limiter.clone()).await.map(|()| {
+        let span = CallSpan::start(&self.caller.trace, "config.get-all", SpanKind::Internal);
+        let result = admit(self.caller.limiter.clone()).await.map(|()| {
             self.caller
                 .grants
                 .settings
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
-        }))
+        });
+        span.end(&result);
+        Ok(result)
     }
 }

@@ -3,12 +3,15 @@
 //! per-instance state is [`KvState`] (the backend, and how many buckets
 //! are open); it draws on the [`BUCKET`] bucket. Its key and value limits
 //! are the broker's ([`MAX_KEY_BYTES`], [`MAX_VALUE_BYTES`]), which every
-//! backend holds too.
+//! backend holds too. With tracing on ([`crate::trace`]), every call but a
+//! bucket's drop is a `weft.vmbus` span (`keyvalue.open`, `keyvalue.get`...)
+//! naming its `weft.bucket`.
 
 use super::bindings::BucketHandle;
 use super::bindings::wasi::keyvalue::store::{self, Error, Host, HostBucket, KeyResponse};
 use super::caller::Caller;
 use crate::rate_limit::{Interface, byte_count};
+use crate::trace::{CallError, CallSpan, SpanKind};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use weft_broker::{BrokerError, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES};
@@ -62,9 +65,18 @@ pub fn add_to_linker<T: Send + 'static>(
     store::add_to_linker::<T, KeyValue>(linker, get)
 }
 
+/// How a guest's `error::other` for a full bucket begins: the standard
+/// WIT has no variant for it, and a guest must tell it from `unavailable`
+/// (retrying soon does not help; expiry or an operator does). The Rust SDK
+/// maps it to `weft_sdk::kv::Error::BucketFull`.
+pub const BUCKET_FULL: &str = "bucket-full";
+
 impl From<BrokerError> for Error {
     fn from(error: BrokerError) -> Self {
-        Error::Other(error.to_string())
+        match error {
+            BrokerError::BucketFull(why) => Error::Other(format!("{BUCKET_FULL}: {why}")),
+            other => Error::Other(other.to_string()),
+        }
     }
 }
 
@@ -82,7 +94,48 @@ fn check_key(key: &str) -> Result<(), Error> {
 /// (`wasi:keyvalue` has no variant of its own for it).
 pub const RATE_LIMITED: &str = "rate-limited; retry later";
 
+/// A key-value error's kind, as its call's span names it: the standard
+/// variants, and the kinds this host puts in `other` (the rate limit, a
+/// full bucket, a key or value too large, the broker's kind).
+impl CallError for Error {
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::NoSuchStore => "no-such-store",
+            Error::AccessDenied => "access-denied",
+            Error::Other(why) if why == RATE_LIMITED => "rate-limited",
+            Error::Other(why) if why.starts_with(BUCKET_FULL) => "bucket-full",
+            Error::Other(why) if why.starts_with("key is ") || why.starts_with("value is ") => {
+                "too-large"
+            }
+            Error::Other(why) => match why.split_once(':').map(|(kind, _)| kind) {
+                Some("too large") => "too-large",
+                Some("not found") => "not-found",
+                Some("invalid") => "invalid",
+                Some("unavailable") => "unavailable",
+                _ => "other",
+            },
+        }
+    }
+}
+
 impl KvView<'_> {
+    /// The `weft.vmbus` span of `call` on an open `bucket`, named as the
+    /// guest opened it (looked up only while tracing is on).
+    fn call_span(&self, call: &'static str, bucket: &Resource<BucketHandle>) -> CallSpan {
+        CallSpan::start(&self.caller.trace, call, SpanKind::Internal).on("weft.bucket", || {
+            let scoped = self
+                .table
+                .get(bucket)
+                .map_or("", |b| b.scoped_name.as_str());
+            let service = self.caller.grants.service.as_str();
+            scoped
+                .strip_prefix(service)
+                .and_then(|name| name.strip_prefix('/'))
+                .unwrap_or(scoped)
+                .to_owned()
+        })
+    }
+
     /// The backend's name for an open bucket, once the key is checked and
     /// the call (carrying `bytes`) admitted by the role's rate limits. The
     /// outer error traps (a handle the guest does not own); the inner one
@@ -104,6 +157,32 @@ impl KvView<'_> {
         }
         Ok(Ok(name))
     }
+
+    /// A call on one key that neither carries a value nor is charged for
+    /// one (delete, exists): its span, the key's checks, then `op` on the
+    /// store with the bucket's backend name.
+    async fn on_key<T, F>(
+        &mut self,
+        call: &'static str,
+        bucket: &Resource<BucketHandle>,
+        key: &str,
+        op: impl FnOnce(Arc<dyn KvStore>, String) -> F,
+    ) -> wasmtime::Result<Result<T, Error>>
+    where
+        F: Future<Output = Result<T, BrokerError>>,
+    {
+        let span = self.call_span(call, bucket);
+        let result = async {
+            let name = match self.prepare(bucket, key, 0).await? {
+                Ok(name) => name,
+                Err(e) => return Ok(Err(e)),
+            };
+            let store = self.state.store.clone();
+            Ok(op(store, name).await.map_err(Error::from))
+        }
+        .await;
+        span.end_trapping(result)
+    }
 }
 
 impl Host for KvView<'_> {
@@ -111,24 +190,30 @@ impl Host for KvView<'_> {
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<BucketHandle>, Error>> {
-        let limiter = self.caller.limiter.clone();
-        if limiter.admit(BUCKET, 0).await.is_err() {
-            return Ok(Err(Error::Other(RATE_LIMITED.into())));
+        let span = CallSpan::start(&self.caller.trace, "keyvalue.open", SpanKind::Internal)
+            .on("weft.bucket", || identifier.clone());
+        let result = async {
+            let limiter = self.caller.limiter.clone();
+            if limiter.admit(BUCKET, 0).await.is_err() {
+                return Ok(Err(Error::Other(RATE_LIMITED.into())));
+            }
+            if !self.caller.grants.buckets.contains(&identifier) {
+                return Ok(Err(Error::AccessDenied));
+            }
+            if self.state.open_buckets >= MAX_OPEN_BUCKETS {
+                return Ok(Err(Error::Other(format!(
+                    "at most {MAX_OPEN_BUCKETS} buckets may be open at once"
+                ))));
+            }
+            let handle = BucketHandle {
+                scoped_name: self.caller.scoped(&identifier),
+            };
+            let resource = self.table.push(handle)?;
+            self.state.open_buckets += 1;
+            Ok(Ok(resource))
         }
-        if !self.caller.grants.buckets.contains(&identifier) {
-            return Ok(Err(Error::AccessDenied));
-        }
-        if self.state.open_buckets >= MAX_OPEN_BUCKETS {
-            return Ok(Err(Error::Other(format!(
-                "at most {MAX_OPEN_BUCKETS} buckets may be open at once"
-            ))));
-        }
-        let handle = BucketHandle {
-            scoped_name: self.caller.scoped(&identifier),
-        };
-        let resource = self.table.push(handle)?;
-        self.state.open_buckets += 1;
-        Ok(Ok(resource))
+        .await;
+        span.end_trapping(result)
     }
 }
 
@@ -138,15 +223,20 @@ impl HostBucket for KvView<'_> {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let name = match self.prepare(&bucket, &key, 0).await? {
-            Ok(name) => name,
-            Err(e) => return Ok(Err(e)),
-        };
-        let value = self.state.store.get(&name, &key).await.map_err(Error::from);
-        if let Ok(Some(bytes)) = &value {
-            self.caller.limiter.charge(BUCKET, byte_count(bytes.len()));
+        let span = self.call_span("keyvalue.get", &bucket);
+        let result = async {
+            let name = match self.prepare(&bucket, &key, 0).await? {
+                Ok(name) => name,
+                Err(e) => return Ok(Err(e)),
+            };
+            let value = self.state.store.get(&name, &key).await.map_err(Error::from);
+            if let Ok(Some(bytes)) = &value {
+                self.caller.limiter.charge(BUCKET, byte_count(bytes.len()));
+            }
+            Ok(value)
         }
-        Ok(value)
+        .await;
+        span.end_trapping(result)
     }
 
     async fn set(
@@ -155,22 +245,27 @@ impl HostBucket for KvView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        if value.len() > MAX_VALUE_BYTES {
-            return Ok(Err(Error::Other(format!(
-                "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
-                value.len()
-            ))));
+        let span = self.call_span("keyvalue.set", &bucket);
+        let result = async {
+            if value.len() > MAX_VALUE_BYTES {
+                return Ok(Err(Error::Other(format!(
+                    "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+                    value.len()
+                ))));
+            }
+            let name = match self.prepare(&bucket, &key, value.len()).await? {
+                Ok(name) => name,
+                Err(e) => return Ok(Err(e)),
+            };
+            Ok(self
+                .state
+                .store
+                .set(&name, &key, value)
+                .await
+                .map_err(Error::from))
         }
-        let name = match self.prepare(&bucket, &key, value.len()).await? {
-            Ok(name) => name,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(self
-            .state
-            .store
-            .set(&name, &key, value)
-            .await
-            .map_err(Error::from))
+        .await;
+        span.end_trapping(result)
     }
 
     async fn delete(
@@ -178,16 +273,11 @@ impl HostBucket for KvView<'_> {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let name = match self.prepare(&bucket, &key, 0).await? {
-            Ok(name) => name,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(self
-            .state
-            .store
-            .delete(&name, &key)
-            .await
-            .map_err(Error::from))
+        let key = key.as_str();
+        self.on_key("keyvalue.delete", &bucket, key, |store, name| async move {
+            store.delete(&name, key).await
+        })
+        .await
     }
 
     async fn exists(
@@ -195,16 +285,11 @@ impl HostBucket for KvView<'_> {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let name = match self.prepare(&bucket, &key, 0).await? {
-            Ok(name) => name,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(self
-            .state
-            .store
-            .exists(&name, &key)
-            .await
-            .map_err(Error::from))
+        let key = key.as_str();
+        self.on_key("keyvalue.exists", &bucket, key, |store, name| async move {
+            store.exists(&name, key).await
+        })
+        .await
     }
 
     async fn list_keys(
@@ -212,25 +297,30 @@ impl HostBucket for KvView<'_> {
         bucket: Resource<BucketHandle>,
         cursor: Option<u64>,
     ) -> wasmtime::Result<Result<KeyResponse, Error>> {
-        let name = match self.prepare(&bucket, "", 0).await? {
-            Ok(name) => name,
-            Err(e) => return Ok(Err(e)),
-        };
-        let page = self
-            .state
-            .store
-            .list_keys(&name, cursor)
-            .await
-            .map_err(Error::from);
-        if let Ok(page) = &page {
-            self.caller
-                .limiter
-                .charge(BUCKET, byte_count(page.keys.iter().map(String::len).sum()));
+        let span = self.call_span("keyvalue.list-keys", &bucket);
+        let result = async {
+            let name = match self.prepare(&bucket, "", 0).await? {
+                Ok(name) => name,
+                Err(e) => return Ok(Err(e)),
+            };
+            let page = self
+                .state
+                .store
+                .list_keys(&name, cursor)
+                .await
+                .map_err(Error::from);
+            if let Ok(page) = &page {
+                self.caller
+                    .limiter
+                    .charge(BUCKET, byte_count(page.keys.iter().map(String::len).sum()));
+            }
+            Ok(page.map(|page| KeyResponse {
+                keys: page.keys,
+                cursor: page.cursor,
+            }))
         }
-        Ok(page.map(|page| KeyResponse {
-            keys: page.keys,
-            cursor: page.cursor,
-        }))
+        .await;
+        span.end_trapping(result)
     }
 
     async fn drop(&mut self, bucket: Resource<BucketHandle>) -> wasmtime::Result<()> {
@@ -305,5 +395,106 @@ mod tests {
             Err(Error::Other(why)) => assert_eq!(why, RATE_LIMITED),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A full bucket reaches the guest as `other("bucket-full: ...")`, its
+    /// reason kept; the bucket's other errors keep their own words.
+    #[tokio::test]
+    async fn a_full_bucket_is_a_distinct_error_for_the_guest() {
+        let (mut state, caller, mut table, broker) = instance(1000);
+        let mut kv = KvView {
+            state: &mut state,
+            caller: &caller,
+            table: &mut table,
+        };
+        let bucket = kv.open("cache".into()).await.unwrap().unwrap();
+        let value = vec![0; MAX_VALUE_BYTES];
+        let mut refused = None;
+        for i in 0..=weft_broker::MAX_BUCKET_BYTES / MAX_VALUE_BYTES {
+            let handle = Resource::new_borrow(bucket.rep());
+            if let Err(e) = kv
+                .set(handle, format!("k{i}"), value.clone())
+                .await
+                .unwrap()
+            {
+                refused = Some(e);
+                break;
+            }
+        }
+        match refused {
+            Some(Error::Other(why)) => {
+                assert!(why.starts_with("bucket-full: "), "{why}");
+                assert!(why.contains("limit"), "{why}");
+            }
+            other => panic!("a full bucket answered {other:?}"),
+        }
+        // A neighbour bucket of the same service still takes writes.
+        broker.set("svc/other", "k", b"v".to_vec()).await.unwrap();
+        match Error::from(BrokerError::Unavailable("down".into())) {
+            Error::Other(why) => assert_eq!(why, "unavailable: down"),
+            other => panic!("{other:?}"),
+        }
+    }
+    /// With tracing on, each call is a `weft.vmbus` span under the
+    /// instance's current span, naming its bucket and its outcome.
+    #[tokio::test]
+    async fn each_call_is_a_span_naming_its_bucket_and_outcome() {
+        use crate::trace::{current_request, kept_role, text};
+        let (mut state, mut caller, mut table, _) = instance(2);
+        let (kept, role) = kept_role();
+        caller.trace = role.instance("req-1");
+        let request = current_request(&role, &caller.trace);
+        let mut kv = KvView {
+            state: &mut state,
+            caller: &caller,
+            table: &mut table,
+        };
+        let bucket = kv.open("cache".into()).await.unwrap().unwrap();
+        let handle = Resource::new_borrow(bucket.rep());
+        kv.set(handle, "k".into(), b"v".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        // Two calls a minute: the third is refused.
+        assert!(kv.get(bucket, "k".into()).await.unwrap().is_err());
+
+        let spans = kept.0.lock().unwrap();
+        let seen: Vec<_> = spans
+            .iter()
+            .map(|s| {
+                (
+                    text(s, "weft.call"),
+                    text(s, "weft.bucket"),
+                    text(s, "weft.outcome"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Some("keyvalue.open"), Some("cache"), Some("ok")),
+                (Some("keyvalue.set"), Some("cache"), Some("ok")),
+                (Some("keyvalue.get"), Some("cache"), Some("rate-limited")),
+            ]
+        );
+        let parent = Some(request.context().span_id);
+        assert!(spans.iter().all(|s| s.parent_span_id == parent));
+    }
+
+    #[test]
+    fn error_kinds_name_what_the_guest_was_told() {
+        let kind = |e: Error| e.kind();
+        assert_eq!(kind(Error::Other(RATE_LIMITED.into())), "rate-limited");
+        assert_eq!(
+            kind(BrokerError::BucketFull("x".into()).into()),
+            "bucket-full"
+        );
+        assert_eq!(
+            kind(BrokerError::Unavailable("x".into()).into()),
+            "unavailable"
+        );
+        assert_eq!(kind(Error::Other("key is 9 bytes".into())), "too-large");
+        assert_eq!(kind(Error::AccessDenied), "access-denied");
+        assert_eq!(kind(Error::Other("surprise".into())), "other");
     }
 }

@@ -21,6 +21,12 @@
 //! Its per-instance state is [`QueueState`] (the backend, the leases held,
 //! a worker's batch budget); it draws on the [`BUCKET`] bucket; it asks of
 //! the store's data only what [`QueueHost`] says.
+//!
+//! With tracing on ([`crate::trace`]), every call is a `weft.vmbus` span
+//! (wrapped where it is linked, below), a send carries its span's
+//! `traceparent` in the message, and each message received opens a
+//! `weft.deliver` span (in [`QueueState`]) that its settle, or its lease's
+//! lapse, ends.
 
 mod leases;
 #[cfg(test)]
@@ -36,6 +42,7 @@ use super::bindings::weft::vmbus::types::Error as WitError;
 use super::caller::Caller;
 use super::lifecycle::LifecycleState;
 use crate::rate_limit::{Interface, RateLimited, byte_count};
+use crate::trace::{CallError, CallSpan, Deliveries, Parent, SpanContext, SpanKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -68,6 +75,12 @@ pub struct QueueState {
     pub(crate) leases: Leases,
     /// A worker's per-batch budget; `None` for a web request's sandbox.
     pub(crate) batch: Option<BatchControl>,
+    /// The `weft.deliver` spans of the messages it holds (none while
+    /// tracing is off).
+    pub(crate) deliveries: Deliveries,
+    /// Fuel a worker burnt in its batches before the current one: with
+    /// what the current one burnt, the instance's fuel count.
+    pub(crate) fuel_spent: u64,
 }
 
 impl QueueState {
@@ -77,6 +90,8 @@ impl QueueState {
             broker,
             leases: Leases::default(),
             batch: None,
+            deliveries: Deliveries::default(),
+            fuel_spent: 0,
         }
     }
 }
@@ -171,18 +186,27 @@ pub fn add_to_linker<T: QueueHost>(linker: &mut Linker<T>) -> wasmtime::Result<(
     let mut queue = linker.instance(INTERFACE)?;
     queue.func_wrap_async(
         "send",
-        |store: StoreContextMut<'_, T>,
+        |mut store: StoreContextMut<'_, T>,
          (name, body, options): (GuestStr, WasmList<u8>, WireSendOptions)| {
-            Box::new(async move { Ok((send_call(store, name, body, options).await,)) })
+            Box::new(async move {
+                let span = call_span(&mut store, "queue.send", SpanKind::Producer);
+                let parent = span.context();
+                let result = send_call(store, name, body, options, parent).await;
+                span.end(&result);
+                Ok((result,))
+            })
         },
     )?;
     queue.func_wrap_async(
         "receive",
-        |store: StoreContextMut<'_, T>,
+        |mut store: StoreContextMut<'_, T>,
          (name, max, visibility_ms, wait_ms): (GuestStr, u32, u32, u32)| {
-            Box::new(
-                async move { Ok((receive_call(store, name, max, visibility_ms, wait_ms).await,)) },
-            )
+            Box::new(async move {
+                let span = call_span(&mut store, "queue.receive", SpanKind::Internal);
+                let result = receive_call(store, name, max, visibility_ms, wait_ms).await;
+                span.end(&result);
+                Ok((result,))
+            })
         },
     )?;
     queue.func_wrap_async(
@@ -215,10 +239,13 @@ pub fn add_to_linker<T: QueueHost>(linker: &mut Linker<T>) -> wasmtime::Result<(
         "length",
         |mut store: StoreContextMut<'_, T>, (name,): (GuestStr,)| {
             Box::new(async move {
-                Ok((match admit_named(&mut store, &name, 0).await {
+                let span = call_span(&mut store, "queue.length", SpanKind::Internal);
+                let result = match admit_named(&mut store, &name, 0).await {
                     Ok(name) => length(&mut store.data_mut().queue(), &name).await,
                     Err(e) => Err(e),
-                },))
+                };
+                span.end(&result);
+                Ok((result,))
             })
         },
     )?;
@@ -226,14 +253,55 @@ pub fn add_to_linker<T: QueueHost>(linker: &mut Linker<T>) -> wasmtime::Result<(
         "peek",
         |mut store: StoreContextMut<'_, T>, (name, max): (GuestStr, u32)| {
             Box::new(async move {
-                Ok((match admit_named(&mut store, &name, 0).await {
+                let span = call_span(&mut store, "queue.peek", SpanKind::Internal);
+                let result = match admit_named(&mut store, &name, 0).await {
                     Ok(name) => peek(&mut store.data_mut().queue(), &name, max).await,
                     Err(e) => Err(e),
-                },))
+                };
+                span.end(&result);
+                Ok((result,))
             })
         },
     )?;
     Ok(())
+}
+
+/// A `weft.vmbus` span for a queue call, a child of the span the instance
+/// works for; empty (one branch) while tracing is off.
+fn call_span<T: QueueHost>(
+    store: &mut StoreContextMut<'_, T>,
+    call: &'static str,
+    kind: SpanKind,
+) -> CallSpan {
+    CallSpan::start(&store.data_mut().queue().caller.trace, call, kind)
+}
+
+/// A VMBus error's kind, as its call's span names it (`weft:vmbus/usage`
+/// answers these errors too).
+impl CallError for WitError {
+    fn kind(&self) -> &'static str {
+        match self {
+            WitError::RateLimited => "rate-limited",
+            WitError::TooLarge(_) => "too-large",
+            WitError::Denied(_) => "denied",
+            WitError::NotFound(_) => "not-found",
+            WitError::Unavailable(_) => "unavailable",
+            WitError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// The instance's fuel count: what a worker burnt in its earlier batches
+/// and in this one so far. `None` outside a worker (a web request's fuel
+/// is its own span's) or while tracing is off.
+pub(crate) fn instance_fuel<T: QueueHost>(store: &mut StoreContextMut<'_, T>) -> Option<u64> {
+    let view = store.data_mut().queue();
+    if !view.caller.trace.is_on() {
+        return None;
+    }
+    let (given, spent) = (view.state.batch.as_ref()?.fuel, view.state.fuel_spent);
+    let left = store.get_fuel().ok()?;
+    Some(spent.saturating_add(given.saturating_sub(left)))
 }
 
 /// The start of every call naming a queue: the name's length checked
@@ -259,10 +327,13 @@ async fn send_call<T: QueueHost>(
     name: GuestStr,
     body: WasmList<u8>,
     options: WireSendOptions,
+    trace: Option<SpanContext>,
 ) -> Result<String, WitError> {
     let bytes = wire::check_send(&body, &options)?;
     let name = admit_named(&mut store, &name, bytes).await?;
-    let (body, options) = read_send(&store, &body, &options)?;
+    let (body, mut options) = read_send(&store, &body, &options)?;
+    // The send's own span is the parent of the message's deliveries.
+    options.trace_parent = trace.map(|ctx| ctx.traceparent());
     send(&mut store.data_mut().queue(), &name, body, options).await
 }
 
@@ -289,9 +360,21 @@ async fn settle_call<T: QueueHost>(
         ));
     }
     let bytes = byte_count(receipt.min_bytes());
-    let name = admit_named(&mut store, &name, bytes).await?;
-    let receipt = read_receipt(&store, &receipt)?;
-    settle(&mut store.data_mut().queue(), &name, &receipt, how).await
+    let call = match how {
+        Settle::Complete => "queue.complete",
+        Settle::Abandon { .. } => "queue.abandon",
+        Settle::Extend { .. } => "queue.extend",
+    };
+    let span = call_span(&mut store, call, SpanKind::Internal);
+    let result = async {
+        let name = admit_named(&mut store, &name, bytes).await?;
+        let receipt = read_receipt(&store, &receipt)?;
+        let fuel = instance_fuel(&mut store);
+        settle(&mut store.data_mut().queue(), &name, &receipt, how, fuel).await
+    }
+    .await;
+    span.end(&result);
+    result
 }
 
 /// Sends, once admitted: the grant checked, then the backend called.
@@ -404,16 +487,36 @@ async fn receive<T: QueueHost>(
         && settled
         && !deliveries.is_empty()
     {
+        // The instance's fuel count carries over into the new batch.
+        let spent = instance_fuel(&mut store);
         T::start_batch(&mut store, fuel)
             .map_err(|e| WitError::Unavailable(format!("cannot refuel: {e}")))?;
         set_batch_deadline(&mut store, Some(Instant::now() + deadline));
+        if let Some(spent) = spent {
+            store.data_mut().queue().state.fuel_spent = spent;
+        }
     }
     let expires = Instant::now() + visibility_timeout;
-    let leases = &mut store.data_mut().queue().state.leases;
+    let fuel = instance_fuel(&mut store);
+    let view = store.data_mut().queue();
+    let trace = &view.caller.trace;
+    let state = &mut *view.state;
+    if trace.is_on() {
+        state.deliveries.expire(Instant::now(), fuel);
+    }
     Ok(deliveries
         .into_iter()
         .map(|d| {
-            leases.hold(&queue, d.receipt.clone(), expires);
+            state.leases.hold(&queue, d.receipt.clone(), expires);
+            let parent = Parent::Remote(d.trace_parent.as_deref());
+            if let Some(span) = trace.start("weft.deliver", SpanKind::Consumer, parent) {
+                // Sends while handling it join its trace (the last one
+                // received, when a batch holds several).
+                trace.set_current(Some(span.context()));
+                state
+                    .deliveries
+                    .begin(&queue, &d.receipt, span, expires, fuel);
+            }
             Message {
                 id: d.id,
                 body: d.body,
@@ -440,9 +543,11 @@ async fn settle(
     name: &str,
     receipt: &str,
     how: Settle,
+    fuel: Option<u64>,
 ) -> Result<(), WitError> {
     let queue = view.caller.granted_queue(name)?;
     let ctx = &mut *view.state;
+    ctx.deliveries.expire(Instant::now(), fuel);
     match how {
         Settle::Abandon { delay_ms } if delay_ms > MAX_DELAY_MS => {
             return Err(WitError::Invalid(format!(
@@ -465,8 +570,9 @@ async fn settle(
         Settle::Extend { visibility_ms } => {
             let result = ctx.broker.extend(&queue, receipt, ms(visibility_ms)).await;
             if result.is_ok() {
-                ctx.leases
-                    .extend(&queue, receipt, Instant::now() + ms(visibility_ms));
+                let expires = Instant::now() + ms(visibility_ms);
+                ctx.leases.extend(&queue, receipt, expires);
+                ctx.deliveries.extend(&queue, receipt, expires);
             }
             return Ok(result?);
         }
@@ -476,6 +582,16 @@ async fn settle(
     // it fails).
     if matches!(result, Ok(()) | Err(BrokerError::NotFound(_))) {
         ctx.leases.release(&queue, receipt);
+        let outcome = match (&result, how) {
+            (Err(_), _) => "lease-lost",
+            (Ok(()), Settle::Abandon { .. }) => "abandoned",
+            (Ok(()), _) => "completed",
+        };
+        ctx.deliveries.end(&queue, receipt, outcome, fuel);
+        // A worker done with all it received works for no trace until its next.
+        if ctx.batch.is_some() && ctx.deliveries.is_empty() {
+            view.caller.trace.set_current(None);
+        }
     }
     Ok(result?)
 }

@@ -5,11 +5,14 @@
 //! own: it reports what the sandbox measured ([`UsageHost::measured`]).
 //!
 //! Linked by hand, like the queue, because the fuel left is in the store,
-//! not in its data.
+//! not in its data. With tracing on ([`crate::trace`]), each call is a
+//! `weft.vmbus` span (`usage.get`).
 
 use super::bindings::weft::vmbus::types::Error as WitError;
 use super::bindings::weft::vmbus::usage::RoleUsage;
-use crate::rate_limit::{Interface, RoleLimiter, byte_count};
+use super::caller::Caller;
+use crate::rate_limit::{Interface, byte_count};
+use crate::trace::{CallSpan, SpanKind};
 use crate::usage::UsageSnapshot;
 use std::time::Instant;
 use wasmtime::StoreContextMut;
@@ -33,8 +36,9 @@ pub struct Measured {
 
 /// What `weft:vmbus/usage` needs of a store's data.
 pub trait UsageHost: Send + Sized + 'static {
-    /// The role's rate limiter, which admits each call.
-    fn usage_limiter(&self) -> &RoleLimiter;
+    /// Who calls: the role's rate limiter admits each call, under the
+    /// instance's tracing.
+    fn usage_caller(&self) -> &Caller;
     /// What the sandbox has measured of the instance and its role.
     fn measured(&self) -> Measured;
 }
@@ -43,7 +47,16 @@ pub trait UsageHost: Send + Sized + 'static {
 pub fn add_to_linker<T: UsageHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut usage = linker.instance(INTERFACE)?;
     usage.func_wrap_async("get", |store: StoreContextMut<'_, T>, (): ()| {
-        Box::new(async move { Ok((get(store).await,)) })
+        Box::new(async move {
+            let span = CallSpan::start(
+                &store.data().usage_caller().trace,
+                "usage.get",
+                SpanKind::Internal,
+            );
+            let result = get(store).await;
+            span.end(&result);
+            Ok((result,))
+        })
     })?;
     Ok(())
 }
@@ -53,7 +66,7 @@ fn millis(duration: std::time::Duration) -> u64 {
 }
 
 async fn get<T: UsageHost>(store: StoreContextMut<'_, T>) -> Result<RoleUsage, WitError> {
-    store.data().usage_limiter().admit(BUCKET, 0).await?;
+    store.data().usage_caller().limiter.admit(BUCKET, 0).await?;
     let fuel_left = store.get_fuel().unwrap_or(0);
     let Measured {
         role,

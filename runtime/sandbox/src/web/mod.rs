@@ -18,6 +18,11 @@
 //! idle instances are freed at once and those still serving when they finish,
 //! so a draining role is done as soon as its last request is. A version of
 //! a role runs its lifecycle hooks in sandboxes of their own ([`hooks`]).
+//!
+//! With tracing on ([`crate::trace`]), each request is a `weft.request`
+//! span, from admission until its guest is done (body streamed), in the
+//! trace of its `traceparent` header; the guest's queue calls are its
+//! children.
 
 mod failure;
 mod hooks;
@@ -30,6 +35,7 @@ use crate::limits::SandboxLimits;
 use crate::rate_limit::Interface;
 use crate::role_version::RoleVersion;
 use crate::sandbox::GuestState;
+use crate::trace::{AttributeValue, OpenSpan, Parent, SpanKind};
 use crate::usage::{Flow, UsageSnapshot};
 use bytes::Bytes;
 pub use failure::{FAILURE_HEADER, busy_response, failure_response};
@@ -105,6 +111,7 @@ impl WebRole {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let limits = *self.version.limits();
+        let mut span = self.request_span(request.headers());
         let max_body = limits.max_request_body_bytes();
         let declared = request
             .headers()
@@ -119,17 +126,18 @@ impl WebRole {
             )
         };
         if declared.is_some_and(|len| len > max_body) {
-            return too_large();
+            return refused(span, too_large());
         }
         // wasi:http needs an authority; HTTP/1.1 requires a Host header.
         if request.uri().authority().is_none()
             && !request.headers().contains_key(http::header::HOST)
         {
-            return failure_response(
+            let response = failure_response(
                 StatusCode::BAD_REQUEST,
                 "request",
                 "request has no Host header",
             );
+            return refused(span, response);
         }
         // A body without a declared length is cut off at the limit; the
         // guest then sees a read error, and the client a 413.
@@ -158,27 +166,41 @@ impl WebRole {
             .await
             .is_err()
         {
-            return busy_response(
+            let response = busy_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate",
                 "over the role's request rate; retry shortly",
             );
+            return refused(span, response);
         }
         let Some(slot) = self.slot(&limits).await else {
-            return busy_response(
+            let response = busy_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "capacity",
                 "too many requests in flight; retry shortly",
             );
+            return refused(span, response);
         };
         let number = self.requests.fetch_add(1, Ordering::Relaxed);
         self.version.usage.add_invocation();
-        let outcome = self.serve(request, number, slot).await;
+        if let Some(span) = &mut span {
+            span.set_attribute(
+                "weft.instance",
+                AttributeValue::Text(format!("req-{number}")),
+            );
+        }
+        let outcome = self.serve(request, number, slot, &mut span).await;
         // Whatever the guest made of a truncated body, the client learns
         // its body was refused, as long as the response head is not yet out.
         if overflowed.load(Ordering::Relaxed) {
-            return too_large();
+            return refused(span, too_large());
         }
+        // A span `serve` did not hand on ends here, without its fuel.
+        let ended = match &outcome {
+            Ok(response) => Ok(response.status()),
+            Err(failure) => Err(failure.kind()),
+        };
+        finish_request(span, None, ended);
         match outcome {
             Ok(response) => response.map(|body| {
                 let (limiter, usage) = (self.version.limiter.clone(), self.version.usage.clone());
@@ -196,6 +218,25 @@ impl WebRole {
                 failure::for_guest(&failure)
             }
         }
+    }
+
+    /// A `weft.request` span for a request with these headers, in the
+    /// trace of its `traceparent` (one, valid) or a new trace; `None`
+    /// while tracing is off.
+    fn request_span(&self, headers: &http::HeaderMap) -> Option<OpenSpan> {
+        if !self.version.trace.is_on() {
+            return None;
+        }
+        let mut values = headers.get_all(TRACEPARENT).iter();
+        // Two `traceparent` headers are as good as none.
+        let header = match (values.next(), values.next()) {
+            (Some(one), None) => one.to_str().ok(),
+            _ => None,
+        };
+        let parent = Parent::Remote(header);
+        self.version
+            .trace
+            .start("weft.request", SpanKind::Server, parent, "-")
     }
 
     /// Frees the role's idle instances and keeps none from now on: for a
@@ -254,6 +295,7 @@ impl WebRole {
         request: hyper::Request<B>,
         number: u64,
         slot: OwnedSemaphorePermit,
+        span: &mut Option<OpenSpan>,
     ) -> Result<WebResponse, GuestFailure>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -269,6 +311,10 @@ impl WebRole {
             None => WebInstance::new(&self.pre, version, number)?,
         };
         instance.prepare(&limits, deadline)?;
+        // The guest's queue calls hang under this request's span.
+        let current = span.as_ref().map(OpenSpan::context);
+        let caller = &instance.store_mut().data_mut().vmbus.caller;
+        caller.trace.set_current(current);
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let store = instance.store_mut();
@@ -294,6 +340,8 @@ impl WebRole {
                 Ok(Err(failed)) => Err(failed.explain(instance.state(), &limits)),
                 Err(_elapsed) => Err(GuestFailure::Deadline(limits.deadline())),
             };
+            let fuel_left = instance.store_mut().get_fuel().unwrap_or(0);
+            let fuel = limits.fuel.saturating_sub(fuel_left);
             instance.finish();
             if outcome.is_ok() {
                 idle.put(instance);
@@ -303,7 +351,7 @@ impl WebRole {
             // The slot is held until the guest is done, body included, and
             // its instance is back among the idle ones or gone.
             drop(slot);
-            outcome
+            (outcome, fuel)
         });
 
         match receiver.await {
@@ -311,11 +359,17 @@ impl WebRole {
                 // The head is out; if the guest fails while streaming the
                 // body, the client sees the body cut short and the log says why.
                 let version = self.version.clone();
+                let (span, status) = (span.take(), response.status());
                 tokio::spawn(async move {
-                    if let Ok(Err(failure)) = task.await {
-                        version.usage.add_failure(&failure);
-                        let grants = &version.grants;
-                        tracing::warn!(service = %grants.service, role = %grants.role, request = number, failure = %failure, "request failed after its response began");
+                    match task.await {
+                        Ok((Err(failure), fuel)) => {
+                            version.usage.add_failure(&failure);
+                            let grants = &version.grants;
+                            tracing::warn!(service = %grants.service, role = %grants.role, request = number, failure = %failure, "request failed after its response began");
+                            finish_request(span, Some(fuel), Err(failure.kind()));
+                        }
+                        Ok((Ok(()), fuel)) => finish_request(span, Some(fuel), Ok(status)),
+                        Err(_) => finish_request(span, None, Err("trap")),
                     }
                 });
                 Ok(response)
@@ -326,15 +380,29 @@ impl WebRole {
             ))),
             // The guest dropped the response outparam without setting it:
             // the task's outcome says why.
-            Err(_) => match task.await {
-                Ok(Ok(())) => Err(GuestFailure::Protocol(
-                    "guest returned without a response".into(),
-                )),
-                Ok(Err(failure)) => Err(failure),
-                Err(join) => Err(GuestFailure::Trap(format!(
-                    "guest task ended abnormally: {join}"
-                ))),
-            },
+            Err(_) => {
+                let (outcome, fuel) = match task.await {
+                    Ok((Ok(()), fuel)) => (
+                        Err(GuestFailure::Protocol(
+                            "guest returned without a response".into(),
+                        )),
+                        Some(fuel),
+                    ),
+                    Ok((Err(failure), fuel)) => (Err(failure), Some(fuel)),
+                    Err(join) => (
+                        Err(GuestFailure::Trap(format!(
+                            "guest task ended abnormally: {join}"
+                        ))),
+                        None,
+                    ),
+                };
+                let kind = outcome
+                    .as_ref()
+                    .err()
+                    .map_or("protocol", GuestFailure::kind);
+                finish_request(span.take(), fuel, Err(kind));
+                outcome
+            }
         }
     }
 }
@@ -357,6 +425,31 @@ impl Drop for QueuePlace<'_> {
     fn drop(&mut self) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// The header a request's trace context comes in.
+const TRACEPARENT: &str = "traceparent";
+
+/// Ends a request's span, if it has one, with its status or the kind of
+/// its failure, and the fuel it burnt if known.
+fn finish_request(span: Option<OpenSpan>, fuel: Option<u64>, outcome: Result<StatusCode, &str>) {
+    let Some(mut span) = span else {
+        return;
+    };
+    match outcome {
+        Ok(status) => {
+            let code = AttributeValue::Int(i64::from(status.as_u16()));
+            span.attribute("http.response.status_code", code);
+            span.finish(fuel, status.as_str());
+        }
+        Err(kind) => span.finish(fuel, kind),
+    }
+}
+
+/// A response the host made instead of the guest: its span ends with its status.
+fn refused(span: Option<OpenSpan>, response: WebResponse) -> WebResponse {
+    finish_request(span, None, Ok(response.status()));
+    response
 }
 
 fn short_code(code: &ErrorCode) -> String {

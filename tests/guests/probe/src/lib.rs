@@ -19,6 +19,7 @@
 //! | `POST /flood/{name}?n=N` | `queue::send` of the body N times, as fast as it may | `sent={ok} limited={n} other={n}` |
 //! | `GET /kv/{bucket}/{key}` | `Bucket::get` | the value, 404, or 403 if denied |
 //! | `PUT /kv/{bucket}/{key}` | `Bucket::set` of the body | 204 |
+//! | `POST /kv-fill/{bucket}/{prefix}?kib=K&n=N` | `Bucket::set` of `K` KiB under keys `{prefix}0`.. until `N` are stored or one fails | `stored={i}`; or, after a failure, its status with `stored={i} error: ..` |
 //! | `GET /config/{key}` | `config::get` | the value or 404 |
 //! | `GET /print/{text}` | prints `text` to stdout and stderr | 200 |
 //! | `GET /spam/{n}` | prints `n` lines of about 100 bytes to stdout | `printed {n} lines` |
@@ -149,6 +150,15 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
                 Ok(()) => text(StatusCode::NO_CONTENT, ""),
                 Err(e) => kv_error(&e),
             }
+        }
+        (Method::POST, "kv-fill", Some(rest)) => {
+            let Some((bucket, prefix)) = kv_path(&rest) else {
+                return text(StatusCode::NOT_FOUND, "use /kv-fill/{bucket}/{prefix}");
+            };
+            let (Ok(kib), Ok(n)) = (arg("kib").parse::<usize>(), arg("n").parse::<u32>()) else {
+                return bad_number();
+            };
+            kv_fill(&bucket, &prefix, kib, n)
         }
         (Method::GET, "config", Some(key)) => match weft_sdk::config::get(&decode(&key)) {
             Ok(Some(value)) => text(StatusCode::OK, value),
@@ -350,13 +360,33 @@ fn kv_path(rest: &str) -> Option<(String, String)> {
 }
 
 /// 403 for a denied bucket, 404 for an unknown one, 500 otherwise.
-fn kv_error(e: &kv::Error) -> Result<Response<Body>, Error> {
-    let status = match e {
+/// The status a key-value error answers: a full bucket is 507.
+fn kv_status(e: &kv::Error) -> StatusCode {
+    match e {
         kv::Error::AccessDenied => StatusCode::FORBIDDEN,
         kv::Error::NoSuchStore => StatusCode::NOT_FOUND,
+        kv::Error::BucketFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn kv_error(e: &kv::Error) -> Result<Response<Body>, Error> {
+    text(kv_status(e), format!("error: {e}"))
+}
+
+/// Stores `n` values of `kib` KiB in `bucket`, stopping at the first error.
+fn kv_fill(bucket: &str, prefix: &str, kib: usize, n: u32) -> Result<Response<Body>, Error> {
+    let bucket = match Bucket::open(bucket) {
+        Ok(bucket) => bucket,
+        Err(e) => return kv_error(&e),
     };
-    text(status, format!("error: {e}"))
+    let value = vec![b'v'; kib.saturating_mul(1024)];
+    for i in 0..n {
+        if let Err(e) = bucket.set(&format!("{prefix}{i}"), &value) {
+            return text(kv_status(&e), format!("stored={i} error: {e}"));
+        }
+    }
+    text(StatusCode::OK, format!("stored={n}"))
 }
 
 fn bad_number() -> Result<Response<Body>, Error> {

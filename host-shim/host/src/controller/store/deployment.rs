@@ -3,6 +3,7 @@
 //! record a restarted host redeploys from.
 
 use crate::environment::{Environment, OverrideError, Overrides};
+use crate::hex::hex;
 use crate::local_part::{LocalPart, LocalPartError};
 use crate::manifest::{Manifest, ManifestError};
 use serde::{Deserialize, Serialize};
@@ -87,14 +88,6 @@ impl From<Digest> for String {
     fn from(digest: Digest) -> String {
         digest.to_string()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 /// What a deployment is made of: the manifest, an optional environment

@@ -166,6 +166,7 @@ impl Guest {
             "web",
             &CpuScheduler::new(1, false, 0),
             None,
+            None,
         ));
         let tags = Arc::new(GuestTags {
             service: "svc".into(),

@@ -82,7 +82,7 @@ async fn hostile_arguments_get_errors_not_traps() {
         Err(WitError::TooLarge(_))
     ));
     assert!(matches!(
-        settle(&mut ctx.view(), "jobs", "nonsense", Settle::Complete).await,
+        settle(&mut ctx.view(), "jobs", "nonsense", Settle::Complete, None).await,
         Err(WitError::NotFound(_))
     ));
     assert!(matches!(
@@ -90,7 +90,8 @@ async fn hostile_arguments_get_errors_not_traps() {
             &mut ctx.view(),
             "nope",
             "nonsense",
-            Settle::Abandon { delay_ms: 0 }
+            Settle::Abandon { delay_ms: 0 },
+            None
         )
         .await,
         Err(WitError::Denied(_))
@@ -104,7 +105,7 @@ async fn hostile_arguments_get_errors_not_traps() {
     ] {
         assert!(
             matches!(
-                settle(&mut ctx.view(), "jobs", "r", how).await,
+                settle(&mut ctx.view(), "jobs", "r", how, None).await,
                 Err(WitError::Invalid(_))
             ),
             "{how:?}"

@@ -255,5 +255,6 @@ pub(super) fn send_options(
         delay: Duration::from_millis(u64::from(delay_ms)),
         ttl: (ttl_ms > 0).then(|| Duration::from_millis(u64::from(ttl_ms))),
         dedupe_id,
+        trace_parent: None,
     })
 }
