@@ -5,7 +5,7 @@
 # runs every figure, each beside its baseline in interleaved rounds, and
 # writes docs/benchmarks.md with its charts in docs/benchmarks/.
 #
-#   benches/run.sh           # every figure: about 45 minutes on 2 cores
+#   benches/run.sh           # every figure: about 55 minutes on 2 cores
 #   QUICK=1 benches/run.sh   # one short round of each: checks the harness
 #
 # Run it on an otherwise idle machine: the load generator shares it.
@@ -136,6 +136,9 @@ if [ -n "${QUICK:-}" ]; then
 else
     WEFT="$weft" benches/fabric.sh >"$results/fabric.md"
 fi
+
+echo "--- Python and JavaScript web roles (benches/polyglot.sh, with the release build above)"
+NO_BUILD=1 benches/polyglot.sh
 
 echo "--- docs/benchmarks.md"
 "$bench" report --template benches/report.md --results "$results" --out docs/benchmarks.md

@@ -216,7 +216,7 @@ fn wrk(
 }
 
 /// Reads requests/s, total requests, p50, p99 and errors from wrk's output.
-fn parse_wrk(text: &str) -> anyhow::Result<(f64, f64, f64, f64, u64)> {
+pub(crate) fn parse_wrk(text: &str) -> anyhow::Result<(f64, f64, f64, f64, u64)> {
     let mut rate = None;
     let mut total = None;
     let (mut p50, mut p99) = (None, None);
@@ -249,7 +249,7 @@ fn parse_wrk(text: &str) -> anyhow::Result<(f64, f64, f64, f64, u64)> {
 }
 
 /// wrk's `186.00us`, `1.01ms`, `2.00s` in milliseconds.
-fn duration_ms(text: &str) -> Option<f64> {
+pub(crate) fn duration_ms(text: &str) -> Option<f64> {
     let split = text.find(|c: char| c.is_ascii_alphabetic())?;
     let (number, unit) = text.split_at(split);
     let value: f64 = number.parse().ok()?;

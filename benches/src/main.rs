@@ -12,6 +12,7 @@
 //! cargo run --release -p weft-bench -- http --weft target/release/weft --wasmtime PATH
 //! cargo run --release -p weft-bench -- start --weft target/release/weft --wasmtime PATH
 //! cargo run --release -p weft-bench -- log-flood --weft target/release/weft
+//! benches/polyglot.sh   # Python and JavaScript web roles beside wasmtime serve
 //! ```
 
 mod bare;
@@ -22,6 +23,7 @@ mod http;
 mod instantiate;
 mod logflood;
 mod native;
+mod polyglot;
 mod process;
 mod report;
 mod start;
@@ -172,6 +174,50 @@ enum Bench {
         /// Append the aim's line to this file.
         #[arg(long)]
         aims: Option<PathBuf>,
+    },
+    /// Python and JavaScript hello-world web roles under `weft serve` beside
+    /// `wasmtime serve`: component size, process start to first response
+    /// (empty and warm compile cache), and wrk with fresh and reused
+    /// instances. `benches/polyglot.sh` builds the components and runs it.
+    Polyglot {
+        /// The `weft` binary (a release build).
+        #[arg(long)]
+        weft: PathBuf,
+        /// A `wasmtime` binary to compare with; repeat for several (Weft's
+        /// ratio is given to each).
+        #[arg(long, required = true)]
+        wasmtime: Vec<PathBuf>,
+        /// A component as `LABEL=COMPONENT`; repeat for several.
+        #[arg(long = "guest", required = true)]
+        guests: Vec<polyglot::Guest>,
+        /// A scratch folder.
+        #[arg(long, default_value = "target/bench-polyglot")]
+        work: PathBuf,
+        /// Starts with an empty compile cache, per server and component.
+        #[arg(long, default_value_t = 3)]
+        compile_repeats: usize,
+        /// Starts with a warm compile cache, per server and component.
+        #[arg(long, default_value_t = 10)]
+        start_repeats: usize,
+        /// Seconds of each wrk run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Rounds of wrk runs.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Connection counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        connections: Vec<u32>,
+        /// Requests per instance for the reusing servers.
+        #[arg(long, default_value_t = 1000)]
+        reuse: u32,
+        /// The port the servers listen on, one at a time [default: a free one
+        /// each start].
+        #[arg(long)]
+        port: Option<u16>,
+        /// The port of `weft serve`'s admin listener [default: any free one].
+        #[arg(long)]
+        admin_port: Option<u16>,
     },
     /// The native baseline server: `GET /` and `POST /order`, natively.
     NativeServer {
@@ -354,6 +400,36 @@ fn main() -> anyhow::Result<()> {
                 format!("{ratio:.2}×"),
                 ratio <= 10.0,
             )?;
+        }
+        Bench::Polyglot {
+            weft,
+            wasmtime,
+            guests,
+            work,
+            compile_repeats,
+            start_repeats,
+            seconds,
+            repeats,
+            connections,
+            reuse,
+            port,
+            admin_port,
+        } => {
+            let setup = polyglot::Setup {
+                weft,
+                wasmtime,
+                guests,
+                work,
+                compile_repeats,
+                start_repeats,
+                seconds,
+                repeats,
+                connections,
+                reuse,
+                port,
+                admin_port,
+            };
+            println!("{}", polyglot::run(&setup)?);
         }
         Bench::NativeServer { addr } => native::serve(addr)?,
         Bench::Merge { files } => {

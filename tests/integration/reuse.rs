@@ -492,3 +492,33 @@ async fn an_upgrade_of_a_reusing_web_role_retires_the_old_version_without_waitin
         "stopped {took:?} after its last request, with a grace of {grace:?}"
     );
 }
+
+/// A reused instance whose handler returns without setting its response
+/// (componentize-js 0.23's engine answers only an instance's first request,
+/// and returns from the next without a word) fails that request at once,
+/// and is dropped: the next request gets a fresh instance and its answer.
+/// Before, the request waited for ever, past its deadline, on the sender the
+/// kept instance still held.
+#[tokio::test]
+async fn a_reused_instance_that_returns_without_answering_fails_its_request_and_is_dropped() {
+    let component = crate::guest_builds::pipeline_web_js();
+    let (spec, _) = spec("web", &["jobs"], &["jobs"], reusing(10));
+    let role = runtime().web_role(Path::new(component), spec).unwrap();
+    let ask = || call(&role, "GET", "/jobs/none", "");
+    assert_eq!(ask().await.status, 404, "a fresh instance answers");
+    eventually(DROP_LAG, "the instance to be idle", || {
+        let idle = role.idle_instances() == 1;
+        async move { idle.then_some(()) }
+    })
+    .await;
+    // Far past the 10 s deadline: a request that has not ended by then never will.
+    let second = tokio::time::timeout(Duration::from_secs(60), ask())
+        .await
+        .expect("the request on the reused instance ends");
+    assert!(
+        (500..600).contains(&second.status),
+        "a handler that returned without a response fails its request: {second:?}"
+    );
+    assert_eq!(role.idle_instances(), 0, "the instance was not kept");
+    assert_eq!(ask().await.status, 404, "a fresh instance answers again");
+}

@@ -227,6 +227,9 @@ pub fn error_line(stderr: &str) -> &str {
     lines[0]
 }
 
+/// How long [`Weft::start`] waits for the `ready` line.
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
 impl Weft {
     /// Starts `weft ARGS` and waits for its `ready` line. `up`, `serve` and
     /// `host` get an admin address of `127.0.0.1:0` unless ARGS name one, so
@@ -239,7 +242,15 @@ impl Weft {
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut command = weft_command();
         command.envs(env.iter().copied());
-        Self::spawn(command, args)
+        Self::spawn(command, args, READY_WITHIN)
+    }
+
+    /// [`Weft::start`] that waits up to `limit` for the `ready` line: for a
+    /// `weft up` that builds its components first (Python and JavaScript
+    /// builds, then compiles of ~18 MB components, take minutes on a busy
+    /// machine).
+    pub fn start_within(args: &[&str], limit: Duration) -> anyhow::Result<Self> {
+        Self::spawn(weft_command(), args, limit)
     }
 
     /// [`Weft::start`] run by `wrapper`, a command that execs the rest of
@@ -248,10 +259,10 @@ impl Weft {
         let (program, wrapper_args) = wrapper.split_first().context("an empty wrapper")?;
         let mut command = Command::new(program);
         command.args(wrapper_args).arg(env!("CARGO_BIN_EXE_weft"));
-        Self::spawn(command, args)
+        Self::spawn(command, args, READY_WITHIN)
     }
 
-    fn spawn(mut command: Command, args: &[&str]) -> anyhow::Result<Self> {
+    fn spawn(mut command: Command, args: &[&str], limit: Duration) -> anyhow::Result<Self> {
         command.args(args);
         let runs = matches!(args.first(), Some(&"up" | &"serve" | &"host"));
         if runs && !args.contains(&"--admin-addr") {
@@ -292,7 +303,7 @@ impl Weft {
             admin: None,
             log,
         };
-        let give_up = Instant::now() + Duration::from_secs(120);
+        let give_up = Instant::now() + limit;
         loop {
             let left = give_up.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -443,4 +454,10 @@ pub fn serve(component: &str, extra: &[&str]) -> Weft {
 pub fn write_manifest(dir: &Path, text: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("weft.toml"), text).unwrap();
+}
+
+/// Where `program` is on `PATH`, if it is (as `weft up` looks for a role's
+/// build tool).
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    weft_host::builder::find_on_path(program, std::env::var_os("PATH").as_deref())
 }

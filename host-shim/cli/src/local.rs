@@ -13,6 +13,7 @@ use crate::args::{HostModeArgs, QueuesArgs, ServeArgs, UpArgs};
 use anyhow::Context;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -166,6 +167,7 @@ async fn up_traced(
         None,
     )
     .await?;
+    record_admin_address(&state_dir, admin.addr);
     tracing::info!(service = %manifest.service, manifest = %manifest.path.display(), "starting");
     // A signal is heeded while the service builds or waits for its queue
     // server: shutdown cancels the deploy.
@@ -257,14 +259,7 @@ async fn host_traced(
         fabric_slot.clone(),
     )
     .await?;
-    // Beside the token: a client finding the token here sends it only to
-    // this address (see `client`), never to whatever `--admin` names.
-    let recorded = state_dir.join(auth::ADMIN_ADDRESS_FILE);
-    if let Err(e) =
-        weft_sandbox::private_fs::write_private_file(&recorded, admin.addr.to_string().as_bytes())
-    {
-        tracing::warn!(file = %recorded.display(), error = %e, "cannot record the admin address; clients must be given the token");
-    }
+    record_admin_address(&state_dir, admin.addr);
     if let (Some(mut options), Some(slot)) = (fabric, fabric_slot) {
         options.admin = Some(admin.addr);
         return run_in_fabric(options, signals, controller, admin, slot).await;
@@ -460,6 +455,18 @@ async fn start_admin(
     let server = AdminServer::start(addr, pool, admin).await?;
     status_line(&format!("admin http://{}", server.addr));
     Ok(server)
+}
+
+/// Writes the admin address beside the token: a client finding the token
+/// in this state folder sends it only to this address (see `client`), never
+/// to whatever `--admin` names.
+fn record_admin_address(state_dir: &Path, addr: SocketAddr) {
+    let recorded = state_dir.join(auth::ADMIN_ADDRESS_FILE);
+    if let Err(e) =
+        weft_sandbox::private_fs::write_private_file(&recorded, addr.to_string().as_bytes())
+    {
+        tracing::warn!(file = %recorded.display(), error = %e, "cannot record the admin address; clients must be given the token");
+    }
 }
 
 /// `weft queues DIR`: each queue the manifest grants, and its poison queue,

@@ -12,6 +12,8 @@
 //!   running service's queues, and list, read and delete its buckets' keys,
 //!   through the admin API ([`client`]).
 //! - `weft check DIR` and `weft queues DIR` work offline.
+//! - `weft new TEMPLATE NAME` makes a service folder from a template
+//!   embedded in the binary ([`new`]).
 //!
 //! The host itself is the `weft-host` library; this binary parses the
 //! command line ([`args`], whose shared groups each command flattens),
@@ -23,6 +25,7 @@ mod args;
 mod client;
 mod fabric;
 mod local;
+mod new;
 
 use args::{Cli, Command, LogFormat};
 use clap::Parser as _;
@@ -134,6 +137,7 @@ async fn run(command: Command, logs: Arc<GuestOutput>) -> anyhow::Result<()> {
         (Command::Remove(args), None) => client::remove(args).await,
         (Command::Endpoints(args), _) => fabric::endpoints(args).await,
         (Command::Fabric(args), _) => fabric::command(args.command).await,
+        (Command::New(args), _) => new::run(args),
     }
 }
 

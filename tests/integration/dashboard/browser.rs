@@ -56,14 +56,6 @@ pub fn artefacts_dir() -> PathBuf {
     tmp.parent().unwrap_or(tmp).join("test-artefacts")
 }
 
-/// `program`'s path on `PATH`, if it is there.
-fn on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
 /// chromedriver and the Chromium it started; both stopped when dropped.
 struct Driver {
     child: Child,
@@ -107,8 +99,10 @@ impl Browser {
     /// Starts chromedriver and opens a session; panics with what to
     /// install when Chromium or chromedriver is missing.
     pub async fn start() -> anyhow::Result<Self> {
-        let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver"))
-        else {
+        let (Some(chromium), Some(chromedriver)) = (
+            crate::support::on_path("chromium"),
+            crate::support::on_path("chromedriver"),
+        ) else {
             panic!("{INSTALL}");
         };
         let dir = tempfile::tempdir()?;

@@ -5,7 +5,7 @@
 //! says at once. Names typed on the command line are percent-encoded into
 //! the path, so a stray `/` or `?` cannot reach another route.
 
-use super::client;
+use super::client_for;
 use super::http::{Client, check};
 use crate::args::{
     BucketCommand, BucketCommandArgs, BucketTarget, QueueCommand, QueueCommandArgs, QueueTarget,
@@ -29,7 +29,7 @@ const MAX_KEY_PAGES: usize = 100_000;
 pub async fn queue(args: QueueCommandArgs) -> anyhow::Result<()> {
     match args.command {
         QueueCommand::Send(args) => {
-            let client = client(&args.client)?;
+            let client = client_for(&args.client, Some(&args.target.service))?;
             let mut request = SendRequest {
                 delay_ms: args.delay_ms,
                 ..SendRequest::default()
@@ -49,7 +49,7 @@ pub async fn queue(args: QueueCommandArgs) -> anyhow::Result<()> {
             println!("{}", sent.id);
         }
         QueueCommand::Peek(args) => {
-            let client = client(&args.client)?;
+            let client = client_for(&args.client, Some(&args.target.service))?;
             let path = format!("{}?max={}", messages(&args.target), args.max);
             let page: serde_json::Value = client.json(Method::GET, &path, None::<&()>).await?;
             if args.json {
@@ -68,7 +68,7 @@ pub async fn queue(args: QueueCommandArgs) -> anyhow::Result<()> {
             if !args.yes {
                 bail!("purging deletes every message of {service}/{queue}: add --yes to do it");
             }
-            let client = client(&args.client)?;
+            let client = client_for(&args.client, Some(&args.target.service))?;
             let purged: serde_json::Value = client
                 .json(Method::DELETE, &messages(&args.target), None::<&()>)
                 .await?;
@@ -78,7 +78,7 @@ pub async fn queue(args: QueueCommandArgs) -> anyhow::Result<()> {
             );
         }
         QueueCommand::Redrive(args) => {
-            let client = client(&args.client)?;
+            let client = client_for(&args.client, Some(&args.target.service))?;
             let request = RedriveRequest {
                 ids: (!args.ids.is_empty()).then_some(args.ids),
             };
@@ -107,7 +107,7 @@ pub async fn queue(args: QueueCommandArgs) -> anyhow::Result<()> {
 pub async fn bucket(args: BucketCommandArgs) -> anyhow::Result<()> {
     match args.command {
         BucketCommand::Keys(args) => {
-            let client = client(&args.client)?;
+            let client = client_for(&args.client, Some(&args.target.service))?;
             let mut cursor: Option<u64> = None;
             let mut out = std::io::stdout().lock();
             for _ in 0..MAX_KEY_PAGES {
@@ -127,7 +127,7 @@ pub async fn bucket(args: BucketCommandArgs) -> anyhow::Result<()> {
             bail!("the bucket's keys did not end after {MAX_KEY_PAGES} pages");
         }
         BucketCommand::Get(args) => {
-            let client = client(&args.client)?;
+            let client = client_for(&args.client, Some(&args.target.service))?;
             let path = format!(
                 "{}/value?key={}",
                 bucket_path(&args.target),
@@ -140,7 +140,7 @@ pub async fn bucket(args: BucketCommandArgs) -> anyhow::Result<()> {
             out.flush()?;
         }
         BucketCommand::Delete(args) => {
-            let client = client(&args.client)?;
+            let client = client_for(&args.client, Some(&args.target.service))?;
             let path = format!("{}/keys/delete", bucket_path(&args.target));
             let request = DeleteKeysRequest { keys: args.keys };
             let deleted: serde_json::Value =
@@ -155,7 +155,7 @@ pub async fn bucket(args: BucketCommandArgs) -> anyhow::Result<()> {
             if !args.yes {
                 bail!("purging deletes every key of {service}/{bucket}: add --yes to do it");
             }
-            let client = client(&args.client)?;
+            let client = client_for(&args.client, Some(&args.target.service))?;
             let purged: serde_json::Value = client
                 .json(Method::DELETE, &keys(&args.target), None::<&()>)
                 .await?;

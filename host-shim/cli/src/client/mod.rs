@@ -38,6 +38,14 @@ const POLL: Duration = Duration::from_millis(200);
 const READY_WAIT: Duration = Duration::from_secs(300);
 
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+    client_for(args, None)
+}
+
+/// [`client`] for a command about `service`: without a token given, the
+/// token of a `weft up` running that service (its default state folder's)
+/// is tried before the long-lived host's, each only for the address its
+/// host recorded.
+fn client_for(args: &ClientArgs, service: Option<&str>) -> anyhow::Result<Client> {
     let url = args
         .admin
         .clone()
@@ -46,12 +54,27 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     let token = match (&args.token_file, std::env::var_os(auth::TOKEN_ENV)) {
         // Given explicitly: sent as given, wherever the user points it.
         (Some(_), _) | (None, Some(_)) => auth::client_token(args.token_file.as_deref(), None)?,
-        (None, None) => local_token(
-            &url,
-            weft_host::launch::dirs::default_host_state_dir().as_deref(),
-        )?,
+        (None, None) => {
+            // Only a valid name: it becomes a folder name.
+            let of_service = service
+                .filter(|name| weft_host::manifest::check_name(name).is_ok())
+                .and_then(weft_host::launch::dirs::default_state_dir)
+                .and_then(|dir| local_token(&url, Some(&dir)).ok());
+            match of_service {
+                Some(token) => token,
+                None => local_token(
+                    &url,
+                    weft_host::launch::dirs::default_host_state_dir().as_deref(),
+                )?,
+            }
+        }
     };
     Client::new(&url, token)
+}
+
+/// The service a `[SERVICE/]ROLE` argument names, if it names one.
+fn service_of(role: &str) -> Option<&str> {
+    role.split_once('/').map(|(service, _)| service)
 }
 
 /// The token of the local host (its default state folder's), but only for
@@ -362,7 +385,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 /// `weft scale [SERVICE/]ROLE N`.
 pub async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
-    let client = client(&args.client)?;
+    let client = client_for(&args.client, service_of(&args.role))?;
     let (service, role) = resolve_role(&client, &args.role).await?;
     let operation: OperationStatus = client
         .json(
@@ -378,7 +401,7 @@ pub async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
 /// `weft settings [SERVICE/]ROLE KEY=VALUE...`: a rolling settings change.
 pub async fn settings(args: SettingsArgs) -> anyhow::Result<()> {
     let settings = parse_settings(&args.settings)?;
-    let client = client(&args.client)?;
+    let client = client_for(&args.client, service_of(&args.role))?;
     let (service, role) = resolve_role(&client, &args.role).await?;
     let operation: OperationStatus = client
         .json(
@@ -398,7 +421,7 @@ struct LogPage {
 
 /// `weft logs [SERVICE/]ROLE [-f]`: the role's last lines, then new ones.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
-    let client = client(&args.client)?;
+    let client = client_for(&args.client, service_of(&args.role))?;
     let (service, role) = resolve_role(&client, &args.role).await?;
     let path = |after: u64, wait_ms: u64| {
         format!(

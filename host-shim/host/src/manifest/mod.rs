@@ -567,5 +567,6 @@ queues = ["jobs"]
             let path = examples.join(example).join(MANIFEST_FILE);
             Manifest::load(&path).unwrap();
         }
+        Manifest::load(&examples.join("pipeline/polyglot.toml")).unwrap();
     }
 }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::Resource;
+use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
@@ -103,19 +104,28 @@ impl WebInstance {
     }
 
     /// Instantiates the component if this is the instance's first request,
-    /// then calls its handler with the request.
+    /// then calls its handler with the request. `Ok(false)` when the
+    /// handler returned without setting its response or dropping it.
     pub(super) async fn run(
         &mut self,
         pre: &ProxyPre<GuestState>,
         request: Resource<HostIncomingRequest>,
         response: Resource<HostResponseOutparam>,
-    ) -> Result<(), Failed> {
+    ) -> Result<bool, Failed> {
+        let outparam = response.rep();
         instantiated(&mut self.store, &mut self.proxy, pre)
             .await?
             .wasi_http_incoming_handler()
             .call_handle(&mut self.store, request, response)
             .await
-            .map_err(Failed::Running)
+            .map_err(Failed::Running)?;
+        // Setting or dropping the outparam takes it out of the table. One
+        // still there holds the sender its request waits on, which an
+        // instance kept for reuse would keep for ever (componentize-js 0.23
+        // answers only an instance's first request, and returns from the
+        // next without a word).
+        let left = Resource::<HostResponseOutparam>::new_own(outparam);
+        Ok(self.store.data_mut().http().table.get(&left).is_err())
     }
 
     /// Ends a request: charges the fuel it burnt to the role and gives up

@@ -336,7 +336,12 @@ impl WebRole {
         let task = tokio::spawn(async move {
             let run = instance.run(&pre, incoming, outparam);
             let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(true)) => Ok(()),
+                // Dropping the instance (below) drops the sender, so the
+                // request ends at once rather than wait on a reused one.
+                Ok(Ok(false)) => Err(GuestFailure::Protocol(
+                    "guest returned without a response".into(),
+                )),
                 Ok(Err(failed)) => Err(failed.explain(instance.state(), &limits)),
                 Err(_elapsed) => Err(GuestFailure::Deadline(limits.deadline())),
             };

@@ -6,7 +6,7 @@
 //! carry no stability promise.
 
 wit_bindgen::generate!({
-    path: "../wit",
+    path: "../../wit",
     world: "weft:vmbus/imports",
     generate_all,
 });
@@ -15,7 +15,7 @@ wit_bindgen::generate!({
 /// `weft:vmbus/role-hooks`), which [`role_hooks!`](crate::role_hooks) fills in.
 pub mod hooks {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../../wit",
         world: "weft:vmbus/role-hooks",
         pub_export_macro: true,
         export_macro_name: "__export_role_hooks",
