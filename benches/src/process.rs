@@ -121,3 +121,17 @@ pub fn rss_bytes(pid: &str) -> anyhow::Result<u64> {
         .context("no VmRSS in /proc status")?;
     Ok(kib * 1024)
 }
+
+/// `wasmtime --version`'s first two words (`wasmtime 49.0.3`).
+pub fn wasmtime_version(wasmtime: &Path) -> anyhow::Result<String> {
+    let output = Command::new(wasmtime)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {}", wasmtime.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    if words.len() < 2 {
+        bail!("{} --version said {text:?}", wasmtime.display());
+    }
+    Ok(words.join(" "))
+}

@@ -2,9 +2,10 @@
 //! first `200` on `GET /`, polled over TCP every 0.2 ms. Measured here
 //! rather than with hyperfine, whose timing would include the server's
 //! shutdown after the answer. Configurations are interleaved, one run each
-//! per round.
+//! per round; `wasmtime serve` runs in each of its configurations for every
+//! `wasmtime` binary given.
 
-use crate::process::{free_port, request};
+use crate::process::{free_port, request, wasmtime_version};
 use crate::stats::{min_median_max, spread};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -17,8 +18,8 @@ use weft_test_artifacts::WSTD_HELLO;
 pub struct Setup {
     /// The `weft` binary.
     pub weft: PathBuf,
-    /// The `wasmtime` binary.
-    pub wasmtime: PathBuf,
+    /// The `wasmtime` binaries compared with, the newest first.
+    pub wasmtime: Vec<PathBuf>,
     /// This binary (for the native server).
     pub me: PathBuf,
     /// A scratch folder.
@@ -27,34 +28,60 @@ pub struct Setup {
     pub repeats: usize,
 }
 
+/// How `wasmtime serve` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WasmtimeStart {
+    /// No cache: it compiles.
+    Cold,
+    /// Its cache, filled by an earlier start.
+    Warm,
+    /// A `.cwasm` made by `wasmtime compile`.
+    Precompiled,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Config {
     Native,
     WeftCold,
     WeftWarm,
-    WasmtimeCold,
-    WasmtimeWarm,
-    WasmtimePrecompiled,
+    /// The `binary`th `wasmtime` given.
+    Wasmtime {
+        binary: usize,
+        start: WasmtimeStart,
+    },
 }
 
 impl Config {
-    const ALL: [Config; 6] = [
-        Config::Native,
-        Config::WeftCold,
-        Config::WeftWarm,
-        Config::WasmtimeCold,
-        Config::WasmtimeWarm,
-        Config::WasmtimePrecompiled,
-    ];
+    /// Every configuration, for `binaries` `wasmtime` binaries.
+    fn all(binaries: usize) -> Vec<Config> {
+        let wasmtime = (0..binaries).flat_map(|binary| {
+            [
+                WasmtimeStart::Cold,
+                WasmtimeStart::Warm,
+                WasmtimeStart::Precompiled,
+            ]
+            .map(|start| Config::Wasmtime { binary, start })
+        });
+        [Config::Native, Config::WeftCold, Config::WeftWarm]
+            .into_iter()
+            .chain(wasmtime)
+            .collect()
+    }
 
-    fn label(self) -> &'static str {
+    /// Its name in the table; `versions` are the `wasmtime --version`s.
+    fn label(self, versions: &[String]) -> String {
         match self {
-            Config::Native => "native hyper",
-            Config::WeftCold => "weft serve, compiled-component cache cold (empty)",
-            Config::WeftWarm => "weft serve, cache warm",
-            Config::WasmtimeCold => "wasmtime serve, no cache (compiles)",
-            Config::WasmtimeWarm => "wasmtime serve, its cache warm",
-            Config::WasmtimePrecompiled => "wasmtime serve, precompiled `.cwasm`",
+            Config::Native => "native hyper".into(),
+            Config::WeftCold => "weft serve, compiled-component cache cold (empty)".into(),
+            Config::WeftWarm => "weft serve, cache warm".into(),
+            Config::Wasmtime { binary, start } => {
+                let how = match start {
+                    WasmtimeStart::Cold => "no cache (compiles)",
+                    WasmtimeStart::Warm => "its cache warm",
+                    WasmtimeStart::Precompiled => "precompiled `.cwasm`",
+                };
+                format!("{} serve, {how}", versions[binary])
+            }
         }
     }
 
@@ -67,20 +94,33 @@ impl Config {
             Config::WeftWarm => {
                 "weft serve --addr ADDR --admin-addr 127.0.0.1:0 --cache-dir WARM_DIR wstd-hello.wasm"
             }
-            Config::WasmtimeCold => {
-                "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y -C cache=n wstd-hello.wasm"
-            }
-            Config::WasmtimeWarm => {
-                "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y -C cache-config=WARM.toml wstd-hello.wasm"
-            }
-            Config::WasmtimePrecompiled => {
-                "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y --allow-precompiled wstd-hello.cwasm"
-            }
+            Config::Wasmtime { start, .. } => match start {
+                WasmtimeStart::Cold => {
+                    "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y -C cache=n wstd-hello.wasm"
+                }
+                WasmtimeStart::Warm => {
+                    "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y -C cache-config=WARM.toml wstd-hello.wasm"
+                }
+                WasmtimeStart::Precompiled => {
+                    "wasmtime serve --addr ADDR -O pooling-allocator=y -S cli=y --allow-precompiled wstd-hello.cwasm"
+                }
+            },
         }
     }
 }
 
 impl Setup {
+    /// The cache configuration of the `binary`th `wasmtime`'s warm starts
+    /// (each version a cache of its own).
+    fn wasmtime_cache_config(&self, binary: usize) -> PathBuf {
+        self.work.join(format!("wasmtime{binary}-cache.toml"))
+    }
+
+    /// The `.cwasm` the `binary`th `wasmtime` compiled.
+    fn precompiled(&self, binary: usize) -> PathBuf {
+        self.work.join(format!("wstd-hello-{binary}.cwasm"))
+    }
+
     fn command(&self, config: Config, addr: SocketAddr, round: usize) -> anyhow::Result<Command> {
         let addr = addr.to_string();
         let weft = |cache: &Path| {
@@ -93,8 +133,8 @@ impl Setup {
                 .arg(WSTD_HELLO);
             command
         };
-        let wasmtime = |extra: &[&str], component: &Path| {
-            let mut command = Command::new(&self.wasmtime);
+        let wasmtime = |binary: usize, extra: &[&str], component: &Path| {
+            let mut command = Command::new(&self.wasmtime[binary]);
             command
                 .args([
                     "serve",
@@ -121,36 +161,47 @@ impl Setup {
                 weft(&dir)
             }
             Config::WeftWarm => weft(&self.work.join("weft-warm")),
-            Config::WasmtimeCold => wasmtime(&["-C", "cache=n"], Path::new(WSTD_HELLO)),
-            Config::WasmtimeWarm => {
-                let config = self.work.join("wasmtime-cache.toml");
-                let config = format!("cache-config={}", config.to_string_lossy());
-                wasmtime(&["-C", "cache=y", "-C", &config], Path::new(WSTD_HELLO))
-            }
-            Config::WasmtimePrecompiled => wasmtime(
-                &["--allow-precompiled"],
-                &self.work.join("wstd-hello.cwasm"),
-            ),
+            Config::Wasmtime { binary, start } => match start {
+                WasmtimeStart::Cold => wasmtime(binary, &["-C", "cache=n"], Path::new(WSTD_HELLO)),
+                WasmtimeStart::Warm => {
+                    let config = self.wasmtime_cache_config(binary);
+                    let config = format!("cache-config={}", config.to_string_lossy());
+                    wasmtime(
+                        binary,
+                        &["-C", "cache=y", "-C", &config],
+                        Path::new(WSTD_HELLO),
+                    )
+                }
+                WasmtimeStart::Precompiled => {
+                    wasmtime(binary, &["--allow-precompiled"], &self.precompiled(binary))
+                }
+            },
         })
     }
 
     /// The cache folders and files the warm configurations start from.
     fn prepare(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.work)?;
-        let cache = self.work.join("wasmtime-cache");
-        std::fs::write(
-            self.work.join("wasmtime-cache.toml"),
-            format!("[cache]\ndirectory = {:?}\n", cache.to_string_lossy()),
-        )?;
-        let status = Command::new(&self.wasmtime)
-            .args(["compile", "-O", "pooling-allocator=y", "-o"])
-            .arg(self.work.join("wstd-hello.cwasm"))
-            .arg(WSTD_HELLO)
-            .status()?;
-        anyhow::ensure!(status.success(), "wasmtime compile failed");
         // One start each fills the warm caches.
         first_response(self.command(Config::WeftWarm, addr()?, 0)?)?;
-        first_response(self.command(Config::WasmtimeWarm, addr()?, 0)?)?;
+        for (binary, wasmtime) in self.wasmtime.iter().enumerate() {
+            let cache = self.work.join(format!("wasmtime{binary}-cache"));
+            std::fs::write(
+                self.wasmtime_cache_config(binary),
+                format!("[cache]\ndirectory = {:?}\n", cache.to_string_lossy()),
+            )?;
+            let status = Command::new(wasmtime)
+                .args(["compile", "-O", "pooling-allocator=y", "-o"])
+                .arg(self.precompiled(binary))
+                .arg(WSTD_HELLO)
+                .status()?;
+            anyhow::ensure!(status.success(), "{} compile failed", wasmtime.display());
+            let warm = Config::Wasmtime {
+                binary,
+                start: WasmtimeStart::Warm,
+            };
+            first_response(self.command(warm, addr()?, 0)?)?;
+        }
         Ok(())
     }
 }
@@ -194,10 +245,16 @@ fn first_response(mut command: Command) -> anyhow::Result<f64> {
 
 /// Runs the figure; returns its Markdown and Weft's warm start ÷ native.
 pub fn run(setup: &Setup) -> anyhow::Result<(String, f64)> {
+    let versions = setup
+        .wasmtime
+        .iter()
+        .map(|binary| wasmtime_version(binary))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     setup.prepare()?;
-    let mut millis: Vec<Vec<f64>> = vec![Vec::new(); Config::ALL.len()];
+    let configs = Config::all(setup.wasmtime.len());
+    let mut millis: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 0..setup.repeats {
-        for (i, &config) in Config::ALL.iter().enumerate() {
+        for (i, &config) in configs.iter().enumerate() {
             let ms = first_response(setup.command(config, addr()?, round)?)?;
             millis[i].push(ms);
         }
@@ -213,11 +270,11 @@ pub fn run(setup: &Setup) -> anyhow::Result<(String, f64)> {
         out,
         "| server | command | ms to first response | ÷ native |\n|---|---|---:|---:|"
     );
-    for (i, config) in Config::ALL.iter().enumerate() {
+    for (i, config) in configs.iter().enumerate() {
         let _ = writeln!(
             out,
             "| {} | `{}` | {} | {:.2} |",
-            config.label(),
+            config.label(&versions),
             config.command_line(),
             spread(&millis[i], 2),
             median(i) / median(0)

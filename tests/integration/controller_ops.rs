@@ -368,6 +368,22 @@ async fn an_upgrade_being_built_when_its_service_begins_to_stop_is_refused() {
         let url = format!("{url}/sleep/8000");
         tokio::spawn(async move { http("GET", &url, "").await })
     };
+    // Served, not just sent: a connection still in the listener's backlog
+    // when the stop closes it would be reset, which is not what is tested.
+    // Nothing else reaches the role now, and it keeps no idle instances,
+    // so one live sandbox is this request's.
+    let serving = "weft_role_instances{service=\"late\",role=\"web\",kind=\"web\"} 1\n";
+    eventually(
+        Duration::from_secs(30),
+        "the request to be served",
+        || async {
+            let metrics = http("GET", &format!("{}/metrics", host.admin), "")
+                .await
+                .ok()?;
+            metrics.body.contains(serving).then_some(())
+        },
+    )
+    .await;
     let upgrade = {
         let url = format!("{}/v1/services/late/upgrade", host.admin);
         tokio::spawn(async move { http_as(Some(TOKEN), "POST", &url, &source.to_string()).await })

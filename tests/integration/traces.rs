@@ -230,8 +230,9 @@ async fn a_request_its_send_and_the_delivery_form_one_trace() {
         "{deliver:?}"
     );
     // The worker's own calls while handling it (its result stored, its
-    // complete) join the trace.
-    for call in ["keyvalue.set", "queue.complete"] {
+    // batch completed: the Rust SDK completes a batch in one call) join
+    // the trace.
+    for call in ["keyvalue.set", "queue.complete-batch"] {
         assert!(
             spans
                 .iter()

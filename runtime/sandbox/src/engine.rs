@@ -1,8 +1,8 @@
 //! The host's one wasmtime engine, and turning component files into roles.
 //!
 //! [`Runtime`] owns the [`wasmtime::Engine`] (component model, async, fuel,
-//! epoch interruption, pooling allocator), the thread that ticks its epoch
-//! and the CPU scheduler, the on-disk cache of compiled components, one
+//! pooling allocator; no epoch interruption), the CPU scheduler and the
+//! thread that ticks it, the on-disk cache of compiled components, one
 //! [`Linker`] per role kind, and a weak reference to every role it made, to
 //! report their usage. Web roles get WASI (granting nothing), `wasi:http`
 //! (outgoing requests only to their allowlist) and the VMBus; worker roles
@@ -24,6 +24,7 @@ use crate::usage::UsageSnapshot;
 use crate::vmbus;
 use crate::web::WebRole;
 use crate::worker::WorkerRole;
+use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -41,14 +42,18 @@ pub struct Runtime {
     scheduler: Arc<CpuScheduler>,
     /// Every version of a role it prepared, while it lives.
     versions: Mutex<Vec<Weak<RoleVersion>>>,
-    ticker: EpochTicker,
+    /// How often guests yield, in fuel (the config's, checked).
+    fuel_yields: NonZeroU64,
+    ticker: SchedulerTicker,
     /// Where the spans of the roles it makes go; `None`: tracing is off.
     spans: Option<Arc<dyn SpanSink>>,
 }
 
 impl Runtime {
-    /// Builds the engine and its linkers, and starts the epoch ticker.
+    /// Builds the engine and its linkers, and starts the CPU scheduler's
+    /// ticker. Refuses a config without fuel yields.
     pub fn new(config: EngineConfig) -> Result<Self, RuntimeError> {
+        let fuel_yields = config.fuel_yields()?;
         let engine = build_engine(&config)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(ComponentCache::open(dir, &engine)?),
@@ -71,12 +76,8 @@ impl Runtime {
             .map_err(link_error)?;
         vmbus::add_to_linker(&mut web_linker).map_err(link_error)?;
 
-        let scheduler = CpuScheduler::new(
-            config.cpu_slots,
-            config.fair_cpu,
-            config.fuel_yield_interval.unwrap_or(0),
-        );
-        let ticker = EpochTicker::start(engine.clone(), scheduler.clone(), config.epoch_tick)?;
+        let scheduler = CpuScheduler::new(config.cpu_slots, config.fair_cpu, fuel_yields.get());
+        let ticker = SchedulerTicker::start(scheduler.clone(), config.scheduler_tick)?;
         Ok(Self {
             engine,
             config,
@@ -85,6 +86,7 @@ impl Runtime {
             worker_linker,
             scheduler,
             versions: Mutex::new(Vec::new()),
+            fuel_yields,
             ticker,
             spans: None,
         })
@@ -178,7 +180,7 @@ impl Runtime {
             spec,
             kind,
             &self.scheduler,
-            self.config.fuel_yield_interval,
+            self.fuel_yields,
             self.spans.as_ref(),
         ));
         let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
@@ -200,8 +202,10 @@ impl Runtime {
             .map_err(|e| RuntimeError::Limits(e.to_string()))
     }
 
-    /// Stops the epoch ticker. Running guests stop yielding; call this only
-    /// once no guest runs. Dropping the runtime does the same.
+    /// Stops the CPU scheduler's ticker. Running guests no longer meet the
+    /// scheduler nor have their deadlines checked at their fuel yields (the
+    /// deadlines around calls still hold); call this only once no guest
+    /// runs. Dropping the runtime does the same.
     pub fn shutdown(self) {
         drop(self.ticker);
     }
@@ -262,39 +266,45 @@ fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
         .pagemap_scan(Enabled::Auto);
 
     let mut wasm = wasmtime::Config::new();
+    // No epoch interruption: its checks, compiled into every loop and
+    // function of guest code, cost CPU-bound work 1.5x unmetered wasm where
+    // fuel alone costs 1.01x (docs/benchmarks.md). Guests meet their
+    // deadline and the CPU scheduler at the fuel yields they make anyway,
+    // in the store's call hook (`sandbox.rs`); one blocked in a host call
+    // is dropped at its deadline by the future that drives it.
     wasm.wasm_component_model(true)
         .consume_fuel(true)
-        .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&wasm).map_err(|e| RuntimeError::Engine(one_line(&e)))
 }
 
-/// A thread that advances the engine's epoch and the CPU scheduler every
-/// tick; each tick, running guests report their fuel, may be parked, and
-/// have their deadlines checked.
-struct EpochTicker {
+/// A timer thread that ticks the CPU scheduler: it takes back idle slots
+/// and hands them on, and after each tick every executing guest reports its
+/// fuel (and may be parked, or stopped at its deadline) at its next fuel
+/// yield or host call. It touches no guest and no engine.
+struct SchedulerTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl EpochTicker {
+impl SchedulerTicker {
     fn start(
-        engine: Engine,
         scheduler: Arc<CpuScheduler>,
         tick: std::time::Duration,
     ) -> Result<Self, RuntimeError> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("weft-epoch".into())
+            .name("weft-cpu-tick".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(tick);
-                    engine.increment_epoch();
                     scheduler.tick();
                 }
             })
-            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+            .map_err(|e| {
+                RuntimeError::Engine(format!("cannot start the CPU scheduler's ticker: {e}"))
+            })?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -302,11 +312,96 @@ impl EpochTicker {
     }
 }
 
-impl Drop for EpochTicker {
+impl Drop for SchedulerTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::run_scheduled;
+    use crate::error::GuestFailure;
+    use crate::sandbox::{Failed, sandbox_store, settle_cpu};
+    use std::time::{Duration, Instant};
+    use wasmtime::Trap;
+
+    /// `count(n)` loops `n` times and `spin` for ever; neither calls anything.
+    const LOOPS: &str = r#"(component
+        (core module $m
+            (func (export "count") (param $n i32)
+                (loop $again
+                    (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                    (br_if $again (local.get $n))))
+            (func (export "spin") (loop $again (br $again))))
+        (core instance $i (instantiate $m))
+        (func (export "count") (param "n" u32) (canon lift (core func $i "count")))
+        (func (export "spin") (canon lift (core func $i "spin"))))"#;
+
+    #[tokio::test]
+    async fn guests_run_without_epoch_checks_and_meet_their_deadline_at_fuel_yields() {
+        let runtime = Runtime::new(EngineConfig {
+            max_instances: 4,
+            scheduler_tick: Duration::from_millis(1),
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let broker = Arc::new(weft_broker::MemoryBroker::default());
+        let spec = RoleSpec {
+            grants: crate::Grants::default(),
+            limits: SandboxLimits::default(),
+            rate_limits: crate::RateLimits::default(),
+            cpu: crate::CpuShare::default(),
+            queues: broker.clone(),
+            kv: broker,
+        };
+        let version = runtime.version(spec, "worker");
+        let component = Component::new(&runtime.engine, LOOPS).unwrap();
+        let mut store =
+            sandbox_store(&runtime.engine, &version, "loops".into(), version.vmbus()).unwrap();
+        let spot = store.data().cpu.parking_spot();
+        let instance = Linker::new(&runtime.engine)
+            .instantiate_async(&mut store, &component)
+            .await
+            .unwrap();
+
+        // An engine with epoch interruption would trap at once here: the
+        // store never sets an epoch deadline.
+        let count = instance
+            .get_typed_func::<(u32,), ()>(&mut store, "count")
+            .unwrap();
+        run_scheduled(spot.clone(), count.call_async(&mut store, (20_000_000,)))
+            .await
+            .unwrap();
+        // What the hook charged at its ticks and the settle add up exactly.
+        settle_cpu(&mut store);
+        let burnt = version.limits().fuel - store.get_fuel().unwrap();
+        assert!(burnt > 20_000_000);
+        assert_eq!(version.usage.fuel(), burnt);
+
+        // A loop that calls nothing, past its deadline, with nothing around
+        // it to drop it: the call hook stops it at a fuel yield, as an epoch
+        // deadline did (the bound only keeps a failure from hanging).
+        let spin = instance
+            .get_typed_func::<(), ()>(&mut store, "spin")
+            .unwrap();
+        store.data_mut().deadline = Some(Instant::now());
+        let spun = tokio::time::timeout(
+            Duration::from_secs(60),
+            run_scheduled(spot, spin.call_async(&mut store, ())),
+        )
+        .await
+        .expect("the loop ran on past its deadline");
+        let error = spun.unwrap_err();
+        assert!(matches!(
+            error.downcast_ref::<Trap>(),
+            Some(Trap::Interrupt)
+        ));
+        let failure = Failed::Running(error).explain(store.data(), version.limits());
+        assert!(matches!(failure, GuestFailure::Deadline(_)), "{failure}");
     }
 }

@@ -10,6 +10,7 @@
 //! [`crate::WebRole::stop_hook`], in `web/hooks.rs`). `start` is bounded by the role's
 //! deadline and fuel, `stop` by its stop grace period.
 
+use crate::cpu::run_scheduled;
 use crate::error::{GuestFailure, one_line};
 use crate::role_version::RoleVersion;
 use crate::sandbox::{Failed, GuestState};
@@ -71,9 +72,9 @@ impl Hooks {
             .map_err(|e| format!("its {EXPORT} export does not fit: {}", one_line(&e)))
     }
 
-    /// Calls `hook` on `instance`, bounded by the hook's time (the epoch
-    /// callback interrupts a guest past it; a guest blocked in a host call
-    /// is dropped at it). The caller gives the store fuel.
+    /// Calls `hook` on `instance`, bounded by the hook's time (the store's
+    /// call hook interrupts a guest past it at a fuel yield; a guest blocked
+    /// in a host call is dropped at it). The caller gives the store fuel.
     pub(crate) async fn call(
         &self,
         hook: Hook,
@@ -84,7 +85,8 @@ impl Hooks {
         let deadline = Instant::now() + bound;
         store.data_mut().deadline = Some(deadline);
         let limits = *store.data().version.limits();
-        let run = async {
+        let spot = store.data().cpu.parking_spot();
+        let run = run_scheduled(spot, async {
             let hooks = self
                 .0
                 .load(&mut *store, instance)
@@ -98,7 +100,7 @@ impl Hooks {
                     .map(|()| Ok(()))
                     .map_err(Failed::Running),
             }
-        };
+        });
         let outcome = tokio::time::timeout_at(deadline.into(), run).await;
         let result = match outcome {
             Ok(Ok(Ok(()))) => Ok(()),

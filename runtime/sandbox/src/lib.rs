@@ -40,8 +40,9 @@
 //! # Lifecycle
 //!
 //! 1. [`Runtime::new`] builds the one engine of a host (component model,
-//!    async, fuel, epoch interruption, pooling allocator) from an
-//!    [`EngineConfig`], and links every interface once per role kind.
+//!    async, fuel with yields, pooling allocator; no epoch interruption)
+//!    from an [`EngineConfig`], and links every interface once per role
+//!    kind.
 //! 2. [`Runtime::web_role`] / [`Runtime::worker_role`] check a [`RoleSpec`],
 //!    compile a component (or load it from the on-disk cache, keyed by
 //!    content hash, [`CacheStats`]), pre-instantiate it against its kind's

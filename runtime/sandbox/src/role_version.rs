@@ -21,6 +21,7 @@ use crate::scratch::ScratchQuota;
 use crate::trace::{RoleTrace, SpanSink};
 use crate::usage::{MemoryUsage, RoleUsage, UsageSnapshot};
 use crate::vmbus::VmBusCtx;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 /// What all the sandboxes of one version of a role share.
@@ -35,7 +36,7 @@ pub(crate) struct RoleVersion {
     /// The quota on its scratch folder, if it has one.
     pub(crate) scratch: Option<Arc<ScratchQuota>>,
     /// How often its guests yield, in fuel (the engine's setting).
-    pub(crate) fuel_yield_interval: Option<u64>,
+    pub(crate) fuel_yield_interval: NonZeroU64,
     /// Its spans' tags and sink (off without one).
     pub(crate) trace: RoleTrace,
 }
@@ -55,7 +56,7 @@ impl RoleVersion {
         spec: RoleSpec,
         kind: &'static str,
         scheduler: &Arc<CpuScheduler>,
-        fuel_yield_interval: Option<u64>,
+        fuel_yield_interval: NonZeroU64,
         spans: Option<&Arc<dyn SpanSink>>,
     ) -> Self {
         let usage = Arc::new(RoleUsage::default());

@@ -8,9 +8,14 @@
 //! grants, a memory limiter (per instance and per role), and the guest's
 //! CPU account with the scheduler ([`crate::cpu`]). The store carries a fuel
 //! budget, yields every [`crate::EngineConfig::fuel_yield_interval`] units
-//! of fuel, and has an epoch callback that charges the fuel burnt to the
-//! role, lets the scheduler park the guest, and stops it once its deadline
-//! has passed.
+//! of fuel, and has a call hook that, at the guest's first fuel yield or
+//! host call after each tick of the CPU scheduler, stops it once its
+//! deadline has passed (the same `Trap::Interrupt` an epoch deadline
+//! raised), charges the fuel burnt to the role, and lets the scheduler park
+//! it. No epoch check is compiled into guest code. Every future that runs
+//! guest code is driven through [`crate::cpu::run_scheduled`], which waits
+//! out a parking, and is dropped at its deadline from outside, so a guest
+//! blocked in a host call is stopped too.
 //!
 //! Host memory held on a guest's behalf is bounded too: at most
 //! [`MAX_RESOURCE_HANDLES`] resource handles (streams, header maps, buckets),
@@ -31,10 +36,11 @@ use crate::vmbus::caller::Caller;
 use crate::vmbus::queue::{QueueHost, QueueView};
 use crate::vmbus::usage::{Measured, UsageHost};
 use crate::vmbus::{VmBusCtx, VmBusHost, VmBusView};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Engine, Store, StoreContextMut, Trap};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -63,7 +69,8 @@ pub struct GuestState {
     pub(crate) cpu: GuestCpu,
     /// The version of the role this guest is an instance of.
     pub(crate) version: Arc<RoleVersion>,
-    /// When the current invocation must stop; checked at every epoch tick.
+    /// When the current invocation must stop; checked at the guest's first
+    /// fuel yield or host call after each scheduler tick.
     pub(crate) deadline: Option<Instant>,
     _live: LiveInstance,
 }
@@ -216,12 +223,12 @@ pub(crate) fn sandbox_store(
 }
 
 /// A store for one invocation: fuel and its yields, the memory caps, and
-/// the epoch callback that accounts CPU, schedules, and enforces the deadline.
+/// the call hook that enforces the deadline, accounts CPU and schedules.
 fn new_store(
     engine: &Engine,
     state: GuestState,
     fuel: u64,
-    fuel_yield_interval: Option<u64>,
+    fuel_yield_interval: NonZeroU64,
 ) -> Result<Store<GuestState>, RuntimeError> {
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -229,23 +236,33 @@ fn new_store(
     let engine_error = |e: wasmtime::Error| RuntimeError::Engine(one_line(&e));
     store.set_fuel(fuel).map_err(engine_error)?;
     store
-        .fuel_async_yield_interval(fuel_yield_interval.filter(|n| *n > 0))
+        .fuel_async_yield_interval(Some(fuel_yield_interval.get()))
         .map_err(engine_error)?;
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut ctx| {
-        let deadline = ctx.data().deadline;
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Ok(UpdateDeadline::Interrupt);
-        }
-        let fuel_left = ctx.get_fuel().unwrap_or(0);
-        match ctx.data_mut().cpu.on_tick(fuel_left, deadline) {
-            Some(parked) => Ok(UpdateDeadline::YieldCustom(1, parked)),
-            // Yield every tick too, so a guest in a loop shares its thread
-            // even with fuel yields off.
-            None => Ok(UpdateDeadline::Yield(1)),
-        }
-    });
+    store.call_hook(meet_scheduler);
     Ok(store)
+}
+
+/// The store's call hook. wasmtime calls it around every host call and
+/// libcall, the out-of-gas one included, which a guest makes at each fuel
+/// yield: so a guest in a loop that calls nothing comes here every fuel
+/// yield interval. Once per scheduler tick it does what an epoch deadline
+/// callback would: stops the guest past its deadline, charges the fuel it
+/// burnt (exact here: wasmtime saved the count on the way out of wasm),
+/// and lets the scheduler park it (the future driving it waits).
+fn meet_scheduler(
+    mut ctx: StoreContextMut<'_, GuestState>,
+    hook: CallHook,
+) -> wasmtime::Result<()> {
+    if !matches!(hook, CallHook::CallingHost) || !ctx.data_mut().cpu.tick_due() {
+        return Ok(());
+    }
+    let deadline = ctx.data().deadline;
+    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        return Err(Trap::Interrupt.into());
+    }
+    let fuel_left = ctx.get_fuel().unwrap_or(0);
+    ctx.data_mut().cpu.on_tick(fuel_left, deadline);
+    Ok(())
 }
 
 /// Charges the fuel the guest burnt since its last report to its role:

@@ -18,6 +18,7 @@
 //! come back (with their dequeue count one higher) without waiting out their
 //! visibility timeout. Restarting instances is the supervisor's job.
 
+use crate::cpu::run_scheduled;
 use crate::error::{GuestFailure, one_line};
 use crate::grants::Grants;
 use crate::hooks::{Hook, Hooks};
@@ -207,10 +208,8 @@ impl WorkerRole {
         store: &mut Store<GuestState>,
     ) -> Result<(Instance, Command), GuestFailure> {
         let limits = *self.version.limits();
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut *store)
+        let spot = store.data().cpu.parking_spot();
+        let instance = run_scheduled(spot, self.pre.instance_pre().instantiate_async(&mut *store))
             .await
             .map_err(|e| Failed::Instantiating(e).explain(store.data(), &limits))?;
         let command = self
@@ -346,13 +345,14 @@ impl WorkerInstance {
             stop: signal,
             ..
         } = self;
-        let mut run = Box::pin(async move {
+        let spot = store.data().cpu.parking_spot();
+        let mut run = Box::pin(run_scheduled(spot, async move {
             command
                 .wasi_cli_run()
                 .call_run(&mut *store)
                 .await
                 .map_err(Failed::Running)
-        });
+        }));
         loop {
             let batch_deadline = *batches.borrow_and_update();
             let expiry = async {

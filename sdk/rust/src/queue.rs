@@ -4,7 +4,8 @@
 //! a time to live, or a dedupe id that makes retrying the send safe).
 //! [`receive`] takes up to a batch of visible messages and hides each from
 //! other receivers for its *visibility timeout* (its lease). Settle each
-//! delivery before the lease lapses: [`complete`] deletes the message,
+//! delivery before the lease lapses: [`complete`] deletes the message
+//! ([`complete_batch`] deletes several in one call),
 //! [`abandon`] makes it visible again at once ([`abandon_after`], after a
 //! delay), and [`extend`] keeps it for longer. A message whose lease lapses
 //! unsettled comes back too, with its [`dequeue_count`](Message::dequeue_count)
@@ -23,7 +24,6 @@ use std::str::Utf8Error;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bindings::weft::vmbus::queue as wit;
-#[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 
@@ -252,6 +252,21 @@ pub fn receive(queue: &str, options: &ReceiveOptions) -> Result<Vec<Message>> {
 /// lease has lapsed (the message will be, or has been, delivered again).
 pub fn complete(queue: &str, message: &Message) -> Result<()> {
     Ok(wit::complete(queue, &message.receipt)?)
+}
+
+/// Deletes each of `messages` (1 to 32) from `queue` in one host call,
+/// which the role's rate limit counts as one: what a worker does with the
+/// batch it handled. Answers each message's outcome, in order
+/// ([`Error::NotFound`] for one whose lease has lapsed); fails as a whole
+/// only when the call cannot be made ([`Error::RateLimited`],
+/// [`Error::Denied`], [`Error::Invalid`] for no messages or more than 32).
+pub fn complete_batch(queue: &str, messages: &[&Message]) -> Result<Vec<Result<()>>> {
+    let receipts: Vec<String> = messages.iter().map(|m| m.receipt.clone()).collect();
+    let outcomes = wit::complete_batch(queue, &receipts)?;
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.map_err(Error::from))
+        .collect())
 }
 
 /// Gives `message` back to `queue`, visible again at once.

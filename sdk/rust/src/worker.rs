@@ -6,10 +6,17 @@
 //! forever:
 //!
 //! 1. [`receive`](crate::queue::receive) a batch (waiting for one if the queue is empty);
-//! 2. call the handler on each message;
-//! 3. [`complete`](crate::queue::complete) the message if the handler returned `Ok`,
-//!    [`abandon`](crate::queue::abandon) it (and log the error to stderr) if it returned `Err`,
-//!    so it is delivered again (after [`Worker::retry_delay`], if set).
+//! 2. call the handler on each message, and
+//!    [`abandon`](crate::queue::abandon) a message at once (logging the error to stderr) if
+//!    it returned `Err`, so it is delivered again (after [`Worker::retry_delay`], if set);
+//! 3. once the whole batch is handled, [`complete_batch`](crate::queue::complete_batch)
+//!    the messages whose handler returned `Ok`: one host call for the batch, so the
+//!    role's queue rate limit counts one call per batch, not one per message.
+//!
+//! A message is so completed only after the rest of its batch is handled:
+//! if the instance dies mid-batch, the messages it handled but had not
+//! completed are delivered again (delivery is at least once anyway). The
+//! visibility timeout must cover the whole batch, as it always had to.
 //!
 //! When the host asks the instance to stop (an upgrade, a scale-down,
 //! shutdown), `receive` returns nothing and [`crate::lifecycle::stopping`]
@@ -126,6 +133,7 @@ impl Worker {
 pub(crate) trait Bus {
     fn receive(&mut self, queue: &str, options: &ReceiveOptions) -> Result<Vec<Message>>;
     fn complete(&mut self, queue: &str, message: &Message) -> Result<()>;
+    fn complete_batch(&mut self, queue: &str, messages: &[&Message]) -> Result<Vec<Result<()>>>;
     fn abandon(&mut self, queue: &str, message: &Message, delay: Duration) -> Result<()>;
     fn sleep(&mut self, delay: Duration);
     fn stopping(&mut self) -> bool;
@@ -140,6 +148,9 @@ impl Bus for VmBus {
     }
     fn complete(&mut self, queue: &str, message: &Message) -> Result<()> {
         queue::complete(queue, message)
+    }
+    fn complete_batch(&mut self, queue: &str, messages: &[&Message]) -> Result<Vec<Result<()>>> {
+        queue::complete_batch(queue, messages)
     }
     fn abandon(&mut self, queue: &str, message: &Message, delay: Duration) -> Result<()> {
         queue::abandon_after(queue, message, delay)
@@ -189,21 +200,60 @@ where
             continue;
         }
         backoff.reset();
+        let mut done = Vec::with_capacity(batch.len());
         for message in &batch {
-            let settled = match handler(message) {
-                Ok(()) => settle(bus, queue, message, Settle::Complete),
+            match handler(message) {
+                Ok(()) => done.push(message),
                 Err(e) => {
                     eprintln!(
                         "weft-sdk: queue `{queue}`: message {} failed on delivery {}: {e}; abandoning it",
                         message.id(),
                         message.dequeue_count()
                     );
-                    settle(bus, queue, message, Settle::Abandon(retry_delay))
+                    settle(bus, queue, message, Settle::Abandon(retry_delay))?;
                 }
-            };
-            settled?;
+            }
+        }
+        complete_all(bus, queue, &done)?;
+    }
+}
+
+/// Completes the messages a batch handled in one call, retrying the call
+/// while it fails transiently; a message the call could not complete for a
+/// passing reason is then settled on its own, and one whose lease lapsed is
+/// logged and left (see [`settle`]).
+fn complete_all<B: Bus>(bus: &mut B, queue: &str, done: &[&Message]) -> Result<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let mut backoff = Backoff::new();
+    let outcomes = loop {
+        match bus.complete_batch(queue, done) {
+            Ok(outcomes) => break outcomes,
+            Err(e) if e.is_transient() => bus.sleep(backoff.next_delay()),
+            Err(e) => return Err(e),
+        }
+    };
+    let mut outcomes = outcomes.into_iter();
+    for message in done {
+        // A host answering fewer outcomes than receipts: the rest are
+        // settled one by one.
+        match outcomes.next() {
+            Some(Ok(())) => {}
+            Some(Err(Error::NotFound(why))) => lapsed(queue, message, &why),
+            Some(Err(e)) if !e.is_transient() => return Err(e),
+            Some(Err(_)) | None => settle(bus, queue, message, Settle::Complete)?,
         }
     }
+    Ok(())
+}
+
+/// Logs a settle refused because the message's lease lapsed first.
+fn lapsed(queue: &str, message: &Message, why: &str) {
+    eprintln!(
+        "weft-sdk: queue `{queue}`: could not settle message {} ({why}); its lease lapsed and it will be delivered again",
+        message.id()
+    );
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -225,10 +275,7 @@ fn settle<B: Bus>(bus: &mut B, queue: &str, message: &Message, how: Settle) -> R
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => bus.sleep(backoff.next_delay()),
             Err(Error::NotFound(why)) => {
-                eprintln!(
-                    "weft-sdk: queue `{queue}`: could not settle message {} ({why}); its lease lapsed and it will be delivered again",
-                    message.id()
-                );
+                lapsed(queue, message, &why);
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -242,11 +289,18 @@ mod tests {
     use std::collections::VecDeque;
 
     /// A scripted bus: `receive` answers from `batches` (then `Denied`, which
-    /// ends the loop), settling answers from `settles` (then `Ok`).
+    /// ends the loop), settling answers from `settles` (then `Ok`); a batch
+    /// completion answers from `batch_calls`, else each of its messages from
+    /// `settles`.
     #[derive(Default)]
     struct FakeBus {
         batches: VecDeque<Result<Vec<Message>>>,
         settles: VecDeque<Result<()>>,
+        batch_calls: VecDeque<Result<Vec<Result<()>>>>,
+        /// How many messages each batch completion carried.
+        batch_sizes: Vec<usize>,
+        /// Single completions.
+        single_completes: usize,
         completed: Vec<String>,
         abandoned: Vec<String>,
         abandon_delays: Vec<Duration>,
@@ -270,11 +324,25 @@ mod tests {
             }
         }
         fn complete(&mut self, _: &str, message: &Message) -> Result<()> {
+            self.single_completes += 1;
             let result = self.next_settle();
             if result.is_ok() {
                 self.completed.push(message.id.clone());
             }
             result
+        }
+        fn complete_batch(&mut self, _: &str, messages: &[&Message]) -> Result<Vec<Result<()>>> {
+            self.batch_sizes.push(messages.len());
+            let outcomes = match self.batch_calls.pop_front() {
+                Some(answer) => answer?,
+                None => messages.iter().map(|_| self.next_settle()).collect(),
+            };
+            for (message, outcome) in messages.iter().zip(&outcomes) {
+                if outcome.is_ok() {
+                    self.completed.push(message.id.clone());
+                }
+            }
+            Ok(outcomes)
         }
         fn abandon(&mut self, _: &str, message: &Message, delay: Duration) -> Result<()> {
             let result = self.next_settle();
@@ -416,13 +484,23 @@ mod tests {
     #[test]
     fn settling_retries_transient_errors_and_skips_lapsed_leases() {
         let mut bus = FakeBus::default();
-        bus.batches
-            .push_back(Ok(vec![message("a", "ok"), message("b", "ok")]));
-        bus.settles.push_back(Err(Error::RateLimited));
-        bus.settles.push_back(Err(Error::Unavailable("x".into())));
-        bus.settles.push_back(Ok(()));
-        bus.settles
-            .push_back(Err(Error::NotFound("stale receipt".into())));
+        bus.batches.push_back(Ok(vec![
+            message("a", "ok"),
+            message("b", "ok"),
+            message("c", "ok"),
+        ]));
+        // The batch call is refused twice as a whole, then answers: `a`
+        // done, `b` unavailable for now, `c`'s lease lapsed.
+        bus.batch_calls.push_back(Err(Error::RateLimited));
+        bus.batch_calls
+            .push_back(Err(Error::Unavailable("x".into())));
+        bus.batch_calls.push_back(Ok(vec![
+            Ok(()),
+            Err(Error::Unavailable("y".into())),
+            Err(Error::NotFound("stale receipt".into())),
+        ]));
+        // `b` alone: unavailable once more, then done.
+        bus.settles.push_back(Err(Error::Unavailable("z".into())));
         let end = pull(
             &mut bus,
             "q",
@@ -431,8 +509,56 @@ mod tests {
             ok_unless_fail,
         );
         assert_eq!(end, Err(Error::Denied("script over".into())));
-        assert_eq!(bus.completed, ["a"]);
-        assert_eq!(bus.slept, [ms(50), ms(100)]);
+        assert_eq!(bus.completed, ["a", "b"]);
+        assert_eq!(bus.batch_sizes, [3, 3, 3]);
+        assert_eq!(bus.single_completes, 2);
+        assert_eq!(bus.slept, [ms(50), ms(100), ms(50)]);
+    }
+
+    /// A batch's successes are completed in one call, whatever its size;
+    /// its failures are abandoned one by one, and a batch of failures
+    /// makes no completion call.
+    #[test]
+    fn a_batch_is_completed_in_one_call() {
+        let mut bus = FakeBus::default();
+        let batch: Vec<Message> = (0..32).map(|i| message(&format!("m{i}"), "ok")).collect();
+        bus.batches.push_back(Ok(batch));
+        bus.batches
+            .push_back(Ok(vec![message("x", "fail"), message("y", "fail")]));
+        bus.batches.push_back(Ok(vec![
+            message("p", "ok"),
+            message("q", "fail"),
+            message("r", "ok"),
+        ]));
+        let _ = pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            ok_unless_fail,
+        );
+        assert_eq!(bus.batch_sizes, [32, 2]);
+        assert_eq!(bus.single_completes, 0);
+        assert_eq!(bus.completed.len(), 34);
+        assert_eq!(bus.completed[32..], ["p", "r"]);
+        assert_eq!(bus.abandoned, ["x", "y", "q"]);
+    }
+
+    #[test]
+    fn a_batch_completion_stops_on_a_denial() {
+        let mut bus = FakeBus::default();
+        bus.batches.push_back(Ok(vec![message("a", "ok")]));
+        bus.batch_calls
+            .push_back(Err(Error::Denied("revoked".into())));
+        let end = pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            ok_unless_fail,
+        );
+        assert_eq!(end, Err(Error::Denied("revoked".into())));
+        assert!(bus.completed.is_empty());
     }
 
     #[test]

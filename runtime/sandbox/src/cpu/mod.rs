@@ -4,10 +4,15 @@
 //!
 //! # How it works
 //!
-//! The host has a number of CPU *slots* (one per CPU by default). At every
-//! epoch tick (10 ms) each executing guest stops at a safe point, and its
-//! store's epoch callback calls `GuestCpu::on_tick` with the fuel it has
-//! left:
+//! The host has a number of CPU *slots* (one per CPU by default), and a
+//! timer thread ticks the scheduler every 10 ms
+//! ([`crate::EngineConfig::scheduler_tick`]). No check is compiled into
+//! guest code for it: an executing guest meets the scheduler in its store's
+//! call hook, at its first fuel yield or host call after each tick (it
+//! yields every [`crate::EngineConfig::fuel_yield_interval`] units of fuel,
+//! about a millisecond, so a loop that calls nothing still does). There
+//! the hook stops it if its deadline has passed, and otherwise calls
+//! `GuestCpu::on_tick` with the fuel it has left:
 //!
 //! 1. The fuel burnt since its last report is charged to its role: to the
 //!    role's usage, to its *virtual time* (fuel divided by weight), and to
@@ -24,19 +29,20 @@
 //!    the guests of one role share its portion round-robin, however many
 //!    instances each role runs.
 //!
-//! The fuel a callback sees is the guest's count as of its last call out
-//! or fuel yield: wasmtime keeps the running count in a register and saves
-//! it only there, not at epoch checks. The fuel yield interval is therefore
-//! also the accounting's granularity (2 million units, about a millisecond,
-//! by default); nothing is lost, only seen a little later.
+//! The fuel the hook sees is exact: the hook runs as the guest calls out
+//! (a fuel yield is a call to wasmtime's out-of-gas libcall), where
+//! wasmtime has saved the running count. A guest that calls nothing
+//! reports at most one fuel yield interval (about a millisecond) after a
+//! tick.
 //!
-//! A parked guest is suspended in wasmtime's `YieldCustom` future: it holds
-//! no thread. A slot whose holder stopped reporting (it finished, or it is
-//! blocked on I/O in a host call) is taken back within two ticks, so the
-//! scheduler wastes little of a slot. A role that starts running after
-//! idling (100 ms without a guest reporting or asking) starts from the least
-//! virtual time among busy roles, so idling banks no credit (as CFS's
-//! `min_vruntime`); a role only briefly absent keeps what it is owed.
+//! A parked guest waits in the future that drives it
+//! ([`parking::run_scheduled`]): it holds no thread. A slot whose holder
+//! stopped reporting (it finished, or it is blocked on I/O in a host call)
+//! is taken back within two ticks, so the scheduler wastes little of a
+//! slot. A role that starts running after idling (100 ms without a guest
+//! reporting or asking) starts from the least virtual time among busy
+//! roles, so idling banks no credit (as CFS's `min_vruntime`); a role only
+//! briefly absent keeps what it is owed.
 //!
 //! A guest that burnt less than one fuel yield interval (about a
 //! millisecond of wasm) since its last report mostly waited, on host calls
@@ -57,24 +63,21 @@
 //! fuel is still charged to their role's account, and the quota still
 //! holds them back (`RoleCpu::wait_for_quota`) before they start.
 
+mod parking;
 mod role;
 mod share;
 mod state;
 mod waiter;
 
 use crate::usage::{RoleUsage, WaitKind};
+pub(crate) use parking::{Parked, ParkingSpot, run_scheduled};
 use role::{RoleState, quota_bucket};
 pub use share::CpuShare;
 use state::{State, Turn};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use waiter::{GuestId, RoleId};
-
-/// A future a guest waits in before it runs on.
-pub(crate) type Parked = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The host's CPU scheduler: slots, the roles sharing them, and who waits.
 #[derive(Debug)]
@@ -85,6 +88,9 @@ pub struct CpuScheduler {
     /// as computing.
     light_fuel: u64,
     next_id: AtomicU64,
+    /// Ticks so far: a guest meets the scheduler when this moved since it
+    /// last did, a load per host call or fuel yield, without the lock.
+    ticks: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -92,14 +98,14 @@ impl CpuScheduler {
     /// A scheduler with `slots` CPU slots (at least one); `fair` off means
     /// guests are accounted and quotas enforced, but never queued for a slot.
     /// A guest that burnt less than `light_fuel` since its last report runs
-    /// on without a slot (see the module docs); pass the fuel yield interval,
-    /// or 0 when guests do not yield on fuel (their count is then not seen
-    /// between calls, so a looping guest could look light).
+    /// on without a slot (see the module docs); pass the fuel yield interval
+    /// (0 treats every guest as computing).
     pub fn new(slots: u32, fair: bool, light_fuel: u64) -> Arc<Self> {
         Arc::new(Self {
             fair,
             light_fuel,
             next_id: AtomicU64::new(1),
+            ticks: AtomicU64::new(0),
             state: Mutex::new(State::new(
                 usize::try_from(slots.max(1)).unwrap_or(usize::MAX),
             )),
@@ -112,11 +118,13 @@ impl CpuScheduler {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Advances the scheduler's clock by one epoch tick: takes back the
-    /// slots of guests that stopped reporting, hands them to waiters, and
-    /// now and then measures each role's share of the host's fuel.
+    /// Advances the scheduler's clock by one tick: takes back the slots of
+    /// guests that stopped reporting, hands them to waiters, now and then
+    /// measures each role's share of the host's fuel, and has every
+    /// executing guest report at its next fuel yield or host call.
     pub fn tick(&self) {
         self.state().tick();
+        self.ticks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registers a role with its share of the CPU.
@@ -169,6 +177,8 @@ impl RoleCpu {
             role: self.clone(),
             fuel_mark: fuel,
             met_scheduler: false,
+            seen_tick: self.scheduler.ticks.load(Ordering::Relaxed),
+            spot: Arc::new(ParkingSpot::default()),
         }
     }
 
@@ -204,6 +214,11 @@ pub(crate) struct GuestCpu {
     /// place: only then may it hold a slot or wait for one. A guest done
     /// within a tick never takes the scheduler's lock.
     met_scheduler: bool,
+    /// The scheduler's tick count when the guest last reported (or began).
+    seen_tick: u64,
+    /// Where the scheduler leaves the guest a wait, for the future that
+    /// drives the guest to wait in.
+    spot: Arc<ParkingSpot>,
 }
 
 impl GuestCpu {
@@ -236,11 +251,60 @@ impl GuestCpu {
         burnt
     }
 
-    /// Called at every epoch tick the guest executes through, with the fuel
-    /// it has left. Returns `None` to run on, or a future to wait in first
-    /// (until the quota refills, or a slot is granted), which ends at the
-    /// deadline at the latest.
-    pub(crate) fn on_tick(&mut self, fuel_left: u64, deadline: Option<Instant>) -> Option<Parked> {
+    /// Whether the scheduler ticked since the guest last reported; if so,
+    /// notes that it reports now. Called at every fuel yield and host call,
+    /// so it is one atomic load when nothing is due.
+    pub(crate) fn tick_due(&mut self) -> bool {
+        let ticks = self.role.scheduler.ticks.load(Ordering::Relaxed);
+        if ticks == self.seen_tick {
+            return false;
+        }
+        // A guest that waited reports a tick after it resumed, not at once:
+        // else a guest granted a slot late in a tick would hand it over
+        // after one fuel yield interval, not a tick (as an epoch deadline
+        // set after an epoch yield did).
+        if let Some(resumed) = self.spot.take_resumed() {
+            self.seen_tick = resumed;
+            if ticks == resumed {
+                return false;
+            }
+        }
+        self.seen_tick = ticks;
+        true
+    }
+
+    /// Counts ticks afresh from now: an invocation begins on an instance
+    /// that was idle (a reused web instance), and its first report is due
+    /// at the next tick, not at its first host call.
+    pub(crate) fn restart_ticks(&mut self) {
+        self.spot.take_resumed();
+        self.seen_tick = self.role.scheduler.ticks.load(Ordering::Relaxed);
+    }
+
+    /// Where the guest's driver finds the waits the scheduler gives it
+    /// (see [`run_scheduled`]).
+    pub(crate) fn parking_spot(&self) -> Arc<ParkingSpot> {
+        self.spot.clone()
+    }
+
+    /// Called at the guest's first fuel yield or host call after each tick,
+    /// with the fuel it has left. When it must wait first (until the quota
+    /// refills, or a slot is granted; never past the deadline), leaves the
+    /// wait in its parking spot.
+    pub(crate) fn on_tick(&mut self, fuel_left: u64, deadline: Option<Instant>) {
+        if let Some(wait) = self.turn(fuel_left, deadline) {
+            let scheduler = self.role.scheduler.clone();
+            let spot = self.spot.clone();
+            self.spot.park(Box::pin(async move {
+                wait.await;
+                spot.resumed(scheduler.ticks.load(Ordering::Relaxed));
+            }));
+        }
+    }
+
+    /// Charges the fuel burnt since the last report and asks the scheduler
+    /// for the guest's turn: `None` to run on, or a future to wait in.
+    fn turn(&mut self, fuel_left: u64, deadline: Option<Instant>) -> Option<Parked> {
         self.met_scheduler = true;
         let burnt = self.take_burnt(fuel_left);
         let scheduler = &self.role.scheduler;
@@ -286,6 +350,9 @@ impl GuestCpu {
     /// invocation ended, and it will not execute until the next starts (a
     /// reused web instance between requests).
     pub(crate) fn pause(&mut self) {
+        // A wait given at the guest's last host call, which it returned
+        // from without waiting, ends with the invocation.
+        drop(self.spot.take());
         if std::mem::take(&mut self.met_scheduler) {
             self.role.scheduler.state().leave(self.id, self.role.id);
         }
@@ -366,5 +433,24 @@ mod tests {
                 .quota_wait(capped.id, clock_now())
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_guest_reports_once_a_tick_and_a_tick_after_its_wait_ends() {
+        let scheduler = CpuScheduler::new(1, true, 0);
+        let role = Arc::new(scheduler.register(CpuShare::default(), Arc::default()));
+        let mut guest = role.guest(100);
+        assert!(!guest.tick_due(), "not before the first tick");
+        scheduler.tick();
+        assert!(guest.tick_due());
+        assert!(!guest.tick_due(), "once a tick");
+        scheduler.tick();
+        // Its wait ended after this tick: the next report is a tick later.
+        guest
+            .parking_spot()
+            .resumed(scheduler.ticks.load(Ordering::Relaxed));
+        assert!(!guest.tick_due());
+        scheduler.tick();
+        assert!(guest.tick_due());
     }
 }

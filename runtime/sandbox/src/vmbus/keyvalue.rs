@@ -3,7 +3,9 @@
 //! per-instance state is [`KvState`] (the backend, and how many buckets
 //! are open); it draws on the [`BUCKET`] bucket. Its key and value limits
 //! are the broker's ([`MAX_KEY_BYTES`], [`MAX_VALUE_BYTES`]), which every
-//! backend holds too. With tracing on ([`crate::trace`]), every call but a
+//! backend holds too. Every call on an open bucket is charged as one
+//! operation; `open` itself is checked against the grants but not charged
+//! (it reaches no backend). With tracing on ([`crate::trace`]), every call but a
 //! bucket's drop is a `weft.vmbus` span (`keyvalue.open`, `keyvalue.get`...)
 //! naming its `weft.bucket`.
 
@@ -192,11 +194,12 @@ impl Host for KvView<'_> {
     ) -> wasmtime::Result<Result<Resource<BucketHandle>, Error>> {
         let span = CallSpan::start(&self.caller.trace, "keyvalue.open", SpanKind::Internal)
             .on("weft.bucket", || identifier.clone());
+        // Opening is not charged to the rate limit: it reaches no backend
+        // (a grant lookup and a handle, at most [`MAX_OPEN_BUCKETS`] held),
+        // and charging it made a handler that opens its bucket per request
+        // pay two calls for one write. It is still checked against the
+        // grants, so an ungranted bucket is denied however often it is asked.
         let result = async {
-            let limiter = self.caller.limiter.clone();
-            if limiter.admit(BUCKET, 0).await.is_err() {
-                return Ok(Err(Error::Other(RATE_LIMITED.into())));
-            }
             if !self.caller.grants.buckets.contains(&identifier) {
                 return Ok(Err(Error::AccessDenied));
             }
@@ -382,19 +385,71 @@ mod tests {
             Err(Error::AccessDenied)
         ));
         let bucket = kv.open("cache".into()).await.unwrap().unwrap();
-        kv.set(bucket, "k".into(), b"v".to_vec())
-            .await
-            .unwrap()
-            .unwrap();
+        kv.set(
+            Resource::new_borrow(bucket.rep()),
+            "k".into(),
+            b"v".to_vec(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(
             broker.get("svc/cache", "k").await.unwrap(),
             Some(b"v".to_vec())
         );
+        let rep = bucket.rep();
+        let got = kv.get(Resource::new_borrow(rep), "k".into()).await;
+        assert_eq!(got.unwrap().unwrap(), Some(b"v".to_vec()));
+        let exists = kv.exists(Resource::new_borrow(rep), "k".into()).await;
+        assert!(exists.unwrap().unwrap());
         // Three calls a minute: the fourth is refused, not trapped.
-        match kv.open("cache".into()).await.unwrap() {
+        match kv.get(bucket, "k".into()).await.unwrap() {
             Err(Error::Other(why)) => assert_eq!(why, RATE_LIMITED),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Opening a bucket reaches no backend and costs no tokens: a role
+    /// allowed one call a minute opens as many buckets as it may hold, and
+    /// still has its call; an ungranted bucket stays denied, and the rate
+    /// still bites on the calls that reach the store.
+    #[tokio::test]
+    async fn opening_buckets_costs_no_tokens_but_is_still_granted() {
+        let (mut state, caller, mut table, _) = instance(1);
+        let mut kv = KvView {
+            state: &mut state,
+            caller: &caller,
+            table: &mut table,
+        };
+        let mut opened = Vec::new();
+        for _ in 0..MAX_OPEN_BUCKETS {
+            opened.push(kv.open("cache".into()).await.unwrap().unwrap());
+            assert!(matches!(
+                kv.open("other".into()).await.unwrap(),
+                Err(Error::AccessDenied)
+            ));
+        }
+        // The cap on open handles holds without the rate limit's help.
+        assert!(matches!(
+            kv.open("cache".into()).await.unwrap(),
+            Err(Error::Other(why)) if why.starts_with("at most")
+        ));
+        let last = opened.pop().unwrap();
+        for bucket in opened {
+            kv.drop(bucket).await.unwrap();
+        }
+        let handle = Resource::new_borrow(last.rep());
+        kv.set(handle, "k".into(), b"v".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        match kv.get(last, "k".into()).await.unwrap() {
+            Err(Error::Other(why)) => assert_eq!(why, RATE_LIMITED),
+            other => panic!("the second call a minute passed: {other:?}"),
+        }
+        let stats = caller.limiter.stats();
+        let kv_stats = stats.iter().find(|s| s.interface == BUCKET).unwrap();
+        assert_eq!((kv_stats.admitted, kv_stats.limited), (1, 1));
     }
 
     /// A full bucket reaches the guest as `other("bucket-full: ...")`, its
@@ -440,7 +495,7 @@ mod tests {
     #[tokio::test]
     async fn each_call_is_a_span_naming_its_bucket_and_outcome() {
         use crate::trace::{current_request, kept_role, text};
-        let (mut state, mut caller, mut table, _) = instance(2);
+        let (mut state, mut caller, mut table, _) = instance(1);
         let (kept, role) = kept_role();
         caller.trace = role.instance("req-1");
         let request = current_request(&role, &caller.trace);
@@ -455,7 +510,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        // Two calls a minute: the third is refused.
+        // One call a minute (opening is free): the second is refused.
         assert!(kv.get(bucket, "k".into()).await.unwrap().is_err());
 
         let spans = kept.0.lock().unwrap();

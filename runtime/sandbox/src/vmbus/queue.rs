@@ -218,6 +218,20 @@ pub fn add_to_linker<T: QueueHost>(linker: &mut Linker<T>) -> wasmtime::Result<(
         },
     )?;
     queue.func_wrap_async(
+        "complete-batch",
+        |mut store: StoreContextMut<'_, T>, (name, receipts): (GuestStr, WasmList<GuestStr>)| {
+            Box::new(async move {
+                let span = call_span(&mut store, "queue.complete-batch", SpanKind::Internal);
+                let result = complete_batch_call(store, name, receipts).await;
+                // A receipt that is not a string in the guest's memory traps,
+                // as it would passed alone.
+                let result = result?;
+                span.end(&result);
+                Ok((result,))
+            })
+        },
+    )?;
+    queue.func_wrap_async(
         "abandon",
         |store: StoreContextMut<'_, T>, (name, receipt, delay_ms): (GuestStr, GuestStr, u32)| {
             Box::new(async move {
@@ -377,6 +391,86 @@ async fn settle_call<T: QueueHost>(
     result
 }
 
+/// `complete-batch`: one call of the rate limit for up to [`MAX_BATCH`]
+/// receipts, each completed as `complete` would. The receipts' lengths are
+/// checked unread (each over [`wire::MAX_RECEIPT_BYTES`] is unknown), the
+/// call admitted carrying their bytes, the grant checked, then the backend
+/// asked to complete them all at once (NATS confirms them together, not one
+/// round trip after another; the embedded backend writes settles after
+/// answering anyway, so there the gain is the rate limit's one call). The
+/// outer error traps (a receipt that is not a string in the guest's memory).
+async fn complete_batch_call<T: QueueHost>(
+    mut store: StoreContextMut<'_, T>,
+    name: GuestStr,
+    receipts: WasmList<GuestStr>,
+) -> wasmtime::Result<Result<Vec<Result<(), WitError>>, WitError>> {
+    let count = receipts.len();
+    if count == 0 || count > MAX_BATCH as usize {
+        return Ok(Err(WitError::Invalid(format!(
+            "complete-batch takes 1 to {MAX_BATCH} receipts, not {count}"
+        ))));
+    }
+    let receipts: Vec<GuestStr> = receipts
+        .iter(&mut store)?
+        .collect::<wasmtime::Result<_>>()?;
+    let bytes = receipts
+        .iter()
+        .map(|r| byte_count(r.min_bytes().min(wire::MAX_RECEIPT_BYTES + 1)))
+        .sum();
+    let name = match admit_named(&mut store, &name, bytes).await {
+        Ok(name) => name,
+        Err(e) => return Ok(Err(e)),
+    };
+    let read: Vec<Result<String, WitError>> = receipts
+        .iter()
+        .map(|receipt| read_receipt(&store, receipt))
+        .collect();
+    let fuel = instance_fuel(&mut store);
+    Ok(complete_batch(&mut store.data_mut().queue(), &name, read, fuel).await)
+}
+
+/// Completes each readable receipt of a batch, concurrently, once the grant
+/// is checked; an unreadable one keeps its error.
+async fn complete_batch(
+    view: &mut QueueView<'_>,
+    name: &str,
+    receipts: Vec<Result<String, WitError>>,
+    fuel: Option<u64>,
+) -> Result<Vec<Result<(), WitError>>, WitError> {
+    let queue = view.caller.granted_queue(name)?;
+    view.state.deliveries.expire(Instant::now(), fuel);
+    // Each completion is its own task, so the backend sees them at once;
+    // they are awaited in the receipts' order.
+    let pending: Vec<_> = receipts
+        .into_iter()
+        .map(|receipt| {
+            receipt.map(|receipt| {
+                let (broker, queue) = (view.state.broker.clone(), queue.clone());
+                let done = tokio::spawn({
+                    let receipt = receipt.clone();
+                    async move { broker.complete(&queue, &receipt).await }
+                });
+                (receipt, done)
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for entry in pending {
+        let outcome = match entry {
+            Err(e) => Err(e),
+            Ok((receipt, done)) => {
+                let result = done.await.unwrap_or_else(|e| {
+                    Err(BrokerError::Unavailable(format!("completion failed: {e}")))
+                });
+                settled(view, &queue, &receipt, Settle::Complete, &result, fuel);
+                result.map_err(WitError::from)
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
 /// Sends, once admitted: the grant checked, then the backend called.
 async fn send(
     view: &mut QueueView<'_>,
@@ -529,7 +623,7 @@ async fn receive<T: QueueHost>(
         .collect())
 }
 
-/// Sets a worker's batch deadline where the epoch callback and the
+/// Sets a worker's batch deadline where the store's call hook and the
 /// supervising task both see it.
 fn set_batch_deadline<T: QueueHost>(store: &mut StoreContextMut<'_, T>, deadline: Option<Instant>) {
     store.data_mut().set_deadline(deadline);
@@ -577,21 +671,35 @@ async fn settle(
             return Ok(result?);
         }
     };
+    settled(view, &queue, receipt, how, &result, fuel);
+    Ok(result?)
+}
+
+/// Records what the backend answered to settling `receipt` (completed or
+/// abandoned; an extension keeps its lease).
+fn settled(
+    view: &mut QueueView<'_>,
+    queue: &str,
+    receipt: &str,
+    how: Settle,
+    result: &Result<(), BrokerError>,
+    fuel: Option<u64>,
+) {
     // A lease is gone once settled, or once the backend no longer knows it;
     // on any other failure the instance still holds it (and abandons it if
     // it fails).
     if matches!(result, Ok(()) | Err(BrokerError::NotFound(_))) {
-        ctx.leases.release(&queue, receipt);
-        let outcome = match (&result, how) {
+        let ctx = &mut *view.state;
+        ctx.leases.release(queue, receipt);
+        let outcome = match (result, how) {
             (Err(_), _) => "lease-lost",
             (Ok(()), Settle::Abandon { .. }) => "abandoned",
             (Ok(()), _) => "completed",
         };
-        ctx.deliveries.end(&queue, receipt, outcome, fuel);
+        ctx.deliveries.end(queue, receipt, outcome, fuel);
         // A worker done with all it received works for no trace until its next.
         if ctx.batch.is_some() && ctx.deliveries.is_empty() {
             view.caller.trace.set_current(None);
         }
     }
-    Ok(result?)
 }

@@ -3,6 +3,7 @@
 //! version of the role, each in a sandbox of its own.
 
 use super::WebRole;
+use crate::cpu::run_scheduled;
 use crate::error::GuestFailure;
 use crate::hooks::Hook;
 use crate::sandbox::{Failed, sandbox_store, settle_cpu};
@@ -37,10 +38,8 @@ impl WebRole {
             hook.name().to_owned(),
             version.vmbus(),
         )?;
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut store)
+        let spot = store.data().cpu.parking_spot();
+        let instance = run_scheduled(spot, self.pre.instance_pre().instantiate_async(&mut store))
             .await
             .map_err(|e| Failed::Instantiating(e).explain(store.data(), &limits))?;
         let result = hooks.call(hook, &mut store, &instance).await;

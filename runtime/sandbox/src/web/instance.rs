@@ -20,6 +20,7 @@
 //! request failed in any way (a trap, fuel, deadline, memory, or no
 //! response) is never reused.
 
+use crate::cpu::run_scheduled;
 use crate::error::GuestFailure;
 use crate::limits::SandboxLimits;
 use crate::role_version::RoleVersion;
@@ -78,8 +79,8 @@ impl WebInstance {
             let state = self.store.data_mut();
             state.cpu.refuelled(limits.fuel);
             state.limiter.clear_refusal();
-            // The epoch deadline counts from now, not from the last request.
-            self.store.set_epoch_deadline(1);
+            // Scheduler ticks count from now, not from the last request.
+            state.cpu.restart_ticks();
         }
         self.store.data_mut().deadline = Some(deadline);
         self.served = self.served.saturating_add(1);
@@ -98,7 +99,8 @@ impl WebInstance {
 
     /// Instantiates the component in the store, unless it is already.
     pub(super) async fn instantiate(&mut self, pre: &ProxyPre<GuestState>) -> Result<(), Failed> {
-        instantiated(&mut self.store, &mut self.proxy, pre)
+        let spot = self.store.data().cpu.parking_spot();
+        run_scheduled(spot, instantiated(&mut self.store, &mut self.proxy, pre))
             .await
             .map(|_| ())
     }
@@ -113,12 +115,16 @@ impl WebInstance {
         response: Resource<HostResponseOutparam>,
     ) -> Result<bool, Failed> {
         let outparam = response.rep();
-        instantiated(&mut self.store, &mut self.proxy, pre)
-            .await?
-            .wasi_http_incoming_handler()
-            .call_handle(&mut self.store, request, response)
-            .await
-            .map_err(Failed::Running)?;
+        let spot = self.store.data().cpu.parking_spot();
+        run_scheduled(spot, async {
+            instantiated(&mut self.store, &mut self.proxy, pre)
+                .await?
+                .wasi_http_incoming_handler()
+                .call_handle(&mut self.store, request, response)
+                .await
+                .map_err(Failed::Running)
+        })
+        .await?;
         // Setting or dropping the outparam takes it out of the table. One
         // still there holds the sender its request waits on, which an
         // instance kept for reuse would keep for ever (componentize-js 0.23

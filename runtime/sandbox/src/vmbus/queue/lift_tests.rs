@@ -165,7 +165,7 @@ impl Guest {
             spec,
             "web",
             &CpuScheduler::new(1, false, 0),
-            None,
+            std::num::NonZeroU64::MIN,
             None,
         ));
         let tags = Arc::new(GuestTags {

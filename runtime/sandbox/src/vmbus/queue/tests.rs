@@ -152,3 +152,57 @@ fn receive_arguments_are_checked_and_the_wait_clamped() {
         Duration::from_millis(5)
     );
 }
+
+/// `complete-batch` completes each receipt it can, answers each receipt's
+/// outcome in order (an unreadable or stale one is `not-found`, the others
+/// unaffected), releases the leases it settled, and is denied as a whole
+/// for a queue the role is not granted.
+#[tokio::test]
+async fn a_batch_completes_each_receipt_and_answers_each_outcome() {
+    let mut ctx = ctx(&["jobs"]);
+    for body in ["a", "b", "c"] {
+        send(&mut ctx.view(), "jobs", body.into(), SendOptions::now())
+            .await
+            .unwrap();
+    }
+    let request = receive_request(3, 60_000, 0).unwrap();
+    let delivered = ctx.state.broker.receive("svc/jobs", request).await.unwrap();
+    let expires = Instant::now() + Duration::from_secs(60);
+    for d in &delivered {
+        ctx.state
+            .leases
+            .hold("svc/jobs", d.receipt.clone(), expires);
+    }
+    let receipts = vec![
+        Ok(delivered[0].receipt.clone()),
+        Err(WitError::NotFound("unreadable".into())),
+        Ok("stale".to_owned()),
+        Ok(delivered[2].receipt.clone()),
+    ];
+    let denied = complete_batch(&mut ctx.view(), "other", receipts.clone(), None).await;
+    assert!(matches!(denied, Err(WitError::Denied(_))), "{denied:?}");
+    assert_eq!(ctx.state.broker.len("svc/jobs").await.unwrap(), 3);
+
+    let outcomes = complete_batch(&mut ctx.view(), "jobs", receipts, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcomes.as_slice(),
+        [
+            Ok(()),
+            Err(WitError::NotFound(_)),
+            Err(WitError::NotFound(_)),
+            Ok(())
+        ]
+    ));
+    // Only the middle message is left, and only its lease is held.
+    assert_eq!(ctx.state.broker.len("svc/jobs").await.unwrap(), 1);
+    assert!(ctx.state.leases.holds_any());
+    let rest = vec![Ok(delivered[1].receipt.clone())];
+    let outcomes = complete_batch(&mut ctx.view(), "jobs", rest, None)
+        .await
+        .unwrap();
+    assert!(matches!(outcomes.as_slice(), [Ok(())]));
+    assert!(!ctx.state.leases.holds_any());
+    assert_eq!(ctx.state.broker.len("svc/jobs").await.unwrap(), 0);
+}
