@@ -404,11 +404,8 @@ async fn complete_batch_call<T: QueueHost>(
     name: GuestStr,
     receipts: WasmList<GuestStr>,
 ) -> wasmtime::Result<Result<Vec<Result<(), WitError>>, WitError>> {
-    let count = receipts.len();
-    if count == 0 || count > MAX_BATCH as usize {
-        return Ok(Err(WitError::Invalid(format!(
-            "complete-batch takes 1 to {MAX_BATCH} receipts, not {count}"
-        ))));
+    if let Err(e) = check_receipt_count(receipts.len()) {
+        return Ok(Err(e));
     }
     let receipts: Vec<GuestStr> = receipts
         .iter(&mut store)?
@@ -427,6 +424,17 @@ async fn complete_batch_call<T: QueueHost>(
         .collect();
     let fuel = instance_fuel(&mut store);
     Ok(complete_batch(&mut store.data_mut().queue(), &name, read, fuel).await)
+}
+
+/// Refuses a `complete-batch` of no receipts or of more than one `receive`
+/// hands out ([`MAX_BATCH`]), before any receipt is read.
+fn check_receipt_count(count: usize) -> Result<(), WitError> {
+    if count == 0 || count > MAX_BATCH as usize {
+        return Err(WitError::Invalid(format!(
+            "complete-batch takes 1 to {MAX_BATCH} receipts, not {count}"
+        )));
+    }
+    Ok(())
 }
 
 /// Completes each readable receipt of a batch, concurrently, once the grant

@@ -206,3 +206,18 @@ async fn a_batch_completes_each_receipt_and_answers_each_outcome() {
     assert!(!ctx.state.leases.holds_any());
     assert_eq!(ctx.state.broker.len("svc/jobs").await.unwrap(), 0);
 }
+
+/// `complete-batch` takes from one receipt to as many as a `receive` hands
+/// out; none, or one more, is refused as a whole.
+#[test]
+fn a_batch_of_no_receipts_or_more_than_a_receive_hands_out_is_refused() {
+    for count in [0, MAX_BATCH as usize + 1, usize::MAX] {
+        assert!(
+            matches!(check_receipt_count(count), Err(WitError::Invalid(_))),
+            "{count}"
+        );
+    }
+    for count in [1, MAX_BATCH as usize] {
+        assert!(check_receipt_count(count).is_ok(), "{count}");
+    }
+}
