@@ -1,5 +1,6 @@
 //! Lifecycle hooks and draining, in process with real guests: a worker's
-//! `start` runs before it is ready and `stop` after it drained; a failing
+//! `start` runs before it is ready and `stop` after it drained, and the fuel
+//! `start` burns is charged to the role; a failing
 //! `start` keeps it from running; a draining worker finishes its batch and
 //! takes nothing new; one that ignores the stop is dropped after its grace
 //! period; a web role runs its hooks in sandboxes of their own; a component
@@ -101,6 +102,38 @@ async fn a_worker_runs_start_before_it_is_ready_and_stop_after_it_drains() {
         [InstancePhase::Ready, InstancePhase::Draining]
     );
     assert_eq!(keys(&broker, "hook/stop/1/").await.len(), 1);
+}
+
+/// The fuel a worker's start hook burns is charged to its role, not lost
+/// when the instance gets a fresh budget for its first batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fuel_a_start_hook_burns_is_charged_to_its_role() {
+    let (role, broker) = worker(&[("start", "burn")], SandboxLimits::default());
+    let (phases, stop, task) = run(&role);
+    let burnt: u64 = eventually(Duration::from_secs(30), "the start hook's burn", || async {
+        keys(&broker, "burnt/")
+            .await
+            .first()
+            .and_then(|key| key.strip_prefix("burnt/")?.parse().ok())
+    })
+    .await;
+    assert!(burnt > 1_000_000, "the spin took only {burnt} fuel");
+    eventually(Duration::from_secs(30), "the instance to be ready", || {
+        let ready = phases.lock().unwrap().contains(&InstancePhase::Ready);
+        async move { ready.then_some(()) }
+    })
+    .await;
+    let charged = role.usage().counters.fuel_used;
+    assert!(
+        charged >= burnt,
+        "the role was charged {charged} fuel; its start hook alone burnt {burnt}"
+    );
+    stop.send_replace(true);
+    let exit = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit, Ok(WorkerExit::Stopped));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,52 @@ async fn calls_past_the_wait_bound_get_rate_limited_not_a_trap() {
     );
 }
 
+/// A worker settling a whole batch pays one queue call for it: with three
+/// calls a minute, one receive of 32 messages and one complete-batch of
+/// them leave exactly one call for the next send, and the one after is
+/// refused.
+#[tokio::test]
+async fn completing_a_batch_of_32_costs_one_queue_call() {
+    use weft_broker::{QueueBroker, SendOptions};
+    let broker = Arc::new(MemoryBroker::default());
+    for i in 0..32 {
+        broker
+            .send(
+                "test/tasks",
+                format!("job {i}").into_bytes(),
+                SendOptions::now(),
+            )
+            .await
+            .unwrap();
+    }
+    // Three calls, refilled a minute later: no refill lands mid-test.
+    let three_a_minute = RateLimits::default()
+        .with(
+            Interface::Queue,
+            InterfaceLimits {
+                ops: Some(BucketConfig {
+                    size: 3,
+                    refill_ms: 60_000,
+                    burst: 0,
+                }),
+                bytes: None,
+            },
+        )
+        .with_max_wait_ms(0);
+    let role = probe(&broker, three_a_minute);
+
+    let drained = call(&role, "POST", "/drain/tasks", "").await;
+    assert_eq!(drained.status, 200, "{drained:?}");
+    assert_eq!(drained.body, "received=32 completed=32");
+    assert_eq!(broker.len("test/tasks").await.unwrap(), 0);
+
+    let third = call(&role, "POST", "/queue/tasks", "x").await;
+    assert_eq!(third.status, 200, "{third:?}");
+    let fourth = call(&role, "POST", "/queue/tasks", "y").await;
+    assert_eq!(fourth.status, 429, "{fourth:?}");
+    assert_eq!(broker.len("test/tasks").await.unwrap(), 1);
+}
+
 fn http_limits(bytes_per_sec: Option<u64>, requests_per_sec: Option<u64>) -> RateLimits {
     RateLimits::default()
         .with(

@@ -229,10 +229,9 @@ async fn a_request_its_send_and_the_delivery_form_one_trace() {
         int(deliver, "weft.fuel").is_some_and(|f| f > 0),
         "{deliver:?}"
     );
-    // The worker's own calls while handling it (its result stored, its
-    // batch completed: the Rust SDK completes a batch in one call) join
-    // the trace.
-    for call in ["keyvalue.set", "queue.complete-batch"] {
+    // The worker's own calls while handling it (its batch's results stored
+    // in one set-many, its batch completed in one call) join the trace.
+    for call in ["keyvalue.set-many", "queue.complete-batch"] {
         assert!(
             spans
                 .iter()

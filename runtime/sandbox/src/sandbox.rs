@@ -272,6 +272,20 @@ pub(crate) fn settle_cpu(store: &mut Store<GuestState>) {
     store.data_mut().cpu.settle(fuel_left);
 }
 
+/// Gives the guest `fuel` afresh, first charging its role what it burnt
+/// since its last report (so fuel burnt before, in a start hook or the
+/// last batch, is never lost to the new budget).
+pub(crate) fn refuel(
+    store: &mut StoreContextMut<'_, GuestState>,
+    fuel: u64,
+) -> wasmtime::Result<()> {
+    let fuel_left = store.get_fuel()?;
+    store.data_mut().cpu.settle(fuel_left);
+    store.set_fuel(fuel)?;
+    store.data_mut().cpu.refuelled(fuel);
+    Ok(())
+}
+
 /// Starts a worker's new batch: charges what the last batch burnt, gives the
 /// guest `fuel` afresh, forgets a memory refusal it survived, and counts the
 /// batch.
@@ -279,11 +293,8 @@ pub(crate) fn start_batch(
     store: &mut StoreContextMut<'_, GuestState>,
     fuel: u64,
 ) -> wasmtime::Result<()> {
-    let fuel_left = store.get_fuel()?;
-    store.data_mut().cpu.settle(fuel_left);
-    store.set_fuel(fuel)?;
+    refuel(store, fuel)?;
     let state = store.data_mut();
-    state.cpu.refuelled(fuel);
     state.limiter.clear_refusal();
     state.version.usage.add_invocation();
     Ok(())

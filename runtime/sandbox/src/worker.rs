@@ -24,7 +24,7 @@ use crate::grants::Grants;
 use crate::hooks::{Hook, Hooks};
 use crate::limits::SandboxLimits;
 use crate::role_version::RoleVersion;
-use crate::sandbox::{Failed, GuestState, sandbox_store, settle_cpu};
+use crate::sandbox::{Failed, GuestState, refuel, sandbox_store, settle_cpu};
 use crate::usage::UsageSnapshot;
 use crate::vmbus::queue::BatchControl;
 use std::future::Future;
@@ -315,11 +315,11 @@ impl WorkerInstance {
     }
 
     /// Ready: the guest gets a batch's fuel for the work before its first
-    /// batch. One asked to stop while starting is draining at once, its
-    /// grace period running from now, when it can first see the ask.
+    /// batch, its start's fuel charged first. One asked to stop while
+    /// starting is draining at once, its grace period running from now, when
+    /// it can first see the ask.
     fn ready(&mut self, phase: &mut impl FnMut(InstancePhase)) -> Result<(), GuestFailure> {
-        self.store
-            .set_fuel(self.limits.fuel)
+        refuel(&mut self.store.as_context_mut(), self.limits.fuel)
             .map_err(|e| GuestFailure::Instantiate(one_line(&e)))?;
         phase(InstancePhase::Ready);
         if self.stop.asked() {

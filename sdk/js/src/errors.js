@@ -190,9 +190,21 @@ export function fromWit(thrown) {
   if (thrown instanceof WeftError || typeof payload?.tag !== "string") {
     return thrown;
   }
-  const why = payload.val == null ? "" : String(payload.val);
-  const make = BY_TAG[payload.tag];
-  return make ? make(why) : new WeftError(`${payload.tag}: ${why}`, why);
+  return fromVariant(payload);
+}
+
+/**
+ * The SDK's error for a WIT error variant, `{tag, val}`: what a failed
+ * call throws as its `payload`, and what a `result` nested in a call's
+ * answer (each receipt's outcome of `complete-batch`) carries as its `err`.
+ *
+ * @param {{tag: string, val?: unknown}} variant
+ * @returns {WeftError}
+ */
+export function fromVariant(variant) {
+  const why = variant.val == null ? "" : String(variant.val);
+  const make = Object.hasOwn(BY_TAG, variant.tag) ? BY_TAG[variant.tag] : undefined;
+  return make ? make(why) : new WeftError(`${variant.tag}: ${why}`, why);
 }
 
 /**

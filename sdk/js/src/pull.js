@@ -2,12 +2,20 @@
  * The pull loop behind `worker()` (worker.js), as the Rust SDK's
  * `Worker::run`: receive, handle, settle, back off, stop. Internal: not
  * re-exported by `index.js`; the unit tests drive it directly.
+ *
+ * A failed message is abandoned at once; the messages the handler took
+ * are completed together once the whole batch is handled, in one
+ * `completeBatch` call, so the role's queue rate limit counts one call per
+ * batch rather than one per message. That call is retried as a whole while
+ * it fails transiently; a message it answers with a transient error is
+ * then completed on its own, one whose lease lapsed (`NotFound`) is logged
+ * and left, and any other error ends the loop.
  */
 
 import { bus } from "./bus.js";
 import { describe, NotFound, WeftError } from "./errors.js";
 import { stopping } from "./lifecycle.js";
-import { abandon, complete, receive } from "./queue.js";
+import { abandon, complete, completeBatch, receive } from "./queue.js";
 import { millisU32 } from "./wire.js";
 
 /** The first backoff delay after a transient failure, in ms. */
@@ -67,6 +75,7 @@ export async function pull(queue, handler, { retryDelayMs, ...receiveOptions }) 
       continue;
     }
     backoff.reset();
+    const done = [];
     for (const message of batch) {
       // A flag, not the error itself: a handler may throw `undefined`.
       let failed = false;
@@ -78,7 +87,7 @@ export async function pull(queue, handler, { retryDelayMs, ...receiveOptions }) 
         failure = error;
       }
       if (!failed) {
-        await settle(queue, message, () => complete(queue, message));
+        done.push(message);
       } else {
         console.error(
           `weft: queue \`${queue}\`: message ${message.id} failed on delivery ${message.dequeueCount}, abandoning it: ${describe(failure)}`,
@@ -86,7 +95,55 @@ export async function pull(queue, handler, { retryDelayMs, ...receiveOptions }) 
         await settle(queue, message, () => abandon(queue, message, retryDelayMs));
       }
     }
+    await completeAll(queue, done);
   }
+}
+
+/**
+ * Completes the messages a batch handled in one call, retrying the call
+ * while it fails transiently; a message the call could not complete for a
+ * passing reason is then settled on its own, and one whose lease lapsed is
+ * logged and left (see `settle`).
+ */
+async function completeAll(queue, done) {
+  if (done.length === 0) return;
+  const backoff = new Backoff();
+  let outcomes;
+  for (;;) {
+    try {
+      outcomes = completeBatch(queue, done);
+      break;
+    } catch (error) {
+      if (!isTransient(error)) throw error;
+      await bus.sleep(backoff.next());
+    }
+  }
+  for (const [i, message] of done.entries()) {
+    const completeIt = () => complete(queue, message);
+    // A host answering fewer outcomes than receipts: the rest are settled
+    // one by one.
+    if (i >= outcomes.length) {
+      await settle(queue, message, completeIt);
+      continue;
+    }
+    // Each answered outcome is `undefined` (done) or a `WeftError`.
+    const outcome = outcomes[i];
+    if (outcome === undefined) continue;
+    if (outcome instanceof NotFound) {
+      lapsed(queue, message, outcome);
+    } else if (isTransient(outcome)) {
+      await settle(queue, message, completeIt);
+    } else {
+      throw outcome;
+    }
+  }
+}
+
+/** Logs a settle refused because the message's lease lapsed first. */
+function lapsed(queue, message, error) {
+  console.error(
+    `weft: queue \`${queue}\`: could not settle message ${message.id} (${error.reason}); its lease lapsed and it will be delivered again`,
+  );
 }
 
 /**
@@ -104,9 +161,7 @@ async function settle(queue, message, how) {
       if (isTransient(error)) {
         await bus.sleep(backoff.next());
       } else if (error instanceof NotFound) {
-        console.error(
-          `weft: queue \`${queue}\`: could not settle message ${message.id} (${error.reason}); its lease lapsed and it will be delivered again`,
-        );
+        lapsed(queue, message, error);
         return;
       } else {
         throw error;

@@ -5,12 +5,14 @@
  * live, or with a dedupe id that makes retrying the send safe). `receive`
  * takes up to a batch of visible messages and hides each from other
  * receivers for its *visibility timeout* (its lease). Settle each delivery
- * before the lease lapses: `complete` deletes the message, `abandon` makes
- * it visible again (after an optional delay), and `extend` keeps it for
- * longer. A message whose lease lapses unsettled comes back too, with its
- * `dequeueCount` one higher; after the host's maximum number of deliveries
- * it moves to the queue `<queue>-poison`, where `poisonReason` says why.
- * `length` and `peek` look at a queue without receiving from it.
+ * before the lease lapses: `complete` deletes the message (`completeBatch`
+ * deletes a whole batch's in one host call, which the role's queue rate
+ * limit counts once), `abandon` makes it visible again (after an optional
+ * delay), and `extend` keeps it for longer. A message whose lease lapses
+ * unsettled comes back too, with its `dequeueCount` one higher; after the
+ * host's maximum number of deliveries it moves to the queue
+ * `<queue>-poison`, where `poisonReason` says why. `length` and `peek` look
+ * at a queue without receiving from it.
  *
  * A message may be delivered more than once, so handle it idempotently.
  * Most worker roles use `worker()` (worker.js), which runs the
@@ -22,7 +24,7 @@
  */
 
 import { bus } from "./bus.js";
-import { call } from "./errors.js";
+import { call, fromVariant } from "./errors.js";
 import { decodeLenient, decodeStrict, millisU32, toBytes } from "./wire.js";
 
 /** The largest message body the host accepts, in bytes (64 KiB). */
@@ -153,6 +155,26 @@ export function receive(queue, { maxMessages = 8, visibilityTimeoutMs = 30_000, 
  */
 export function complete(queue, message) {
   call(() => bus.queue.complete(queue, receiptOf(message)));
+}
+
+/**
+ * Deletes the messages a batch of deliveries brought (1 to `MAX_BATCH`, as
+ * one `receive` hands out) in one host call, which the role's queue rate
+ * limit counts once. Returns each message's outcome, in order: `undefined`
+ * when it was deleted, else the error `complete` would have thrown for it
+ * alone (`NotFound` for a lapsed lease). Throws when the call as a whole
+ * cannot be made (`RateLimited`, `Denied`, `Invalid` for no messages or
+ * more than 32).
+ *
+ * @param {string} queue
+ * @param {Array<Message | string>} messages the deliveries (or their receipts)
+ * @returns {Array<import("./errors.js").WeftError | undefined>}
+ */
+export function completeBatch(queue, messages) {
+  const outcomes = call(() => bus.queue.completeBatch(queue, messages.map(receiptOf)));
+  // A result nested in the answer is a value, `{tag: "ok"}` or
+  // `{tag: "err", val: variant}`, not an exception.
+  return outcomes.map((outcome) => (outcome.tag === "err" ? fromVariant(outcome.val) : undefined));
 }
 
 /**

@@ -6,18 +6,29 @@
  * makes that export; its `run` loops (pull.js):
  *
  * 1. receive a batch from the queue (waiting for one if the queue is empty);
- * 2. call the handler on each message, awaiting it if it returns a promise;
- * 3. complete the message if the handler returned, or abandon it (after
- *    `retryDelayMs`) and log the error to stderr if it threw, so it is
- *    delivered again.
+ * 2. call the handler on each message, awaiting it if it returns a promise,
+ *    and abandon a message at once (visible again after `retryDelayMs`),
+ *    logging the error to stderr, if the handler threw, so it is delivered
+ *    again;
+ * 3. once the whole batch is handled, complete the messages whose handler
+ *    returned with `completeBatch`: one host call for the batch, so the
+ *    role's queue rate limit counts one call per batch, not one per
+ *    message.
+ *
+ * A message is so completed only after the rest of its batch is handled:
+ * if the instance dies mid-batch, the messages it handled but had not
+ * completed are delivered again (delivery is at least once anyway). The
+ * visibility timeout must cover the whole batch, as it always had to.
  *
  * When the host asks the instance to stop, `receive` returns nothing and
  * `stopping()` says so: the loop, having settled the batch it held, returns
  * and `run` returns `ok`.
  *
  * When the host answers `RateLimited` or `Unavailable`, the worker sleeps
- * (50 ms, doubling up to 2 s) and retries. Any other error from receive, or
- * from settling a message, ends the loop: `run` logs it to stderr and
+ * (50 ms, doubling up to 2 s) and retries: a receive, an abandon, or the
+ * batch's completion call as a whole; a message that call answers with a
+ * transient error is then completed on its own, with the same retries. Any
+ * other error from receive, or from settling a message, ends the loop: `run` logs it to stderr and
  * returns `err` (the host records "guest exited with status 1" and
  * restarts the role). A settle that fails with `NotFound` means the lease
  * lapsed first; the message will be delivered again, so the worker logs it

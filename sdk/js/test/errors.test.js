@@ -115,6 +115,32 @@ test("queue calls convert errors, arguments and results", () => {
   assert.equal(peeked.insertedAtMs, 1500);
 });
 
+test("completeBatch passes the receipts and answers each outcome", () => {
+  const calls = [];
+  bus.queue = {
+    completeBatch(queue, receipts) {
+      calls.push({ queue, receipts });
+      if (queue === "limited") throw witError("rate-limited");
+      if (receipts.length === 0) throw witError("invalid", "no receipts");
+      // componentize-js's shape for the nested `result<_, error>`.
+      return [
+        { tag: "ok", val: undefined },
+        { tag: "err", val: { tag: "not-found", val: "stale receipt" } },
+        { tag: "err", val: { tag: "unavailable", val: "busy" } },
+      ];
+    },
+  };
+  const message = new weft.Message({ id: "a", body: new Uint8Array(), dequeueCount: 1, insertedAtMs: 0n, receipt: "r-a" });
+  const [done, lapsed, busy] = weft.queue.completeBatch("q", [message, "r-b", "r-c"]);
+  assert.deepEqual(calls, [{ queue: "q", receipts: ["r-a", "r-b", "r-c"] }]);
+  assert.equal(done, undefined);
+  assert.ok(lapsed instanceof NotFound && lapsed.reason === "stale receipt");
+  assert.ok(busy instanceof Unavailable && busy.transient);
+  // The call as a whole fails as the other queue calls do.
+  assert.throws(() => weft.queue.completeBatch("limited", ["r-a"]), RateLimited);
+  assert.throws(() => weft.queue.completeBatch("q", []), (e) => e instanceof Invalid && e.reason === "no receipts");
+});
+
 test("message text decodes leniently, JSON strictly", () => {
   const message = new weft.Message({ id: "m", body: new Uint8Array([0x68, 0xff, 0x69]), dequeueCount: 2, insertedAtMs: 5n, receipt: "r" });
   assert.equal(message.text(), "h\ufffdi");

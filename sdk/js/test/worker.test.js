@@ -24,14 +24,30 @@ function wire(id, body) {
  * A scripted queue: `receive` answers from `batches` (an array of wire
  * messages, or a thrown error), then `denied` (which ends the loop), or an
  * empty batch with `stopping()` true when `stopAtEnd`; settling answers
- * from `settles` (errors to throw, `undefined` for success), then succeeds.
+ * from `settles` (errors to throw, `undefined` for success), then succeeds;
+ * a batch completion answers from `batchCalls` (an error to throw, or the
+ * outcomes as componentize-js gives them: `{tag: "ok"}` or `{tag: "err",
+ * val: variant}`), else each of its receipts from `settles`.
  * Past 100 receives (or sleeps) it throws a plain error, so a loop that
  * should have ended fails its test.
  */
 let script;
 
 beforeEach(() => {
-  script = { batches: [], settles: [], completed: [], abandoned: [], delays: [], slept: [], received: [], stopAtEnd: false };
+  script = {
+    batches: [],
+    settles: [],
+    batchCalls: [],
+    // How many receipts each batch completion carried, and how many single completions there were.
+    batchSizes: [],
+    singleCompletes: 0,
+    completed: [],
+    abandoned: [],
+    delays: [],
+    slept: [],
+    received: [],
+    stopAtEnd: false,
+  };
   const settle = () => {
     const outcome = script.settles.shift();
     if (outcome) throw outcome;
@@ -50,8 +66,26 @@ beforeEach(() => {
       throw witError("denied", "script over");
     },
     complete(_queue, receipt) {
+      script.singleCompletes += 1;
       settle();
       script.completed.push(receipt.replace("receipt-", ""));
+    },
+    completeBatch(_queue, receipts) {
+      script.batchSizes.push(receipts.length);
+      let outcomes;
+      if (script.batchCalls.length > 0) {
+        outcomes = script.batchCalls.shift();
+        if (outcomes instanceof Error) throw outcomes;
+      } else {
+        outcomes = receipts.map(() => {
+          const outcome = script.settles.shift();
+          return outcome ? err(outcome) : ok;
+        });
+      }
+      receipts.forEach((receipt, i) => {
+        if (outcomes[i]?.tag === "ok") script.completed.push(receipt.replace("receipt-", ""));
+      });
+      return outcomes;
     },
     abandon(_queue, receipt, delayMs) {
       settle();
@@ -65,6 +99,14 @@ beforeEach(() => {
     if (script.slept.length > 100) throw new Error("runaway backoff");
   };
 });
+
+/** A receipt's outcome in a `completeBatch` answer: done. */
+const ok = { tag: "ok", val: undefined };
+
+/** A receipt's outcome in a `completeBatch` answer: the error `witError` carries. */
+function err(thrown) {
+  return { tag: "err", val: thrown.payload };
+}
 
 function okUnlessFail(message) {
   if (message.text() === "fail") throw new Error("asked to fail");
@@ -144,12 +186,86 @@ test("empty batches are paced only without a wait", async () => {
   assert.deepEqual(script.slept, [50, 100]);
 });
 
-test("settling retries transient errors and carries on past a lapsed lease", async () => {
+test("settling retries transient errors and carries on past a lapsed lease", async (t) => {
+  const logged = [];
+  t.mock.method(console, "error", (line) => logged.push(line));
   script.batches.push([wire("a", "ok"), wire("b", "ok"), wire("c", "ok")]);
-  script.settles.push(witError("rate-limited"), witError("unavailable", "x"), undefined, witError("not-found", "stale receipt"));
+  // The batch call is refused twice as a whole, then answers: `a` done,
+  // `b` unavailable for now, `c`'s lease lapsed.
+  script.batchCalls.push(witError("rate-limited"), witError("unavailable", "x"), [
+    ok,
+    err(witError("unavailable", "y")),
+    err(witError("not-found", "stale receipt")),
+  ]);
+  // `b` alone: unavailable once more, then done.
+  script.settles.push(witError("unavailable", "z"));
+  await assert.rejects(loop(okUnlessFail), (e) => e instanceof Denied && e.reason === "script over");
+  assert.deepEqual(script.completed, ["a", "b"]);
+  assert.deepEqual(script.batchSizes, [3, 3, 3]);
+  assert.equal(script.singleCompletes, 2);
+  assert.deepEqual(script.slept, [50, 100, 50]);
+  assert.ok(logged.some((line) => line.includes("could not settle message c (stale receipt)")));
+});
+
+test("a lapsed lease on a single settle is skipped", async (t) => {
+  t.mock.method(console, "error", () => {});
+  script.batches.push([wire("a", "fail"), wire("b", "ok")]);
+  script.settles.push(witError("rate-limited"), witError("not-found", "stale receipt"));
+  await assert.rejects(loop(okUnlessFail), (e) => e instanceof Denied && e.reason === "script over");
+  assert.deepEqual(script.abandoned, []);
+  assert.deepEqual(script.completed, ["b"]);
+  assert.deepEqual(script.slept, [50]);
+});
+
+test("a batch is completed in one call; failures are abandoned one by one", async (t) => {
+  t.mock.method(console, "error", () => {});
+  script.batches.push(
+    Array.from({ length: 32 }, (_, i) => wire(`m${i}`, "ok")),
+    [wire("x", "fail"), wire("y", "fail")],
+    [wire("p", "ok"), wire("q", "fail"), wire("r", "ok")],
+  );
   await assert.rejects(loop(okUnlessFail), Denied);
-  assert.deepEqual(script.completed, ["a", "c"]);
-  assert.deepEqual(script.slept, [50, 100]);
+  // The batch of failures made no completion call.
+  assert.deepEqual(script.batchSizes, [32, 2]);
+  assert.equal(script.singleCompletes, 0);
+  assert.equal(script.completed.length, 34);
+  assert.deepEqual(script.completed.slice(32), ["p", "r"]);
+  assert.deepEqual(script.abandoned, ["x", "y", "q"]);
+});
+
+test("a batch is completed once the whole batch is handled", async () => {
+  const events = [];
+  const completeBatch = bus.queue.completeBatch;
+  bus.queue.completeBatch = (queue, receipts) => {
+    events.push(`complete ${receipts.join(",")}`);
+    return completeBatch(queue, receipts);
+  };
+  script.batches.push([wire("a", "ok"), wire("b", "ok")]);
+  await assert.rejects(
+    loop((message) => {
+      events.push(`handle ${message.id}`);
+    }),
+    Denied,
+  );
+  assert.deepEqual(events, ["handle a", "handle b", "complete receipt-a,receipt-b"]);
+});
+
+test("messages a batch completion does not answer are completed alone", async () => {
+  script.batches.push([wire("a", "ok"), wire("b", "ok"), wire("c", "ok")]);
+  script.batchCalls.push([ok]);
+  await assert.rejects(loop(okUnlessFail), (e) => e instanceof Denied && e.reason === "script over");
+  assert.deepEqual(script.completed, ["a", "b", "c"]);
+  assert.equal(script.singleCompletes, 2);
+});
+
+test("a batch completion that is denied ends run", async () => {
+  for (const answer of [witError("denied", "revoked"), [ok, err(witError("denied", "revoked"))]]) {
+    script.batches = [[wire("a", "ok"), wire("b", "ok")]];
+    script.batchCalls = [answer];
+    script.singleCompletes = 0;
+    await assert.rejects(loop(okUnlessFail), (e) => e instanceof Denied && e.reason === "revoked");
+    assert.equal(script.singleCompletes, 0);
+  }
 });
 
 test("a settle that is denied ends run", async () => {

@@ -157,7 +157,16 @@ def _queue_call(name: str):
     return call
 
 
-for _name in ["send", "receive", "complete", "abandon", "extend", "length", "peek"]:
+for _name in [
+    "send",
+    "receive",
+    "complete",
+    "complete_batch",
+    "abandon",
+    "extend",
+    "length",
+    "peek",
+]:
     setattr(queue_mod, _name, _queue_call(_name))
 
 lifecycle_mod = types.ModuleType("wit_world.imports.lifecycle")

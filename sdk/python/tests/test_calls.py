@@ -78,6 +78,34 @@ class Queue(unittest.TestCase):
             ],
         )
 
+    def test_complete_batch_passes_the_receipts_and_answers_each_outcome(self) -> None:
+        types = fakes.vmbus_types
+        Q.answers.append(
+            [
+                fakes.Ok(None),
+                fakes.Err(types.Error_NotFound("stale receipt")),
+                fakes.Err(types.Error_Unavailable("busy")),
+            ]
+        )
+        messages = [weft.Message(i, b"", 1, 0, f"r-{i}") for i in ["a", "b", "c"]]
+        outcomes = queue.complete_batch("jobs", messages)
+        self.assertEqual(Q.calls, [("complete_batch", "jobs", ["r-a", "r-b", "r-c"])])
+        self.assertIsNone(outcomes[0])
+        self.assertIsInstance(outcomes[1], weft.NotFound)
+        self.assertEqual(outcomes[1].reason, "stale receipt")
+        self.assertIsInstance(outcomes[2], weft.Unavailable)
+        self.assertTrue(outcomes[2].transient)
+
+    def test_complete_batch_raises_when_the_call_as_a_whole_fails(self) -> None:
+        Q.answers.append(fakes.Err(fakes.vmbus_types.Error_RateLimited()))
+        with self.assertRaises(weft.RateLimited):
+            queue.complete_batch("jobs", [weft.Message("a", b"", 1, 0, "r-a")])
+        # The host refuses an empty batch (or one over 32) with `invalid`.
+        Q.answers.append(fakes.Err(fakes.vmbus_types.Error_Invalid("no receipts")))
+        with self.assertRaises(weft.Invalid):
+            queue.complete_batch("jobs", [])
+        self.assertEqual(Q.calls[-1], ("complete_batch", "jobs", []))
+
     def test_errors_become_exceptions(self) -> None:
         Q.answers.append(fakes.Err(fakes.vmbus_types.Error_Denied("queue 'x' is not granted")))
         with self.assertRaises(weft.Denied) as raised:

@@ -20,11 +20,18 @@ class ScriptOver(Denied):
 
 class FakeBus:
     """`receive` answers from `batches` (then ScriptOver); settling answers
-    from `settles` (then succeeds)."""
+    from `settles` (then succeeds); a batch completion answers from
+    `batch_calls` (an error to raise, or the outcomes), else each of its
+    messages from `settles`."""
 
     def __init__(self, stop_at_end: bool = False) -> None:
         self.batches: deque = deque()
         self.settles: deque = deque()
+        self.batch_calls: deque = deque()
+        #: How many messages each batch completion carried.
+        self.batch_sizes: list[int] = []
+        #: Single completions.
+        self.single_completes = 0
         self.completed: list[str] = []
         self.abandoned: list[tuple[str, int]] = []
         self.slept: list[int] = []
@@ -49,8 +56,23 @@ class FakeBus:
             raise answer
 
     def complete(self, queue, message):
+        self.single_completes += 1
         self._settle()
         self.completed.append(message.id)
+
+    def complete_batch(self, queue, messages):
+        self.batch_sizes.append(len(messages))
+        if self.batch_calls:
+            answer = self.batch_calls.popleft()
+            if isinstance(answer, Exception):
+                raise answer
+            outcomes = answer
+        else:
+            outcomes = [self.settles.popleft() if self.settles else None for _ in messages]
+        for message, outcome in zip(messages, outcomes):
+            if outcome is None:
+                self.completed.append(message.id)
+        return outcomes
 
     def abandon(self, queue, message, delay_ms):
         self._settle()
@@ -173,13 +195,89 @@ class PullLoop(unittest.TestCase):
 
     def test_settling_retries_transient_errors_and_skips_lapsed_leases(self) -> None:
         bus = FakeBus()
-        bus.batches.append([message("a"), message("b")])
-        bus.settles.extend([RateLimited(), Unavailable("x"), None, NotFound("stale receipt")])
+        bus.batches.append([message("a"), message("b"), message("c")])
+        # The batch call is refused twice as a whole, then answers: `a`
+        # done, `b` unavailable for now, `c`'s lease lapsed.
+        bus.batch_calls.extend(
+            [
+                RateLimited(),
+                Unavailable("x"),
+                [None, Unavailable("y"), NotFound("stale receipt")],
+            ]
+        )
+        # `b` alone: unavailable once more, then done.
+        bus.settles.append(Unavailable("z"))
         end, log = serve(FailOnFail(), bus)
         self.assertIsInstance(end, ScriptOver, "a lapsed lease does not end the loop")
-        self.assertEqual(bus.completed, ["a"])
-        self.assertEqual(bus.slept, [50, 100])
-        self.assertIn("could not settle message b (stale receipt)", log)
+        self.assertEqual(bus.completed, ["a", "b"])
+        self.assertEqual(bus.batch_sizes, [3, 3, 3])
+        self.assertEqual(bus.single_completes, 2)
+        self.assertEqual(bus.slept, [50, 100, 50])
+        self.assertIn("could not settle message c (stale receipt)", log)
+
+    def test_a_lapsed_lease_on_a_single_settle_is_skipped(self) -> None:
+        bus = FakeBus()
+        bus.batches.append([message("a", "fail"), message("b")])
+        bus.settles.extend([RateLimited(), NotFound("stale receipt")])
+        end, log = serve(FailOnFail(), bus)
+        self.assertIsInstance(end, ScriptOver)
+        self.assertEqual(bus.abandoned, [])
+        self.assertEqual(bus.completed, ["b"])
+        self.assertEqual(bus.slept, [50])
+        self.assertIn("could not settle message a (stale receipt)", log)
+
+    def test_a_batch_is_completed_in_one_call(self) -> None:
+        """A batch's successes are completed in one call, whatever its size;
+        its failures are abandoned one by one, and a batch of failures makes
+        no completion call."""
+        bus = FakeBus()
+        bus.batches.append([message(f"m{i}") for i in range(32)])
+        bus.batches.append([message("x", "fail"), message("y", "fail")])
+        bus.batches.append([message("p"), message("q", "fail"), message("r")])
+        end, _ = serve(FailOnFail(), bus)
+        self.assertIsInstance(end, ScriptOver)
+        self.assertEqual(bus.batch_sizes, [32, 2])
+        self.assertEqual(bus.single_completes, 0)
+        self.assertEqual(len(bus.completed), 34)
+        self.assertEqual(bus.completed[32:], ["p", "r"])
+        self.assertEqual(bus.abandoned, [("x", 0), ("y", 0), ("q", 0)])
+
+    def test_a_batch_is_completed_after_the_whole_batch_is_handled(self) -> None:
+        events: list[str] = []
+
+        class Recording(FailOnFail):
+            def handle(self, message: weft.Message) -> None:
+                events.append(f"handle {message.id}")
+
+        class RecordingBus(FakeBus):
+            def complete_batch(self, queue, messages):
+                events.append(f"complete {[m.id for m in messages]}")
+                return super().complete_batch(queue, messages)
+
+        bus = RecordingBus()
+        bus.batches.append([message("a"), message("b")])
+        serve(Recording(), bus)
+        self.assertEqual(events, ["handle a", "handle b", "complete ['a', 'b']"])
+
+    def test_messages_a_batch_completion_does_not_answer_are_settled_alone(self) -> None:
+        bus = FakeBus()
+        bus.batches.append([message("a"), message("b"), message("c")])
+        bus.batch_calls.append([None])
+        end, _ = serve(FailOnFail(), bus)
+        self.assertIsInstance(end, ScriptOver)
+        self.assertEqual(bus.completed, ["a", "b", "c"])
+        self.assertEqual(bus.single_completes, 2)
+
+    def test_a_batch_completion_stops_on_a_denial(self) -> None:
+        for answer in [Denied("revoked"), [None, Denied("revoked")]]:
+            bus = FakeBus()
+            bus.batches.append([message("a"), message("b")])
+            bus.batch_calls.append(answer)
+            end, _ = serve(FailOnFail(), bus)
+            self.assertIsInstance(end, Denied)
+            self.assertNotIsInstance(end, ScriptOver)
+            self.assertEqual(end.reason, "revoked")
+            self.assertEqual(bus.single_completes, 0)
 
     def test_settling_stops_on_a_denial(self) -> None:
         bus = FakeBus()

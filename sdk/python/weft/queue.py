@@ -4,12 +4,14 @@
 live, or with a dedupe id that makes retrying the send safe). :func:`receive`
 takes up to a batch of visible messages and hides each from other receivers
 for its *visibility timeout* (its lease). Settle each delivery before the
-lease lapses: :func:`complete` deletes the message, :func:`abandon` makes it
-visible again (after an optional delay), :func:`extend` keeps it longer. A
-message whose lease lapses unsettled comes back with its ``dequeue_count``
-one higher; after the host's maximum number of deliveries it moves to the
-queue ``<queue>-poison``, where ``poison_reason`` says why. :func:`length`
-and :func:`peek` look at a queue without receiving from it.
+lease lapses: :func:`complete` deletes the message (:func:`complete_batch`
+deletes a whole batch's in one host call, which the role's queue rate limit
+counts once), :func:`abandon` makes it visible again (after an optional
+delay), :func:`extend` keeps it longer. A message whose lease lapses
+unsettled comes back with its ``dequeue_count`` one higher; after the host's
+maximum number of deliveries it moves to the queue ``<queue>-poison``, where
+``poison_reason`` says why. :func:`length` and :func:`peek` look at a queue
+without receiving from it.
 
 A message may be delivered more than once: handle it idempotently. Most
 worker roles use :class:`weft.Worker`, which runs the receive/settle loop.
@@ -23,9 +25,11 @@ import json as _json
 from dataclasses import dataclass
 from typing import Any
 
+from componentize_py_types import Err
 from wit_world.imports import queue as _wit
 
 from . import _wire
+from .errors import WeftError, from_err
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -35,6 +39,7 @@ __all__ = [
     "send",
     "receive",
     "complete",
+    "complete_batch",
     "abandon",
     "extend",
     "length",
@@ -162,6 +167,22 @@ def complete(queue: str, message: Message) -> None:
     """Deletes ``message`` from ``queue``. Raises :class:`~weft.errors.NotFound`
     if its lease has lapsed (it will be, or has been, delivered again)."""
     _wire.call(_wit.complete, queue, message.receipt)
+
+
+def complete_batch(queue: str, messages: list[Message]) -> list[WeftError | None]:
+    """Deletes ``messages`` (1 to :data:`MAX_BATCH`, as one :func:`receive`
+    hands out) from ``queue`` in one host call, which the role's queue rate
+    limit counts once. Returns each message's outcome, in order: ``None``
+    when it was deleted, else the error :func:`complete` would have raised
+    for it alone (:class:`~weft.errors.NotFound` for a lapsed lease). Raises
+    when the call as a whole cannot be made (:class:`~weft.errors.RateLimited`,
+    :class:`~weft.errors.Denied`, :class:`~weft.errors.Invalid` for no
+    messages or more than 32)."""
+    receipts = [message.receipt for message in messages]
+    outcomes = _wire.call(_wit.complete_batch, queue, receipts)
+    # Each outcome is the generated `Ok(None)` or `Err(error)`: a nested
+    # result is a value, not an exception, in componentize-py's bindings.
+    return [from_err(o) if isinstance(o, Err) else None for o in outcomes]
 
 
 def abandon(queue: str, message: Message, delay_ms: int = 0) -> None:

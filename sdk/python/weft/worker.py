@@ -20,20 +20,31 @@ The host calls ``run`` (the standard ``wasi:cli/run`` export), which calls
 code a Rust worker runs in ``main`` before ``Worker::run``), then loops:
 
 1. receive a batch (waiting for one if the queue is empty);
-2. call ``handle`` on each message;
-3. complete the message if ``handle`` returned, abandon it (visible again
-   after ``retry_delay_ms``) if it raised, logging the message id and the
-   traceback to stderr, so it is delivered again.
+2. call ``handle`` on each message, and abandon a message at once (visible
+   again after ``retry_delay_ms``) if it raised, logging the message id and
+   the traceback to stderr, so it is delivered again;
+3. once the whole batch is handled, complete the messages whose ``handle``
+   returned with :func:`weft.queue.complete_batch`: one host call for the
+   batch, so the role's queue rate limit counts one call per batch, not one
+   per message.
+
+A message is so completed only after the rest of its batch is handled: if
+the instance dies mid-batch, the messages it handled but had not completed
+are delivered again (delivery is at least once anyway). The visibility
+timeout must cover the whole batch, as it always had to.
 
 When the host asks the instance to stop, ``receive`` returns nothing and
 ``lifecycle.stopping()`` says so: having settled the batch it held, ``run``
 returns. On ``RateLimited`` or ``Unavailable`` the loop sleeps (50 ms,
-doubling up to 2 s) and retries. A settle that fails with ``NotFound`` means
-the lease lapsed first (the message comes back anyway): it is logged and the
-loop carries on. Any other error, or an exception from ``setup``, is logged
-and ends ``run`` as a failure, and the host restarts the role. A handler
-that loops forever or exhausts its limits is the host's business: it
-interrupts the instance and the lease lapses.
+doubling up to 2 s) and retries: a receive, an abandon, or the batch's
+completion call as a whole. A message the completion call answers with a
+transient error is then completed on its own, with the same retries. A
+settle that fails with ``NotFound`` means the lease lapsed first (the
+message comes back anyway): it is logged and the loop carries on. Any other
+error, or an exception from ``setup``, is logged and ends ``run`` as a
+failure, and the host restarts the role. A handler that loops forever or
+exhausts its limits is the host's business: it interrupts the instance and
+the lease lapses.
 """
 
 from __future__ import annotations
@@ -55,6 +66,9 @@ __all__ = ["Worker"]
 BACKOFF_INITIAL_MS = 50
 #: The longest delay between tries, in milliseconds.
 BACKOFF_MAX_MS = 2_000
+
+# Stands for the outcome of a message a batch completion did not answer.
+_UNANSWERED = object()
 
 
 class _Backoff:
@@ -84,6 +98,10 @@ class _Bus(Protocol):
 
     def complete(self, queue: str, message: Message) -> None: ...
 
+    def complete_batch(
+        self, queue: str, messages: list[Message]
+    ) -> list[WeftError | None]: ...
+
     def abandon(self, queue: str, message: Message, delay_ms: int) -> None: ...
 
     def sleep(self, delay_ms: int) -> None: ...
@@ -101,6 +119,11 @@ class _VmBus:
 
     def complete(self, queue: str, message: Message) -> None:
         _queue.complete(queue, message)
+
+    def complete_batch(
+        self, queue: str, messages: list[Message]
+    ) -> list[WeftError | None]:
+        return _queue.complete_batch(queue, messages)
 
     def abandon(self, queue: str, message: Message, delay_ms: int) -> None:
         _queue.abandon(queue, message, delay_ms)
@@ -195,6 +218,7 @@ class Worker:
                     bus.sleep(backoff.next_delay_ms())
                 continue
             backoff.reset()
+            done: list[Message] = []
             for message in batch:
                 try:
                     self.handle(message)
@@ -206,7 +230,45 @@ class Worker:
                     )
                     self._settle(bus, message, abandon=True)
                 else:
-                    self._settle(bus, message, abandon=False)
+                    done.append(message)
+            self._complete_all(bus, done)
+
+    def _complete_all(self, bus: _Bus, done: list[Message]) -> None:
+        """Completes the messages a batch handled in one call, retrying the
+        call while it fails transiently; a message the call could not
+        complete for a passing reason is then settled on its own, and one
+        whose lease lapsed is logged and left (see :meth:`_settle`)."""
+        if not done:
+            return
+        backoff = _Backoff()
+        while True:
+            try:
+                outcomes = bus.complete_batch(self.queue, done)
+                break
+            except WeftError as e:
+                if not e.transient:
+                    raise
+                bus.sleep(backoff.next_delay_ms())
+        answered = iter(outcomes)
+        for message in done:
+            # A host answering fewer outcomes than receipts: the rest are
+            # settled one by one.
+            outcome = next(answered, _UNANSWERED)
+            if outcome is None:
+                continue
+            if isinstance(outcome, NotFound):
+                self._lapsed(message, outcome)
+            elif isinstance(outcome, WeftError) and not outcome.transient:
+                raise outcome
+            else:
+                self._settle(bus, message, abandon=False)
+
+    def _lapsed(self, message: Message, error: NotFound) -> None:
+        """Logs a settle refused because the message's lease lapsed first."""
+        _wire.log(
+            f"queue `{self.queue}`: could not settle message {message.id} "
+            f"({error.reason}); its lease lapsed and it will be delivered again"
+        )
 
     def _settle(self, bus: _Bus, message: Message, *, abandon: bool) -> None:
         """Completes or abandons ``message``, retrying transient failures. A
@@ -220,10 +282,7 @@ class Worker:
                     bus.complete(self.queue, message)
                 return
             except NotFound as e:
-                _wire.log(
-                    f"queue `{self.queue}`: could not settle message {message.id} "
-                    f"({e.reason}); its lease lapsed and it will be delivered again"
-                )
+                self._lapsed(message, e)
                 return
             except WeftError as e:
                 if not e.transient:

@@ -9,10 +9,29 @@
 //! retrying soon does not help until entries are deleted, expire (the
 //! manifest's `[buckets.NAME] ttl-seconds`), or an operator purges them. An
 //! entry of a bucket with a time to live reads as missing once it expires.
+//!
+//! [`Bucket::get_many`], [`Bucket::set_many`] and [`Bucket::delete_many`]
+//! work on many keys at once, through the standard `wasi:keyvalue/batch`:
+//! the host takes at most [`MAX_BATCH_KEYS`] keys per call, charges each
+//! call as one operation of the role's key-value rate limit, and hands all
+//! of a call's keys to its store together (the durable store writes a
+//! `set_many` in one commit, not one per key). These methods split a
+//! longer list into calls of at most that many keys, in order. A batch is
+//! not atomic: when it fails, some of its keys may have been written or
+//! deleted (and none of the later calls' keys); a key, or a value, over
+//! the host's limits refuses its whole call before anything of it is
+//! written.
 
 use std::fmt;
 
+use crate::bindings::wasi::keyvalue::batch;
 use crate::bindings::wasi::keyvalue::store as wit;
+
+/// The most keys the host takes in one batch call (as many as one queue
+/// receive hands out). [`Bucket::get_many`], [`Bucket::set_many`] and
+/// [`Bucket::delete_many`] take any number, split into calls of at most
+/// this many.
+pub const MAX_BATCH_KEYS: usize = 32;
 
 /// Why a key-value call failed, mirroring `wasi:keyvalue/store.error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +129,45 @@ impl Bucket {
         Ok(self.inner.exists(key)?)
     }
 
+    /// The values stored under `keys`, in the keys' order, `None` for a key
+    /// that holds none. Asks the host [`MAX_BATCH_KEYS`] keys at a time;
+    /// no keys, no call.
+    pub fn get_many<K: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys = keys.into_iter().map(|key| key.as_ref().to_owned());
+        let mut values = Vec::new();
+        in_batches(keys, |keys| {
+            let entries = batch::get_many(&self.inner, &keys)?;
+            values.extend(values_in_order(&keys, entries)?);
+            Ok(())
+        })?;
+        Ok(values)
+    }
+
+    /// Stores each `(key, value)` of `entries`, replacing any value there,
+    /// [`MAX_BATCH_KEYS`] entries per host call; no entries, no call. Which
+    /// value wins for a key given twice in one call is not promised.
+    pub fn set_many<K: AsRef<str>, V: AsRef<[u8]>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()> {
+        let entries = entries
+            .into_iter()
+            .map(|(key, value)| (key.as_ref().to_owned(), value.as_ref().to_vec()));
+        in_batches(entries, |entries| {
+            Ok(batch::set_many(&self.inner, &entries)?)
+        })
+    }
+
+    /// Deletes each of `keys`, [`MAX_BATCH_KEYS`] per host call; a missing
+    /// key is skipped, not an error; no keys, no call.
+    pub fn delete_many<K: AsRef<str>>(&self, keys: impl IntoIterator<Item = K>) -> Result<()> {
+        let keys = keys.into_iter().map(|key| key.as_ref().to_owned());
+        in_batches(keys, |keys| Ok(batch::delete_many(&self.inner, &keys)?))
+    }
+
     /// Every key in the bucket, in no particular order, following the host's
     /// pages to the end. This may be expensive on a large bucket.
     pub fn keys(&self) -> Result<Vec<String>> {
@@ -118,6 +176,40 @@ impl Bucket {
             Ok((page.keys, page.cursor))
         })
     }
+}
+
+/// Hands `items` to `call` in order, at most [`MAX_BATCH_KEYS`] at a time
+/// (no call for no items), stopping at the first error: the host refuses
+/// a longer batch, and a failed one leaves the later ones unsent.
+fn in_batches<T>(
+    items: impl IntoIterator<Item = T>,
+    mut call: impl FnMut(Vec<T>) -> Result<()>,
+) -> Result<()> {
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        call(items.by_ref().take(MAX_BATCH_KEYS).collect())?;
+    }
+    Ok(())
+}
+
+/// The values of a `get-many` answer for `keys`, in their order. An answer
+/// of another length would pair values with the wrong keys, so it is an
+/// error rather than a guess.
+fn values_in_order(
+    keys: &[String],
+    entries: Vec<Option<(String, Vec<u8>)>>,
+) -> Result<Vec<Option<Vec<u8>>>> {
+    if entries.len() != keys.len() {
+        return Err(Error::Other(format!(
+            "the host answered {} entries for {} keys",
+            entries.len(),
+            keys.len()
+        )));
+    }
+    Ok(entries
+        .into_iter()
+        .map(|entry| entry.map(|(_, value)| value))
+        .collect())
 }
 
 /// Calls `fetch` with each page's cursor (starting with none) until a page
@@ -142,6 +234,66 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The batches `in_batches` makes of `count` items, by size.
+    fn batch_sizes(count: usize) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        in_batches(0..count, |batch| {
+            sizes.push(batch.len());
+            Ok(())
+        })
+        .unwrap();
+        sizes
+    }
+
+    #[test]
+    fn batches_hold_at_most_the_hosts_limit_in_order() {
+        assert_eq!(batch_sizes(0), Vec::<usize>::new());
+        assert_eq!(batch_sizes(1), [1]);
+        assert_eq!(batch_sizes(32), [32]);
+        assert_eq!(batch_sizes(33), [32, 1]);
+        assert_eq!(batch_sizes(70), [32, 32, 6]);
+        let mut seen = Vec::new();
+        in_batches(0..70, |batch| {
+            seen.extend(batch);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (0..70).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_the_later_ones_unsent() {
+        let mut calls = 0;
+        let failed = in_batches(0..100, |batch| {
+            calls += 1;
+            if batch.contains(&40) {
+                return Err(Error::BucketFull("full".into()));
+            }
+            Ok(())
+        });
+        assert_eq!(failed, Err(Error::BucketFull("full".into())));
+        assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn get_many_answers_pair_with_their_keys() {
+        let keys = ["a", "b", "c"].map(String::from);
+        let entries = vec![
+            Some(("a".to_owned(), b"1".to_vec())),
+            None,
+            Some(("c".to_owned(), b"3".to_vec())),
+        ];
+        assert_eq!(
+            values_in_order(&keys, entries.clone()).unwrap(),
+            [Some(b"1".to_vec()), None, Some(b"3".to_vec())]
+        );
+        let short = values_in_order(&keys[..2], entries).unwrap_err();
+        assert_eq!(
+            short,
+            Error::Other("the host answered 3 entries for 2 keys".into())
+        );
+    }
 
     #[test]
     fn keys_walks_every_page() {

@@ -6,9 +6,10 @@
 //! forever:
 //!
 //! 1. [`receive`](crate::queue::receive) a batch (waiting for one if the queue is empty);
-//! 2. call the handler on each message, and
-//!    [`abandon`](crate::queue::abandon) a message at once (logging the error to stderr) if
-//!    it returned `Err`, so it is delivered again (after [`Worker::retry_delay`], if set);
+//! 2. call the handler on each message ([`Worker::run`]) or on the whole batch
+//!    ([`Worker::run_batch`]), and [`abandon`](crate::queue::abandon) a message at once
+//!    (logging the error to stderr) if its handler returned `Err`, so it is delivered
+//!    again (after [`Worker::retry_delay`], if set);
 //! 3. once the whole batch is handled, [`complete_batch`](crate::queue::complete_batch)
 //!    the messages whose handler returned `Ok`: one host call for the batch, so the
 //!    role's queue rate limit counts one call per batch, not one per message.
@@ -124,8 +125,66 @@ impl Worker {
             &self.queue,
             &self.options,
             self.retry_delay,
-            handler,
+            each_message(handler),
         )
+    }
+
+    /// Runs the pull loop as [`run`](Self::run) does, but hands `handler`
+    /// each received batch whole: `Ok` completes all of it (one call),
+    /// `Err` abandons all of it. For handlers whose cost is per batch rather
+    /// than per message, such as writing every result with one
+    /// [`Bucket::set_many`](crate::kv::Bucket::set_many) (one commit for the
+    /// batch instead of one per message).
+    ///
+    /// ```no_run
+    /// use weft_sdk::kv::Bucket;
+    /// use weft_sdk::worker::Worker;
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let lengths = Bucket::open("lengths")?;
+    ///     Worker::new("jobs").batch_size(32).run_batch(|batch| {
+    ///         lengths.set_many(
+    ///             batch
+    ///                 .iter()
+    ///                 .map(|m| (m.id().to_owned(), m.body().len().to_string())),
+    ///         )
+    ///     })?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn run_batch<F, E>(self, handler: F) -> Result<()>
+    where
+        F: FnMut(&[Message]) -> Result<(), E>,
+        E: Display,
+    {
+        pull(
+            &mut VmBus,
+            &self.queue,
+            &self.options,
+            self.retry_delay,
+            whole_batch(handler),
+        )
+    }
+}
+
+/// A batch handler calling `handler` on each message of the batch.
+fn each_message<F, E>(mut handler: F) -> impl FnMut(&[Message]) -> Vec<Result<(), E>>
+where
+    F: FnMut(&Message) -> Result<(), E>,
+{
+    move |batch| batch.iter().map(&mut handler).collect()
+}
+
+/// A batch handler calling `handler` once on the whole batch, its outcome
+/// (the error shown as text) standing for every message.
+fn whole_batch<F, E>(mut handler: F) -> impl FnMut(&[Message]) -> Vec<Result<(), String>>
+where
+    F: FnMut(&[Message]) -> Result<(), E>,
+    E: Display,
+{
+    move |batch| {
+        let outcome = handler(batch).map_err(|e| e.to_string());
+        vec![outcome; batch.len()]
     }
 }
 
@@ -164,17 +223,18 @@ impl Bus for VmBus {
 }
 
 /// The pull loop; returns when the host asks the instance to stop, or with
-/// the error that ended it.
+/// the error that ended it. `handle` answers one outcome per message of a
+/// batch, in order; a message it gives no outcome is abandoned.
 pub(crate) fn pull<B, F, E>(
     bus: &mut B,
     queue: &str,
     options: &ReceiveOptions,
     retry_delay: Duration,
-    mut handler: F,
+    mut handle: F,
 ) -> Result<()>
 where
     B: Bus,
-    F: FnMut(&Message) -> Result<(), E>,
+    F: FnMut(&[Message]) -> Vec<Result<(), E>>,
     E: Display,
 {
     let mut backoff = Backoff::new();
@@ -201,18 +261,22 @@ where
         }
         backoff.reset();
         let mut done = Vec::with_capacity(batch.len());
+        let mut outcomes = handle(&batch).into_iter();
         for message in &batch {
-            match handler(message) {
-                Ok(()) => done.push(message),
-                Err(e) => {
-                    eprintln!(
-                        "weft-sdk: queue `{queue}`: message {} failed on delivery {}: {e}; abandoning it",
-                        message.id(),
-                        message.dequeue_count()
-                    );
-                    settle(bus, queue, message, Settle::Abandon(retry_delay))?;
+            let failure = match outcomes.next() {
+                Some(Ok(())) => {
+                    done.push(message);
+                    continue;
                 }
-            }
+                Some(Err(e)) => e.to_string(),
+                None => "the handler gave it no outcome".to_owned(),
+            };
+            eprintln!(
+                "weft-sdk: queue `{queue}`: message {} failed on delivery {}: {failure}; abandoning it",
+                message.id(),
+                message.dequeue_count()
+            );
+            settle(bus, queue, message, Settle::Abandon(retry_delay))?;
         }
         complete_all(bus, queue, &done)?;
     }
@@ -393,7 +457,7 @@ mod tests {
             "q",
             &ReceiveOptions::default(),
             Duration::ZERO,
-            ok_unless_fail,
+            each_message(ok_unless_fail),
         );
         assert_eq!(end, Err(Error::Denied("script over".into())));
         assert_eq!(bus.completed, ["a", "c"]);
@@ -416,7 +480,7 @@ mod tests {
             "q",
             &ReceiveOptions::default(),
             Duration::ZERO,
-            ok_unless_fail,
+            each_message(ok_unless_fail),
         );
         assert_eq!(end, Err(Error::Denied("script over".into())));
         assert_eq!(
@@ -450,7 +514,7 @@ mod tests {
                 "q",
                 &ReceiveOptions::default(),
                 Duration::ZERO,
-                ok_unless_fail,
+                each_message(ok_unless_fail),
             );
             assert_eq!(end, Err(fatal));
             assert!(bus.completed.is_empty());
@@ -466,7 +530,7 @@ mod tests {
             "q",
             &ReceiveOptions::default(),
             Duration::ZERO,
-            ok_unless_fail,
+            each_message(ok_unless_fail),
         );
         assert!(bus.slept.is_empty());
 
@@ -477,7 +541,13 @@ mod tests {
             wait: Duration::ZERO,
             ..ReceiveOptions::default()
         };
-        let _ = pull(&mut bus, "q", &no_wait, Duration::ZERO, ok_unless_fail);
+        let _ = pull(
+            &mut bus,
+            "q",
+            &no_wait,
+            Duration::ZERO,
+            each_message(ok_unless_fail),
+        );
         assert_eq!(bus.slept, [ms(50), ms(100)]);
     }
 
@@ -506,7 +576,7 @@ mod tests {
             "q",
             &ReceiveOptions::default(),
             Duration::ZERO,
-            ok_unless_fail,
+            each_message(ok_unless_fail),
         );
         assert_eq!(end, Err(Error::Denied("script over".into())));
         assert_eq!(bus.completed, ["a", "b"]);
@@ -535,7 +605,7 @@ mod tests {
             "q",
             &ReceiveOptions::default(),
             Duration::ZERO,
-            ok_unless_fail,
+            each_message(ok_unless_fail),
         );
         assert_eq!(bus.batch_sizes, [32, 2]);
         assert_eq!(bus.single_completes, 0);
@@ -555,7 +625,7 @@ mod tests {
             "q",
             &ReceiveOptions::default(),
             Duration::ZERO,
-            ok_unless_fail,
+            each_message(ok_unless_fail),
         );
         assert_eq!(end, Err(Error::Denied("revoked".into())));
         assert!(bus.completed.is_empty());
@@ -572,7 +642,7 @@ mod tests {
             "q",
             &ReceiveOptions::default(),
             Duration::ZERO,
-            ok_unless_fail,
+            each_message(ok_unless_fail),
         );
         assert_eq!(end, Err(Error::Denied("revoked".into())));
         assert!(bus.completed.is_empty() && bus.abandoned.is_empty());
@@ -583,7 +653,13 @@ mod tests {
         let mut bus = FakeBus::default();
         bus.batches.push_back(Ok(vec![message("a", "fail")]));
         let options = ReceiveOptions::default();
-        let _ = pull(&mut bus, "q", &options, ms(1500), ok_unless_fail);
+        let _ = pull(
+            &mut bus,
+            "q",
+            &options,
+            ms(1500),
+            each_message(ok_unless_fail),
+        );
         assert_eq!(bus.abandon_delays, [ms(1500)]);
     }
 
@@ -619,7 +695,62 @@ mod tests {
             "q",
             &ReceiveOptions::default(),
             Duration::ZERO,
-            ok_unless_fail,
+            each_message(ok_unless_fail),
+        );
+        assert_eq!(end, Ok(()));
+        assert_eq!(bus.completed, ["a"]);
+        assert_eq!(bus.abandoned, ["b"]);
+    }
+
+    /// `run_batch`'s handler sees each batch whole: `Ok` completes all of
+    /// it in one call, `Err` abandons every message of it.
+    #[test]
+    fn a_whole_batch_handler_completes_or_abandons_its_batch_together() {
+        let mut bus = FakeBus {
+            stop_at_end: true,
+            ..FakeBus::default()
+        };
+        bus.batches
+            .push_back(Ok(vec![message("a", "ok"), message("b", "ok")]));
+        bus.batches.push_back(Ok(vec![
+            message("c", "ok"),
+            message("d", "fail"),
+            message("e", "ok"),
+        ]));
+        let mut seen = Vec::new();
+        let end = pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            whole_batch(|batch: &[Message]| {
+                seen.push(batch.len());
+                batch.iter().try_for_each(ok_unless_fail)
+            }),
+        );
+        assert_eq!(end, Ok(()));
+        assert_eq!(seen, [2, 3]);
+        assert_eq!(bus.batch_sizes, [2]);
+        assert_eq!(bus.completed, ["a", "b"]);
+        assert_eq!(bus.abandoned, ["c", "d", "e"]);
+    }
+
+    /// A message the handler gives no outcome is abandoned, not left to
+    /// lapse.
+    #[test]
+    fn a_message_without_an_outcome_is_abandoned() {
+        let mut bus = FakeBus {
+            stop_at_end: true,
+            ..FakeBus::default()
+        };
+        bus.batches
+            .push_back(Ok(vec![message("a", "ok"), message("b", "ok")]));
+        let end = pull(
+            &mut bus,
+            "q",
+            &ReceiveOptions::default(),
+            Duration::ZERO,
+            |_: &[Message]| vec![Ok::<(), String>(())],
         );
         assert_eq!(end, Ok(()));
         assert_eq!(bus.completed, ["a"]);

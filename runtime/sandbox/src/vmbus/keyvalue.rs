@@ -8,6 +8,9 @@
 //! (it reaches no backend). With tracing on ([`crate::trace`]), every call but a
 //! bucket's drop is a `weft.vmbus` span (`keyvalue.open`, `keyvalue.get`...)
 //! naming its `weft.bucket`.
+//!
+//! `wasi:keyvalue/batch` (`super::keyvalue_batch`) works on the buckets
+//! opened here, with this state, these checks and this rate-limit bucket.
 
 use super::bindings::BucketHandle;
 use super::bindings::wasi::keyvalue::store::{self, Error, Host, HostBucket, KeyResponse};
@@ -26,7 +29,7 @@ pub const MAX_OPEN_BUCKETS: usize = 64;
 
 /// An instance's key-value state.
 pub struct KvState {
-    store: Arc<dyn KvStore>,
+    pub(super) store: Arc<dyn KvStore>,
     open_buckets: usize,
 }
 
@@ -82,7 +85,8 @@ impl From<BrokerError> for Error {
     }
 }
 
-fn check_key(key: &str) -> Result<(), Error> {
+/// Refuses a key over the broker's limit (every backend's).
+pub(super) fn check_key(key: &str) -> Result<(), Error> {
     if key.len() > MAX_KEY_BYTES {
         return Err(Error::Other(format!(
             "key is {} bytes; the limit is {MAX_KEY_BYTES}",
@@ -92,13 +96,29 @@ fn check_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuses a value over the broker's limit (every backend's).
+pub(super) fn check_value(value: &[u8]) -> Result<(), Error> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Error::Other(format!(
+            "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// How the `error::other` for a batch over the per-call key limit ends
+/// (`set-many takes at most 32 keys per call, not 33`), so that its span
+/// names it `too-large` as it does an oversized key.
+pub(super) const KEYS_PER_CALL: &str = "keys per call";
+
 /// What a guest sees when its key-value rate limit is spent
 /// (`wasi:keyvalue` has no variant of its own for it).
 pub const RATE_LIMITED: &str = "rate-limited; retry later";
 
 /// A key-value error's kind, as its call's span names it: the standard
 /// variants, and the kinds this host puts in `other` (the rate limit, a
-/// full bucket, a key or value too large, the broker's kind).
+/// full bucket, a key, value or batch too large, the broker's kind).
 impl CallError for Error {
     fn kind(&self) -> &'static str {
         match self {
@@ -106,7 +126,11 @@ impl CallError for Error {
             Error::AccessDenied => "access-denied",
             Error::Other(why) if why == RATE_LIMITED => "rate-limited",
             Error::Other(why) if why.starts_with(BUCKET_FULL) => "bucket-full",
-            Error::Other(why) if why.starts_with("key is ") || why.starts_with("value is ") => {
+            Error::Other(why)
+                if why.starts_with("key is ")
+                    || why.starts_with("value is ")
+                    || why.contains(KEYS_PER_CALL) =>
+            {
                 "too-large"
             }
             Error::Other(why) => match why.split_once(':').map(|(kind, _)| kind) {
@@ -123,7 +147,11 @@ impl CallError for Error {
 impl KvView<'_> {
     /// The `weft.vmbus` span of `call` on an open `bucket`, named as the
     /// guest opened it (looked up only while tracing is on).
-    fn call_span(&self, call: &'static str, bucket: &Resource<BucketHandle>) -> CallSpan {
+    pub(super) fn call_span(
+        &self,
+        call: &'static str,
+        bucket: &Resource<BucketHandle>,
+    ) -> CallSpan {
         CallSpan::start(&self.caller.trace, call, SpanKind::Internal).on("weft.bucket", || {
             let scoped = self
                 .table
@@ -250,11 +278,8 @@ impl HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<(), Error>> {
         let span = self.call_span("keyvalue.set", &bucket);
         let result = async {
-            if value.len() > MAX_VALUE_BYTES {
-                return Ok(Err(Error::Other(format!(
-                    "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
-                    value.len()
-                ))));
+            if let Err(e) = check_value(&value) {
+                return Ok(Err(e));
             }
             let name = match self.prepare(&bucket, &key, value.len()).await? {
                 Ok(name) => name,
@@ -334,7 +359,7 @@ impl HostBucket for KvView<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::grants::Grants;
     use crate::rate_limit::{BucketConfig, InterfaceLimits, RateLimits, RoleLimiter};
@@ -342,7 +367,7 @@ mod tests {
 
     /// An instance of a role granted bucket `cache`, allowed `ops` key-value
     /// calls a minute.
-    fn instance(ops: u64) -> (KvState, Caller, ResourceTable, Arc<MemoryBroker>) {
+    pub(crate) fn instance(ops: u64) -> (KvState, Caller, ResourceTable, Arc<MemoryBroker>) {
         let broker = Arc::new(MemoryBroker::default());
         let grants = Grants {
             service: "svc".into(),

@@ -18,6 +18,8 @@
 //! - [`queue`]: Weft's own `weft:vmbus/queue` (hand-linked, because `receive`
 //!   needs the store to refill a worker's fuel for each batch).
 //! - [`keyvalue`]: the standard `wasi:keyvalue/store`.
+//! - [`keyvalue_batch`]: the standard `wasi:keyvalue/batch` (many keys in
+//!   one call, on `keyvalue`'s buckets, state and rate-limit bucket).
 //! - [`config`]: the standard `wasi:config/store`.
 //! - [`usage`]: Weft's own read-only `weft:vmbus/usage`.
 //! - [`lifecycle`]: Weft's own `weft:vmbus/lifecycle`, whether the host has
@@ -42,6 +44,7 @@ pub(crate) mod bindings;
 pub mod caller;
 pub mod config;
 pub mod keyvalue;
+pub mod keyvalue_batch;
 pub mod lifecycle;
 pub mod queue;
 pub mod usage;
@@ -63,7 +66,8 @@ pub struct VmBusCtx {
     pub(crate) caller: Caller,
     /// `weft:vmbus/queue`'s.
     pub(crate) queue: QueueState,
-    /// `wasi:keyvalue/store`'s.
+    /// `wasi:keyvalue/store`'s (and `wasi:keyvalue/batch`'s, on the same
+    /// buckets).
     pub(crate) keyvalue: KvState,
     /// `weft:vmbus/lifecycle`'s.
     pub(crate) lifecycle: LifecycleState,
@@ -143,6 +147,7 @@ pub fn add_to_linker<T: VmBusHost>(linker: &mut Linker<T>) -> wasmtime::Result<(
     queue::add_to_linker(linker)?;
     usage::add_to_linker(linker)?;
     keyvalue::add_to_linker(linker, kv_view::<T>)?;
+    keyvalue_batch::add_to_linker(linker, kv_view::<T>)?;
     config::add_to_linker(linker, config_view::<T>)?;
     lifecycle::add_to_linker(linker, lifecycle_state::<T>)?;
     Ok(())

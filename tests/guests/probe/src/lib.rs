@@ -17,6 +17,7 @@
 //! | `GET /sleep/{ms}` | prints `probe: sleeping {ms} ms` to stderr, then an async sleep | `slept` |
 //! | `POST /queue/{name}` | `queue::send` of the body | the message id; 403/429/413/503/400 with the error |
 //! | `POST /flood/{name}?n=N` | `queue::send` of the body N times, as fast as it may | `sent={ok} limited={n} other={n}` |
+//! | `POST /drain/{name}` | one `queue::receive` of up to 32 messages (no wait), then one `queue::complete_batch` of them | `received={n} completed={n}`; or the error's status |
 //! | `GET /kv/{bucket}/{key}` | `Bucket::get` | the value, 404, or 403 if denied |
 //! | `PUT /kv/{bucket}/{key}` | `Bucket::set` of the body | 204 |
 //! | `POST /kv-fill/{bucket}/{prefix}?kib=K&n=N` | `Bucket::set` of `K` KiB under keys `{prefix}0`.. until `N` are stored or one fails | `stored={i}`; or, after a failure, its status with `stored={i} error: ..` |
@@ -129,6 +130,33 @@ async fn handle(request: Request<Body>) -> Result<Response<Body>, Error> {
             text(
                 StatusCode::OK,
                 format!("sent={sent} limited={limited} other={other}"),
+            )
+        }
+        (Method::POST, "drain", Some(name)) => {
+            // One receive of up to a full batch, then one complete-batch:
+            // two queue calls, however many messages.
+            let queue = decode(&name);
+            let options = weft_sdk::queue::ReceiveOptions {
+                max_messages: weft_sdk::queue::MAX_BATCH,
+                wait: Duration::ZERO,
+                ..Default::default()
+            };
+            let batch = match weft_sdk::queue::receive(&queue, &options) {
+                Ok(batch) => batch,
+                Err(e) => return text(queue_status(&e), e.to_string()),
+            };
+            let completed = if batch.is_empty() {
+                0
+            } else {
+                let messages: Vec<_> = batch.iter().collect();
+                match weft_sdk::queue::complete_batch(&queue, &messages) {
+                    Ok(outcomes) => outcomes.iter().filter(|o| o.is_ok()).count(),
+                    Err(e) => return text(queue_status(&e), e.to_string()),
+                }
+            };
+            text(
+                StatusCode::OK,
+                format!("received={} completed={completed}", batch.len()),
             )
         }
         (Method::GET, "kv", Some(rest)) => {

@@ -9,7 +9,9 @@
 //!
 //! Its hooks print `rollout-worker: start|stop version={version}` and record
 //! themselves in the bucket as `hook/{start|stop}/{version}/{nanos}`.
-//! Settings: `version`, `start = "fail"` (the start hook refuses),
+//! Settings: `version`, `start = "fail"` (the start hook refuses), `start =
+//! "burn"` (the start hook spins, then records the fuel the spin took as
+//! `burnt/{fuel}`),
 //! `mode = "crash"` (it panics as soon as it runs), `mode = "ignore-stop"`
 //! (it polls the queue by hand and never returns, so the host must drop it
 //! once its stop grace period is over).
@@ -69,6 +71,23 @@ fn record(name: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Spins for a while and answers the fuel the spin took, as the host's
+/// usage interface counts it.
+fn burn() -> Result<u64, String> {
+    let fuel_left = || {
+        weft_sdk::usage::get()
+            .map(|u| u.fuel_left())
+            .map_err(|e| e.to_string())
+    };
+    let before = fuel_left()?;
+    let mut x = 0u64;
+    for i in 0..2_000_000u64 {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+    }
+    std::hint::black_box(x);
+    Ok(before.saturating_sub(fuel_left()?))
+}
+
 struct Hooks;
 
 impl weft_sdk::lifecycle::Hooks for Hooks {
@@ -76,6 +95,14 @@ impl weft_sdk::lifecycle::Hooks for Hooks {
         println!("rollout-worker: start version={}", version());
         match setting("start").as_deref() {
             Some("fail") => Err("asked to fail its start".into()),
+            Some("burn") => {
+                let burnt = burn()?;
+                let ledger = Bucket::open("ledger").map_err(|e| e.to_string())?;
+                ledger
+                    .set(&format!("burnt/{burnt}"), "1")
+                    .map_err(|e| e.to_string())?;
+                record("start")
+            }
             _ => record("start"),
         }
     }
