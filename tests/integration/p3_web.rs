@@ -1,0 +1,476 @@
+//! WASIp3 web roles: a `wasi:http/handler@0.3.0` component built by another
+//! toolchain than Weft's SDK (`tests/guests/p3-hello`, plain wit-bindgen
+//! 0.60, the version wasmtime 48 builds its own p3 test programs with) runs
+//! on wasmtime's own p3 host, is served by `weft serve` and as a web role,
+//! and is held to every limit a p2 role is: its deadline, fuel, memory cap,
+//! egress allowlist and admission, while a p2 neighbour keeps answering.
+//! With `concurrent-requests-per-instance` one instance serves several
+//! requests at once; without it, never.
+
+use crate::support::{call, eventually, http, runtime, serve, spec, web_role};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weft_sandbox::{EgressAllowlist, SandboxLimits, WebRole};
+use weft_test_artifacts::{HELLO_WEB, P3_HELLO};
+
+fn limits() -> SandboxLimits {
+    SandboxLimits {
+        deadline_ms: 1500,
+        ..SandboxLimits::default()
+    }
+}
+
+/// The instance counters the guest reports: (served, peak in flight).
+fn counters(reply: &crate::support::Reply) -> (u32, u32) {
+    let read = |name: &str| {
+        reply.headers[name]
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (read("x-served"), read("x-peak"))
+}
+
+/// A host of wasmtime's own making (its p3 `wasi:http` and WASI, nothing
+/// of Weft's), as wasmtime 48's `crates/wasi-http/tests/all/p3` runs its
+/// p3 test programs: the guest is a valid p3 component by wasmtime's
+/// measure before Weft serves it.
+mod bare_host {
+    use wasmtime::component::ResourceTable;
+    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+    use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+    pub struct Ctx {
+        pub table: ResourceTable,
+        pub wasi: WasiCtx,
+        pub http: WasiHttpCtx,
+    }
+
+    impl WasiView for Ctx {
+        fn ctx(&mut self) -> WasiCtxView<'_> {
+            WasiCtxView {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            }
+        }
+    }
+
+    impl WasiHttpView for Ctx {
+        fn http(&mut self) -> WasiHttpCtxView<'_> {
+            WasiHttpCtxView {
+                ctx: &mut self.http,
+                table: &mut self.table,
+                hooks: Default::default(),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_p3_component_answers_on_wasmtimes_own_p3_host() -> wasmtime::Result<()> {
+    use wasmtime::component::{Component, Linker, ResourceTable};
+    use wasmtime::{Config, Engine, Store};
+    use wasmtime_wasi_http::WasiHttpView as _;
+    use wasmtime_wasi_http::p3::Request;
+    use wasmtime_wasi_http::p3::bindings::Service;
+
+    let mut config = Config::new();
+    config.wasm_component_model_async(true);
+    let engine = Engine::new(&config)?;
+    let component = Component::from_file(&engine, P3_HELLO)?;
+    let mut linker = Linker::new(&engine);
+    // Rust's wasm32-wasip2 std imports WASIp2; the handler, WASIp3.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    let mut store = Store::new(
+        &engine,
+        bare_host::Ctx {
+            table: ResourceTable::new(),
+            wasi: wasmtime_wasi::WasiCtx::builder().build(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+        },
+    );
+    let service = Service::instantiate_async(&mut store, &component, &linker).await?;
+    let request = http::Request::builder()
+        .uri("http://localhost/")
+        .body(Empty::<Bytes>::new())?;
+    let (request, io) = Request::from_http(store.data_mut().http().hooks, request);
+    let (status, served, body) = store
+        .run_concurrent(async |store| {
+            let (answer, ()) = tokio::try_join!(
+                async {
+                    let response = match service.handle(store, request).await? {
+                        Ok(response) => response,
+                        Err(code) => return Err(wasmtime::format_err!("error code {code:?}")),
+                    };
+                    let response =
+                        store.with(|store| response.into_http(store, async { Ok(()) }))?;
+                    let (parts, body) = response.into_parts();
+                    let body = body.collect().await?.to_bytes();
+                    wasmtime::error::Ok((parts.status, parts.headers["x-served"].clone(), body))
+                },
+                async { wasmtime::error::Ok(io.await?) }
+            )?;
+            wasmtime::error::Ok(answer)
+        })
+        .await??;
+    assert_eq!(status, 200);
+    assert_eq!(served, "1");
+    assert_eq!(&body[..], b"hello from p3\n");
+    Ok(())
+}
+
+#[tokio::test]
+async fn weft_serve_serves_a_foreign_p3_component() {
+    let weft = serve(P3_HELLO, &[]);
+    for _ in 0..3 {
+        let reply = http("GET", &format!("{}/", weft.url("web")), "")
+            .await
+            .unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "hello from p3\n"),
+            "{reply:?}"
+        );
+        // A fresh instance for each request, as for a p2 role.
+        assert_eq!(counters(&reply), (1, 1), "{reply:?}");
+    }
+    let missing = http("GET", &format!("{}/nowhere", weft.url("web")), "")
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404, "{missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p3_spin_is_cut_at_its_deadline_while_a_p2_neighbour_keeps_answering() {
+    // Fuel to spare: a tight loop burns billions of units a second, and it
+    // is the deadline that must stop this one.
+    let hog = Arc::new(web_role(
+        P3_HELLO,
+        SandboxLimits {
+            fuel: 1_000_000_000_000,
+            ..limits()
+        },
+    ));
+    assert!(hog.is_p3());
+    let neighbour = web_role(HELLO_WEB, SandboxLimits::default());
+    assert!(!neighbour.is_p3());
+    let spinning = {
+        let hog = hog.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reply = call(&hog, "GET", "/spin", "").await;
+            (reply, started.elapsed())
+        })
+    };
+    let mut answered = 0;
+    while !spinning.is_finished() {
+        let reply = call(&neighbour, "GET", "/", "").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (cut, took) = spinning.await.unwrap();
+    assert_eq!(cut.status, 504, "{cut:?}");
+    assert_eq!(cut.headers["x-weft-failure"], "deadline");
+    let deadline = limits().deadline();
+    assert!(
+        took >= deadline && took <= deadline + deadline / 4,
+        "cut after {took:?}; the deadline is {deadline:?}"
+    );
+    assert!(answered >= 5, "the neighbour answered only {answered}");
+    // The instance is gone; the role serves its next request afresh.
+    let next = call(&hog, "GET", "/", "").await;
+    assert_eq!((next.status, counters(&next)), (200, (1, 1)), "{next:?}");
+    // Its instance ends once the body is read (its store dropped just after).
+    eventually(Duration::from_secs(2), "no instance left", || {
+        let gone = hog.usage().counters.instances_live == 0;
+        async move { gone.then_some(()) }
+    })
+    .await;
+    let failures = hog.usage().counters.failures;
+    assert!(failures.contains(&("deadline", 1)), "{failures:?}");
+}
+
+#[tokio::test]
+async fn a_p3_role_runs_out_of_fuel() {
+    let role = web_role(
+        P3_HELLO,
+        SandboxLimits {
+            fuel: 50_000_000,
+            ..limits()
+        },
+    );
+    let burnt = call(&role, "GET", "/spin", "").await;
+    assert_eq!(burnt.status, 500, "{burnt:?}");
+    assert_eq!(burnt.headers["x-weft-failure"], "fuel");
+    let next = call(&role, "GET", "/", "").await;
+    assert_eq!(next.status, 200, "{next:?}");
+}
+
+#[tokio::test]
+async fn a_p3_roles_memory_cap_bites_and_ends_only_its_request() {
+    let role = web_role(
+        P3_HELLO,
+        SandboxLimits {
+            memory_mib: 32,
+            ..limits()
+        },
+    );
+    let aborted = call(&role, "GET", "/grow?mib=64", "").await;
+    assert_eq!(aborted.status, 500, "{aborted:?}");
+    assert_eq!(aborted.headers["x-weft-failure"], "memory");
+    let small = call(&role, "GET", "/grow?mib=8", "").await;
+    assert_eq!(
+        (small.status, small.body.as_str()),
+        (200, "grew 2048 pages\n"),
+        "{small:?}"
+    );
+}
+
+/// A local HTTP server answering `hello`, and how many connections it took.
+async fn upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let service = service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                    "hello",
+                ))))
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    (format!("http://{addr}"), connections)
+}
+
+fn egress_role(allow: &[String]) -> WebRole {
+    let (mut spec, _) = spec("web", &[], &[], limits());
+    spec.grants.egress = EgressAllowlist::parse(allow).unwrap();
+    runtime().web_role(Path::new(P3_HELLO), spec).unwrap()
+}
+
+#[tokio::test]
+async fn a_p3_roles_outgoing_requests_pass_the_egress_allowlist() {
+    use std::sync::atomic::Ordering;
+    let (allowed, allowed_connections) = upstream().await;
+    let (other, other_connections) = upstream().await;
+    let role = egress_role(std::slice::from_ref(&allowed));
+    let through = call(&role, "GET", &format!("/fetch?url={allowed}/x"), "").await;
+    assert_eq!(
+        (through.status, through.body.as_str()),
+        (200, "upstream 200, 5 bytes\n"),
+        "{through:?}"
+    );
+    let denied = call(&role, "GET", &format!("/fetch?url={other}/x"), "").await;
+    assert_eq!(denied.status, 502, "{denied:?}");
+    assert!(denied.body.contains("HttpRequestDenied"), "{denied:?}");
+    assert_eq!(other_connections.load(Ordering::SeqCst), 0);
+    assert_eq!(allowed_connections.load(Ordering::SeqCst), 1);
+    assert_eq!(role.usage().counters.bytes.egress_in, 5);
+    // No grant, no way out.
+    let closed = egress_role(&[]);
+    let denied = call(&closed, "GET", &format!("/fetch?url={allowed}/x"), "").await;
+    assert!(denied.body.contains("HttpRequestDenied"), "{denied:?}");
+    assert_eq!(allowed_connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p3_role_is_held_to_its_in_flight_slots() {
+    let role = Arc::new(web_role(
+        P3_HELLO,
+        SandboxLimits {
+            max_in_flight: 1,
+            max_queued: 0,
+            ..limits()
+        },
+    ));
+    let slow = {
+        let role = role.clone();
+        tokio::spawn(async move { call(&role, "GET", "/sleep?ms=600", "").await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let turned_away = call(&role, "GET", "/", "").await;
+    assert_eq!(turned_away.status, 503, "{turned_away:?}");
+    assert_eq!(turned_away.headers["x-weft-failure"], "capacity");
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, 200, "{slow:?}");
+    let after = call(&role, "GET", "/", "").await;
+    assert_eq!(after.status, 200, "{after:?}");
+}
+
+/// Two `/sleep` requests at once; their replies.
+async fn two_slow_requests(role: &Arc<WebRole>) -> [crate::support::Reply; 2] {
+    let first = {
+        let role = role.clone();
+        tokio::spawn(async move { call(&role, "GET", "/sleep?ms=400", "").await })
+    };
+    // The second arrives while the first waits on its timer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = call(role, "GET", "/sleep?ms=400", "").await;
+    [first.await.unwrap(), second]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_slow_p3_requests_share_one_instance_only_when_the_role_allows_it() {
+    let shared = Arc::new(web_role(
+        P3_HELLO,
+        SandboxLimits {
+            concurrent_requests_per_instance: 2,
+            requests_per_instance: 2,
+            ..limits()
+        },
+    ));
+    let [first, second] = two_slow_requests(&shared).await;
+    assert_eq!(
+        (first.status, second.status),
+        (200, 200),
+        "{first:?} {second:?}"
+    );
+    assert_eq!(counters(&first), (2, 2), "{first:?}");
+    assert_eq!(counters(&second), (2, 2), "{second:?}");
+
+    // By default, each has an instance of its own.
+    let alone = Arc::new(web_role(P3_HELLO, limits()));
+    let [first, second] = two_slow_requests(&alone).await;
+    assert_eq!(
+        (first.status, second.status),
+        (200, 200),
+        "{first:?} {second:?}"
+    );
+    assert_eq!(counters(&first), (1, 1), "{first:?}");
+    assert_eq!(counters(&second), (1, 1), "{second:?}");
+
+    // Reused in sequence but not at once: one instance, one at a time.
+    let sequential = Arc::new(web_role(
+        P3_HELLO,
+        SandboxLimits {
+            requests_per_instance: 2,
+            ..limits()
+        },
+    ));
+    let [first, second] = two_slow_requests(&sequential).await;
+    assert_eq!(
+        (first.status, second.status),
+        (200, 200),
+        "{first:?} {second:?}"
+    );
+    assert_eq!(counters(&first).1, 1, "{first:?}");
+    assert_eq!(counters(&second).1, 1, "{second:?}");
+}
+
+#[tokio::test]
+async fn a_kept_p3_instance_serves_up_to_its_count_and_ends_when_idle() {
+    let role = web_role(
+        P3_HELLO,
+        SandboxLimits {
+            requests_per_instance: 3,
+            instance_idle_timeout_ms: 300,
+            ..limits()
+        },
+    );
+    for served in 1..=3 {
+        let reply = call(&role, "GET", "/", "").await;
+        assert_eq!(
+            (reply.status, counters(&reply).0),
+            (200, served),
+            "{reply:?}"
+        );
+    }
+    // Its count served, the next request gets a fresh instance...
+    let fresh = call(&role, "GET", "/", "").await;
+    assert_eq!(counters(&fresh).0, 1, "{fresh:?}");
+    // ...which waits, idle, for the idle timeout, then ends.
+    eventually(Duration::from_secs(2), "an idle instance", || {
+        let idle = role.idle_instances() == 1;
+        async move { idle.then_some(()) }
+    })
+    .await;
+    eventually(Duration::from_secs(5), "the idle instance ended", || {
+        let gone = role.usage().counters.instances_live == 0 && role.idle_instances() == 0;
+        async move { gone.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_released_p3_role_frees_its_idle_instances() {
+    let role = web_role(
+        P3_HELLO,
+        SandboxLimits {
+            requests_per_instance: 10,
+            ..limits()
+        },
+    );
+    let reply = call(&role, "GET", "/", "").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    eventually(Duration::from_secs(2), "an idle instance", || {
+        let idle = role.idle_instances() == 1;
+        async move { idle.then_some(()) }
+    })
+    .await;
+    assert_eq!(role.release_idle(), 1);
+    eventually(Duration::from_secs(2), "the instance freed", || {
+        let gone = role.usage().counters.instances_live == 0;
+        async move { gone.then_some(()) }
+    })
+    .await;
+    // A request after the release still runs, in an instance not kept.
+    let after = call(&role, "GET", "/", "").await;
+    assert_eq!((after.status, counters(&after).0), (200, 1), "{after:?}");
+}
+
+#[test]
+fn concurrency_needs_a_p3_component_and_room_in_requests_per_instance() {
+    let (spec_p2, _) = spec(
+        "web",
+        &[],
+        &[],
+        SandboxLimits {
+            concurrent_requests_per_instance: 2,
+            requests_per_instance: 2,
+            ..limits()
+        },
+    );
+    let error = runtime()
+        .web_role(Path::new(HELLO_WEB), spec_p2)
+        .err()
+        .expect("a p2 role refuses concurrency")
+        .to_string();
+    assert!(
+        error.contains("concurrent-requests-per-instance"),
+        "{error}"
+    );
+    let (spec_over, _) = spec(
+        "web",
+        &[],
+        &[],
+        SandboxLimits {
+            concurrent_requests_per_instance: 4,
+            requests_per_instance: 2,
+            ..limits()
+        },
+    );
+    let error = runtime()
+        .web_role(Path::new(P3_HELLO), spec_over)
+        .err()
+        .expect("more at once than in all is refused")
+        .to_string();
+    assert!(
+        error.contains("concurrent-requests-per-instance"),
+        "{error}"
+    );
+}
