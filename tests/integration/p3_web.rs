@@ -87,6 +87,14 @@ async fn a_foreign_p3_component_answers_on_wasmtimes_own_p3_host() -> wasmtime::
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    // Its one VMBus import (`wasi:config/store`) is Weft's: stubs here,
+    // which `/` never calls.
+    let mut config = linker.instance("wasi:config/store@0.2.0-rc.1")?;
+    for name in ["get", "get-all"] {
+        config.func_new(name, |_, _, _, _| {
+            Err(wasmtime::format_err!("no settings on this host"))
+        })?;
+    }
     let mut store = Store::new(
         &engine,
         bare_host::Ctx {
@@ -473,4 +481,29 @@ fn concurrency_needs_a_p3_component_and_room_in_requests_per_instance() {
         error.contains("concurrent-requests-per-instance"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_p3_role_reads_its_settings_over_the_vmbus() {
+    let (mut spec, _) = spec("web", &[], &[], limits());
+    spec.grants
+        .settings
+        .insert("greeting".into(), "hello".into());
+    let role = runtime().web_role(Path::new(P3_HELLO), spec).unwrap();
+    let setting = call(&role, "GET", "/setting?name=greeting", "").await;
+    assert_eq!(
+        (setting.status, setting.body.as_str()),
+        (200, "greeting=hello\n"),
+        "{setting:?}"
+    );
+    let missing = call(&role, "GET", "/setting?name=other", "").await;
+    assert_eq!(missing.status, 404, "{missing:?}");
+    // Each call passed the role's VMBus limiter, as a p2 guest's does.
+    let config = role
+        .usage()
+        .calls
+        .into_iter()
+        .find(|c| c.interface.name() == "config")
+        .expect("config is a metered interface");
+    assert_eq!(config.admitted, 2, "{config:?}");
 }

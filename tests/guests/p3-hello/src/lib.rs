@@ -8,6 +8,8 @@
 //! - `/grow?mib=N`: allocates and touches N MiB (the memory cap must bite).
 //! - `/sleep?ms=N`: waits N ms on `wasi:clocks` (an async import), then
 //!   answers; while it waits, the instance can serve another request.
+//! - `/setting?name=N`: the role's setting `N`, read over the VMBus
+//!   (`wasi:config/store`), a synchronous import called from an async handler.
 //! - `/fetch?url=http://HOST/PATH`: a GET through `wasi:http/client`, its
 //!   body read whole, answered with the status and the body's length, or
 //!   with the error code (egress must allow or deny it).
@@ -81,6 +83,14 @@ async fn route(path: &str) -> (u16, String) {
             (200, format!("slept {ms} ms\n"))
         }
         "/fetch" => fetch(query.strip_prefix("url=").unwrap_or("")).await,
+        "/setting" => {
+            let name = query.strip_prefix("name=").unwrap_or("");
+            match wasi::config::store::get(name) {
+                Ok(Some(value)) => (200, format!("{name}={value}\n")),
+                Ok(None) => (404, format!("no setting {name}\n")),
+                Err(error) => (500, format!("config error: {error:?}\n")),
+            }
+        }
         _ => (404, "no such path\n".into()),
     }
 }
