@@ -155,6 +155,59 @@ async fn weft_serve_serves_a_foreign_p3_component() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_serve_lets_a_p3_instance_take_two_requests_at_once() {
+    let weft = serve(
+        P3_HELLO,
+        &[
+            "--requests-per-instance",
+            "2",
+            "--concurrent-requests-per-instance",
+            "2",
+        ],
+    );
+    let url = format!("{}/sleep?ms=400", weft.url("web"));
+    let first = {
+        let url = url.clone();
+        tokio::spawn(async move { http("GET", &url, "").await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = http("GET", &url, "").await.unwrap();
+    let first = first.await.unwrap();
+    assert_eq!(
+        (first.status, second.status),
+        (200, 200),
+        "{first:?} {second:?}"
+    );
+    assert_eq!(counters(&first), (2, 2), "{first:?}");
+    assert_eq!(counters(&second), (2, 2), "{second:?}");
+}
+
+#[tokio::test]
+async fn a_p3_roles_bodies_pass_the_size_limit_and_the_meters() {
+    let role = web_role(
+        P3_HELLO,
+        SandboxLimits {
+            max_request_body_kib: 1,
+            ..limits()
+        },
+    );
+    let body = "x".repeat(2048);
+    let declared = http::Request::builder()
+        .method("POST")
+        .uri("http://localhost/")
+        .header("host", "localhost")
+        .header("content-length", body.len())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let too_large = role.handle(declared).await;
+    assert_eq!(too_large.status(), 413);
+    let hello = call(&role, "POST", "/", "small").await;
+    assert_eq!(hello.status, 200, "{hello:?}");
+    let bytes = role.usage().counters.bytes;
+    assert_eq!(bytes.http_out, 14, "{bytes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p3_spin_is_cut_at_its_deadline_while_a_p2_neighbour_keeps_answering() {
     // Fuel to spare: a tight loop burns billions of units a second, and it
     // is the deadline that must stop this one.

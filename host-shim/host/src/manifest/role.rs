@@ -292,12 +292,18 @@ impl RawRole {
         self.cpu
             .validate()
             .map_err(|why| ("cpu", why.to_string()))?;
+        let default = SandboxLimits::default();
         if self.kind == RoleKind::Worker
-            && self.limits.requests_per_instance != SandboxLimits::default().requests_per_instance
+            && (self.limits.requests_per_instance != default.requests_per_instance
+                || self.limits.concurrent_requests_per_instance
+                    != default.concurrent_requests_per_instance
+                || self.limits.instance_idle_timeout_ms != default.instance_idle_timeout_ms)
         {
             return Err((
                 "limits",
-                "requests-per-instance applies to web roles; a worker instance runs until it returns"
+                "requests-per-instance, concurrent-requests-per-instance and \
+                 instance-idle-timeout-ms apply to web roles; a worker instance runs until it \
+                 returns"
                     .into(),
             ));
         }
