@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_sandbox::{EgressAllowlist, SandboxLimits, WebRole};
-use weft_test_artifacts::{HELLO_WEB, P3_HELLO};
+use weft_test_artifacts::{HELLO_WEB, P3_HELLO, P3_SDK_WEB};
 
 fn limits() -> SandboxLimits {
     SandboxLimits {
@@ -559,4 +559,23 @@ async fn a_p3_role_reads_its_settings_over_the_vmbus() {
         .find(|c| c.interface.name() == "config")
         .expect("config is a metered interface");
     assert_eq!(config.admitted, 2, "{config:?}");
+}
+
+#[tokio::test]
+async fn a_p3_role_written_with_the_sdk_reads_its_body_and_its_settings() {
+    let (mut spec, _) = spec("web", &[], &[], limits());
+    spec.grants.settings.insert("greeting".into(), "hi".into());
+    let role = runtime().web_role(Path::new(P3_SDK_WEB), spec).unwrap();
+    assert!(role.is_p3());
+    let hello = call(&role, "GET", "/", "").await;
+    assert_eq!(
+        (hello.status, hello.body.as_str()),
+        (200, "hi from the p3 SDK\n"),
+        "{hello:?}"
+    );
+    let echo = call(&role, "POST", "/echo", "ping").await;
+    assert_eq!((echo.status, echo.body.as_str()), (200, "ping"), "{echo:?}");
+    assert_eq!(echo.headers["content-type"], "text/plain");
+    let missing = call(&role, "GET", "/nowhere", "").await;
+    assert_eq!(missing.status, 404, "{missing:?}");
 }
