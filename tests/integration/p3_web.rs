@@ -433,6 +433,44 @@ async fn two_slow_p3_requests_share_one_instance_only_when_the_role_allows_it() 
     assert_eq!(counters(&second).1, 1, "{second:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_in_a_shared_instance_ends_alone_and_retires_it() {
+    let role = Arc::new(web_role(
+        P3_HELLO,
+        SandboxLimits {
+            concurrent_requests_per_instance: 2,
+            requests_per_instance: 10,
+            deadline_ms: 1000,
+            ..SandboxLimits::default()
+        },
+    ));
+    let late = {
+        let role = role.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reply = call(&role, "GET", "/sleep?ms=5000", "").await;
+            (reply, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its neighbour in the same instance answers, unharmed.
+    let quick = call(&role, "GET", "/", "").await;
+    assert_eq!((quick.status, counters(&quick)), (200, (2, 2)), "{quick:?}");
+    let (late, took) = late.await.unwrap();
+    assert_eq!(late.status, 504, "{late:?}");
+    assert_eq!(late.headers["x-weft-failure"], "deadline");
+    assert!(took < Duration::from_millis(1250), "cut after {took:?}");
+    // wasmtime cannot cancel the late task alone: the instance takes no
+    // more requests and ends, its sleeping task with it.
+    eventually(Duration::from_secs(2), "the instance retired", || {
+        let gone = role.usage().counters.instances_live == 0;
+        async move { gone.then_some(()) }
+    })
+    .await;
+    let next = call(&role, "GET", "/", "").await;
+    assert_eq!((next.status, counters(&next).0), (200, 1), "{next:?}");
+}
+
 #[tokio::test]
 async fn a_kept_p3_instance_serves_up_to_its_count_and_ends_when_idle() {
     let role = web_role(
@@ -578,4 +616,42 @@ async fn a_p3_role_written_with_the_sdk_reads_its_body_and_its_settings() {
     assert_eq!(echo.headers["content-type"], "text/plain");
     let missing = call(&role, "GET", "/nowhere", "").await;
     assert_eq!(missing.status, 404, "{missing:?}");
+}
+
+/// Not a test of a promise: the cost of a request to a p3 guest beside a
+/// p2 one (both plain wasi:http components, neither with Weft's SDK), in
+/// this build, in the same run. Run it alone:
+/// `cargo test -p weft-cli --test integration p3_web::side_by_side -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn side_by_side_cost_of_p3_and_p2_requests() {
+    use weft_test_artifacts::WSTD_HELLO;
+    for (label, reuse) in [("fresh instance", 1), ("reused instance", 1000)] {
+        let limits = SandboxLimits {
+            requests_per_instance: reuse,
+            ..SandboxLimits::default()
+        };
+        let p2 = web_role(WSTD_HELLO, limits);
+        let p3 = web_role(P3_HELLO, limits);
+        let mut medians = Vec::new();
+        for role in [&p2, &p3] {
+            for _ in 0..50 {
+                assert_eq!(call(role, "GET", "/", "").await.status, 200);
+            }
+            let mut times = Vec::new();
+            for _ in 0..500 {
+                let started = Instant::now();
+                assert_eq!(call(role, "GET", "/", "").await.status, 200);
+                times.push(started.elapsed());
+            }
+            times.sort();
+            medians.push(times[times.len() / 2]);
+        }
+        eprintln!(
+            "{label}: median p2 {:?}, p3 {:?}, p3/p2 {:.2}",
+            medians[0],
+            medians[1],
+            medians[1].as_secs_f64() / medians[0].as_secs_f64()
+        );
+    }
 }

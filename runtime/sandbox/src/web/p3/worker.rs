@@ -306,7 +306,7 @@ async fn watched<F: Future>(
             if Instant::now() >= at {
                 match ending {
                     Ending::Deadline => return Poll::Ready(Watched::Ended(ending)),
-                    Ending::Idle if registry.close_if_idle(instance, Some(at - idle)) => {
+                    Ending::Idle if registry.close_if_idle(instance, at.checked_sub(idle)) => {
                         return Poll::Ready(Watched::Ended(ending));
                     }
                     // A request arrived meanwhile: watch its deadline.
