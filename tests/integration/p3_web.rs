@@ -618,6 +618,23 @@ async fn a_p3_role_written_with_the_sdk_reads_its_body_and_its_settings() {
     assert_eq!(missing.status, 404, "{missing:?}");
 }
 
+#[tokio::test]
+async fn a_p3_roles_lifecycle_hooks_run_in_sandboxes_of_their_own() {
+    let (spec_ok, _) = spec("web", &[], &[], limits());
+    let role = runtime().web_role(Path::new(P3_SDK_WEB), spec_ok).unwrap();
+    assert!(role.has_hooks());
+    role.start_hook().await.unwrap();
+    role.stop_hook().await.unwrap();
+    let (mut refusing, _) = spec("web", &[], &[], limits());
+    refusing
+        .grants
+        .settings
+        .insert("refuse-start".into(), "not today".into());
+    let role = runtime().web_role(Path::new(P3_SDK_WEB), refusing).unwrap();
+    let refused = role.start_hook().await.unwrap_err().to_string();
+    assert!(refused.contains("not today"), "{refused}");
+}
+
 /// Not a test of a promise: the cost of a request to a p3 guest beside a
 /// p2 one (both plain wasi:http components, neither with Weft's SDK), in
 /// this build, in the same run. Run it alone:

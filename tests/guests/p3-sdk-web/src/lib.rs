@@ -1,5 +1,7 @@
 //! A WASIp3 web role written with weft-sdk: `/` greets with the role's
 //! `greeting` setting (a VMBus call), `POST /echo` answers the body back.
+//! It exports lifecycle hooks too: `start` refuses when the setting
+//! `refuse-start` is present.
 
 use weft_sdk::web_p3::{ErrorCode, Method, Request, Response, read_body, text};
 
@@ -21,3 +23,17 @@ async fn handle(request: Request) -> Result<Response, ErrorCode> {
 }
 
 weft_sdk::web_role_p3!(handle);
+
+struct Hooks;
+
+impl weft_sdk::lifecycle::Hooks for Hooks {
+    fn start() -> Result<(), String> {
+        match weft_sdk::config::get("refuse-start") {
+            Ok(Some(why)) => Err(why),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+weft_sdk::role_hooks!(Hooks);
