@@ -344,7 +344,8 @@ impl WebRole {
             Handler::P2(pre) => pre,
             Handler::P3(p3) => {
                 let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
-                return p3.serve(request, number, deadline, slot).await;
+                let current = span.as_ref().map(OpenSpan::context);
+                return p3.serve(request, number, deadline, slot, current).await;
             }
         };
         let mut instance = match self.idle.take() {

@@ -38,6 +38,7 @@ use crate::error::GuestFailure;
 use crate::limits::SandboxLimits;
 use crate::role_version::RoleVersion;
 use crate::sandbox::{Failed, GuestState, sandbox_store, settle_cpu};
+use crate::trace::SpanContext;
 use registry::{Caps, Handed, Registry};
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,16 +71,20 @@ impl P3Handler {
     }
 
     /// Serves one request (admitted, holding `slot` until it is done, body
-    /// included) in an open instance with room for it, or a new one.
+    /// included) in an open instance with room for it, or a new one. The
+    /// guest's VMBus calls hang under `span`, the request's, while it is
+    /// the only request its instance carries; with others in flight they
+    /// hang under the instance's, since a store cannot tell whose call it is.
     pub(crate) async fn serve(
         &self,
         request: http::Request<WasiBody>,
         number: u64,
         deadline: Instant,
         slot: OwnedSemaphorePermit,
+        span: Option<SpanContext>,
     ) -> Result<http::Response<WasiBody>, GuestFailure> {
         let limits = *self.shared.version.limits();
-        let answer = match self.shared.registry.hand(request, deadline, slot) {
+        let answer = match self.shared.registry.hand(request, deadline, slot, span) {
             Handed::Existing(answer) => answer,
             Handed::New(new, answer) => {
                 tokio::spawn(worker::run(self.shared.clone(), new, number));

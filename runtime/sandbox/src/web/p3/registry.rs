@@ -7,6 +7,7 @@
 //! request is never handed to one that has closed.
 
 use crate::error::GuestFailure;
+use crate::trace::SpanContext;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
@@ -35,6 +36,8 @@ impl Caps {
 pub(super) struct Job {
     pub(super) request: http::Request<WasiBody>,
     pub(super) deadline: Instant,
+    /// The request's span, which its guest's VMBus calls hang under.
+    pub(super) span: Option<SpanContext>,
     pub(super) reply: oneshot::Sender<Result<http::Response<WasiBody>, GuestFailure>>,
     /// Counts the request in flight on its instance until it is dropped: with
     /// the response's body when the guest answered, else at once.
@@ -188,6 +191,7 @@ impl Registry {
         request: http::Request<WasiBody>,
         deadline: Instant,
         slot: OwnedSemaphorePermit,
+        span: Option<SpanContext>,
     ) -> Handed {
         let (reply, answer) = oneshot::channel();
         let mut open = self.open();
@@ -203,6 +207,7 @@ impl Registry {
                 match instance.jobs.send(Job {
                     request,
                     deadline,
+                    span,
                     reply,
                     active,
                 }) {
@@ -251,6 +256,7 @@ impl Registry {
         let first = Job {
             request,
             deadline,
+            span,
             reply,
             active,
         };

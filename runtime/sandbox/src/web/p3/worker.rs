@@ -15,6 +15,7 @@ use crate::error::GuestFailure;
 use crate::limits::SandboxLimits;
 use crate::role_version::RoleVersion;
 use crate::sandbox::{Failed, GuestState, sandbox_store, settle_cpu};
+use crate::trace::SpanContext;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
@@ -172,6 +173,7 @@ async fn serve(
         let Job {
             request,
             deadline,
+            span,
             reply,
             active,
         } = job;
@@ -180,7 +182,7 @@ async fn serve(
         let (sender, result) = futures::channel::oneshot::channel();
         let prepared = accessor.with(|mut access| {
             let mut store = access.as_context_mut();
-            begin_request(&mut store, &limits, instance.active(), deadline)?;
+            begin_request(&mut store, &limits, instance.active(), deadline, span)?;
             Prepared::new(store, proxy, request, http_view, sender)
         });
         answers.map().insert(id, (reply, active));
@@ -231,14 +233,15 @@ async fn serve(
     }
 }
 
-/// Readies the store for one more request: fuel for it, its deadline,
-/// and, on an instance that was idle, ticks counted from now and no
-/// memory refusal remembered.
+/// Readies the store for one more request: fuel for it, its deadline, the
+/// span its VMBus calls hang under, and, on an instance that was idle,
+/// ticks counted from now and no memory refusal remembered.
 fn begin_request(
     store: &mut StoreContextMut<'_, GuestState>,
     limits: &SandboxLimits,
     in_flight: u32,
     deadline: Instant,
+    span: Option<SpanContext>,
 ) -> wasmtime::Result<()> {
     // Fuel is the store's, not a request's: each request adds the role's
     // budget, and the instance holds at most a budget per request in flight.
@@ -253,6 +256,10 @@ fn begin_request(
         state.limiter.clear_refusal();
         state.cpu.restart_ticks();
     }
+    // VMBus spans hang under the request's while it is alone: with others
+    // in flight a call could be any of theirs.
+    let current = if in_flight <= 1 { span } else { None };
+    state.vmbus.caller.trace.set_current(current);
     // The call hook stops the guest past the latest deadline it carries.
     state.deadline = Some(state.deadline.map_or(deadline, |d| d.max(deadline)));
     Ok(())
