@@ -471,6 +471,35 @@ async fn a_request_past_its_deadline_in_a_shared_instance_ends_alone_and_retires
     assert_eq!((next.status, counters(&next).0), (200, 1), "{next:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_a_shared_instance_ends_the_requests_it_carries() {
+    let role = Arc::new(web_role(
+        P3_HELLO,
+        SandboxLimits {
+            concurrent_requests_per_instance: 2,
+            requests_per_instance: 10,
+            memory_mib: 32,
+            ..limits()
+        },
+    ));
+    let waiting = {
+        let role = role.clone();
+        tokio::spawn(async move { call(&role, "GET", "/sleep?ms=600", "").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let trapped = call(&role, "GET", "/grow?mib=64", "").await;
+    assert_eq!(trapped.status, 500, "{trapped:?}");
+    assert_eq!(trapped.headers["x-weft-failure"], "memory");
+    // The store is wasmtime's unit of failure: the request waiting in the
+    // same instance ends with it.
+    let waiting = waiting.await.unwrap();
+    assert_eq!(waiting.status, 500, "{waiting:?}");
+    assert_eq!(waiting.headers["x-weft-failure"], "memory");
+    // The role goes on, in a fresh instance.
+    let next = call(&role, "GET", "/", "").await;
+    assert_eq!((next.status, counters(&next).0), (200, 1), "{next:?}");
+}
+
 #[tokio::test]
 async fn a_kept_p3_instance_serves_up_to_its_count_and_ends_when_idle() {
     let role = web_role(
