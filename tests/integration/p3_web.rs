@@ -7,7 +7,7 @@
 //! With `concurrent-requests-per-instance` one instance serves several
 //! requests at once; without it, never.
 
-use crate::support::{call, eventually, http, runtime, serve, spec, web_role};
+use crate::support::{call, eventually, http, runtime, serve, spec, up, web_role};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use std::path::Path;
@@ -205,6 +205,36 @@ async fn a_p3_roles_bodies_pass_the_size_limit_and_the_meters() {
     assert_eq!(hello.status, 200, "{hello:?}");
     let bytes = role.usage().counters.bytes;
     assert_eq!(bytes.http_out, 14, "{bytes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_up_runs_a_p3_role_beside_a_p2_one_from_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[service]\nname = \"mixed\"\n\n\
+             [roles.p3]\nkind = \"web\"\ncomponent = {P3_SDK_WEB:?}\nlisten = \"127.0.0.1:0\"\n\
+             [roles.p3.limits]\nrequests-per-instance = 4\nconcurrent-requests-per-instance = 2\n\
+             instance-idle-timeout-ms = 5000\n\n\
+             [roles.p2]\nkind = \"web\"\ncomponent = {HELLO_WEB:?}\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let weft = up(&path);
+    let p3 = http("GET", &format!("{}/", weft.url("p3")), "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (p3.status, p3.body.as_str()),
+        (200, "hello from the p3 SDK\n"),
+        "{p3:?}"
+    );
+    let p2 = http("GET", &format!("{}/", weft.url("p2")), "")
+        .await
+        .unwrap();
+    assert_eq!(p2.status, 200, "{p2:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,8 @@ use weft_sandbox::{CpuShare, EgressAllowlist, EngineConfig, RateLimits, SandboxL
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RoleKind {
-    /// Serves HTTP through `wasi:http/incoming-handler`.
+    /// Serves HTTP through `wasi:http/incoming-handler` (WASIp2) or
+    /// `wasi:http/handler@0.3.0` (WASIp3).
     Web,
     /// Pulls work from queues; run through `wasi:cli/run`.
     Worker,
