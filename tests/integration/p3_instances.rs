@@ -230,7 +230,7 @@ async fn a_released_p3_role_frees_its_idle_instances() {
 }
 
 #[test]
-fn concurrency_needs_a_p3_component_and_room_in_requests_per_instance() {
+fn the_p3_instance_limits_need_a_p3_component_and_room_in_requests_per_instance() {
     let (spec_p2, _) = spec(
         "web",
         &[],
@@ -250,6 +250,21 @@ fn concurrency_needs_a_p3_component_and_room_in_requests_per_instance() {
         error.contains("concurrent-requests-per-instance"),
         "{error}"
     );
+    let (spec_idle, _) = spec(
+        "web",
+        &[],
+        &[],
+        SandboxLimits {
+            instance_idle_timeout_ms: 1000,
+            ..limits()
+        },
+    );
+    let error = runtime()
+        .web_role(Path::new(HELLO_WEB), spec_idle)
+        .err()
+        .expect("a p2 role refuses an idle timeout it would not keep")
+        .to_string();
+    assert!(error.contains("instance-idle-timeout-ms"), "{error}");
     let (spec_over, _) = spec(
         "web",
         &[],

@@ -150,6 +150,17 @@ impl Runtime {
                         .into(),
                 ));
             }
+            Err(_)
+                if spec.limits.instance_idle_timeout_ms
+                    != SandboxLimits::default().instance_idle_timeout_ms =>
+            {
+                return Err(RuntimeError::Limits(
+                    "instance-idle-timeout-ms applies to WASIp3 components (exporting \
+                     wasi:http/handler@0.3.0): a WASIp2 role keeps its idle instances until \
+                     one is reused or the role is released"
+                        .into(),
+                ));
+            }
             Err(_) => Err(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone())
                 .map_err(|e| incompatible(path, "web", &e))?),
         };

@@ -82,7 +82,9 @@ pub struct SandboxLimits {
     /// WASIp3 web roles: how long an instance kept for later requests may
     /// wait with nothing in flight before it ends, in milliseconds. Default
     /// 60,000: a busy role keeps its instances, an idle one gives back
-    /// their memory and pool slots within a minute. At most a day.
+    /// their memory and pool slots within a minute. At most a day. A p2
+    /// role, whose idle instances wait until reused or released, refuses
+    /// any other value.
     pub instance_idle_timeout_ms: u64,
     /// What the role's scratch folder may hold, in MiB: file bytes plus
     /// 4 KiB per file, folder or link. Default 64: room for working files,
