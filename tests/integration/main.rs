@@ -24,6 +24,8 @@ mod ledger;
 mod lifecycle;
 mod nats;
 mod operators;
+mod p3_instances;
+mod p3_web;
 mod polyglot;
 mod private_state;
 mod queue_ops;

@@ -58,6 +58,8 @@ async fn serve_traced(
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
         requests_per_instance: args.requests_per_instance,
+        concurrent_requests_per_instance: args.concurrent_requests_per_instance,
+        instance_idle_timeout_ms: args.instance_idle_timeout_ms,
         ..SandboxLimits::default()
     };
     let runtime = Arc::new(

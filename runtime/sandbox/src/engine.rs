@@ -22,7 +22,7 @@ use crate::scratch;
 use crate::trace::SpanSink;
 use crate::usage::UsageSnapshot;
 use crate::vmbus;
-use crate::web::WebRole;
+use crate::web::{Handler, P3Handler, WebRole};
 use crate::worker::WorkerRole;
 use std::num::NonZeroU64;
 use std::path::Path;
@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 /// The host's engine and the linkers for each role kind.
 pub struct Runtime {
@@ -74,6 +75,14 @@ impl Runtime {
         scratch::add_to_linker(&mut web_linker).map_err(link_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut web_linker)
             .map_err(link_error)?;
+        // WASIp3 web roles: what `wasi:http/service@0.3.0` imports (its CLI
+        // streams, clocks and random, and `wasi:http` itself), from the same
+        // WASI context. Not p3's filesystem, whose writes would pass the
+        // scratch quota (`scratch.rs` guards p2's), nor its sockets.
+        wasmtime_wasi::p3::cli::add_to_linker(&mut web_linker).map_err(link_error)?;
+        wasmtime_wasi::p3::clocks::add_to_linker(&mut web_linker).map_err(link_error)?;
+        wasmtime_wasi::p3::random::add_to_linker(&mut web_linker).map_err(link_error)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut web_linker).map_err(link_error)?;
         vmbus::add_to_linker(&mut web_linker).map_err(link_error)?;
 
         let scheduler = CpuScheduler::new(config.cpu_slots, config.fair_cpu, fuel_yields.get());
@@ -129,9 +138,38 @@ impl Runtime {
             kind: "web",
             reason,
         })?;
-        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
-            .map_err(|e| incompatible(path, "web", &e))?;
-        Ok(WebRole::new(pre, self.version(spec, "web"), hooks))
+        // A component exporting `wasi:http/handler@0.3.0` is a WASIp3 role;
+        // any other must be a WASIp2 one.
+        let found = match ServicePre::new(pre.clone()) {
+            Ok(p3) => Ok(p3),
+            Err(_) if spec.limits.concurrent_requests_per_instance > 1 => {
+                return Err(RuntimeError::Limits(
+                    "concurrent-requests-per-instance above 1 needs a WASIp3 component \
+                     (exporting wasi:http/handler@0.3.0): a WASIp2 handler serves one \
+                     request at a time"
+                        .into(),
+                ));
+            }
+            Err(_)
+                if spec.limits.instance_idle_timeout_ms
+                    != SandboxLimits::default().instance_idle_timeout_ms =>
+            {
+                return Err(RuntimeError::Limits(
+                    "instance-idle-timeout-ms applies to WASIp3 components (exporting \
+                     wasi:http/handler@0.3.0): a WASIp2 role keeps its idle instances until \
+                     one is reused or the role is released"
+                        .into(),
+                ));
+            }
+            Err(_) => Err(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone())
+                .map_err(|e| incompatible(path, "web", &e))?),
+        };
+        let version = self.version(spec, "web");
+        let handler = match found {
+            Ok(p3) => Handler::P3(P3Handler::new(p3, version.clone())),
+            Err(p2) => Handler::P2(p2),
+        };
+        Ok(WebRole::new(pre, handler, version, hooks))
     }
 
     /// Prepares a worker role from the component at `path`.
@@ -273,6 +311,9 @@ fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
     // in the store's call hook (`sandbox.rs`); one blocked in a host call
     // is dropped at its deadline by the future that drives it.
     wasm.wasm_component_model(true)
+        // WASIp3 web roles: async exports and imports, streams and futures
+        // (experimental in wasmtime 48; see `web/p3`).
+        .wasm_component_model_async(true)
         .consume_fuel(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&wasm).map_err(|e| RuntimeError::Engine(one_line(&e)))

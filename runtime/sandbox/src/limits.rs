@@ -70,6 +70,22 @@ pub struct SandboxLimits {
     /// holds over the instance's life. An instance whose request failed is
     /// dropped. At most [`Self::MAX_REQUESTS_PER_INSTANCE`].
     pub requests_per_instance: u32,
+    /// WASIp3 web roles: requests one instance may serve at once, its
+    /// handler's calls interleaved at the guest's awaits. Default 1: one
+    /// request at a time. Above 1, an instance waiting on I/O (a timer, an
+    /// outgoing request, a body) takes another request, up to this many and
+    /// up to `requests-per-instance` in all (so at most that). They share
+    /// the instance's memory, its memory cap and its fuel (a budget is
+    /// added per request), and a trap ends them all. A p2 role, whose
+    /// handler runs one call at a time, refuses a value above 1.
+    pub concurrent_requests_per_instance: u32,
+    /// WASIp3 web roles: how long an instance kept for later requests may
+    /// wait with nothing in flight before it ends, in milliseconds. Default
+    /// 60,000: a busy role keeps its instances, an idle one gives back
+    /// their memory and pool slots within a minute. At most a day. A p2
+    /// role, whose idle instances wait until reused or released, refuses
+    /// any other value.
+    pub instance_idle_timeout_ms: u64,
     /// What the role's scratch folder may hold, in MiB: file bytes plus
     /// 4 KiB per file, folder or link. Default 64: room for working files,
     /// small enough that a guest cannot fill the host's disk. A write past
@@ -90,6 +106,8 @@ impl Default for SandboxLimits {
             role_memory_mib: None,
             stop_grace_ms: 10_000,
             requests_per_instance: 1,
+            concurrent_requests_per_instance: 1,
+            instance_idle_timeout_ms: 60_000,
             scratch_mib: 64,
         }
     }
@@ -133,6 +151,11 @@ impl SandboxLimits {
     /// The deadline as a duration.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
+    }
+
+    /// How long a kept WASIp3 instance may wait idle, as a duration.
+    pub fn instance_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.instance_idle_timeout_ms)
     }
 
     /// The stop grace period as a duration.
@@ -227,6 +250,18 @@ impl SandboxLimits {
                 self.requests_per_instance
             )));
         }
+        if !(1..=self.requests_per_instance).contains(&self.concurrent_requests_per_instance) {
+            return Err(InvalidSetting(format!(
+                "concurrent-requests-per-instance must be 1 to requests-per-instance ({}), not {}",
+                self.requests_per_instance, self.concurrent_requests_per_instance
+            )));
+        }
+        within(
+            "instance-idle-timeout-ms",
+            self.instance_idle_timeout_ms,
+            Self::MAX_DEADLINE_MS,
+            "a day",
+        )?;
         if let Some(role_mib) = self.role_memory_mib
             && role_mib < self.memory_mib
         {
@@ -253,7 +288,7 @@ mod tests {
         };
         let values = [0, 1, u64::from(u32::MAX), i64::MAX.unsigned_abs(), u64::MAX];
         type Set = fn(&mut SandboxLimits, u64);
-        let fields: [(&str, Set); 6] = [
+        let fields: [(&str, Set); 8] = [
             ("deadline-ms", |l, v| l.deadline_ms = v),
             ("stop-grace-ms", |l, v| l.stop_grace_ms = v),
             ("max-request-body-kib", |l, v| l.max_request_body_kib = v),
@@ -264,6 +299,12 @@ mod tests {
             ("max-queued", |l, v| {
                 l.max_queued = u32::try_from(v).unwrap_or(u32::MAX);
             }),
+            ("concurrent-requests-per-instance", |l, v| {
+                l.concurrent_requests_per_instance = u32::try_from(v).unwrap_or(u32::MAX);
+            }),
+            ("instance-idle-timeout-ms", |l, v| {
+                l.instance_idle_timeout_ms = v;
+            }),
         ];
         for (name, set) in fields {
             for value in values {
@@ -272,7 +313,10 @@ mod tests {
                 match limits.validate(&engine) {
                     Ok(()) => {
                         let now = std::time::Instant::now();
-                        let _ = now + limits.deadline() + limits.stop_grace();
+                        let _ = now
+                            + limits.deadline()
+                            + limits.stop_grace()
+                            + limits.instance_idle_timeout();
                         let _ = usize::try_from(limits.max_request_body_bytes()).unwrap();
                     }
                     Err(e) => assert!(e.to_string().contains(name), "{name}={value}: {e}"),

@@ -9,7 +9,10 @@
 //!
 //! * a **web role** serves HTTP. It exports the standard
 //!   `wasi:http/incoming-handler`; write an async handler with [`wstd`]'s
-//!   types and export it with [`web_role!`] (see [`web`]).
+//!   types and export it with [`web_role!`] (see [`web`]). Or it exports
+//!   WASIp3's `wasi:http/handler@0.3.0`, an async handler returning its
+//!   response, with [`web_role_p3!`] (see [`web_p3`]); a host may then let
+//!   one instance serve several requests at once.
 //! * a **worker role** has no outside contact. It is a Rust binary whose
 //!   `fn main` pulls messages from a queue; [`Worker`](worker::Worker) runs
 //!   that loop (see [`worker`]). The host restarts a worker that exits,
@@ -78,6 +81,7 @@ pub mod lifecycle;
 pub mod queue;
 pub mod usage;
 pub mod web;
+pub mod web_p3;
 pub mod worker;
 
 pub use error::{Error, Result};

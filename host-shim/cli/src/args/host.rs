@@ -50,6 +50,14 @@ pub struct ServeArgs {
     /// is visible to the next.
     #[arg(long, default_value_t = SandboxLimits::default().requests_per_instance)]
     pub requests_per_instance: u32,
+    /// WASIp3 components only: requests one instance may serve at once
+    /// (at most --requests-per-instance).
+    #[arg(long, default_value_t = SandboxLimits::default().concurrent_requests_per_instance)]
+    pub concurrent_requests_per_instance: u32,
+    /// WASIp3 components only: how long an instance kept for later requests
+    /// may wait idle before it ends, in milliseconds.
+    #[arg(long, default_value_t = SandboxLimits::default().instance_idle_timeout_ms)]
+    pub instance_idle_timeout_ms: u64,
     #[command(flatten)]
     pub host: HostArgs,
 }

@@ -81,6 +81,8 @@ fn fields() -> Vec<(&'static str, String, &'static str)> {
         "role-memory-mib",
         "stop-grace-ms",
         "requests-per-instance",
+        "concurrent-requests-per-instance",
+        "instance-idle-timeout-ms",
     ] {
         fields.push(("#LIMITS#", format!("{key} = V"), key));
     }

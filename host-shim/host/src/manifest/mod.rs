@@ -413,7 +413,22 @@ queues = ["jobs"]
             ),
             (
                 format!("{GOOD}[roles.worker.limits]\nrequests-per-instance = 5\n"),
-                "roles.worker.limits: requests-per-instance applies to web roles",
+                "roles.worker.limits: requests-per-instance, concurrent-requests-per-instance",
+            ),
+            (
+                GOOD.replace(
+                    "memory-mib = 64",
+                    "memory-mib = 64\nconcurrent-requests-per-instance = 4",
+                ),
+                "roles.web.limits: concurrent-requests-per-instance must be 1 to \
+                 requests-per-instance (1), not 4",
+            ),
+            (
+                format!(
+                    "{GOOD}[roles.worker.limits]\nconcurrent-requests-per-instance = 1\ninstance-idle-timeout-ms = 5\n"
+                ),
+                "roles.worker.limits: requests-per-instance, concurrent-requests-per-instance \
+                 and instance-idle-timeout-ms apply to web roles",
             ),
         ];
         for (text, expected) in cases {

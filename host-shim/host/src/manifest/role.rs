@@ -23,7 +23,8 @@ use weft_sandbox::{CpuShare, EgressAllowlist, EngineConfig, RateLimits, SandboxL
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RoleKind {
-    /// Serves HTTP through `wasi:http/incoming-handler`.
+    /// Serves HTTP through `wasi:http/incoming-handler` (WASIp2) or
+    /// `wasi:http/handler@0.3.0` (WASIp3).
     Web,
     /// Pulls work from queues; run through `wasi:cli/run`.
     Worker,
@@ -292,12 +293,18 @@ impl RawRole {
         self.cpu
             .validate()
             .map_err(|why| ("cpu", why.to_string()))?;
+        let default = SandboxLimits::default();
         if self.kind == RoleKind::Worker
-            && self.limits.requests_per_instance != SandboxLimits::default().requests_per_instance
+            && (self.limits.requests_per_instance != default.requests_per_instance
+                || self.limits.concurrent_requests_per_instance
+                    != default.concurrent_requests_per_instance
+                || self.limits.instance_idle_timeout_ms != default.instance_idle_timeout_ms)
         {
             return Err((
                 "limits",
-                "requests-per-instance applies to web roles; a worker instance runs until it returns"
+                "requests-per-instance, concurrent-requests-per-instance and \
+                 instance-idle-timeout-ms apply to web roles; a worker instance runs until it \
+                 returns"
                     .into(),
             ));
         }

@@ -39,7 +39,7 @@ impl WebRole {
             version.vmbus(),
         )?;
         let spot = store.data().cpu.parking_spot();
-        let instance = run_scheduled(spot, self.pre.instance_pre().instantiate_async(&mut store))
+        let instance = run_scheduled(spot, self.pre.instantiate_async(&mut store))
             .await
             .map_err(|e| Failed::Instantiating(e).explain(store.data(), &limits))?;
         let result = hooks.call(hook, &mut store, &instance).await;

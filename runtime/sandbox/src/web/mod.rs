@@ -1,5 +1,6 @@
-//! Web roles: a `wasi:http/incoming-handler` component, a fresh sandbox per
-//! request unless the role reuses its instances.
+//! Web roles: a `wasi:http/incoming-handler` (WASIp2) or `wasi:http/handler`
+//! (WASIp3, [`p3`]) component, a fresh sandbox per request unless the role
+//! reuses its instances.
 //!
 //! [`WebRole::handle`] takes a hyper request and returns a hyper response.
 //! Each request passes the role's admission checks (body size, `Host`, the
@@ -27,6 +28,7 @@
 mod failure;
 mod hooks;
 mod instance;
+mod p3;
 
 use crate::body::MeteredBody;
 use crate::error::GuestFailure;
@@ -43,10 +45,12 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use instance::{IdleInstances, WebInstance};
+pub(crate) use p3::P3Handler;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::InstancePre;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -55,9 +59,21 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 /// The response type web roles produce.
 pub type WebResponse = hyper::Response<HyperOutgoingBody>;
 
+/// What serves a web role's requests: a WASIp2 or a WASIp3 handler.
+pub(crate) enum Handler {
+    /// `wasi:http/incoming-handler@0.2`: a sandbox per request, or one of
+    /// the role's idle instances.
+    P2(ProxyPre<GuestState>),
+    /// `wasi:http/handler@0.3.0`: requests handed to instances that may
+    /// take several ([`p3`]).
+    P3(P3Handler),
+}
+
 /// A web role ready to serve requests.
 pub struct WebRole {
-    pub(crate) pre: ProxyPre<GuestState>,
+    /// The component, linked: what its lifecycle hooks are instantiated from.
+    pub(crate) pre: InstancePre<GuestState>,
+    handler: Handler,
     /// The version of the role it serves, shared by all its sandboxes.
     pub(crate) version: Arc<RoleVersion>,
     /// The component's lifecycle hooks, if it exports them ([`crate::hooks`]).
@@ -74,7 +90,8 @@ pub struct WebRole {
 
 impl WebRole {
     pub(crate) fn new(
-        pre: ProxyPre<GuestState>,
+        pre: InstancePre<GuestState>,
+        handler: Handler,
         version: Arc<RoleVersion>,
         hooks: Option<Hooks>,
     ) -> Self {
@@ -86,6 +103,7 @@ impl WebRole {
             in_flight,
             idle: Arc::new(idle),
             pre,
+            handler,
             version,
             hooks,
             requests: AtomicU64::new(0),
@@ -245,7 +263,16 @@ impl WebRole {
     /// still served afterwards runs in a fresh instance, dropped when done.
     /// Returns how many idle instances were freed.
     pub fn release_idle(&self) -> usize {
-        self.idle.release()
+        match &self.handler {
+            Handler::P2(_) => self.idle.release(),
+            Handler::P3(p3) => p3.release_idle(),
+        }
+    }
+
+    /// Whether the role's component is a WASIp3 handler
+    /// (`wasi:http/handler@0.3.0`).
+    pub fn is_p3(&self) -> bool {
+        matches!(self.handler, Handler::P3(_))
     }
 
     /// How many instances wait for a request now (none unless the role
@@ -253,7 +280,10 @@ impl WebRole {
     /// once its guest's handler has returned: just after the client has
     /// read the response's end, not before.
     pub fn idle_instances(&self) -> usize {
-        self.idle.count()
+        match &self.handler {
+            Handler::P2(_) => self.idle.count(),
+            Handler::P3(p3) => p3.idle_instances(),
+        }
     }
 
     /// Creates a sandbox exactly as a request finding no idle instance
@@ -263,10 +293,14 @@ impl WebRole {
     /// it takes no slot and counts no request.
     pub async fn instantiate_once(&self) -> Result<(), GuestFailure> {
         let number = self.requests.load(Ordering::Relaxed);
-        let mut instance = WebInstance::new(&self.pre, &self.version, number)?;
+        let pre = match &self.handler {
+            Handler::P2(pre) => pre,
+            Handler::P3(p3) => return p3.instantiate_once(number).await,
+        };
+        let mut instance = WebInstance::new(pre, &self.version, number)?;
         let limits = *self.version.limits();
         instance.prepare(&limits, Instant::now() + limits.deadline())?;
-        let outcome = instance.instantiate(&self.pre).await;
+        let outcome = instance.instantiate(pre).await;
         instance.finish();
         outcome.map_err(|failed| failed.explain(instance.state(), &limits))
     }
@@ -306,9 +340,17 @@ impl WebRole {
         let deadline = Instant::now() + limits.deadline();
         // A role over its CPU quota waits here, before it takes a sandbox.
         version.cpu.wait_for_quota(Some(deadline.into())).await;
+        let pre = match &self.handler {
+            Handler::P2(pre) => pre,
+            Handler::P3(p3) => {
+                let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+                let current = span.as_ref().map(OpenSpan::context);
+                return p3.serve(request, number, deadline, slot, current).await;
+            }
+        };
         let mut instance = match self.idle.take() {
             Some(instance) => instance,
-            None => WebInstance::new(&self.pre, version, number)?,
+            None => WebInstance::new(pre, version, number)?,
         };
         instance.prepare(&limits, deadline)?;
         // The guest's queue calls hang under this request's span.
@@ -331,7 +373,7 @@ impl WebRole {
 
         // The guest runs in its own task so it can keep streaming the body
         // after the response head is sent; the deadline bounds all of it.
-        let pre = self.pre.clone();
+        let pre = pre.clone();
         let idle = self.idle.clone();
         let task = tokio::spawn(async move {
             let run = instance.run(&pre, incoming, outparam);
