@@ -2,53 +2,13 @@
 //! (nothing by default), never widened by an incoming request's `Host`
 //! header, and held to its egress rate.
 
-use crate::support::{runtime, spec};
+use crate::support::{Upstream, runtime, spec};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use weft_sandbox::rate_limit::{BucketConfig, Interface, InterfaceLimits};
 use weft_sandbox::{EgressAllowlist, SandboxLimits, WebRole};
 use weft_test_artifacts::PROBE;
-
-/// A local HTTP server that answers `hello` and counts connections.
-struct Upstream {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-}
-
-impl Upstream {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counter = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let service = service_fn(|_request| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("hello"))))
-                });
-                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
-            }
-        });
-        Self { addr, connections }
-    }
-
-    fn origin(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
 
 fn role(allow: &[String], egress: Option<InterfaceLimits>, max_wait_ms: u64) -> WebRole {
     let (mut spec, _) = spec("web", &[], &[], SandboxLimits::default());

@@ -6,7 +6,7 @@
 //! egress allowlist and admission, while a p2 neighbour keeps answering.
 //! How one instance serves several requests is tested in `p3_instances.rs`.
 
-use crate::support::{call, eventually, http, runtime, serve, spec, up, web_role};
+use crate::support::{Upstream, call, eventually, http, runtime, serve, spec, up, web_role};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use std::path::Path;
@@ -295,30 +295,6 @@ async fn a_p3_roles_memory_cap_bites_and_ends_only_its_request() {
     );
 }
 
-/// A local HTTP server answering `hello`, and how many connections it took.
-async fn upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let service = service_fn(|_request| async {
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
-                    "hello",
-                ))))
-            });
-            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
-        }
-    });
-    (format!("http://{addr}"), connections)
-}
-
 fn egress_role(allow: &[String]) -> WebRole {
     let (mut spec, _) = spec("web", &[], &[], limits());
     spec.grants.egress = EgressAllowlist::parse(allow).unwrap();
@@ -327,27 +303,26 @@ fn egress_role(allow: &[String]) -> WebRole {
 
 #[tokio::test]
 async fn a_p3_roles_outgoing_requests_pass_the_egress_allowlist() {
-    use std::sync::atomic::Ordering;
-    let (allowed, allowed_connections) = upstream().await;
-    let (other, other_connections) = upstream().await;
-    let role = egress_role(std::slice::from_ref(&allowed));
-    let through = call(&role, "GET", &format!("/fetch?url={allowed}/x"), "").await;
+    let (allowed, other) = (Upstream::start().await, Upstream::start().await);
+    let role = egress_role(&[allowed.origin()]);
+    let url = |upstream: &Upstream| format!("/fetch?url={}/x", upstream.origin());
+    let through = call(&role, "GET", &url(&allowed), "").await;
     assert_eq!(
         (through.status, through.body.as_str()),
         (200, "upstream 200, 5 bytes\n"),
         "{through:?}"
     );
-    let denied = call(&role, "GET", &format!("/fetch?url={other}/x"), "").await;
+    let denied = call(&role, "GET", &url(&other), "").await;
     assert_eq!(denied.status, 502, "{denied:?}");
     assert!(denied.body.contains("HttpRequestDenied"), "{denied:?}");
-    assert_eq!(other_connections.load(Ordering::SeqCst), 0);
-    assert_eq!(allowed_connections.load(Ordering::SeqCst), 1);
+    assert_eq!(other.connections(), 0);
+    assert_eq!(allowed.connections(), 1);
     assert_eq!(role.usage().counters.bytes.egress_in, 5);
     // No grant, no way out.
     let closed = egress_role(&[]);
-    let denied = call(&closed, "GET", &format!("/fetch?url={allowed}/x"), "").await;
+    let denied = call(&closed, "GET", &url(&allowed), "").await;
     assert!(denied.body.contains("HttpRequestDenied"), "{denied:?}");
-    assert_eq!(allowed_connections.load(Ordering::SeqCst), 1);
+    assert_eq!(allowed.connections(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
