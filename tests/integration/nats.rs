@@ -225,10 +225,23 @@ async fn a_nats_server_down_at_start_is_retried_then_reported_on_one_line() {
         ]
     };
 
-    // Nobody answers: a few retries, then one line naming the server.
+    // Nothing that speaks NATS answers: a few retries, then one line naming
+    // the server. The port is held meanwhile by a listener that hangs up at
+    // once, so no other test's server can take it and be connected to (the
+    // host would then start and run on, and this wait never end).
+    let holder = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let holding = tokio::spawn(async move {
+        loop {
+            let _ = holder.accept().await;
+        }
+    });
     let table = queues_table(&url, "connect-timeout-secs = 2");
     std::fs::write(&manifest, ledger::manifest(1, &table)).unwrap();
     let output = weft_command().args(args(&manifest)).output().unwrap();
+    holding.abort();
+    let _ = holding.await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let errors: Vec<&str> = stderr

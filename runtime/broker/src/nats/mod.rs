@@ -117,4 +117,44 @@ mod tests {
             "{error}"
         );
     }
+
+    /// A listener that accepts connections and then never speaks (not a
+    /// NATS server, or a stuck one), or closes them at once, is retried
+    /// and then refused within the connect budget: it never holds the
+    /// host's start for good.
+    #[tokio::test]
+    async fn a_server_that_accepts_and_never_answers_is_refused_within_the_budget() {
+        for close_at_once in [false, true] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let accepting = tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    if !close_at_once {
+                        held.push(stream);
+                    }
+                }
+            });
+            let config = QueuesConfig {
+                backend: Some(BackendKind::Nats),
+                url: Some(format!("nats://127.0.0.1:{port}")),
+                connect_timeout_secs: 2,
+                ..QueuesConfig::default()
+            };
+            // The budget, plus one attempt's bound, plus slack for a
+            // loaded machine: a hang would take forever.
+            let outcome = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                NatsBroker::connect(&config),
+            )
+            .await
+            .expect("the connect gave up within its budget");
+            let error = outcome.err().unwrap().to_string();
+            assert!(
+                error.contains(&format!("nats://127.0.0.1:{port}")),
+                "{error}"
+            );
+            accepting.abort();
+        }
+    }
 }
