@@ -35,9 +35,11 @@ pub struct EngineConfig {
     /// deadline checked, and the scheduler decides whether it keeps
     /// running. Default 10 ms: the scheduler's time slice.
     pub scheduler_tick: Duration,
-    /// A running guest yields to the async executor after every this many
-    /// units of fuel, so a short request waiting for a thread never waits
-    /// long behind a CPU-bound guest. The yields are also where a guest
+    /// A running guest yields after every this many units of fuel: to the
+    /// async executor when another task waits for a thread (or it has held
+    /// its own for a millisecond), so a short request never waits long
+    /// behind a CPU-bound guest; otherwise it runs straight on, which costs
+    /// a fiber switch. The yields are also where a guest
     /// that calls nothing meets the CPU scheduler and its deadline: they
     /// cannot be turned off, and `None` or 0 is refused
     /// ([`EngineConfig::fuel_yields`]). Default

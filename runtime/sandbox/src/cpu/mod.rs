@@ -57,17 +57,22 @@
 //! pass one tick unscheduled.
 //!
 //! Short invocations that end within a tick never meet the scheduler: they
-//! run as soon as the async executor polls them, and a CPU-bound neighbour
-//! yields the thread to them every [`crate::EngineConfig::fuel_yield_interval`]
-//! units of fuel. That keeps a light role's latency low beside hogs; their
-//! fuel is still charged to their role's account, and the quota still
-//! holds them back (`RoleCpu::wait_for_quota`) before they start.
+//! run as soon as the async executor polls them. A CPU-bound neighbour
+//! keeps its executor thread through its fuel yields while nothing else
+//! waits, and gives it back at the first fuel yield after a task is queued
+//! for any thread, or after a millisecond (`yields.rs`): so the executor's
+//! spare thread stays free for them, a new one queued for any thread waits
+//! at most a fuel yield interval, and one woken on a hog's own thread at
+//! most a millisecond. That keeps a light role's latency low beside
+//! hogs; their fuel is still charged to their role's account, and the quota
+//! still holds them back (`RoleCpu::wait_for_quota`) before they start.
 
 mod parking;
 mod role;
 mod share;
 mod state;
 mod waiter;
+mod yields;
 
 use crate::usage::{RoleUsage, WaitKind};
 pub(crate) use parking::{Parked, ParkingSpot, run_scheduled};

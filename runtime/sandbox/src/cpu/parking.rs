@@ -12,12 +12,13 @@
 //! told to wait in a host call runs on to its next fuel yield or blocking
 //! call, at most one fuel yield interval of wasm.
 
+use super::yields::{YieldGate, YieldPolicy};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 /// A future a guest waits in before it runs on.
 pub(crate) type Parked = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -94,24 +95,44 @@ impl ParkingSpot {
 
 /// Drives `guest`, a future that runs guest code in a store whose CPU
 /// account parks in `spot`: whenever it is pending and the scheduler left
-/// it a wait, waits that out before polling the guest again.
+/// it a wait, waits that out before polling the guest again. A guest that
+/// only woke itself (a fuel yield) is polled again at once unless its
+/// yield is due ([`YieldPolicy`]).
 pub(crate) async fn run_scheduled<F: Future>(spot: Arc<ParkingSpot>, guest: F) -> F::Output {
     let mut guest = std::pin::pin!(guest);
     let mut waiting: Option<Parked> = None;
+    let gate = YieldGate::new();
+    let guest_waker = Waker::from(gate.clone());
+    let mut policy = YieldPolicy::new();
     std::future::poll_fn(move |cx| {
         loop {
             if let Some(wait) = waiting.as_mut() {
                 if wait.as_mut().poll(cx).is_pending() {
+                    policy.released();
                     return Poll::Pending;
                 }
                 waiting = None;
             }
-            if let Poll::Ready(output) = guest.as_mut().poll(cx) {
+            gate.begin(cx);
+            let polled = guest.as_mut().poll(&mut Context::from_waker(&guest_waker));
+            let woke_itself = gate.end();
+            if let Poll::Ready(output) = polled {
                 return Poll::Ready(output);
             }
-            match spot.take() {
-                Some(wait) => waiting = Some(wait),
-                None => return Poll::Pending,
+            if let Some(wait) = spot.take() {
+                // Polled again once the wait is over, woken or not.
+                waiting = Some(wait);
+                continue;
+            }
+            if !woke_itself {
+                policy.released();
+                return Poll::Pending;
+            }
+            if policy.due() {
+                // As tokio's own yield: woken once the worker has run what
+                // else it has and polled its I/O driver, not straight away.
+                let _deferred = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+                return Poll::Pending;
             }
         }
     })
@@ -165,6 +186,37 @@ mod tests {
         turn.notify_one();
         assert_eq!(task.await.unwrap(), 4, "then runs to the end");
         assert!(spot.take().is_none());
+    }
+
+    #[test]
+    fn a_guest_that_only_yields_keeps_its_thread_until_its_yield_is_due() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let spot = Arc::new(ParkingSpot::default());
+            let polls = Arc::new(AtomicU32::new(0));
+            // It parks in a spot the driver does not watch: never waits.
+            let elsewhere = Arc::new(ParkingSpot::default());
+            let run = run_scheduled(spot, guest(elsewhere, Arc::default(), polls, 500));
+            let mut run = std::pin::pin!(run);
+            let mut handed_back = 0;
+            let polled = std::future::poll_fn(|cx| {
+                let poll = run.as_mut().poll(cx);
+                if poll.is_pending() {
+                    handed_back += 1;
+                }
+                poll
+            })
+            .await;
+            assert_eq!(polled, 501, "every yield polled again");
+            // 500 yields handed to the executor would be 500; a few are
+            // due in case this thread was held up for the hold's length.
+            assert!(
+                handed_back < 10,
+                "{handed_back} yields went to the executor"
+            );
+        });
     }
 
     #[tokio::test]
