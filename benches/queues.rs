@@ -15,8 +15,10 @@
 //!   senders, 8 receivers taking batches of 32 and completing each message;
 //! - **end to end**: the `ledger-web` web role (32 messages per request, 256
 //!   requests in flight, the web role's default concurrency) enqueues, 8
-//!   instances of the `drain-worker` worker role complete; messages/s from
-//!   the first send to the last complete.
+//!   instances of the `drain-worker` worker role complete (a batch of 32 in
+//!   one call); messages/s from the first send to the last complete, with
+//!   the queue rate limit lifted (the path's ceiling) and, on the embedded
+//!   backend, at a role's default rate limits.
 //!
 //! Latency is from a send returning (the message stored) to a receive
 //! handing the message out, over every message's first delivery, measured
@@ -127,9 +129,15 @@ async fn run() -> anyhow::Result<()> {
         &tmp.path().join("e2e"),
         bench_settings(),
     )?));
-    let (rate, _) = end_to_end(embedded.clone(), embedded.inner.clone(), Load::Saturate).await?;
+    let (rate, _) = end_to_end(
+        embedded.clone(),
+        embedded.inner.clone(),
+        Load::Saturate,
+        Limits::Lifted,
+    )
+    .await?;
     row(
-        "embedded end to end: web role → worker role",
+        "embedded end to end: web role → worker role, queue rate limit lifted",
         rate,
         batched_base,
         None,
@@ -140,7 +148,30 @@ async fn run() -> anyhow::Result<()> {
         Some(("redb 1/commit", per_commit)),
         None,
     );
-    let (_, latency) = end_to_end(embedded.clone(), embedded.inner.clone(), Load::Paced).await?;
+    let embedded = Arc::new(Timed::new(EmbeddedBroker::open(
+        &tmp.path().join("e2e-defaults"),
+        bench_settings(),
+    )?));
+    let (rate, _) = end_to_end(
+        embedded.clone(),
+        embedded.inner.clone(),
+        Load::Saturate,
+        Limits::Defaults,
+    )
+    .await?;
+    row(
+        "embedded end to end: web role → worker role, default rate limits",
+        rate,
+        batched_base,
+        None,
+    );
+    let (_, latency) = end_to_end(
+        embedded.clone(),
+        embedded.inner.clone(),
+        Load::Paced,
+        Limits::Defaults,
+    )
+    .await?;
     row(
         "embedded end to end, paced at 1,000/s: latency",
         1000.0,
@@ -175,14 +206,26 @@ async fn run() -> anyhow::Result<()> {
             Some(latency),
         );
         let nats = Arc::new(Timed::new(NatsBroker::connect(&config).await?));
-        let (rate, _) = end_to_end(nats.clone(), nats.inner.clone(), Load::Saturate).await?;
+        let (rate, _) = end_to_end(
+            nats.clone(),
+            nats.inner.clone(),
+            Load::Saturate,
+            Limits::Lifted,
+        )
+        .await?;
         row(
-            "NATS end to end: web role → worker role",
+            "NATS end to end: web role → worker role, queue rate limit lifted",
             rate,
             raw_base,
             None,
         );
-        let (_, latency) = end_to_end(nats.clone(), nats.inner.clone(), Load::Paced).await?;
+        let (_, latency) = end_to_end(
+            nats.clone(),
+            nats.inner.clone(),
+            Load::Paced,
+            Limits::Defaults,
+        )
+        .await?;
         row(
             "NATS end to end, paced at 1,000/s: latency",
             1000.0,
@@ -500,10 +543,20 @@ enum Load {
     Paced,
 }
 
+/// The roles' rate limits in an end-to-end run.
+#[derive(Clone, Copy)]
+enum Limits {
+    /// A role's defaults, as a manifest that says nothing gets.
+    Defaults,
+    /// The queue interface unlimited: the path's own ceiling.
+    Lifted,
+}
+
 async fn end_to_end<B: QueueBroker + KvStore>(
     broker: Arc<Timed<B>>,
     kv: Arc<B>,
     load: Load,
+    limits: Limits,
 ) -> anyhow::Result<(f64, (Duration, Duration))> {
     let runtime = Runtime::new(EngineConfig {
         cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-component-cache")),
@@ -522,7 +575,10 @@ async fn end_to_end<B: QueueBroker + KvStore>(
             ..Grants::default()
         },
         limits: SandboxLimits::default(),
-        rate_limits: RateLimits::default().with(Interface::Queue, unlimited),
+        rate_limits: match limits {
+            Limits::Defaults => RateLimits::default(),
+            Limits::Lifted => RateLimits::default().with(Interface::Queue, unlimited),
+        },
         cpu: CpuShare::default(),
         queues: broker.clone(),
         kv: kv.clone(),

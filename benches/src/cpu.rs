@@ -157,25 +157,28 @@ pub enum Part {
     Yields,
 }
 
+/// The figures' Markdown, and the light tenant's p99 beside hogs over its
+/// p99 alone (fairness on) for each hog count, if that part ran.
 pub async fn run(
     window: f64,
     repeats: usize,
     only: &[Part],
     fuel_yield_interval: Option<u64>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Option<Vec<(usize, f64)>>)> {
     let window = Duration::from_secs_f64(window);
     let mut out = String::new();
     let wanted = |part: Part| only.is_empty() || only.contains(&part);
     if wanted(Part::Fairness) {
         fairness(&mut out, window, repeats, fuel_yield_interval).await?;
     }
+    let mut light = None;
     if wanted(Part::Latency) {
-        latency(&mut out, window, repeats, fuel_yield_interval).await?;
+        light = Some(latency(&mut out, window, repeats, fuel_yield_interval).await?);
     }
     if wanted(Part::Yields) {
         yields(&mut out, repeats).await?;
     }
-    Ok(out)
+    Ok((out, light))
 }
 
 async fn fairness(
@@ -221,12 +224,14 @@ async fn fairness(
     Ok(())
 }
 
+/// The light tenant's p99 beside each count of hogs over its p99 alone,
+/// fairness on.
 async fn latency(
     out: &mut String,
     window: Duration,
     repeats: usize,
     interval: Option<u64>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(usize, f64)>> {
     let _ = writeln!(
         out,
         "\n### A light tenant beside hogs\n\nA light role's requests (`GET /ok`, one at a time, 2 ms apart, in-process) over a {:.0} s window while another role's requests spin. Latency in ms, p50 and p99 of all requests of {repeats} interleaved runs.\n",
@@ -237,6 +242,7 @@ async fn latency(
         "| hogs | p50 off | p99 off | p50 on | p99 on | p99 on ÷ p99 alone |\n|---:|---:|---:|---:|---:|---:|"
     );
     let mut alone_p99 = f64::NAN;
+    let mut ratios = Vec::new();
     for hogs in [0, 8, 64] {
         let mut latencies: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..repeats {
@@ -248,6 +254,8 @@ async fn latency(
         let p99_on = quantile(&mut on, 0.99);
         if hogs == 0 {
             alone_p99 = p99_on;
+        } else {
+            ratios.push((hogs, p99_on / alone_p99));
         }
         let _ = writeln!(
             out,
@@ -260,7 +268,7 @@ async fn latency(
         );
     }
 
-    Ok(())
+    Ok(ratios)
 }
 
 async fn yields(out: &mut String, repeats: usize) -> anyhow::Result<()> {

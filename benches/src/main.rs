@@ -66,6 +66,9 @@ enum Bench {
         /// [default: the engine's].
         #[arg(long)]
         fuel_yield: Option<u64>,
+        /// Append the aims' lines to this file.
+        #[arg(long)]
+        aims: Option<PathBuf>,
     },
     /// CPU-bound work: native, wasm unmetered, wasm with fuel, and Weft.
     Compute {
@@ -221,6 +224,9 @@ enum Bench {
         /// The port of `weft serve`'s admin listener [default: any free one].
         #[arg(long)]
         admin_port: Option<u16>,
+        /// Append the aims' lines to this file.
+        #[arg(long)]
+        aims: Option<PathBuf>,
     },
     /// What one core does in queue and key-value host calls, by kind, on the
     /// embedded and memory backends: what the default rate limits are
@@ -248,6 +254,22 @@ enum Bench {
     Merge {
         /// The reports, one per run.
         files: Vec<PathBuf>,
+    },
+    /// Appends one aim's line, for a figure a script measured (the queues,
+    /// the pipeline).
+    Aim {
+        /// The file the aims' lines go to.
+        #[arg(long)]
+        aims: PathBuf,
+        /// What the aim says.
+        #[arg(long)]
+        aim: String,
+        /// What was measured.
+        #[arg(long)]
+        measured: String,
+        /// Whether it was met (`true` or `false`).
+        #[arg(long, action = clap::ArgAction::Set)]
+        met: bool,
     },
     /// Writes `docs/benchmarks.md` from a template and the figures' results.
     Report {
@@ -284,15 +306,27 @@ fn main() -> anyhow::Result<()> {
             only,
             threads,
             fuel_yield,
+            aims,
         } => {
             let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
             let threads = threads.unwrap_or(cpus + 1);
             let interval = fuel_yield.or(weft_sandbox::EngineConfig::default().fuel_yield_interval);
-            let report =
+            let (report, light) =
                 executor(Some(threads))?.block_on(cpu::run(window, repeats, &only, interval))?;
             println!("Async executor threads: {threads}.\n");
             println!("{}", stats::machine());
             println!("{report}");
+            if let Some(ratios) = light {
+                Aims::open(aims).add(
+                    "A light tenant's p99 beside 8 and 64 hogs ≤ 3× its p99 alone (fairness on)",
+                    ratios
+                        .iter()
+                        .map(|(hogs, ratio)| format!("{ratio:.2}× beside {hogs}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    ratios.iter().all(|(_, ratio)| *ratio <= 3.0),
+                )?;
+            }
         }
         Bench::HostCalls {
             work,
@@ -447,6 +481,7 @@ fn main() -> anyhow::Result<()> {
             reuse,
             port,
             admin_port,
+            aims,
         } => {
             let setup = polyglot::Setup {
                 weft,
@@ -462,9 +497,20 @@ fn main() -> anyhow::Result<()> {
                 port,
                 admin_port,
             };
-            println!("{}", polyglot::run(&setup)?);
+            let (report, lines) = polyglot::run(&setup)?;
+            println!("{report}");
+            let mut aims = Aims::open(aims);
+            for (aim, measured, met) in lines {
+                aims.add(&aim, measured, met)?;
+            }
         }
         Bench::NativeServer { addr } => native::serve(addr)?,
+        Bench::Aim {
+            aims,
+            aim,
+            measured,
+            met,
+        } => Aims::open(Some(aims)).add(&aim, measured, met)?,
         Bench::Merge { files } => {
             let runs = files
                 .iter()

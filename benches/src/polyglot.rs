@@ -424,8 +424,11 @@ fn measure_loads(setup: &Setup) -> anyhow::Result<Loads> {
     Ok(loads)
 }
 
-/// Runs the figures; returns their Markdown.
-pub fn run(setup: &Setup) -> anyhow::Result<String> {
+/// One aim's line: what it says, what was measured, whether it was met.
+pub type AimLine = (String, String, bool);
+
+/// Runs the figures; returns their Markdown and the aims' lines.
+pub fn run(setup: &Setup) -> anyhow::Result<(String, Vec<AimLine>)> {
     anyhow::ensure!(
         setup.compile_repeats >= 1,
         "the warm caches come from the first compile: --compile-repeats must be at least 1"
@@ -438,7 +441,67 @@ pub fn run(setup: &Setup) -> anyhow::Result<String> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let starts = measure_starts(setup)?;
     let loads = measure_loads(setup)?;
-    markdown::write(setup, &versions, &starts, &loads)
+    let aims = aims(setup, &loads);
+    Ok((markdown::write(setup, &versions, &starts, &loads)?, aims))
+}
+
+/// Each guest's aims against the newest `wasmtime serve` (the first given):
+/// a fresh instance per request ≥ 3× its requests/s, reuse ≥ 0.9×, at every
+/// connection count.
+fn aims(setup: &Setup, loads: &Loads) -> Vec<AimLine> {
+    let contenders = setup.contenders();
+    let find = |host: Host, requests_per_instance: u32| {
+        contenders
+            .iter()
+            .position(|c| c.host == host && c.requests_per_instance == requests_per_instance)
+    };
+    let median = |runs: &[Run]| {
+        let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+        crate::stats::min_median_max(&rates).1
+    };
+    let mut lines = Vec::new();
+    for (g, guest) in setup.guests.iter().enumerate() {
+        for (setting, instances, floor) in [
+            ("a fresh instance per request", 1, 3.0),
+            ("reusing instances", setup.reuse, 0.9),
+        ] {
+            let aim = format!(
+                "{}, {setting}: ≥ {floor}× the newest `wasmtime serve` req/s (connections as listed)",
+                guest.label
+            );
+            let (Some(weft), Some(wasmtime)) = (
+                find(Host::Weft, instances),
+                find(Host::Wasmtime(0), instances),
+            ) else {
+                continue;
+            };
+            if let Some(why) = loads.left_out[g][weft]
+                .as_ref()
+                .or(loads.left_out[g][wasmtime].as_ref())
+            {
+                lines.push((aim, format!("not measured: {why}"), false));
+                continue;
+            }
+            let ratios: Vec<(u32, f64)> = setup
+                .connections
+                .iter()
+                .enumerate()
+                .map(|(k, &connections)| {
+                    let ours = median(&loads.runs[g][weft][k]);
+                    let theirs = median(&loads.runs[g][wasmtime][k]);
+                    (connections, ours / theirs)
+                })
+                .collect();
+            let measured = ratios
+                .iter()
+                .map(|(connections, ratio)| format!("{ratio:.2}× at {connections}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let met = !ratios.is_empty() && ratios.iter().all(|(_, ratio)| *ratio >= floor);
+            lines.push((aim, measured, met));
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
