@@ -129,13 +129,7 @@ async fn run() -> anyhow::Result<()> {
         &tmp.path().join("e2e"),
         bench_settings(),
     )?));
-    let (rate, _) = end_to_end(
-        embedded.clone(),
-        embedded.inner.clone(),
-        Load::Saturate,
-        Limits::Lifted,
-    )
-    .await?;
+    let (rate, _) = end_to_end(&embedded, Load::Saturate, Limits::Lifted).await?;
     row(
         "embedded end to end: web role → worker role, queue rate limit lifted",
         rate,
@@ -152,26 +146,14 @@ async fn run() -> anyhow::Result<()> {
         &tmp.path().join("e2e-defaults"),
         bench_settings(),
     )?));
-    let (rate, _) = end_to_end(
-        embedded.clone(),
-        embedded.inner.clone(),
-        Load::Saturate,
-        Limits::Defaults,
-    )
-    .await?;
+    let (rate, _) = end_to_end(&embedded, Load::Saturate, Limits::Defaults).await?;
     row(
         "embedded end to end: web role → worker role, default rate limits",
         rate,
         batched_base,
         None,
     );
-    let (_, latency) = end_to_end(
-        embedded.clone(),
-        embedded.inner.clone(),
-        Load::Paced,
-        Limits::Defaults,
-    )
-    .await?;
+    let (_, latency) = end_to_end(&embedded, Load::Paced, Limits::Defaults).await?;
     row(
         "embedded end to end, paced at 1,000/s: latency",
         1000.0,
@@ -206,26 +188,14 @@ async fn run() -> anyhow::Result<()> {
             Some(latency),
         );
         let nats = Arc::new(Timed::new(NatsBroker::connect(&config).await?));
-        let (rate, _) = end_to_end(
-            nats.clone(),
-            nats.inner.clone(),
-            Load::Saturate,
-            Limits::Lifted,
-        )
-        .await?;
+        let (rate, _) = end_to_end(&nats, Load::Saturate, Limits::Lifted).await?;
         row(
             "NATS end to end: web role → worker role, queue rate limit lifted",
             rate,
             raw_base,
             None,
         );
-        let (_, latency) = end_to_end(
-            nats.clone(),
-            nats.inner.clone(),
-            Load::Paced,
-            Limits::Defaults,
-        )
-        .await?;
+        let (_, latency) = end_to_end(&nats, Load::Paced, Limits::Defaults).await?;
         row(
             "NATS end to end, paced at 1,000/s: latency",
             1000.0,
@@ -553,11 +523,11 @@ enum Limits {
 }
 
 async fn end_to_end<B: QueueBroker + KvStore>(
-    broker: Arc<Timed<B>>,
-    kv: Arc<B>,
+    broker: &Arc<Timed<B>>,
     load: Load,
     limits: Limits,
 ) -> anyhow::Result<(f64, (Duration, Duration))> {
+    let kv = broker.inner.clone();
     let runtime = Runtime::new(EngineConfig {
         cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-component-cache")),
         ..EngineConfig::default()
@@ -636,7 +606,7 @@ async fn end_to_end<B: QueueBroker + KvStore>(
     for client in clients {
         client.await?;
     }
-    until_completed(&broker, before + total).await?;
+    until_completed(broker, before + total).await?;
     let elapsed = started.elapsed();
     stop.notify_waiters();
     for instance in instances {
