@@ -18,13 +18,14 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 /// Every template `weft new` offers.
-const TEMPLATES: [&str; 7] = [
+const TEMPLATES: [&str; 8] = [
     "js-web",
     "js-worker",
     "pipeline",
     "python-web",
     "python-worker",
     "rust-web",
+    "rust-web-p3",
     "rust-worker",
 ];
 
@@ -154,7 +155,7 @@ async fn exercise(templates: &[&str]) {
     for ((template, folder), (service, host)) in templates.iter().zip(&folders).zip(&hosts) {
         match *template {
             "pipeline" => pipeline_does_a_job(host).await,
-            _ if template.ends_with("-web") => web_greets_and_echoes(host, service).await,
+            _ if template.contains("-web") => web_greets_and_echoes(host, service).await,
             _ => worker_drains_its_queue(folder, host, service).await,
         }
     }
@@ -281,7 +282,7 @@ fn weft_new_lists_every_template_and_refuses_a_folder_that_holds_something() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_templates_build_and_run() {
-    exercise(&["rust-web", "rust-worker", "pipeline"]).await;
+    exercise(&["rust-web", "rust-web-p3", "rust-worker", "pipeline"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

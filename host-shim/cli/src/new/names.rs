@@ -162,7 +162,7 @@ mod tests {
     /// `{{name}}`, rust-web `{{name}}` and its output `{{crate}}`.
     #[test]
     fn a_rust_template_takes_only_a_name_cargo_takes() {
-        for template in ["rust-worker", "rust-web", "pipeline"] {
+        for template in ["rust-worker", "rust-web", "rust-web-p3", "pipeline"] {
             let language = Template::find(template).unwrap().language();
             let rust = |path: &str| name(Path::new(path), language);
             assert!(

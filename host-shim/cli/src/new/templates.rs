@@ -27,6 +27,7 @@ include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 /// is listed last (a test requires every one to be here).
 const ORDER: &[&str] = &[
     "rust-web",
+    "rust-web-p3",
     "rust-worker",
     "python-web",
     "python-worker",
