@@ -17,7 +17,7 @@ use prost::Message;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use weft_test_artifacts::HELLO_WEB;
+use weft_test_artifacts::{HELLO_WEB, P3_HELLO};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -136,7 +136,7 @@ async fn send_traced(
     tokio::spawn(connection);
     let request = http::Request::builder()
         .method(method)
-        .uri(uri.path())
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header("host", authority.as_str())
         .header("traceparent", traceparent)
         .body(Full::new(Bytes::from(body.to_owned())))?;
@@ -292,6 +292,43 @@ async fn a_stopped_host_sends_the_spans_it_still_held() {
         .unwrap_or_else(|| panic!("the last request's span; got {spans:?}"));
     assert_eq!(text(request, "weft.outcome"), Some("200"));
     assert!(collector.refused.lock().unwrap().is_empty());
+}
+
+/// A WASIp3 request's span lasts until its body is done, as a WASIp2
+/// request's does: a guest that writes the rest of its body 400 ms after
+/// its handler returned the head makes a span of at least 400 ms, ending
+/// with the status.
+#[tokio::test]
+async fn a_wasip3_requests_span_lasts_until_its_body_is_done() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let weft = serve(P3_HELLO, &["--otlp-endpoint", &endpoint]);
+    let trace = "5cf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-{PARENT_ID}-01");
+    let url = format!("{}/drip?ms=400", weft.url("web"));
+    let status = send_traced("GET", &url, &traceparent, "").await.unwrap();
+    assert_eq!(status, 200);
+    let request = eventually(Duration::from_secs(20), "the request's span", || async {
+        collector
+            .spans()
+            .into_iter()
+            .find(|s| s.name == "weft.request" && hex(&s.trace_id) == trace)
+    })
+    .await;
+    let lasted = request
+        .end_time_unix_nano
+        .saturating_sub(request.start_time_unix_nano);
+    assert!(
+        Duration::from_nanos(lasted) >= Duration::from_millis(400),
+        "the span ended {lasted} ns after it began, before the body"
+    );
+    assert_eq!(text(&request, "weft.outcome"), Some("200"));
+    assert_eq!(hex(&request.parent_span_id), PARENT_ID);
+    assert!(
+        collector.refused.lock().unwrap().is_empty(),
+        "{}",
+        weft.log()
+    );
 }
 
 /// The `weft_trace_spans_dropped_total` value on the admin's `/metrics`.

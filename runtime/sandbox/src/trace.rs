@@ -13,6 +13,9 @@
 //!   header, or a new trace when it has none or an invalid one. Its fuel is
 //!   what the request burnt; its outcome the status code, or the failure's
 //!   kind (`fuel`, `deadline`...) or the refusal's (`rate`, `capacity`...).
+//!   A WASIp3 request's span ends when its response body does (`body` if
+//!   that failed after the head) and has no fuel: a WASIp3 instance's fuel
+//!   is shared by the requests it serves.
 //! - `weft.vmbus`: one VMBus call of any interface (`weft.call`:
 //!   `queue.send`, `keyvalue.set`, `config.get`, `usage.get`...; with
 //!   `weft.bucket` for a key-value call on an open bucket), a child of the

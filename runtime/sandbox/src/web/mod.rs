@@ -345,7 +345,11 @@ impl WebRole {
             Handler::P3(p3) => {
                 let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
                 let current = span.as_ref().map(OpenSpan::context);
-                return p3.serve(request, number, deadline, slot, current).await;
+                let response = p3.serve(request, number, deadline, slot, current).await?;
+                // The guest may go on streaming the body long after its
+                // handler returned the head: the span ends with the body.
+                let (span, status) = (span.take(), response.status());
+                return Ok(response.map(|body| EndsSpan::new(body, span, status).boxed_unsync()));
             }
         };
         let mut instance = match self.idle.take() {
@@ -490,6 +494,59 @@ fn finish_request(span: Option<OpenSpan>, fuel: Option<u64>, outcome: Result<Sta
             span.finish(fuel, status.as_str());
         }
         Err(kind) => span.finish(fuel, kind),
+    }
+}
+
+/// A WASIp3 response's body, which ends its request's span when it is done,
+/// or dropped (the client gone, or the deadline passed): with its status,
+/// or `body` if it failed. The span carries no fuel: a WASIp3 instance's
+/// fuel is the store's, shared by the requests it serves.
+struct EndsSpan {
+    body: HyperOutgoingBody,
+    span: Option<OpenSpan>,
+    outcome: Result<StatusCode, &'static str>,
+}
+
+impl EndsSpan {
+    fn new(body: HyperOutgoingBody, span: Option<OpenSpan>, status: StatusCode) -> Self {
+        Self {
+            body,
+            span,
+            outcome: Ok(status),
+        }
+    }
+}
+
+impl Body for EndsSpan {
+    type Data = Bytes;
+    type Error = <HyperOutgoingBody as Body>::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Err(_))) => this.outcome = Err("body"),
+            std::task::Poll::Ready(None) => finish_request(this.span.take(), None, this.outcome),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for EndsSpan {
+    fn drop(&mut self) {
+        finish_request(self.span.take(), None, self.outcome);
     }
 }
 

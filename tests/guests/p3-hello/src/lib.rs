@@ -8,6 +8,8 @@
 //! - `/grow?mib=N`: allocates and touches N MiB (the memory cap must bite).
 //! - `/sleep?ms=N`: waits N ms on `wasi:clocks` (an async import), then
 //!   answers; while it waits, the instance can serve another request.
+//! - `/drip?ms=N`: answers at once with `drip`, and the body's rest
+//!   (`ped`) N ms later: a body streamed after the handler returned.
 //! - `/setting?name=N`: the role's setting `N`, read over the VMBus
 //!   (`wasi:config/store`), a synchronous import called from an async handler.
 //! - `/fetch?url=http://HOST/PATH`: a GET through `wasi:http/client`, its
@@ -50,6 +52,10 @@ impl Guest for Hello {
         let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
         PEAK.fetch_max(now, Ordering::SeqCst);
         let path = request.get_path_with_query().unwrap_or_default();
+        if let Some(query) = path.strip_prefix("/drip?") {
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            return drip(number(query, "ms").unwrap_or(100));
+        }
         let outcome = route(&path).await;
         IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
         let (status, body) = outcome;
@@ -138,6 +144,21 @@ fn number(query: &str, name: &str) -> Option<u64> {
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
         .and_then(|v| v.parse().ok())
+}
+
+/// `200 drip`, then `ped` `ms` milliseconds after the handler returned.
+fn drip(ms: u64) -> Result<Response, ErrorCode> {
+    let headers = Fields::from_list(&[("content-type".into(), b"text/plain".to_vec())])
+        .map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
+    let (mut body_tx, body_rx) = wit_stream::new();
+    let (_, trailers) = wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(headers, Some(body_rx), trailers);
+    wit_bindgen::spawn_local(async move {
+        let _unwritten = body_tx.write_all(b"drip".to_vec()).await;
+        wasi::clocks::monotonic_clock::wait_for(ms.saturating_mul(1_000_000)).await;
+        let _unwritten = body_tx.write_all(b"ped\n".to_vec()).await;
+    });
+    Ok(response)
 }
 
 /// A response with `status`, `body` and the instance's counters as headers.
