@@ -285,6 +285,79 @@ mod tests {
         assert!(!seen.iter().any(|(id, _)| *id == completed));
     }
 
+    /// A file written before an entry's deadline moved into its row (format
+    /// 1, deadlines in a table of their own) opens as it was: its entries,
+    /// their deadlines and their bucket's bytes, and it reopens as format 2.
+    #[tokio::test]
+    async fn a_format_1_file_opens_with_its_entries_and_their_deadlines() {
+        use redb::{ReadableDatabase, TableDefinition};
+        const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+        const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
+        const KV_DEADLINES: TableDefinition<(&str, &str), u64> =
+            TableDefinition::new("kv_deadlines");
+        const KV_EXPIRING: TableDefinition<(u64, &str, &str), ()> =
+            TableDefinition::new("kv_expiring");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let later = u64::try_from(now).unwrap() + 3_600_000;
+        {
+            let db = redb::Database::create(dir.path().join(STORE_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                txn.open_table(META).unwrap().insert("format", 1).unwrap();
+                let mut kv = txn.open_table(KV).unwrap();
+                kv.insert(("b", "expired"), &b"old"[..]).unwrap();
+                kv.insert(("b", "live"), &b"value"[..]).unwrap();
+                kv.insert(("c", "kept"), &b"forever"[..]).unwrap();
+                let mut deadlines = txn.open_table(KV_DEADLINES).unwrap();
+                deadlines.insert(("b", "expired"), 1).unwrap();
+                deadlines.insert(("b", "live"), later).unwrap();
+                let mut expiring = txn.open_table(KV_EXPIRING).unwrap();
+                expiring.insert((1, "b", "expired"), ()).unwrap();
+                expiring.insert((later, "b", "live"), ()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        for _open in 0..2 {
+            let broker = EmbeddedBroker::open(dir.path(), QueueSettings::default()).unwrap();
+            assert_eq!(broker.get("b", "expired").await.unwrap(), None);
+            assert_eq!(
+                broker.get("b", "live").await.unwrap(),
+                Some(b"value".to_vec())
+            );
+            assert_eq!(
+                broker.get("c", "kept").await.unwrap(),
+                Some(b"forever".to_vec())
+            );
+            assert_eq!(broker.list_keys("b", None).await.unwrap().keys, ["live"]);
+        }
+        let broker = EmbeddedBroker::open(dir.path(), QueueSettings::default()).unwrap();
+        // Live entries count, the expired one does not.
+        assert_eq!(broker.purge_bucket("b").await.unwrap(), 1);
+        assert_eq!(broker.purge_bucket("c").await.unwrap(), 1);
+        drop(broker);
+        let db = redb::Database::open(dir.path().join(STORE_FILE)).unwrap();
+        let read = db.begin_read().unwrap();
+        assert_eq!(
+            read.open_table(META)
+                .unwrap()
+                .get("format")
+                .unwrap()
+                .unwrap()
+                .value(),
+            2
+        );
+        assert!(read.open_table(KV_DEADLINES).is_err());
+    }
+
     /// An entry's deadline is on disk: it holds after a reopen that
     /// configures nothing, and expired entries (counted in the bucket's
     /// bytes at open) are swept when a write finds the bucket full. Time is

@@ -17,11 +17,14 @@
 //! Tables: `messages` ((queue, seq) → the whole message: id, times,
 //! visibility, dequeue count, poison reason and body; rewritten on each
 //! delivery), `dedupe` ((queue, dedupe id) → expiry and message id), `kv`
-//! ((bucket, key) → value, with its deadlines in two more tables: see
-//! [`kv`]) and `meta` (the format version). One row per
+//! ((bucket, key) → the entry's deadline and value, with `kv_expiring`
+//! listing the entries that expire in deadline order: see [`kv`]) and `meta`
+//! (the format version: 2; a format-1 file is migrated at open). One row per
 //! message, rather than a second table for what changes per delivery, keeps
-//! a message's life at three row writes: the writer thread's B-tree work is
-//! what bounds throughput once fsyncs are shared.
+//! a message's life at three row writes, and an entry's deadline in its own
+//! row keeps a write at two: each row a commit changes costs pages the
+//! commit writes, scattered across the file, and on a disk that charges
+//! per write those pages bound throughput once fsyncs are shared.
 //!
 //! The state folder is created `0700` and the file `0600`: they hold every
 //! guest's messages and key-value entries. A folder other users can write
@@ -52,8 +55,10 @@ use std::sync::{Arc, Mutex, RwLock, mpsc};
 use tokio::sync::oneshot;
 use writer::{Job, Writer, write_loop};
 
-/// The layout of the tables above; a file with another is refused.
-const FORMAT: u64 = 1;
+/// The layout of the tables above; a file with another is refused, but for
+/// format 1 (whose key-value deadlines had a table of their own), which is
+/// migrated at open.
+const FORMAT: u64 = 2;
 /// redb's page cache (it grows to this on demand).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -436,23 +441,24 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 fn prepare(db: &Database) -> Result<(), String> {
     let setup = || -> Result<Option<u64>, redb::Error> {
         let txn = db.begin_write()?;
-        let format = {
-            let mut meta = txn.open_table(META)?;
-            let found = meta.get("format")?.map(|v| v.value());
-            if found.is_none() {
-                meta.insert("format", FORMAT)?;
-            }
-            found
-        };
+        let found = txn.open_table(META)?.get("format")?.map(|v| v.value());
+        if found == Some(1) {
+            kv::migrate_from_format_1(&txn)?;
+            tracing::info!(
+                "queue store: the file's key-value deadlines moved into their entries (format 1 to 2)"
+            );
+        }
+        if matches!(found, None | Some(1)) {
+            txn.open_table(META)?.insert("format", FORMAT)?;
+        }
         txn.open_table(MESSAGES)?;
         txn.open_table(DEDUPE)?;
-        txn.open_table(KV)?;
         kv::prepare(&txn)?;
         txn.commit()?;
-        Ok(format)
+        Ok(found)
     };
     match setup() {
-        Ok(None | Some(FORMAT)) => Ok(()),
+        Ok(None | Some(1 | FORMAT)) => Ok(()),
         Ok(Some(other)) => Err(format!("format {other}, this Weft reads format {FORMAT}")),
         Err(e) => Err(one_line(&e)),
     }
@@ -489,10 +495,15 @@ fn read_all(db: &Database) -> Result<(Contents, BucketBytes), String> {
             ));
         }
         let mut bucket_bytes = BucketBytes::new();
-        for entry in txn.open_table(KV)?.iter()? {
-            let (key, value) = entry?;
+        for row in txn.open_table(KV)?.iter()? {
+            let (key, row) = row?;
             let (bucket, k) = key.value();
-            *bucket_bytes.entry(bucket.to_owned()).or_default() += k.len() + value.value().len();
+            let Ok((_, value)) = kv::entry(row.value()) else {
+                return Ok(Err(format!(
+                    "the entry '{k}' of bucket '{bucket}' is malformed"
+                )));
+            };
+            *bucket_bytes.entry(bucket.to_owned()).or_default() += k.len() + value.len();
         }
         Ok(Ok((contents, bucket_bytes)))
     };
