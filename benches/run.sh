@@ -153,7 +153,7 @@ else
 fi
 
 echo "--- Python and JavaScript web roles (benches/polyglot.sh, with the release build above)"
-NO_BUILD=1 benches/polyglot.sh --aims "$aims"
+RESULTS="$results" NO_BUILD=1 benches/polyglot.sh --aims "$aims"
 
 echo "--- host calls (one core's queue and key-value calls, by kind: what the default rate limits are sized from)"
 if [ -n "${QUICK:-}" ]; then
@@ -163,7 +163,7 @@ else
 fi
 
 echo "--- pipeline (examples/pipeline under weft up: default rate limits beside lifted ones)"
-AIMS="$aims" NO_BUILD=1 benches/pipeline.sh
+RESULTS="$results" AIMS="$aims" NO_BUILD=1 benches/pipeline.sh
 
 echo "--- docs/benchmarks.md"
 "$bench" report --template benches/report.md --results "$results" --out docs/benchmarks.md
