@@ -2,7 +2,8 @@
 //! request, and reusing instances), under `wasmtime serve` of each version
 //! given (likewise; the first given is the one ratios are taken to), and
 //! the same work in a native hyper server, loaded with `wrk` at several
-//! connection counts. Each round starts every server afresh, in turn, so the
+//! connection counts. The WASIp3 workload adds instances that serve up to
+//! [`P3_CONCURRENT`] requests at once, on both hosts. Each round starts every server afresh, in turn, so the
 //! servers are interleaved; a round measures every connection count on each.
 //! Reported: requests/s, p50 and p99 latency (wrk's), and the server's CPU
 //! time per request (from `/proc`, over the same wrk run).
@@ -24,13 +25,21 @@ pub enum Workload {
     Hello,
     /// `POST /order` with a JSON order of 20 lines (`json-web`).
     Json,
+    /// `GET /` on a WASIp3 hello world (`p3-hello`, a `wasi:http@0.3`
+    /// handler built with plain wit-bindgen).
+    P3Hello,
 }
+
+/// Requests one WASIp3 instance serves at once in the concurrent rows:
+/// `wasmtime serve`'s default for WASIp3 components.
+const P3_CONCURRENT: u32 = 16;
 
 impl Workload {
     fn component(self) -> &'static str {
         match self {
             Workload::Hello => weft_test_artifacts::WSTD_HELLO,
             Workload::Json => weft_test_artifacts::JSON_WEB,
+            Workload::P3Hello => weft_test_artifacts::P3_HELLO,
         }
     }
 
@@ -38,6 +47,9 @@ impl Workload {
         match self {
             Workload::Hello => "hello world (`GET /`, `wstd-hello`)",
             Workload::Json => "real work (`POST /order`, a 20-line JSON order, `json-web`)",
+            Workload::P3Hello => {
+                "hello world over WASIp3 (`GET /`, `p3-hello`, a `wasi:http@0.3` handler built with plain wit-bindgen)"
+            }
         }
     }
 
@@ -45,7 +57,12 @@ impl Workload {
         match self {
             Workload::Hello => "hello",
             Workload::Json => "json",
+            Workload::P3Hello => "p3-hello",
         }
+    }
+
+    fn is_p3(self) -> bool {
+        self == Workload::P3Hello
     }
 }
 
@@ -55,24 +72,37 @@ pub enum Contender {
     /// Native hyper (`weft-bench native-server`).
     Native,
     /// `wasmtime serve` of the `binary`th baseline given, reusing an
-    /// instance for up to `reuse` requests (1: a fresh instance per request).
-    Wasmtime { binary: usize, reuse: u32 },
-    /// `weft up`, with `requests-per-instance` set to this.
-    Weft(u32),
+    /// instance for up to `reuse` requests (1: a fresh instance per
+    /// request), `concurrent` of them at once.
+    Wasmtime {
+        binary: usize,
+        reuse: u32,
+        concurrent: u32,
+    },
+    /// `weft up`, with `requests-per-instance` and
+    /// `concurrent-requests-per-instance` set to these.
+    Weft { reuse: u32, concurrent: u32 },
 }
 
 impl Contender {
     /// Its name in tables and charts; `versions` are the baselines'
     /// `wasmtime --version`s, in the order given.
     fn label(self, versions: &[String]) -> String {
+        let reusing = |reuse: u32, concurrent: u32| match (reuse, concurrent) {
+            (1, _) => String::new(),
+            (n, 1) => format!(", reuse {n}"),
+            (n, c) => format!(", reuse {n}, {c} at once"),
+        };
         match self {
             Contender::Native => "native hyper".into(),
-            Contender::Wasmtime { binary, reuse: 1 } => format!("{} serve", versions[binary]),
-            Contender::Wasmtime { binary, reuse } => {
-                format!("{} serve, reuse {reuse}", versions[binary])
+            Contender::Wasmtime {
+                binary,
+                reuse,
+                concurrent,
+            } => format!("{} serve{}", versions[binary], reusing(reuse, concurrent)),
+            Contender::Weft { reuse, concurrent } => {
+                format!("weft up{}", reusing(reuse, concurrent))
             }
-            Contender::Weft(1) => "weft up".into(),
-            Contender::Weft(n) => format!("weft up, reuse {n}"),
         }
     }
 }
@@ -99,12 +129,37 @@ pub struct Setup {
 }
 
 impl Setup {
-    fn contenders(&self) -> Vec<Contender> {
-        let wasmtime = (0..self.wasmtime.len())
-            .flat_map(|binary| [1, self.reuse].map(|reuse| Contender::Wasmtime { binary, reuse }));
+    /// The servers a workload is measured on. A WASIp3 instance may serve
+    /// several requests at once: its reusing rows do, on both hosts, and
+    /// Weft's also as it does by default, one at a time.
+    fn contenders(&self, workload: Workload) -> Vec<Contender> {
+        let concurrent = if workload.is_p3() { P3_CONCURRENT } else { 1 };
+        let wasmtime = (0..self.wasmtime.len()).flat_map(|binary| {
+            [(1, 1), (self.reuse, concurrent)].map(|(reuse, concurrent)| Contender::Wasmtime {
+                binary,
+                reuse,
+                concurrent,
+            })
+        });
+        let mut weft = vec![
+            Contender::Weft {
+                reuse: 1,
+                concurrent: 1,
+            },
+            Contender::Weft {
+                reuse: self.reuse,
+                concurrent: 1,
+            },
+        ];
+        if concurrent > 1 {
+            weft.push(Contender::Weft {
+                reuse: self.reuse,
+                concurrent,
+            });
+        }
         std::iter::once(Contender::Native)
             .chain(wasmtime)
-            .chain([Contender::Weft(1), Contender::Weft(self.reuse)])
+            .chain(weft)
             .collect()
     }
 
@@ -121,21 +176,33 @@ impl Setup {
                 command.args(["native-server", "--addr", &addr.to_string()]);
                 command
             }
-            Contender::Wasmtime { binary, reuse } => {
+            Contender::Wasmtime {
+                binary,
+                reuse,
+                concurrent,
+            } => {
                 let mut command = Command::new(&self.wasmtime[binary]);
                 command
                     .args(["serve", "--addr", &addr.to_string()])
                     .args(["-O", "pooling-allocator=y"])
                     .args(["--max-instance-reuse-count", &reuse.to_string()])
-                    .args(["-S", "cli=y"])
-                    .arg(component);
+                    .args(["-S", "cli=y"]);
+                if workload.is_p3() {
+                    command.args(P3_WASMTIME_FLAGS).args([
+                        "--max-instance-concurrent-reuse-count",
+                        &concurrent.to_string(),
+                    ]);
+                }
+                command.arg(component);
                 command
             }
-            Contender::Weft(reuse) => {
-                let dir = self.work.join(format!("weft-{}-{reuse}", workload.slug()));
+            Contender::Weft { reuse, concurrent } => {
+                let dir = self
+                    .work
+                    .join(format!("weft-{}-{reuse}-{concurrent}", workload.slug()));
                 std::fs::create_dir_all(&dir)?;
                 let manifest = dir.join("weft.toml");
-                std::fs::write(&manifest, manifest_text(component, addr, reuse))?;
+                std::fs::write(&manifest, manifest_text(component, addr, reuse, concurrent))?;
                 let mut command = Command::new(&self.weft);
                 command
                     .env("WEFT_LOG", "warn")
@@ -154,22 +221,58 @@ impl Setup {
     fn describe(&self, who: Contender, versions: &[String]) -> String {
         match who {
             Contender::Native => "weft-bench native-server --addr ADDR".into(),
-            Contender::Wasmtime { binary, reuse } => format!(
+            Contender::Wasmtime {
+                binary,
+                reuse,
+                concurrent: 1,
+            } => format!(
                 "wasmtime serve --addr ADDR -O pooling-allocator=y --max-instance-reuse-count {reuse} -S cli=y COMPONENT   # {}",
                 versions[binary]
             ),
-            Contender::Weft(reuse) => format!(
+            Contender::Wasmtime {
+                binary,
+                reuse,
+                concurrent,
+            } => format!(
+                "wasmtime serve --addr ADDR -O pooling-allocator=y --max-instance-reuse-count {reuse} -S cli=y {} --max-instance-concurrent-reuse-count {concurrent} COMPONENT   # {}",
+                P3_WASMTIME_FLAGS.join(" "),
+                versions[binary]
+            ),
+            Contender::Weft {
+                reuse,
+                concurrent: 1,
+            } => format!(
                 "weft up --no-build weft.toml   # requests-per-instance = {reuse}, http body rate unlimited"
+            ),
+            Contender::Weft { reuse, concurrent } => format!(
+                "weft up --no-build weft.toml   # requests-per-instance = {reuse}, concurrent-requests-per-instance = {concurrent}, http body rate unlimited"
             ),
         }
     }
 }
 
+/// What `wasmtime serve` needs to serve the WASIp3 workload: WASIp3 and
+/// the async component model, and `wasi:config` (which `p3-hello` imports
+/// for a path the benchmark does not call).
+const P3_WASMTIME_FLAGS: [&str; 6] = [
+    "-S",
+    "p3=y",
+    "-S",
+    "config=y",
+    "-W",
+    "component-model-async=y",
+];
+
 /// The manifest `weft up` runs: the component as one web role, its request
 /// body rate unlimited (the native server has none), everything else default.
-fn manifest_text(component: &str, addr: SocketAddr, reuse: u32) -> String {
+fn manifest_text(component: &str, addr: SocketAddr, reuse: u32, concurrent: u32) -> String {
+    let concurrent = if concurrent > 1 {
+        format!("concurrent-requests-per-instance = {concurrent}\n")
+    } else {
+        String::new()
+    };
     format!(
-        "[service]\nname = \"bench\"\n\n[roles.web]\nkind = \"web\"\ncomponent = {component:?}\nlisten = \"{addr}\"\n[roles.web.limits]\nrequests-per-instance = {reuse}\n[roles.web.rate-limits.http]\nbytes = {{ size = 0, refill-ms = 1000 }}\n"
+        "[service]\nname = \"bench\"\n\n[roles.web]\nkind = \"web\"\ncomponent = {component:?}\nlisten = \"{addr}\"\n[roles.web.limits]\nrequests-per-instance = {reuse}\n{concurrent}[roles.web.rate-limits.http]\nbytes = {{ size = 0, refill-ms = 1000 }}\n"
     )
 }
 
@@ -196,7 +299,7 @@ fn wrk(
         .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
         .args(["-d", &format!("{seconds}s"), "--latency"]);
     let url = match workload {
-        Workload::Hello => format!("http://{addr}/"),
+        Workload::Hello | Workload::P3Hello => format!("http://{addr}/"),
         Workload::Json => {
             command.arg("-s").arg(script);
             format!("http://{addr}/order")
@@ -308,7 +411,13 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
         out,
         "Servers (ADDR a free loopback port, COMPONENT the workload's `.wasm`):\n"
     );
-    for who in setup.contenders() {
+    let workloads = [Workload::Hello, Workload::Json, Workload::P3Hello];
+    let mut listed = Vec::new();
+    for who in workloads.iter().flat_map(|w| setup.contenders(*w)) {
+        if listed.contains(&who) {
+            continue;
+        }
+        listed.push(who);
         let _ = writeln!(
             out,
             "- {}: `{}`",
@@ -316,9 +425,14 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
             setup.describe(who, &versions)
         );
     }
+    let _ = writeln!(
+        out,
+        "\nFor the WASIp3 workload every `wasmtime serve` also gets `{}`.",
+        P3_WASMTIME_FLAGS.join(" ")
+    );
     let mut wrk_lines = Vec::new();
-    for workload in [Workload::Hello, Workload::Json] {
-        let contenders = setup.contenders();
+    for workload in workloads {
+        let contenders = setup.contenders(workload);
         // results[contender][connection index] = runs
         let mut results = vec![vec![Vec::<Run>::new(); setup.connections.len()]; contenders.len()];
         for round in 0..setup.repeats {
@@ -378,16 +492,28 @@ pub fn run(setup: &Setup, charts: &Path) -> anyhow::Result<(String, AimRatios)> 
         let native = contenders.iter().position(|c| *c == Contender::Native);
         let fresh_wasmtime: Vec<Option<usize>> = (0..versions.len())
             .map(|binary| {
-                contenders
-                    .iter()
-                    .position(|c| *c == Contender::Wasmtime { binary, reuse: 1 })
+                contenders.iter().position(|c| {
+                    *c == Contender::Wasmtime {
+                        binary,
+                        reuse: 1,
+                        concurrent: 1,
+                    }
+                })
             })
             .collect();
         let wasmtime = fresh_wasmtime[0];
-        let fresh = contenders.iter().position(|c| *c == Contender::Weft(1));
-        let reusing = contenders
-            .iter()
-            .position(|c| *c == Contender::Weft(setup.reuse));
+        let fresh = contenders.iter().position(|c| {
+            *c == Contender::Weft {
+                reuse: 1,
+                concurrent: 1,
+            }
+        });
+        let reusing = contenders.iter().position(|c| {
+            *c == Contender::Weft {
+                reuse: setup.reuse,
+                concurrent: 1,
+            }
+        });
         if workload == Workload::Hello
             && let (Some(native), Some(wasmtime), Some(fresh), Some(reusing)) =
                 (native, wasmtime, fresh, reusing)
