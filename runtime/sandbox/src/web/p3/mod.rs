@@ -15,7 +15,9 @@
 //! By default an instance serves one request and ends, as a p2 sandbox
 //! does. With `requests-per-instance` above 1 an instance is kept for later
 //! requests of the role, and with `concurrent-requests-per-instance` above
-//! 1 it takes several at once, interleaved at the guest's awaits; idle for
+//! 1 it takes several at once, interleaved at the guest's awaits (a request
+//! goes to an instance whose event loop waits, never to one running guest
+//! code, which would hold it until its next await); idle for
 //! `instance-idle-timeout-ms`, it ends. What wasmtime 48's experimental p3
 //! cannot do shapes the limits of an instance serving several requests:
 //! - one guest task cannot be cancelled alone (wasmtime issue #11833), so a
@@ -71,7 +73,8 @@ impl P3Handler {
     }
 
     /// Serves one request (admitted, holding `slot` until it is done, body
-    /// included) in an open instance with room for it, or a new one. The
+    /// included) in an open instance with room for it whose event loop
+    /// waits, or a new one. The
     /// guest's VMBus calls hang under `span`, the request's, while it is
     /// the only request its instance carries; with others in flight they
     /// hang under the instance's, since a store cannot tell whose call it is.

@@ -8,6 +8,7 @@
 
 use crate::error::GuestFailure;
 use crate::trace::SpanContext;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
@@ -69,6 +70,10 @@ impl Drop for Active {
 pub(super) struct Instance {
     jobs: mpsc::UnboundedSender<Job>,
     load: Mutex<Load>,
+    /// Set while its event loop runs (guest code or the host's side of its
+    /// calls): a request handed to it then would wait for the loop to come
+    /// back, so it goes to another instance, or a new one.
+    running: AtomicBool,
     /// Woken when a request of it ends or the role releases it.
     pub(super) wake: Notify,
 }
@@ -96,6 +101,11 @@ impl Instance {
         self.load.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Says whether its event loop is running now (see [`Instance::running`]).
+    pub(super) fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Relaxed);
+    }
+
     /// Stops handing it requests: one of its requests failed.
     pub(super) fn refuse_more(&self) {
         self.load().accepting = false;
@@ -117,7 +127,16 @@ impl Instance {
         }
     }
 
+    /// Whether it may take another request now: it has room for one, and
+    /// its loop is waiting (on the guest's awaits or for work), not running.
+    /// Only a loop that waits interleaves a new request at once; one that
+    /// runs would hold it until the running task's next await, so a busy
+    /// instance's request goes to another one, as `wasmtime serve` sends
+    /// requests only to an instance whose loop is ready for them.
     fn takes(&self, caps: Caps) -> bool {
+        if self.running.load(Ordering::Relaxed) {
+            return false;
+        }
         let load = self.load();
         load.accepting && !load.closed && load.active < caps.concurrent && load.started < caps.total
     }
@@ -183,9 +202,9 @@ impl Registry {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hands `request` to an open instance with room for it, else to a new
-    /// one. `slot` (the request's place among the role's `max-in-flight`)
-    /// is held while the request is in flight.
+    /// Hands `request` to an open instance with room for it whose loop is
+    /// not running, else to a new one. `slot` (the request's place among
+    /// the role's `max-in-flight`) is held while the request is in flight.
     pub(super) fn hand(
         &self,
         request: http::Request<WasiBody>,
@@ -246,6 +265,7 @@ impl Registry {
                 latest_deadline: deadline,
                 idle_since: now,
             }),
+            running: AtomicBool::new(false),
             wake: Notify::new(),
         });
         if !instance.load().closed {
@@ -348,5 +368,52 @@ impl Registry {
             .iter()
             .filter(|i| i.active() == 0)
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt as _, Empty};
+    use tokio::sync::Semaphore;
+
+    fn request() -> http::Request<WasiBody> {
+        http::Request::new(Empty::new().map_err(|never| match never {}).boxed_unsync())
+    }
+
+    #[test]
+    fn a_request_goes_to_an_instance_whose_loop_waits_never_to_one_whose_loop_runs() {
+        let registry = Registry::new(Caps {
+            concurrent: 4,
+            total: 100,
+            idle: Duration::from_secs(60),
+        });
+        let slots = Arc::new(Semaphore::new(8));
+        let hand = || {
+            let slot = slots.clone().try_acquire_owned().expect("a free slot");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            registry.hand(request(), deadline, slot, None)
+        };
+        let Handed::New(first, _answer) = hand() else {
+            panic!("the first request starts an instance");
+        };
+        assert!(
+            matches!(hand(), Handed::Existing(_)),
+            "a waiting loop with room takes the next request"
+        );
+        first.instance.set_running(true);
+        let Handed::New(second, _answer) = hand() else {
+            panic!("a running loop's instance is passed over for a new one");
+        };
+        assert_eq!(
+            first.instance.active(),
+            2,
+            "the running instance took nothing more"
+        );
+        assert_eq!(second.instance.active(), 1);
+        first.instance.set_running(false);
+        second.instance.set_running(true);
+        assert!(matches!(hand(), Handed::Existing(_)));
+        assert_eq!(first.instance.active(), 3, "the waiting one takes it again");
     }
 }

@@ -304,9 +304,15 @@ async fn watched<F: Future>(
     let idle = registry.caps().idle;
     let mut serving = std::pin::pin!(serving);
     let mut timer = Box::pin(tokio::time::sleep_until(Instant::now().into()));
+    // Re-arming the timer takes it out of tokio's timer wheel and puts it
+    // back: done only when the instant moves, not at every poll of the loop.
+    let mut armed = None;
     std::future::poll_fn(move |cx| {
         loop {
-            if let Poll::Ready(output) = serving.as_mut().poll(cx) {
+            instance.set_running(true);
+            let polled = serving.as_mut().poll(cx);
+            instance.set_running(false);
+            if let Poll::Ready(output) = polled {
                 return Poll::Ready(Watched::Finished(output));
             }
             let (at, ending) = instance.end_at(idle);
@@ -320,7 +326,10 @@ async fn watched<F: Future>(
                     Ending::Idle => continue,
                 }
             }
-            timer.as_mut().reset(at.into());
+            if armed != Some(at) {
+                timer.as_mut().reset(at.into());
+                armed = Some(at);
+            }
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
