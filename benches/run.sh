@@ -6,7 +6,7 @@
 # runs every figure, each beside its baseline in interleaved rounds, and
 # writes docs/benchmarks.md with its charts in docs/benchmarks/.
 #
-#   benches/run.sh           # every figure: 36 minutes on 2 cores with the build and tools cached, about an hour from cold
+#   benches/run.sh           # every figure: 46 minutes on 2 cores with the build and tools cached, about an hour from cold
 #   QUICK=1 benches/run.sh   # one short round of each: checks the harness
 #
 # Run it on an otherwise idle machine: the load generator shares it.

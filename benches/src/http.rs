@@ -3,8 +3,9 @@
 //! given (likewise; the first given is the one ratios are taken to), and
 //! the same work in a native hyper server, loaded with `wrk` at several
 //! connection counts. The WASIp3 workload adds instances that serve up to
-//! [`P3_CONCURRENT`] requests at once, on both hosts. Each round starts every server afresh, in turn, so the
-//! servers are interleaved; a round measures every connection count on each.
+//! [`P3_CONCURRENT`] requests at once, on both hosts. Each round starts
+//! every server afresh, in turn, so the servers are interleaved; a round
+//! measures every connection count on each.
 //! Reported: requests/s, p50 and p99 latency (wrk's), and the server's CPU
 //! time per request (from `/proc`, over the same wrk run).
 
