@@ -136,13 +136,20 @@ pub(super) fn migrate_from_format_1(txn: &WriteTransaction) -> Result<(), redb::
 
 /// The bytes an entry holds against its bucket's limit: its key and value.
 fn held_by(key: &str, row: &[u8]) -> Result<usize, redb::Error> {
-    Ok(key.len() + entry(row)?.1.len())
+    Ok(held_and_deadline(key, row)?.0)
+}
+
+/// The bytes an entry holds (as [`held_by`]) and its deadline, from one
+/// decoding of its row.
+fn held_and_deadline(key: &str, row: &[u8]) -> Result<(usize, Option<u64>), redb::Error> {
+    let (deadline, value) = entry(row)?;
+    Ok((key.len() + value.len(), deadline))
 }
 
 /// Removes `key`'s rows; returns the bytes it held (0 if it was not there).
 fn remove(txn: &WriteTransaction, bucket: &str, key: &str) -> Result<usize, redb::Error> {
     let old = match txn.open_table(KV)?.remove((bucket, key))? {
-        Some(row) => Some((held_by(key, row.value())?, entry(row.value())?.0)),
+        Some(row) => Some(held_and_deadline(key, row.value())?),
         None => None,
     };
     let Some((held, deadline)) = old else {
@@ -204,7 +211,7 @@ fn write(
         .open_table(KV)?
         .insert((bucket, key), entry_row(value, deadline).as_slice())?
     {
-        Some(row) => Some((held_by(key, row.value())?, entry(row.value())?.0)),
+        Some(row) => Some(held_and_deadline(key, row.value())?),
         None => None,
     };
     let (old, old_deadline) = replaced.unwrap_or((0, None));
